@@ -1,0 +1,275 @@
+//! A tokio-util [`Decoder`]/[`Encoder`] for the server side of an SMTP connection.
+//!
+//! The server switches the codec's [`Mode`] as the session moves between phases: command lines,
+//! one SASL response line, a DATA body, or a BDAT chunk of `n` octets. Bodies come out as
+//! [`Bytes`] slices of the read buffer, never copied line by line. After a DATA body ends or a
+//! BDAT chunk is complete the codec returns to [`Mode::Command`] by itself.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use smtp_proto::codec::{Frame, Mode, SmtpCodec};
+//! use smtp_proto::{Command, Reply};
+//! use tokio_util::codec::{Decoder, Encoder};
+//!
+//! let mut codec = SmtpCodec::default();
+//! let mut buf = BytesMut::from(&b"DATA\r\nHello\r\n.\r\nQUIT\r\n"[..]);
+//! assert!(matches!(codec.decode(&mut buf).unwrap(), Some(Frame::Command(Ok(Command::Data)))));
+//! codec.set_mode(Mode::data(1024));
+//! assert!(matches!(codec.decode(&mut buf).unwrap(), Some(Frame::DataChunk(c)) if &c[..] == b"Hello\r\n"));
+//! assert!(matches!(codec.decode(&mut buf).unwrap(), Some(Frame::DataEnd(_))));
+//! assert!(matches!(codec.decode(&mut buf).unwrap(), Some(Frame::Command(Ok(Command::Quit)))));
+//!
+//! let mut out = BytesMut::new();
+//! codec.encode(&Reply::simple(221, Some((2, 0, 0)), "Bye"), &mut out).unwrap();
+//! assert_eq!(&out[..], b"221 2.0.0 Bye\r\n");
+//! ```
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::ProtoError;
+use crate::bdat::{BdatDecoder, BdatEvent};
+use crate::command::{Command, ParseOptions};
+use crate::data::{BarePolicy, DataDecoder, DataEnd, DataEvent};
+use crate::line::{DEFAULT_MAX_LINE, LineDecoder, LineEvent};
+use crate::reply::Reply;
+
+/// The minimum SASL response line the codec accepts (RFC 4954 §4: at least 12288 octets).
+pub const DEFAULT_MAX_SASL_LINE: usize = 12288 + 2;
+
+/// What the decoder expects next.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Command lines.
+    Command,
+    /// One SASL response line (RFC 4954 §4), handed out raw.
+    SaslResponse,
+    /// A DATA body.
+    Data(DataDecoder),
+    /// A BDAT chunk.
+    Bdat(BdatDecoder),
+}
+
+impl Mode {
+    /// A DATA body of at most `max_size` octets with the default bare CR/LF policy (refuse).
+    pub fn data(max_size: u64) -> Self {
+        Self::Data(DataDecoder::new(max_size, BarePolicy::Reject))
+    }
+
+    /// A BDAT chunk of exactly `size` octets.
+    pub fn bdat(size: u64) -> Self {
+        Self::Bdat(BdatDecoder::new(size))
+    }
+}
+
+/// One decoded unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A command line, parsed (or the error to answer it with, e.g. 500 5.5.6 for a line that
+    /// was too long).
+    Command(Result<Command, ProtoError>),
+    /// A SASL response line without its CRLF (`Err` when it was too long).
+    SaslResponse(Result<Bytes, ProtoError>),
+    /// A piece of a DATA body.
+    DataChunk(Bytes),
+    /// The end of a DATA body; the codec is back in command mode.
+    DataEnd(DataEnd),
+    /// A piece of a BDAT chunk.
+    BdatChunk(Bytes),
+    /// All octets of the BDAT chunk were read; the codec is back in command mode.
+    BdatEnd,
+}
+
+/// The codec's I/O error: only the transport's own errors (protocol errors are frames).
+pub type CodecError = std::io::Error;
+
+/// The server-side SMTP codec.
+#[derive(Debug, Clone)]
+pub struct SmtpCodec {
+    mode: Mode,
+    commands: LineDecoder,
+    sasl: LineDecoder,
+    options: ParseOptions,
+}
+
+impl Default for SmtpCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_LINE, DEFAULT_MAX_SASL_LINE)
+    }
+}
+
+impl SmtpCodec {
+    /// A codec with the given command-line and SASL-line limits (line endings included).
+    pub fn new(max_command_line: usize, max_sasl_line: usize) -> Self {
+        Self {
+            mode: Mode::Command,
+            commands: LineDecoder::new(max_command_line),
+            sasl: LineDecoder::new(max_sasl_line),
+            options: ParseOptions::default(),
+        }
+    }
+
+    /// Sets the command parser's leniencies.
+    pub fn set_parse_options(&mut self, options: ParseOptions) {
+        self.options = options;
+    }
+
+    /// Switches what the decoder expects next.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+
+    /// What the decoder expects next.
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+}
+
+impl Decoder for SmtpCodec {
+    type Item = Frame;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        Ok(match &mut self.mode {
+            Mode::Command => self.commands.decode(buf).map(|ev| {
+                Frame::Command(match ev {
+                    LineEvent::Line(l) => Command::parse_with(&l, self.options),
+                    LineEvent::TooLong => Err(ProtoError::LineTooLong),
+                })
+            }),
+            Mode::SaslResponse => self.sasl.decode(buf).map(|ev| {
+                Frame::SaslResponse(match ev {
+                    LineEvent::Line(l) => Ok(l),
+                    LineEvent::TooLong => Err(ProtoError::LineTooLong),
+                })
+            }),
+            Mode::Data(d) => match d.decode(buf) {
+                Some(DataEvent::Chunk(c)) => Some(Frame::DataChunk(c)),
+                Some(DataEvent::End(e)) => {
+                    self.mode = Mode::Command;
+                    Some(Frame::DataEnd(e))
+                }
+                None => None,
+            },
+            Mode::Bdat(d) => match d.decode(buf) {
+                Some(BdatEvent::Chunk(c)) => Some(Frame::BdatChunk(c)),
+                Some(BdatEvent::End) => {
+                    self.mode = Mode::Command;
+                    Some(Frame::BdatEnd)
+                }
+                None => None,
+            },
+        })
+    }
+}
+
+impl Encoder<Reply> for SmtpCodec {
+    type Error = CodecError;
+    fn encode(&mut self, item: Reply, dst: &mut BytesMut) -> Result<(), CodecError> {
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+impl Encoder<&Reply> for SmtpCodec {
+    type Error = CodecError;
+    fn encode(&mut self, item: &Reply, dst: &mut BytesMut) -> Result<(), CodecError> {
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+/// Raw bytes (e.g. a `334` challenge line built elsewhere) pass through unchanged.
+impl Encoder<Bytes> for SmtpCodec {
+    type Error = CodecError;
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.extend_from_slice(&item);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(codec: &mut SmtpCodec, buf: &mut BytesMut) -> Vec<Frame> {
+        let mut out = Vec::new();
+        while let Some(f) = codec.decode(buf).unwrap() {
+            out.push(f);
+        }
+        out
+    }
+
+    #[test]
+    fn pipelined_commands() {
+        let mut c = SmtpCodec::default();
+        let mut buf = BytesMut::from(
+            &b"MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nRCPT TO:<bad\r\nDATA\r\n"[..],
+        );
+        let f = frames(&mut c, &mut buf);
+        assert_eq!(f.len(), 4);
+        assert!(matches!(
+            f[2],
+            Frame::Command(Err(ProtoError::RecipientSyntax))
+        ));
+        assert_eq!(f[3], Frame::Command(Ok(Command::Data)));
+    }
+
+    #[test]
+    fn overlong_command_yields_one_error() {
+        let mut c = SmtpCodec::default();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"NOOP ");
+        buf.extend_from_slice(&[b'x'; 2000]);
+        buf.extend_from_slice(b"\r\nQUIT\r\n");
+        let f = frames(&mut c, &mut buf);
+        assert_eq!(
+            f,
+            vec![
+                Frame::Command(Err(ProtoError::LineTooLong)),
+                Frame::Command(Ok(Command::Quit))
+            ]
+        );
+    }
+
+    #[test]
+    fn sasl_lines_allow_12288_octets() {
+        let mut c = SmtpCodec::default();
+        c.set_mode(Mode::SaslResponse);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[b'A'; 12288]);
+        buf.extend_from_slice(b"\r\n");
+        assert!(
+            matches!(c.decode(&mut buf).unwrap(), Some(Frame::SaslResponse(Ok(l))) if l.len() == 12288)
+        );
+        buf.extend_from_slice(&[b'A'; 13000]);
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(
+            c.decode(&mut buf).unwrap(),
+            Some(Frame::SaslResponse(Err(ProtoError::LineTooLong)))
+        );
+    }
+
+    #[test]
+    fn bdat_then_commands() {
+        let mut c = SmtpCodec::default();
+        let mut buf = BytesMut::from(&b"BDAT 5 LAST\r\nab\r\n.QUIT\r\n"[..]);
+        assert_eq!(
+            c.decode(&mut buf).unwrap(),
+            Some(Frame::Command(Ok(Command::Bdat {
+                size: 5,
+                last: true
+            })))
+        );
+        c.set_mode(Mode::bdat(5));
+        let f = frames(&mut c, &mut buf);
+        assert_eq!(
+            f,
+            vec![
+                Frame::BdatChunk(Bytes::from_static(b"ab\r\n.")),
+                Frame::BdatEnd,
+                Frame::Command(Ok(Command::Quit))
+            ]
+        );
+    }
+}

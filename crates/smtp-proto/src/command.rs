@@ -1,0 +1,670 @@
+//! SMTP commands (RFC 5321 §4.1, plus LHLO from RFC 2033, BDAT from RFC 3030, STARTTLS from
+//! RFC 3207 and AUTH from RFC 4954): parsing of one command line and encoding back to the wire.
+
+use std::fmt;
+
+use bytes::{BufMut, BytesMut};
+use zeroize::Zeroize;
+
+use crate::ProtoError;
+use crate::params::{MailParameters, RcptParameters};
+use crate::path::{self, ForwardPath, Host, ReversePath};
+
+/// A SASL mechanism name (RFC 4422 §3.1): 1 to 20 characters of `A-Z 0-9 - _`, stored
+/// upper-case (SMTP AUTH mechanism names are case-insensitive).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mechanism(String);
+
+impl Mechanism {
+    /// Validates and upper-cases a mechanism name.
+    pub fn new(name: &str) -> Result<Self, ProtoError> {
+        let ok = (1..=20).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(name.to_ascii_uppercase()))
+        } else {
+            Err(ProtoError::ArgumentSyntax("Invalid mechanism name"))
+        }
+    }
+
+    /// The upper-case name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The initial response of `AUTH mechanism initial-response` (RFC 4954 §4), still base64
+/// encoded, exactly as the client sent it. `=` stands for an empty response.
+///
+/// It carries credentials: `Debug` never shows it and it is zeroized on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InitialResponse(Vec<u8>);
+
+impl InitialResponse {
+    /// Wraps the base64 text (or `=`).
+    pub fn new(base64: impl Into<Vec<u8>>) -> Self {
+        Self(base64.into())
+    }
+
+    /// The base64 text as sent, `=` for empty. Named loudly: this is a secret.
+    pub fn expose_secret(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for InitialResponse {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for InitialResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InitialResponse(<redacted>)")
+    }
+}
+
+/// One SMTP command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// `HELO domain`
+    Helo(Host),
+    /// `EHLO domain`
+    Ehlo(Host),
+    /// `LHLO domain` (LMTP, RFC 2033)
+    Lhlo(Host),
+    /// `MAIL FROM:<reverse-path> [params]`
+    Mail {
+        /// The sender, or `<>`.
+        from: ReversePath,
+        /// ESMTP parameters.
+        params: MailParameters,
+    },
+    /// `RCPT TO:<forward-path> [params]`
+    Rcpt {
+        /// The recipient.
+        to: ForwardPath,
+        /// ESMTP parameters.
+        params: RcptParameters,
+    },
+    /// `DATA`
+    Data,
+    /// `BDAT size [LAST]` (RFC 3030)
+    Bdat {
+        /// The exact number of octets that follow.
+        size: u64,
+        /// True for the last chunk.
+        last: bool,
+    },
+    /// `RSET`
+    Rset,
+    /// `NOOP [string]`
+    Noop(Option<String>),
+    /// `QUIT`
+    Quit,
+    /// `VRFY string`
+    Vrfy(String),
+    /// `EXPN string`
+    Expn(String),
+    /// `HELP [string]`
+    Help(Option<String>),
+    /// `STARTTLS` (RFC 3207)
+    StartTls,
+    /// `AUTH mechanism [initial-response]` (RFC 4954 §4)
+    Auth {
+        /// The mechanism, upper-case.
+        mechanism: Mechanism,
+        /// The initial response, base64 as sent (`=` for empty).
+        initial_response: Option<InitialResponse>,
+    },
+    /// A verb this grammar does not know; a server answers 500 5.5.2.
+    Unknown(String),
+}
+
+/// Leniencies of the command parser. Each one is named and off unless stated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// Accept `MAIL FROM: <a@b>` with one space after the colon. Many clients send it; on by
+    /// default.
+    pub space_after_colon: bool,
+    /// Accept trailing spaces at the end of a MAIL or RCPT line. Off by default.
+    pub trailing_spaces: bool,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        Self {
+            space_after_colon: true,
+            trailing_spaces: false,
+        }
+    }
+}
+
+impl Command {
+    /// Parses one command line (without its CRLF) with the default options.
+    pub fn parse(line: &[u8]) -> Result<Self, ProtoError> {
+        Self::parse_with(line, ParseOptions::default())
+    }
+
+    /// Parses one command line (without its CRLF).
+    pub fn parse_with(line: &[u8], opts: ParseOptions) -> Result<Self, ProtoError> {
+        let (verb, rest) = match memchr::memchr(b' ', line) {
+            Some(i) => (&line[..i], Some(&line[i + 1..])),
+            None => (line, None),
+        };
+        if verb.is_empty() || !verb.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(ProtoError::UnknownCommand);
+        }
+        if verb.len() > 8 || !verb.iter().all(u8::is_ascii_alphabetic) {
+            return Ok(Self::Unknown(
+                String::from_utf8_lossy(&verb[..verb.len().min(32)]).into_owned(),
+            ));
+        }
+        if line.iter().any(|&b| (b < 32 && b != b'\t') || b == 127) {
+            return Err(ProtoError::InvalidUtf8);
+        }
+        let rest = match rest {
+            Some(r) => Some(std::str::from_utf8(r).map_err(|_| ProtoError::InvalidUtf8)?),
+            None => None,
+        };
+        let mut upper = [0u8; 8];
+        upper[..verb.len()].copy_from_slice(verb);
+        upper.make_ascii_uppercase();
+        let verb = &upper[..verb.len()];
+        let no_args = |cmd: Self, msg: &'static str| match rest {
+            None => Ok(cmd),
+            Some(_) => Err(ProtoError::ArgumentSyntax(msg)),
+        };
+        match verb {
+            b"HELO" => Ok(Self::Helo(helo_arg(rest)?)),
+            b"EHLO" => Ok(Self::Ehlo(helo_arg(rest)?)),
+            b"LHLO" => Ok(Self::Lhlo(helo_arg(rest)?)),
+            b"MAIL" => parse_mail(rest, opts),
+            b"RCPT" => parse_rcpt(rest, opts),
+            b"DATA" => no_args(Self::Data, "Syntax: DATA"),
+            b"RSET" => no_args(Self::Rset, "Syntax: RSET"),
+            b"QUIT" => no_args(Self::Quit, "Syntax: QUIT"),
+            b"STARTTLS" => no_args(Self::StartTls, "Syntax: STARTTLS"),
+            b"NOOP" => Ok(Self::Noop(rest.map(str::to_owned))),
+            b"HELP" => Ok(Self::Help(rest.map(str::to_owned))),
+            b"VRFY" => match rest {
+                Some(s) if !s.is_empty() => Ok(Self::Vrfy(s.to_owned())),
+                _ => Err(ProtoError::ArgumentSyntax("Syntax: VRFY <address>")),
+            },
+            b"EXPN" => match rest {
+                Some(s) if !s.is_empty() => Ok(Self::Expn(s.to_owned())),
+                _ => Err(ProtoError::ArgumentSyntax("Syntax: EXPN <list>")),
+            },
+            b"BDAT" => parse_bdat(rest),
+            b"AUTH" => parse_auth(rest),
+            _ => Ok(Self::Unknown(String::from_utf8_lossy(verb).into_owned())),
+        }
+    }
+
+    /// Appends the command line with its CRLF to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Self::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                out.put_slice(b"AUTH ");
+                out.put_slice(mechanism.as_str().as_bytes());
+                if let Some(ir) = initial_response {
+                    out.put_u8(b' ');
+                    out.put_slice(ir.expose_secret());
+                }
+            }
+            other => out.put_slice(other.public_line().as_bytes()),
+        }
+        out.put_slice(b"\r\n");
+    }
+
+    /// The wire form with CRLF.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out.to_vec()
+    }
+
+    /// The command line for logs: everything but an AUTH initial response, which is shown as
+    /// `<redacted>`.
+    pub fn public_line(&self) -> String {
+        let opt = |verb: &str, s: &Option<String>| match s {
+            Some(s) => format!("{verb} {s}"),
+            None => verb.to_owned(),
+        };
+        match self {
+            Self::Helo(h) => format!("HELO {h}"),
+            Self::Ehlo(h) => format!("EHLO {h}"),
+            Self::Lhlo(h) => format!("LHLO {h}"),
+            Self::Mail { from, params } => format!("MAIL FROM:{from}{params}"),
+            Self::Rcpt { to, params } => format!("RCPT TO:{to}{params}"),
+            Self::Data => "DATA".into(),
+            Self::Bdat { size, last: true } => format!("BDAT {size} LAST"),
+            Self::Bdat { size, last: false } => format!("BDAT {size}"),
+            Self::Rset => "RSET".into(),
+            Self::Noop(s) => opt("NOOP", s),
+            Self::Quit => "QUIT".into(),
+            Self::Vrfy(s) => format!("VRFY {s}"),
+            Self::Expn(s) => format!("EXPN {s}"),
+            Self::Help(s) => opt("HELP", s),
+            Self::StartTls => "STARTTLS".into(),
+            Self::Auth {
+                mechanism,
+                initial_response: None,
+            } => format!("AUTH {mechanism}"),
+            Self::Auth { mechanism, .. } => format!("AUTH {mechanism} <redacted>"),
+            Self::Unknown(v) => v.clone(),
+        }
+    }
+
+    /// The verb, upper-case, for logs and metrics.
+    pub fn verb(&self) -> &str {
+        match self {
+            Self::Helo(_) => "HELO",
+            Self::Ehlo(_) => "EHLO",
+            Self::Lhlo(_) => "LHLO",
+            Self::Mail { .. } => "MAIL",
+            Self::Rcpt { .. } => "RCPT",
+            Self::Data => "DATA",
+            Self::Bdat { .. } => "BDAT",
+            Self::Rset => "RSET",
+            Self::Noop(_) => "NOOP",
+            Self::Quit => "QUIT",
+            Self::Vrfy(_) => "VRFY",
+            Self::Expn(_) => "EXPN",
+            Self::Help(_) => "HELP",
+            Self::StartTls => "STARTTLS",
+            Self::Auth { .. } => "AUTH",
+            Self::Unknown(v) => v,
+        }
+    }
+
+    /// True when the command needs SMTPUTF8 (a UTF-8 address, RFC 6531).
+    pub fn needs_smtputf8(&self) -> bool {
+        match self {
+            Self::Mail { from, .. } => from.is_utf8(),
+            Self::Rcpt { to, .. } => to.is_utf8(),
+            _ => false,
+        }
+    }
+}
+
+fn helo_arg(rest: Option<&str>) -> Result<Host, ProtoError> {
+    let s = rest.ok_or(ProtoError::ArgumentSyntax("Syntax: EHLO hostname"))?;
+    Host::try_from(s).map_err(|_| ProtoError::ArgumentSyntax("Invalid domain name"))
+}
+
+/// Strips `prefix` (case-insensitive) and the optional space after the colon.
+fn after_prefix<'a>(rest: Option<&'a str>, prefix: &str, opts: ParseOptions) -> Option<&'a str> {
+    let r = rest?;
+    let head = r.as_bytes().get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        return None;
+    }
+    // The prefix is ASCII, so this is a character boundary.
+    let r = r.get(prefix.len()..)?;
+    Some(match r.strip_prefix(' ') {
+        Some(s) if opts.space_after_colon => s,
+        _ => r,
+    })
+}
+
+/// Parses `<path>[ SP params]` with `path`, applying the trailing-space leniency.
+fn path_and_params<T>(
+    s: &str,
+    opts: ParseOptions,
+    path: impl Fn(&[u8]) -> nom::IResult<&[u8], T>,
+    err: ProtoError,
+) -> Result<(T, Option<&str>), ProtoError> {
+    let s = if opts.trailing_spaces {
+        s.trim_end_matches(' ')
+    } else {
+        s
+    };
+    let (rest, p) = path(s.as_bytes()).map_err(|_| err.clone())?;
+    let rest = &s[s.len() - rest.len()..];
+    match rest {
+        "" => Ok((p, None)),
+        r => match r.strip_prefix(' ') {
+            Some(params) if !params.is_empty() => Ok((p, Some(params))),
+            _ => Err(err),
+        },
+    }
+}
+
+fn parse_mail(rest: Option<&str>, opts: ParseOptions) -> Result<Command, ProtoError> {
+    let s = after_prefix(rest, "FROM:", opts)
+        .ok_or(ProtoError::Syntax("Syntax: MAIL FROM:<address>"))?;
+    let (from, params) = path_and_params(s, opts, path::reverse_path, ProtoError::SenderSyntax)?;
+    let params = match params {
+        Some(p) => MailParameters::parse(p)?,
+        None => MailParameters::default(),
+    };
+    Ok(Command::Mail { from, params })
+}
+
+fn parse_rcpt(rest: Option<&str>, opts: ParseOptions) -> Result<Command, ProtoError> {
+    let s =
+        after_prefix(rest, "TO:", opts).ok_or(ProtoError::Syntax("Syntax: RCPT TO:<address>"))?;
+    let (to, params) = path_and_params(s, opts, path::forward_path, ProtoError::RecipientSyntax)?;
+    let params = match params {
+        Some(p) => RcptParameters::parse(p)?,
+        None => RcptParameters::default(),
+    };
+    Ok(Command::Rcpt { to, params })
+}
+
+fn parse_bdat(rest: Option<&str>) -> Result<Command, ProtoError> {
+    const ERR: ProtoError = ProtoError::ArgumentSyntax("Syntax: BDAT <size> [LAST]");
+    let s = rest.ok_or(ERR)?;
+    let (size, last) = match s.split_once(' ') {
+        Some((n, l)) if l.eq_ignore_ascii_case("LAST") => (n, true),
+        Some(_) => return Err(ERR),
+        None => (s, false),
+    };
+    // chunk-size = 1*DIGIT; 20 digits cover u64.
+    if size.is_empty() || size.len() > 20 || !size.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ERR);
+    }
+    let size = size.parse().map_err(|_| ERR)?;
+    Ok(Command::Bdat { size, last })
+}
+
+fn parse_auth(rest: Option<&str>) -> Result<Command, ProtoError> {
+    const ERR: ProtoError =
+        ProtoError::ArgumentSyntax("Syntax: AUTH <mechanism> [initial-response]");
+    let s = rest.ok_or(ERR)?;
+    let (mech, ir) = match s.split_once(' ') {
+        Some((m, ir)) => (m, Some(ir)),
+        None => (s, None),
+    };
+    let mechanism = Mechanism::new(mech)?;
+    let initial_response = match ir {
+        // initial-response = base64 / "=" ; the base64 itself is checked by the SASL layer,
+        // which answers 501 5.5.2 when it cannot decode it.
+        Some(ir) if !ir.is_empty() && !ir.contains(' ') => Some(InitialResponse::new(ir)),
+        Some(_) => return Err(ERR),
+        None => None,
+    };
+    Ok(Command::Auth {
+        mechanism,
+        initial_response,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{AuthParam, BodyType};
+    use crate::path::Mailbox;
+
+    fn p(s: &str) -> Result<Command, ProtoError> {
+        Command::parse(s.as_bytes())
+    }
+
+    fn mb(s: &str) -> Mailbox {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn verbs_are_case_insensitive() {
+        assert_eq!(p("quit"), Ok(Command::Quit));
+        assert_eq!(p("QuIt"), Ok(Command::Quit));
+        assert_eq!(p("data"), Ok(Command::Data));
+        assert_eq!(p("starttls"), Ok(Command::StartTls));
+        assert_eq!(p("rset"), Ok(Command::Rset));
+        assert_eq!(p("noop"), Ok(Command::Noop(None)));
+        assert_eq!(p("NOOP hello"), Ok(Command::Noop(Some("hello".into()))));
+        assert_eq!(p("help"), Ok(Command::Help(None)));
+        assert_eq!(p("HELP MAIL"), Ok(Command::Help(Some("MAIL".into()))));
+    }
+
+    #[test]
+    fn greetings() {
+        assert_eq!(
+            p("EHLO mail.example.com"),
+            Ok(Command::Ehlo(Host::try_from("mail.example.com").unwrap()))
+        );
+        assert_eq!(
+            p("helo [192.0.2.1]"),
+            Ok(Command::Helo(Host::try_from("[192.0.2.1]").unwrap()))
+        );
+        assert!(matches!(p("LHLO foo"), Ok(Command::Lhlo(_))));
+        assert_eq!(
+            p("EHLO"),
+            Err(ProtoError::ArgumentSyntax("Syntax: EHLO hostname"))
+        );
+        assert_eq!(
+            p("EHLO bad_name!"),
+            Err(ProtoError::ArgumentSyntax("Invalid domain name"))
+        );
+    }
+
+    #[test]
+    fn mail_and_rcpt() {
+        // RFC 5321 Appendix D.1 scenario.
+        assert_eq!(
+            p("MAIL FROM:<Smith@bar.com>"),
+            Ok(Command::Mail {
+                from: ReversePath::Mailbox(mb("Smith@bar.com")),
+                params: MailParameters::default()
+            })
+        );
+        assert_eq!(
+            p("RCPT TO:<Jones@foo.com>"),
+            Ok(Command::Rcpt {
+                to: ForwardPath::Mailbox(mb("Jones@foo.com")),
+                params: RcptParameters::default()
+            })
+        );
+        assert_eq!(
+            p("mail from:<>"),
+            Ok(Command::Mail {
+                from: ReversePath::Null,
+                params: MailParameters::default()
+            })
+        );
+        let Ok(Command::Mail { params, .. }) = p("MAIL FROM:<a@b.c> SIZE=42 BODY=8BITMIME AUTH=<>")
+        else {
+            panic!()
+        };
+        assert_eq!(params.size, Some(42));
+        assert_eq!(params.body, Some(BodyType::EightBitMime));
+        assert_eq!(params.auth, Some(AuthParam::Unknown));
+        assert_eq!(
+            p("RCPT TO:<postmaster>"),
+            Ok(Command::Rcpt {
+                to: ForwardPath::Postmaster,
+                params: RcptParameters::default()
+            })
+        );
+        // The common client quirk: one space after the colon.
+        assert!(p("MAIL FROM: <a@b.c>").is_ok());
+        assert_eq!(
+            Command::parse_with(
+                b"MAIL FROM: <a@b.c>",
+                ParseOptions {
+                    space_after_colon: false,
+                    ..Default::default()
+                }
+            ),
+            Err(ProtoError::SenderSyntax)
+        );
+        assert_eq!(p("MAIL FROM:<a@b.c> "), Err(ProtoError::SenderSyntax));
+        assert!(
+            Command::parse_with(
+                b"MAIL FROM:<a@b.c>  ",
+                ParseOptions {
+                    trailing_spaces: true,
+                    ..Default::default()
+                }
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn address_errors_have_their_codes() {
+        assert_eq!(p("MAIL FROM:a@b.c"), Err(ProtoError::SenderSyntax));
+        assert_eq!(p("MAIL FROM:<a@b.c"), Err(ProtoError::SenderSyntax));
+        assert_eq!(p("MAIL FROM:<a@b.c>x"), Err(ProtoError::SenderSyntax));
+        assert_eq!(p("RCPT TO:<>"), Err(ProtoError::RecipientSyntax));
+        assert_eq!(p("RCPT TO:<@a.b>"), Err(ProtoError::RecipientSyntax));
+        assert_eq!(
+            p("MAIL TO:<a@b.c>"),
+            Err(ProtoError::Syntax("Syntax: MAIL FROM:<address>"))
+        );
+        assert_eq!(
+            p("MAIL"),
+            Err(ProtoError::Syntax("Syntax: MAIL FROM:<address>"))
+        );
+        assert_eq!(
+            p("RCPT TO:<a@b.c> FOO"),
+            Ok(Command::Rcpt {
+                to: ForwardPath::Mailbox(mb("a@b.c")),
+                params: RcptParameters::parse("FOO").unwrap()
+            })
+        );
+        assert_eq!(
+            p("MAIL FROM:<a@b.c> SIZE=x"),
+            Err(ProtoError::ParameterSyntax("Invalid SIZE parameter"))
+        );
+    }
+
+    #[test]
+    fn utf8_needs_smtputf8() {
+        let c = p("MAIL FROM:<用户@例子.广告> SMTPUTF8").unwrap();
+        assert!(c.needs_smtputf8());
+        assert!(!p("MAIL FROM:<a@b.c>").unwrap().needs_smtputf8());
+        assert_eq!(
+            Command::parse(b"MAIL FROM:<\xff@b.c>"),
+            Err(ProtoError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn multibyte_after_verb_is_not_a_panic() {
+        // Found by the fuzzer: a multi-byte character where "FROM:" is expected.
+        assert_eq!(
+            Command::parse("MAIL FROMƹchchELO 127".as_bytes()),
+            Err(ProtoError::Syntax("Syntax: MAIL FROM:<address>"))
+        );
+        assert!(p("RCPT é").is_err());
+    }
+
+    #[test]
+    fn bdat() {
+        assert_eq!(
+            p("BDAT 1000"),
+            Ok(Command::Bdat {
+                size: 1000,
+                last: false
+            })
+        );
+        assert_eq!(
+            p("BDAT 0 LAST"),
+            Ok(Command::Bdat {
+                size: 0,
+                last: true
+            })
+        );
+        assert_eq!(
+            p("bdat 5 last"),
+            Ok(Command::Bdat {
+                size: 5,
+                last: true
+            })
+        );
+        for bad in [
+            "BDAT",
+            "BDAT x",
+            "BDAT -1",
+            "BDAT 1 FIRST",
+            "BDAT 99999999999999999999999",
+        ] {
+            assert!(
+                matches!(p(bad), Err(ProtoError::ArgumentSyntax(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn auth() {
+        // RFC 4954 §4 examples.
+        let c = p("AUTH PLAIN dGVzdAB0ZXN0ADEyMzQ=").unwrap();
+        let Command::Auth {
+            mechanism,
+            initial_response: Some(ir),
+        } = &c
+        else {
+            panic!()
+        };
+        assert_eq!(mechanism.as_str(), "PLAIN");
+        assert_eq!(ir.expose_secret(), b"dGVzdAB0ZXN0ADEyMzQ=");
+        assert!(!format!("{c:?}").contains("dGVzd"));
+        assert_eq!(c.public_line(), "AUTH PLAIN <redacted>");
+        let c = p("auth plain =").unwrap();
+        assert!(
+            matches!(c, Command::Auth { initial_response: Some(ref r), .. } if r.expose_secret() == b"=")
+        );
+        assert!(
+            matches!(p("AUTH cram-md5"), Ok(Command::Auth { ref mechanism, initial_response: None }) if mechanism.as_str() == "CRAM-MD5")
+        );
+        assert!(matches!(p("AUTH SCRAM-SHA-256"), Ok(Command::Auth { .. })));
+        assert_eq!(
+            p("AUTH THIS-NAME-IS-FAR-TOO-LONG-FOR-SASL"),
+            Err(ProtoError::ArgumentSyntax("Invalid mechanism name"))
+        );
+        assert!(p("AUTH").is_err());
+        assert!(p("AUTH PLAIN a b").is_err());
+    }
+
+    #[test]
+    fn unknown_and_garbage() {
+        assert_eq!(p("FOO bar"), Ok(Command::Unknown("FOO".into())));
+        assert_eq!(
+            p("XCLIENTLONGVERB"),
+            Ok(Command::Unknown("XCLIENTLONGVERB".into()))
+        );
+        assert_eq!(p(""), Err(ProtoError::UnknownCommand));
+        assert_eq!(p(" QUIT"), Err(ProtoError::UnknownCommand));
+        assert_eq!(Command::parse(b"\x00\x01"), Err(ProtoError::UnknownCommand));
+        assert_eq!(Command::parse(b"NOOP \x00"), Err(ProtoError::InvalidUtf8));
+        assert_eq!(
+            p("DATA now"),
+            Err(ProtoError::ArgumentSyntax("Syntax: DATA"))
+        );
+        assert_eq!(
+            ProtoError::UnknownCommand.reply().to_bytes(),
+            b"500 5.5.2 Syntax error, command unrecognized\r\n"
+        );
+    }
+
+    #[test]
+    fn encode_examples() {
+        assert_eq!(
+            p("mail from:<a@b.c> size=10").unwrap().to_bytes(),
+            b"MAIL FROM:<a@b.c> SIZE=10\r\n"
+        );
+        assert_eq!(
+            p("rcpt to:<postmaster>").unwrap().to_bytes(),
+            b"RCPT TO:<Postmaster>\r\n"
+        );
+        assert_eq!(
+            p("auth login dXNlcg==").unwrap().to_bytes(),
+            b"AUTH LOGIN dXNlcg==\r\n"
+        );
+    }
+}

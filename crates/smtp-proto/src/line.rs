@@ -1,0 +1,183 @@
+//! Line framing for command lines and SASL response lines.
+//!
+//! RFC 5321 §4.5.3.1.4 limits a command line to 512 octets including CRLF. A longer line is not
+//! buffered: the decoder drops it as it arrives, up to its line feed, and then reports one
+//! [`LineEvent::TooLong`], so memory stays bounded whatever the client sends and the stream
+//! resynchronises on the next line.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// The default command line limit in octets, CRLF included (RFC 5321 §4.5.3.1.4).
+pub const DEFAULT_MAX_LINE: usize = 512;
+
+/// What the line decoder found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineEvent {
+    /// A complete line, without its CRLF (or bare LF).
+    Line(Bytes),
+    /// A line longer than the limit was dropped, up to and including its line feed.
+    TooLong,
+}
+
+/// A bounded line decoder with a discarding state (the tokio-util `LinesCodec` idea).
+#[derive(Debug, Clone)]
+pub struct LineDecoder {
+    max: usize,
+    discarding: bool,
+    /// Where the search for LF resumes, so a slowly arriving line is scanned once.
+    scanned: usize,
+}
+
+impl LineDecoder {
+    /// A decoder for lines of at most `max` octets including the line ending.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(3),
+            discarding: false,
+            scanned: 0,
+        }
+    }
+
+    /// The limit in octets, line ending included.
+    pub fn max_len(&self) -> usize {
+        self.max
+    }
+
+    /// Changes the limit (e.g. to RFC 4954's 12288 octets for a SASL response).
+    pub fn set_max_len(&mut self, max: usize) {
+        self.max = max.max(3);
+    }
+
+    /// True while the rest of an overlong line is being dropped.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
+    /// Takes the next event out of `buf`, or returns `None` when more input is needed.
+    ///
+    /// A line ends at LF; a CR right before it is removed too.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Option<LineEvent> {
+        if self.discarding {
+            return match memchr::memchr(b'\n', buf) {
+                Some(i) => {
+                    buf.advance(i + 1);
+                    self.discarding = false;
+                    Some(LineEvent::TooLong)
+                }
+                None => {
+                    buf.clear();
+                    None
+                }
+            };
+        }
+        let window = buf.len().min(self.max);
+        let start = self.scanned.min(window);
+        match memchr::memchr(b'\n', &buf[start..window]) {
+            Some(off) => {
+                let i = start + off;
+                self.scanned = 0;
+                let mut line = buf.split_to(i + 1);
+                line.truncate(i);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(i - 1);
+                }
+                Some(LineEvent::Line(line.freeze()))
+            }
+            None if buf.len() >= self.max => {
+                // No LF within the limit: drop what we have and the rest of the line.
+                self.scanned = 0;
+                self.discarding = true;
+                self.decode(buf)
+            }
+            None => {
+                self.scanned = window;
+                None
+            }
+        }
+    }
+}
+
+impl Default for LineDecoder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_LINE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_with_crlf_and_lf() {
+        let mut d = LineDecoder::default();
+        let mut b = BytesMut::from(&b"EHLO a\r\nQUIT\nNO"[..]);
+        assert_eq!(
+            d.decode(&mut b),
+            Some(LineEvent::Line(Bytes::from_static(b"EHLO a")))
+        );
+        assert_eq!(
+            d.decode(&mut b),
+            Some(LineEvent::Line(Bytes::from_static(b"QUIT")))
+        );
+        assert_eq!(d.decode(&mut b), None);
+        b.extend_from_slice(b"OP\r\n");
+        assert_eq!(
+            d.decode(&mut b),
+            Some(LineEvent::Line(Bytes::from_static(b"NOOP")))
+        );
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn exactly_at_the_limit() {
+        let mut d = LineDecoder::new(10);
+        let mut b = BytesMut::from(&b"12345678\r\n"[..]);
+        assert_eq!(
+            d.decode(&mut b),
+            Some(LineEvent::Line(Bytes::from_static(b"12345678")))
+        );
+        let mut b = BytesMut::from(&b"123456789\r\nNEXT\r\n"[..]);
+        assert_eq!(d.decode(&mut b), Some(LineEvent::TooLong));
+        assert_eq!(
+            d.decode(&mut b),
+            Some(LineEvent::Line(Bytes::from_static(b"NEXT")))
+        );
+    }
+
+    #[test]
+    fn overlong_line_is_dropped_in_bounded_memory() {
+        let mut d = LineDecoder::new(512);
+        let mut b = BytesMut::new();
+        for _ in 0..1000 {
+            b.extend_from_slice(&[b'A'; 1000]);
+            assert_eq!(d.decode(&mut b), None);
+            assert!(b.len() < 1024, "the buffer stays bounded");
+        }
+        b.extend_from_slice(b"AAAA\r\nQUIT\r\n");
+        assert_eq!(d.decode(&mut b), Some(LineEvent::TooLong));
+        assert_eq!(
+            d.decode(&mut b),
+            Some(LineEvent::Line(Bytes::from_static(b"QUIT")))
+        );
+        assert_eq!(d.decode(&mut b), None);
+    }
+
+    #[test]
+    fn byte_by_byte() {
+        let mut d = LineDecoder::default();
+        let mut b = BytesMut::new();
+        let input = b"MAIL FROM:<a@b.c>\r\n";
+        for (n, &c) in input.iter().enumerate() {
+            b.extend_from_slice(&[c]);
+            let ev = d.decode(&mut b);
+            if n + 1 == input.len() {
+                assert_eq!(
+                    ev,
+                    Some(LineEvent::Line(Bytes::from_static(b"MAIL FROM:<a@b.c>")))
+                );
+            } else {
+                assert_eq!(ev, None);
+            }
+        }
+    }
+}

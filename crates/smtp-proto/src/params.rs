@@ -1,0 +1,508 @@
+//! ESMTP parameters of MAIL and RCPT (RFC 5321 §4.1.2 `Mail-parameters`), typed where an
+//! extension defines them: SIZE (RFC 1870), BODY (RFC 6152, RFC 3030), SMTPUTF8 (RFC 6531),
+//! AUTH (RFC 4954 §5), RET, ENVID, NOTIFY and ORCPT (RFC 3461).
+
+use std::fmt::{self, Write as _};
+
+use crate::ProtoError;
+
+/// One `esmtp-param`: a keyword (stored upper-case) and an optional value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Param {
+    keyword: String,
+    value: Option<String>,
+}
+
+impl Param {
+    /// Builds a parameter, checking the RFC 5321 keyword and value grammar.
+    pub fn new(keyword: &str, value: Option<&str>) -> Result<Self, ProtoError> {
+        // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+        let kw_ok = keyword
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+            && keyword
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !kw_ok {
+            return Err(ProtoError::ParameterSyntax("Invalid parameter keyword"));
+        }
+        // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 non-ASCII (RFC 6531 §3.3)
+        if let Some(v) = value {
+            let ok = !v.is_empty()
+                && v.chars()
+                    .all(|c| (c.is_ascii_graphic() && c != '=') || !c.is_ascii());
+            if !ok {
+                return Err(ProtoError::ParameterSyntax("Invalid parameter value"));
+            }
+        }
+        Ok(Self {
+            keyword: keyword.to_ascii_uppercase(),
+            value: value.map(str::to_owned),
+        })
+    }
+
+    /// The keyword, upper-case.
+    pub fn keyword(&self) -> &str {
+        &self.keyword
+    }
+
+    /// The value, if any.
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+}
+
+impl fmt::Display for Param {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={}", self.keyword, v),
+            None => f.write_str(&self.keyword),
+        }
+    }
+}
+
+/// Splits `esmtp-param *(SP esmtp-param)` into parameters.
+pub(crate) fn split_params(s: &str) -> Result<Vec<Param>, ProtoError> {
+    let mut out = Vec::new();
+    for word in s.split(' ') {
+        if word.is_empty() {
+            return Err(ProtoError::ParameterSyntax("Invalid parameter syntax"));
+        }
+        let (k, v) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        let p = Param::new(k, v)?;
+        if out.iter().any(|q: &Param| q.keyword == p.keyword) {
+            return Err(ProtoError::DuplicateParameter);
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// xtext decoding (RFC 3461 §4): `+XX` is the octet with hex value XX (upper-case digits).
+pub fn xtext_decode(s: &str) -> Result<String, ProtoError> {
+    const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid xtext");
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                let hex = b.get(i + 1..i + 3).ok_or(ERR)?;
+                let digit = |c: u8| match c {
+                    b'0'..=b'9' => Ok(c - b'0'),
+                    b'A'..=b'F' => Ok(c - b'A' + 10),
+                    _ => Err(ERR),
+                };
+                out.push(digit(hex[0])? << 4 | digit(hex[1])?);
+                i += 3;
+            }
+            // xchar = any ASCII CHAR between "!" (33) and "~" (126) except "+" and "="
+            c if (33..=126).contains(&c) && c != b'=' => {
+                out.push(c);
+                i += 1;
+            }
+            // RFC 6533 allows UTF-8 in utf-8-addr-xtext; accept it here as well.
+            c if c >= 0x80 => {
+                out.push(c);
+                i += 1;
+            }
+            _ => return Err(ERR),
+        }
+    }
+    String::from_utf8(out).map_err(|_| ERR)
+}
+
+/// xtext encoding (RFC 3461 §4): characters outside `!`..`~`, `+` and `=` become `+XX`.
+pub fn xtext_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "+{b:02X}");
+        }
+    }
+    out
+}
+
+/// The BODY parameter (RFC 6152, RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BodyType {
+    /// `BODY=7BIT`
+    SevenBit,
+    /// `BODY=8BITMIME`
+    EightBitMime,
+    /// `BODY=BINARYMIME` (requires BDAT)
+    BinaryMime,
+}
+
+impl BodyType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SevenBit => "7BIT",
+            Self::EightBitMime => "8BITMIME",
+            Self::BinaryMime => "BINARYMIME",
+        }
+    }
+}
+
+/// The AUTH parameter of MAIL (RFC 4954 §5).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AuthParam {
+    /// `AUTH=<>`: the identity is unknown or the message was not submitted with authentication.
+    Unknown,
+    /// `AUTH=xtext`: the decoded authenticated identity (an addr-spec).
+    Identity(String),
+}
+
+/// The RET parameter (RFC 3461 §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ret {
+    /// `RET=FULL`
+    Full,
+    /// `RET=HDRS`
+    Headers,
+}
+
+/// The NOTIFY parameter (RFC 3461 §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Notify {
+    /// `NOTIFY=NEVER` (then the others are false).
+    pub never: bool,
+    /// `SUCCESS` listed.
+    pub success: bool,
+    /// `FAILURE` listed.
+    pub failure: bool,
+    /// `DELAY` listed.
+    pub delay: bool,
+}
+
+/// The ORCPT parameter (RFC 3461 §4.2): `addr-type ";" xtext`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Orcpt {
+    /// The address type, e.g. `rfc822`.
+    pub addr_type: String,
+    /// The decoded original recipient.
+    pub address: String,
+}
+
+/// Parameters of MAIL FROM.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct MailParameters {
+    /// `SIZE=n`, the declared message size in octets.
+    pub size: Option<u64>,
+    /// `BODY=`
+    pub body: Option<BodyType>,
+    /// `SMTPUTF8` present.
+    pub smtputf8: bool,
+    /// `AUTH=`
+    pub auth: Option<AuthParam>,
+    /// `RET=`
+    pub ret: Option<Ret>,
+    /// `ENVID=`, decoded.
+    pub envid: Option<String>,
+    /// Every other parameter, in order. A server answers 555 to those it does not implement.
+    pub other: Vec<Param>,
+}
+
+/// Parameters of RCPT TO.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct RcptParameters {
+    /// `NOTIFY=`
+    pub notify: Option<Notify>,
+    /// `ORCPT=`
+    pub orcpt: Option<Orcpt>,
+    /// Every other parameter, in order.
+    pub other: Vec<Param>,
+}
+
+fn required<'a>(p: &'a Param, what: &'static str) -> Result<&'a str, ProtoError> {
+    p.value().ok_or(ProtoError::ParameterSyntax(what))
+}
+
+impl MailParameters {
+    /// Parses the text after the reverse-path (without the leading space).
+    pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        let mut out = Self::default();
+        for p in split_params(s)? {
+            match p.keyword() {
+                "SIZE" => {
+                    let v = required(&p, "Invalid SIZE parameter")?;
+                    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(ProtoError::ParameterSyntax("Invalid SIZE parameter"));
+                    }
+                    out.size = Some(
+                        v.parse()
+                            .map_err(|_| ProtoError::ParameterSyntax("Invalid SIZE parameter"))?,
+                    );
+                }
+                "BODY" => {
+                    let v = required(&p, "Invalid BODY parameter")?;
+                    out.body = Some(match v.to_ascii_uppercase().as_str() {
+                        "7BIT" => BodyType::SevenBit,
+                        "8BITMIME" => BodyType::EightBitMime,
+                        "BINARYMIME" => BodyType::BinaryMime,
+                        _ => return Err(ProtoError::ParameterSyntax("Invalid BODY parameter")),
+                    });
+                }
+                "SMTPUTF8" => {
+                    if p.value().is_some() {
+                        return Err(ProtoError::ParameterSyntax("SMTPUTF8 takes no value"));
+                    }
+                    out.smtputf8 = true;
+                }
+                "AUTH" => {
+                    let v = required(&p, "Invalid AUTH parameter")?;
+                    out.auth = Some(if v == "<>" {
+                        AuthParam::Unknown
+                    } else {
+                        AuthParam::Identity(xtext_decode(v)?)
+                    });
+                }
+                "RET" => {
+                    let v = required(&p, "Invalid RET parameter")?;
+                    out.ret = Some(match v.to_ascii_uppercase().as_str() {
+                        "FULL" => Ret::Full,
+                        "HDRS" => Ret::Headers,
+                        _ => return Err(ProtoError::ParameterSyntax("Invalid RET parameter")),
+                    });
+                }
+                "ENVID" => {
+                    let v = xtext_decode(required(&p, "Invalid ENVID parameter")?)?;
+                    // RFC 3461 §4.4: at most 100 characters of printable ASCII.
+                    if v.len() > 100 || !v.bytes().all(|b| (32..=126).contains(&b)) {
+                        return Err(ProtoError::ParameterSyntax("Invalid ENVID parameter"));
+                    }
+                    out.envid = Some(v);
+                }
+                _ => out.other.push(p),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first parameter this crate does not type, if any: a server that implements none of
+    /// the others answers it with 555 5.5.4 ([`ProtoError::UnknownParameter`]).
+    pub fn first_unknown(&self) -> Option<&Param> {
+        self.other.first()
+    }
+
+    /// True when no parameter was given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl fmt::Display for MailParameters {
+    /// Writes ` KEY=VALUE` for each parameter (each with a leading space).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(s) = self.size {
+            write!(f, " SIZE={s}")?;
+        }
+        if let Some(b) = self.body {
+            write!(f, " BODY={}", b.as_str())?;
+        }
+        if self.smtputf8 {
+            f.write_str(" SMTPUTF8")?;
+        }
+        match &self.auth {
+            Some(AuthParam::Unknown) => f.write_str(" AUTH=<>")?,
+            Some(AuthParam::Identity(id)) => write!(f, " AUTH={}", xtext_encode(id))?,
+            None => {}
+        }
+        match self.ret {
+            Some(Ret::Full) => f.write_str(" RET=FULL")?,
+            Some(Ret::Headers) => f.write_str(" RET=HDRS")?,
+            None => {}
+        }
+        if let Some(e) = &self.envid {
+            write!(f, " ENVID={}", xtext_encode(e))?;
+        }
+        for p in &self.other {
+            write!(f, " {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl RcptParameters {
+    /// Parses the text after the forward-path (without the leading space).
+    pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        let mut out = Self::default();
+        for p in split_params(s)? {
+            match p.keyword() {
+                "NOTIFY" => {
+                    const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid NOTIFY parameter");
+                    let v = required(&p, "Invalid NOTIFY parameter")?.to_ascii_uppercase();
+                    let mut n = Notify::default();
+                    if v == "NEVER" {
+                        n.never = true;
+                    } else {
+                        for item in v.split(',') {
+                            let slot = match item {
+                                "SUCCESS" => &mut n.success,
+                                "FAILURE" => &mut n.failure,
+                                "DELAY" => &mut n.delay,
+                                _ => return Err(ERR),
+                            };
+                            if *slot {
+                                return Err(ERR);
+                            }
+                            *slot = true;
+                        }
+                    }
+                    out.notify = Some(n);
+                }
+                "ORCPT" => {
+                    let v = required(&p, "Invalid ORCPT parameter")?;
+                    let (t, a) = v
+                        .split_once(';')
+                        .ok_or(ProtoError::ParameterSyntax("Invalid ORCPT parameter"))?;
+                    let type_ok =
+                        !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    if !type_ok || a.is_empty() {
+                        return Err(ProtoError::ParameterSyntax("Invalid ORCPT parameter"));
+                    }
+                    out.orcpt = Some(Orcpt {
+                        addr_type: t.to_owned(),
+                        address: xtext_decode(a)?,
+                    });
+                }
+                _ => out.other.push(p),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first parameter this crate does not type, if any (see
+    /// [`MailParameters::first_unknown`]).
+    pub fn first_unknown(&self) -> Option<&Param> {
+        self.other.first()
+    }
+}
+
+impl fmt::Display for RcptParameters {
+    /// Writes ` KEY=VALUE` for each parameter (each with a leading space).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(n) = self.notify {
+            if n.never {
+                f.write_str(" NOTIFY=NEVER")?;
+            } else {
+                let items: Vec<&str> = [
+                    (n.success, "SUCCESS"),
+                    (n.failure, "FAILURE"),
+                    (n.delay, "DELAY"),
+                ]
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, s)| *s)
+                .collect();
+                write!(f, " NOTIFY={}", items.join(","))?;
+            }
+        }
+        if let Some(o) = &self.orcpt {
+            write!(f, " ORCPT={};{}", o.addr_type, xtext_encode(&o.address))?;
+        }
+        for p in &self.other {
+            write!(f, " {p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_mail_parameters() {
+        let p = MailParameters::parse(
+            "SIZE=1000 BODY=8BITMIME SMTPUTF8 AUTH=e+3Dmc2@example.com RET=HDRS ENVID=QQ314159",
+        )
+        .unwrap();
+        assert_eq!(p.size, Some(1000));
+        assert_eq!(p.body, Some(BodyType::EightBitMime));
+        assert!(p.smtputf8);
+        assert_eq!(
+            p.auth,
+            Some(AuthParam::Identity("e=mc2@example.com".into()))
+        );
+        assert_eq!(p.ret, Some(Ret::Headers));
+        assert_eq!(p.envid.as_deref(), Some("QQ314159"));
+        assert!(p.first_unknown().is_none());
+        assert_eq!(
+            p.to_string(),
+            " SIZE=1000 BODY=8BITMIME SMTPUTF8 AUTH=e+3Dmc2@example.com RET=HDRS ENVID=QQ314159"
+        );
+    }
+
+    #[test]
+    fn auth_null_and_xtext() {
+        // RFC 4954 §5 example: AUTH=<>
+        let p = MailParameters::parse("AUTH=<>").unwrap();
+        assert_eq!(p.auth, Some(AuthParam::Unknown));
+        assert_eq!(xtext_decode("a+2Bb").unwrap(), "a+b");
+        assert_eq!(xtext_encode("a+b=c d"), "a+2Bb+3Dc+20d");
+        assert!(xtext_decode("a+2").is_err());
+        assert!(xtext_decode("a+zz").is_err());
+        assert!(xtext_decode("a+2b").is_err(), "lower-case hex is not xtext");
+    }
+
+    #[test]
+    fn parameter_errors() {
+        assert_eq!(
+            MailParameters::parse("SIZE=abc"),
+            Err(ProtoError::ParameterSyntax("Invalid SIZE parameter"))
+        );
+        assert_eq!(
+            MailParameters::parse("SIZE=1 SIZE=2"),
+            Err(ProtoError::DuplicateParameter)
+        );
+        assert_eq!(
+            MailParameters::parse("size=1 SIZE=2"),
+            Err(ProtoError::DuplicateParameter)
+        );
+        assert!(MailParameters::parse("BODY=9BIT").is_err());
+        assert!(MailParameters::parse("SMTPUTF8=yes").is_err());
+        assert!(MailParameters::parse("-X=1").is_err());
+        assert!(MailParameters::parse("X==1").is_err());
+        assert!(MailParameters::parse("SIZE=1  BODY=7BIT").is_err());
+        assert!(MailParameters::parse(&format!("ENVID={}", "a".repeat(101))).is_err());
+        let p = MailParameters::parse("X-FOO=bar MT-PRIORITY=3").unwrap();
+        assert_eq!(p.first_unknown().unwrap().keyword(), "X-FOO");
+    }
+
+    #[test]
+    fn rcpt_dsn_parameters() {
+        // RFC 3461 §4.2 / §4.1 examples.
+        let p =
+            RcptParameters::parse("NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@Example.COM").unwrap();
+        let n = p.notify.unwrap();
+        assert!(n.success && n.failure && !n.delay && !n.never);
+        assert_eq!(
+            p.orcpt,
+            Some(Orcpt {
+                addr_type: "rfc822".into(),
+                address: "Bob@Example.COM".into()
+            })
+        );
+        assert_eq!(
+            p.to_string(),
+            " NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@Example.COM"
+        );
+        assert!(
+            RcptParameters::parse("NOTIFY=NEVER")
+                .unwrap()
+                .notify
+                .unwrap()
+                .never
+        );
+        assert!(RcptParameters::parse("NOTIFY=NEVER,SUCCESS").is_err());
+        assert!(RcptParameters::parse("NOTIFY=DELAY,DELAY").is_err());
+        assert!(RcptParameters::parse("ORCPT=rfc822").is_err());
+    }
+}

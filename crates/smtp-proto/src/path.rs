@@ -1,0 +1,514 @@
+//! Addresses, exactly the RFC 5321 §4.1.2 grammar, with RFC 6531 (SMTPUTF8) extensions.
+//!
+//! Every type here can only be built valid: through the parsers in this module or through
+//! `TryFrom<&str>`. Values keep the wire form of their local part (a quoted-string stays quoted)
+//! so that encoding reproduces an equivalent path.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use nom::branch::alt;
+use nom::bytes::complete::{tag, tag_no_case, take_while1};
+use nom::combinator::{opt, recognize};
+use nom::multi::separated_list1;
+use nom::sequence::{delimited, terminated};
+use nom::{IResult, Parser};
+
+/// Maximum length of a domain in octets (RFC 5321 §4.5.3.1.2).
+pub const MAX_DOMAIN_LEN: usize = 255;
+/// Maximum length of a path including the angle brackets (RFC 5321 §4.5.3.1.3).
+pub const MAX_PATH_LEN: usize = 256;
+
+/// A domain name (RFC 5321 §4.1.2 `Domain`), or an RFC 6531 U-label domain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Domain(String);
+
+impl Domain {
+    /// The domain as written by the client (case preserved).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when the domain holds non-ASCII U-labels, which need SMTPUTF8.
+    pub fn is_utf8(&self) -> bool {
+        !self.0.is_ascii()
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<&str> for Domain {
+    type Error = crate::ProtoError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        match domain(s.as_bytes()) {
+            Ok((&[], d)) => Ok(d),
+            _ => Err(crate::ProtoError::ArgumentSyntax("Invalid domain")),
+        }
+    }
+}
+
+/// An address literal (RFC 5321 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AddressLiteral {
+    /// `[192.0.2.1]`
+    Ipv4(Ipv4Addr),
+    /// `[IPv6:2001:db8::1]`
+    Ipv6(Ipv6Addr),
+    /// `[tag:content]`, a General-address-literal with a standardized tag.
+    General {
+        /// The Standardized-tag (an Ldh-str).
+        tag: String,
+        /// The content after the colon (1*dcontent).
+        content: String,
+    },
+}
+
+impl fmt::Display for AddressLiteral {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ipv4(a) => write!(f, "[{a}]"),
+            Self::Ipv6(a) => write!(f, "[IPv6:{a}]"),
+            Self::General { tag, content } => write!(f, "[{tag}:{content}]"),
+        }
+    }
+}
+
+/// The part of a mailbox after the `@`, or the argument of HELO/EHLO.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// A domain name.
+    Domain(Domain),
+    /// An address literal.
+    Literal(AddressLiteral),
+}
+
+impl Host {
+    /// True when the host holds non-ASCII characters.
+    pub fn is_utf8(&self) -> bool {
+        matches!(self, Self::Domain(d) if d.is_utf8())
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Domain(d) => d.fmt(f),
+            Self::Literal(l) => l.fmt(f),
+        }
+    }
+}
+
+impl TryFrom<&str> for Host {
+    type Error = crate::ProtoError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        match host(s.as_bytes()) {
+            Ok((&[], h)) => Ok(h),
+            _ => Err(crate::ProtoError::ArgumentSyntax("Invalid domain")),
+        }
+    }
+}
+
+/// The local part of a mailbox: a Dot-string or a Quoted-string, kept in its wire form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LocalPart(String);
+
+impl LocalPart {
+    /// The wire form (a Quoted-string keeps its quotes and backslashes).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True for a Quoted-string.
+    pub fn is_quoted(&self) -> bool {
+        self.0.starts_with('"')
+    }
+
+    /// The value with quoting removed (`"a\ b"` gives `a b`).
+    pub fn unquoted(&self) -> String {
+        if !self.is_quoted() {
+            return self.0.clone();
+        }
+        let inner = &self.0[1..self.0.len() - 1];
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for LocalPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A mailbox: `Local-part "@" ( Domain / address-literal )`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mailbox {
+    local: LocalPart,
+    host: Host,
+}
+
+impl Mailbox {
+    /// The local part.
+    pub fn local_part(&self) -> &LocalPart {
+        &self.local
+    }
+
+    /// The domain or address literal.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// True when the address needs SMTPUTF8 (RFC 6531).
+    pub fn is_utf8(&self) -> bool {
+        !self.local.0.is_ascii() || self.host.is_utf8()
+    }
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local, self.host)
+    }
+}
+
+impl FromStr for Mailbox {
+    type Err = crate::ProtoError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match mailbox(s.as_bytes()) {
+            Ok((&[], m)) => Ok(m),
+            _ => Err(crate::ProtoError::ArgumentSyntax("Invalid mailbox")),
+        }
+    }
+}
+
+impl TryFrom<&str> for Mailbox {
+    type Error = crate::ProtoError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// The argument of MAIL FROM: a mailbox or the null path `<>` (RFC 5321 §4.1.1.2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReversePath {
+    /// `<>`, used for bounces.
+    Null,
+    /// A sender mailbox.
+    Mailbox(Mailbox),
+}
+
+impl ReversePath {
+    /// True when the address needs SMTPUTF8.
+    pub fn is_utf8(&self) -> bool {
+        matches!(self, Self::Mailbox(m) if m.is_utf8())
+    }
+}
+
+impl fmt::Display for ReversePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Null => f.write_str("<>"),
+            Self::Mailbox(m) => write!(f, "<{m}>"),
+        }
+    }
+}
+
+/// The argument of RCPT TO: a mailbox or the bare `<Postmaster>` (RFC 5321 §4.1.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ForwardPath {
+    /// `<Postmaster>` without a domain.
+    Postmaster,
+    /// A recipient mailbox.
+    Mailbox(Mailbox),
+}
+
+impl ForwardPath {
+    /// True when the address needs SMTPUTF8.
+    pub fn is_utf8(&self) -> bool {
+        matches!(self, Self::Mailbox(m) if m.is_utf8())
+    }
+}
+
+impl fmt::Display for ForwardPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Postmaster => f.write_str("<Postmaster>"),
+            Self::Mailbox(m) => write!(f, "<{m}>"),
+        }
+    }
+}
+
+// ----- the grammar -----
+
+type Res<'a, T> = IResult<&'a [u8], T>;
+
+fn is_ldh(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-'
+}
+
+/// `sub-domain = Let-dig [Ldh-str]`, or a U-label (RFC 6531 §3.3): non-ASCII bytes allowed.
+fn sub_domain(i: &[u8]) -> Res<'_, &[u8]> {
+    let (rest, label) = take_while1(|b: u8| is_ldh(b) || b >= 0x80).parse(i)?;
+    let bad = label.len() > 63 || label[0] == b'-' || label[label.len() - 1] == b'-';
+    if bad {
+        return Err(nom::Err::Error(nom::error::Error::new(
+            i,
+            nom::error::ErrorKind::Verify,
+        )));
+    }
+    Ok((rest, label))
+}
+
+/// `Domain = sub-domain *("." sub-domain)`.
+pub(crate) fn domain(i: &[u8]) -> Res<'_, Domain> {
+    let (rest, raw) = recognize(separated_list1(tag("."), sub_domain)).parse(i)?;
+    match std::str::from_utf8(raw) {
+        Ok(s) if s.len() <= MAX_DOMAIN_LEN => Ok((rest, Domain(s.to_owned()))),
+        _ => Err(verify_error(i)),
+    }
+}
+
+fn verify_error(i: &[u8]) -> nom::Err<nom::error::Error<&[u8]>> {
+    nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Verify))
+}
+
+/// `dcontent = %d33-90 / %d94-126`
+fn is_dcontent(b: u8) -> bool {
+    (33..=90).contains(&b) || (94..=126).contains(&b)
+}
+
+/// `address-literal = "[" ( IPv4 / IPv6 / General-address-literal ) "]"`
+pub(crate) fn address_literal(i: &[u8]) -> Res<'_, AddressLiteral> {
+    let (rest, inner) = delimited(tag("["), take_while1(is_dcontent), tag("]")).parse(i)?;
+    // dcontent is ASCII, so this cannot fail.
+    let inner = std::str::from_utf8(inner).map_err(|_| verify_error(i))?;
+    let lit = if inner.len() > 5 && inner[..5].eq_ignore_ascii_case("IPv6:") {
+        AddressLiteral::Ipv6(inner[5..].parse().map_err(|_| verify_error(i))?)
+    } else if let Some((t, content)) = inner.split_once(':') {
+        // Standardized-tag = Ldh-str: letters, digits, dashes, not ending in a dash.
+        let ok_tag = !t.is_empty() && t.bytes().all(is_ldh) && !t.ends_with('-');
+        if !ok_tag || content.is_empty() {
+            return Err(verify_error(i));
+        }
+        AddressLiteral::General {
+            tag: t.to_owned(),
+            content: content.to_owned(),
+        }
+    } else {
+        AddressLiteral::Ipv4(inner.parse().map_err(|_| verify_error(i))?)
+    };
+    Ok((rest, lit))
+}
+
+/// `Domain / address-literal`
+pub(crate) fn host(i: &[u8]) -> Res<'_, Host> {
+    alt((
+        |i| address_literal(i).map(|(r, l)| (r, Host::Literal(l))),
+        |i| domain(i).map(|(r, d)| (r, Host::Domain(d))),
+    ))
+    .parse(i)
+}
+
+/// `atext` (RFC 5322 §3.2.3), plus UTF-8 non-ASCII bytes (RFC 6531 §3.3).
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b) || b >= 0x80
+}
+
+/// `Dot-string = Atom *("." Atom)`
+fn dot_string(i: &[u8]) -> Res<'_, &[u8]> {
+    recognize(separated_list1(tag("."), take_while1(is_atext))).parse(i)
+}
+
+/// `Quoted-string = DQUOTE *QcontentSMTP DQUOTE`
+fn quoted_string(i: &[u8]) -> Res<'_, &[u8]> {
+    if i.first() != Some(&b'"') {
+        return Err(verify_error(i));
+    }
+    let mut n = 1;
+    while n < i.len() {
+        match i[n] {
+            b'"' => return Ok((&i[n + 1..], &i[..n + 1])),
+            // quoted-pairSMTP = %d92 %d32-126
+            b'\\' => match i.get(n + 1) {
+                Some(c) if (32..=126).contains(c) => n += 2,
+                _ => return Err(verify_error(i)),
+            },
+            // qtextSMTP = %d32-33 / %d35-91 / %d93-126, plus UTF-8 non-ASCII
+            c if (32..=126).contains(&c) || c >= 0x80 => n += 1,
+            _ => return Err(verify_error(i)),
+        }
+    }
+    Err(verify_error(i))
+}
+
+/// `Mailbox = Local-part "@" ( Domain / address-literal )`
+pub(crate) fn mailbox(i: &[u8]) -> Res<'_, Mailbox> {
+    let (rest, local) = terminated(alt((quoted_string, dot_string)), tag("@")).parse(i)?;
+    let (rest, host) = host(rest)?;
+    let local = std::str::from_utf8(local).map_err(|_| verify_error(i))?;
+    Ok((
+        rest,
+        Mailbox {
+            local: LocalPart(local.to_owned()),
+            host,
+        },
+    ))
+}
+
+/// `A-d-l = At-domain *( "," At-domain )` followed by `:`; accepted and dropped (Appendix C).
+fn source_route(i: &[u8]) -> Res<'_, ()> {
+    let at_domain = (tag("@"), domain);
+    let (rest, _) = terminated(separated_list1(tag(","), at_domain), tag(":")).parse(i)?;
+    Ok((rest, ()))
+}
+
+/// `Path = "<" [ A-d-l ":" ] Mailbox ">"`
+fn path(i: &[u8]) -> Res<'_, Mailbox> {
+    let start = i;
+    let (rest, m) = delimited(tag("<"), (opt(source_route), mailbox), tag(">"))
+        .map(|(_, m)| m)
+        .parse(i)?;
+    if start.len() - rest.len() > MAX_PATH_LEN {
+        return Err(verify_error(start));
+    }
+    Ok((rest, m))
+}
+
+/// `Reverse-path = Path / "<>"`
+pub(crate) fn reverse_path(i: &[u8]) -> Res<'_, ReversePath> {
+    alt((
+        |i| tag("<>").parse(i).map(|(r, _)| (r, ReversePath::Null)),
+        |i| path(i).map(|(r, m)| (r, ReversePath::Mailbox(m))),
+    ))
+    .parse(i)
+}
+
+/// `Forward-path = Path`, or `"<Postmaster>"` (RFC 5321 §4.1.1.3).
+pub(crate) fn forward_path(i: &[u8]) -> Res<'_, ForwardPath> {
+    alt((
+        |i| {
+            tag_no_case("<postmaster>")
+                .parse(i)
+                .map(|(r, _)| (r, ForwardPath::Postmaster))
+        },
+        |i| path(i).map(|(r, m)| (r, ForwardPath::Mailbox(m))),
+    ))
+    .parse(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mb(s: &str) -> Mailbox {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn rfc_5321_examples() {
+        // §4.1.1.3 and Appendix D examples.
+        assert_eq!(mb("Smith@bar.com").to_string(), "Smith@bar.com");
+        assert_eq!(mb("Jones@foo.com").host().to_string(), "foo.com");
+        let (_, p) = forward_path(b"<@hosta.int,@jkl.org:userc@d.bar.org>").unwrap();
+        assert_eq!(p, ForwardPath::Mailbox(mb("userc@d.bar.org")));
+        let (_, p) = reverse_path(b"<>").unwrap();
+        assert_eq!(p, ReversePath::Null);
+        let (_, p) = forward_path(b"<Postmaster>").unwrap();
+        assert_eq!(p, ForwardPath::Postmaster);
+        let (_, p) = forward_path(b"<postmaster@example.com>").unwrap();
+        assert_eq!(p, ForwardPath::Mailbox(mb("postmaster@example.com")));
+    }
+
+    #[test]
+    fn quoted_local_parts() {
+        let m = mb(r#""John Doe"@example.com"#);
+        assert!(m.local_part().is_quoted());
+        assert_eq!(m.local_part().unquoted(), "John Doe");
+        let m = mb(r#""a\"b\\c"@example.com"#);
+        assert_eq!(m.local_part().unquoted(), r#"a"b\c"#);
+        assert!(r#""unterminated@example.com"#.parse::<Mailbox>().is_err());
+        assert!("\"tab\there\"@example.com".parse::<Mailbox>().is_err());
+    }
+
+    #[test]
+    fn dot_strings() {
+        assert!("a.b.c@example.com".parse::<Mailbox>().is_ok());
+        assert!("user+tag@example.com".parse::<Mailbox>().is_ok());
+        assert!(".a@example.com".parse::<Mailbox>().is_err());
+        assert!("a..b@example.com".parse::<Mailbox>().is_err());
+        assert!("a.@example.com".parse::<Mailbox>().is_err());
+        assert!("a b@example.com".parse::<Mailbox>().is_err());
+        assert!("ab@".parse::<Mailbox>().is_err());
+        assert!("@example.com".parse::<Mailbox>().is_err());
+    }
+
+    #[test]
+    fn domains() {
+        assert!(Domain::try_from("example.com").is_ok());
+        assert!(Domain::try_from("a-b.c0").is_ok());
+        assert!(Domain::try_from("localhost").is_ok());
+        assert!(Domain::try_from("-a.com").is_err());
+        assert!(Domain::try_from("a-.com").is_err());
+        assert!(Domain::try_from("a..com").is_err());
+        assert!(Domain::try_from("a.com.").is_err());
+        assert!(Domain::try_from("a_b.com").is_err());
+        assert!(Domain::try_from(&*"a".repeat(64)).is_err());
+        let long = vec!["abc"; 70].join(".");
+        assert!(Domain::try_from(long.as_str()).is_err());
+    }
+
+    #[test]
+    fn address_literals() {
+        assert_eq!(
+            Host::try_from("[192.0.2.1]").unwrap(),
+            Host::Literal(AddressLiteral::Ipv4("192.0.2.1".parse().unwrap()))
+        );
+        assert_eq!(
+            Host::try_from("[IPv6:2001:db8::1]").unwrap(),
+            Host::Literal(AddressLiteral::Ipv6("2001:db8::1".parse().unwrap()))
+        );
+        assert_eq!(
+            Host::try_from("[x-tag:some-content]").unwrap(),
+            Host::Literal(AddressLiteral::General {
+                tag: "x-tag".into(),
+                content: "some-content".into()
+            })
+        );
+        assert!(Host::try_from("[300.1.1.1]").is_err());
+        assert!(Host::try_from("[IPv6:zz]").is_err());
+        assert!(Host::try_from("[1.2.3.4").is_err());
+        assert_eq!(mb("user@[10.0.0.1]").to_string(), "user@[10.0.0.1]");
+    }
+
+    #[test]
+    fn utf8_addresses_are_marked() {
+        let m = mb("用户@例子.广告");
+        assert!(m.is_utf8());
+        assert!(!mb("user@example.com").is_utf8());
+        let m = mb("user@bücher.de");
+        assert!(m.is_utf8());
+        // Invalid UTF-8 bytes are not an address.
+        assert!(mailbox(b"\xff@example.com").is_err());
+    }
+
+    #[test]
+    fn path_length_limit() {
+        let local = "a".repeat(250);
+        let p = format!("<{local}@example.com>");
+        assert!(forward_path(p.as_bytes()).is_err());
+    }
+}
