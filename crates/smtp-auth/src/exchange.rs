@@ -1,0 +1,232 @@
+//! [`AuthExchange`]: the driver-facing state machine that wraps one mechanism.
+//!
+//! It owns, once for every mechanism: base64 decoding of responses (undecodable →
+//! [`AuthStatus::Undecodable`]), the `*` cancel ([`AuthStatus::Cancelled`]), `=` as an empty
+//! initial response, the response length limit ([`AuthStatus::TooLong`]) and
+//! [`AuthProgress`] bookkeeping. A call in the wrong state returns [`ExchangeError`], never
+//! panics.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::decision::{AuthDecision, AuthProgress};
+use crate::mechanism::ServerMechanism;
+use crate::registry::Registry;
+use crate::request::{AuthRequest, LookupRequest, LookupResult, SessionInfo};
+use crate::result::{AuthResult, AuthStatus};
+use crate::secret::SecretBytes;
+
+/// RFC 4954 §4: servers accept responses of at least 12288 octets.
+pub const DEFAULT_MAX_RESPONSE: usize = 12288;
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this challenge (raw bytes; SMTP sends `334 ` + base64) and then call
+    /// [`AuthExchange::respond`] with the client's line.
+    Challenge(Vec<u8>),
+    /// Ask the provider, then call [`AuthExchange::decide`] with its decision.
+    Verify(AuthRequest),
+    /// Look the user's secret up, then call [`AuthExchange::supply`] (CRAM-MD5, SCRAM).
+    Lookup(LookupRequest),
+    /// The exchange is over: send the reply for this result and record it.
+    Done(AuthResult),
+}
+
+/// A call that does not fit the exchange's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeError {
+    /// `start` on an exchange that already started.
+    AlreadyStarted,
+    /// `respond` while no challenge is outstanding.
+    NotAwaitingResponse,
+    /// `decide` while no `Verify` is outstanding.
+    NotAwaitingDecision,
+    /// `supply` while no `Lookup` is outstanding.
+    NotAwaitingLookup,
+}
+
+impl fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::AlreadyStarted => "the exchange has already started",
+            Self::NotAwaitingResponse => "no challenge is outstanding",
+            Self::NotAwaitingDecision => "no verification is outstanding",
+            Self::NotAwaitingLookup => "no lookup is outstanding",
+        })
+    }
+}
+
+impl std::error::Error for ExchangeError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    New,
+    AwaitingResponse,
+    AwaitingDecision,
+    AwaitingLookup,
+    Done,
+}
+
+/// One AUTH exchange, from `start` to `Done`.
+pub struct AuthExchange {
+    registry: Registry,
+    info: SessionInfo,
+    mechanism: Option<Box<dyn ServerMechanism>>,
+    name: String,
+    state: State,
+    max_response: usize,
+}
+
+impl fmt::Debug for AuthExchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthExchange")
+            .field("mechanism", &self.name)
+            .field("state", &self.state)
+            .field("progress", &self.progress())
+            .finish()
+    }
+}
+
+impl AuthExchange {
+    /// A new exchange choosing its mechanism from `registry`.
+    pub fn new(registry: Registry, info: SessionInfo) -> Self {
+        Self {
+            registry,
+            info,
+            mechanism: None,
+            name: String::new(),
+            state: State::New,
+            max_response: DEFAULT_MAX_RESPONSE,
+        }
+    }
+
+    /// Sets the response length limit in octets of base64 text (at least 12288 is kept).
+    pub fn with_max_response(mut self, max: usize) -> Self {
+        self.max_response = max.max(DEFAULT_MAX_RESPONSE);
+        self
+    }
+
+    /// The mechanism name once started.
+    pub fn mechanism(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the exchange is.
+    pub fn progress(&self) -> AuthProgress {
+        match (self.state, &self.mechanism) {
+            (State::AwaitingResponse, Some(m)) => m.progress(),
+            (State::AwaitingDecision | State::AwaitingLookup, _) => AuthProgress::Verifying,
+            _ => AuthProgress::None,
+        }
+    }
+
+    /// True once `Done` was returned.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Starts the exchange: `mechanism` as the client named it, `initial_response` as sent
+    /// (base64 text, or `=` for an empty response).
+    pub fn start(
+        &mut self,
+        mechanism: &str,
+        initial_response: Option<&[u8]>,
+    ) -> Result<Step, ExchangeError> {
+        if self.state != State::New {
+            return Err(ExchangeError::AlreadyStarted);
+        }
+        let name = mechanism.to_ascii_uppercase();
+        let Some(mut mech) = self.registry.create(&name) else {
+            return Ok(self.finish(AuthResult::failure(AuthStatus::UnknownMechanism)));
+        };
+        self.name = name;
+        let initial = match initial_response {
+            None => None,
+            Some(b"=") => Some(SecretBytes::new(Vec::new())),
+            Some(text) => match self.decode(text) {
+                Ok(bytes) => Some(bytes),
+                Err(status) => return Ok(self.finish(AuthResult::failure(status))),
+            },
+        };
+        let step = mech.start(&self.info, initial);
+        self.mechanism = Some(mech);
+        Ok(self.track(step))
+    }
+
+    /// Feeds the client's response line (without CRLF) to an outstanding challenge.
+    pub fn respond(&mut self, line: &[u8]) -> Result<Step, ExchangeError> {
+        if self.state != State::AwaitingResponse {
+            return Err(ExchangeError::NotAwaitingResponse);
+        }
+        // RFC 4954 §4: "*" cancels the exchange.
+        if line == b"*" {
+            return Ok(self.finish(AuthResult::failure(AuthStatus::Cancelled)));
+        }
+        let bytes = match self.decode(line) {
+            Ok(b) => b,
+            Err(status) => return Ok(self.finish(AuthResult::failure(status))),
+        };
+        let step = match self.mechanism.as_mut() {
+            Some(m) => m.respond(&self.info, bytes),
+            None => return Err(ExchangeError::NotAwaitingResponse),
+        };
+        Ok(self.track(step))
+    }
+
+    /// Resumes after [`Step::Verify`] with the provider's decision.
+    pub fn decide(&mut self, decision: AuthDecision) -> Result<Step, ExchangeError> {
+        if self.state != State::AwaitingDecision {
+            return Err(ExchangeError::NotAwaitingDecision);
+        }
+        let step = match self.mechanism.as_mut() {
+            Some(m) => m.decide(&self.info, decision),
+            None => return Err(ExchangeError::NotAwaitingDecision),
+        };
+        Ok(self.track(step))
+    }
+
+    /// Resumes after [`Step::Lookup`] with the stored secret.
+    pub fn supply(&mut self, found: LookupResult) -> Result<Step, ExchangeError> {
+        if self.state != State::AwaitingLookup {
+            return Err(ExchangeError::NotAwaitingLookup);
+        }
+        let step = match self.mechanism.as_mut() {
+            Some(m) => m.supply(&self.info, found),
+            None => return Err(ExchangeError::NotAwaitingLookup),
+        };
+        Ok(self.track(step))
+    }
+
+    fn decode(&self, text: &[u8]) -> Result<SecretBytes, AuthStatus> {
+        if text.len() > self.max_response {
+            return Err(AuthStatus::TooLong);
+        }
+        STANDARD
+            .decode(text)
+            .map(SecretBytes::new)
+            .map_err(|_| AuthStatus::Undecodable)
+    }
+
+    fn finish(&mut self, result: AuthResult) -> Step {
+        self.state = State::Done;
+        Step::Done(result)
+    }
+
+    fn track(&mut self, step: Step) -> Step {
+        self.state = match &step {
+            Step::Challenge(_) => State::AwaitingResponse,
+            Step::Verify(_) => State::AwaitingDecision,
+            Step::Lookup(_) => State::AwaitingLookup,
+            Step::Done(_) => State::Done,
+        };
+        step
+    }
+}
+
+/// Base64 of a challenge, as SMTP sends it after `334 `.
+pub fn encode_challenge(challenge: &[u8]) -> String {
+    STANDARD.encode(challenge)
+}

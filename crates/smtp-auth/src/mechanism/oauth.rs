@@ -1,0 +1,291 @@
+//! XOAUTH2 (Google's format) and OAUTHBEARER (RFC 7628). The bearer token goes to the provider
+//! as the request's password; a rejected token gets the error JSON challenge, and the exchange
+//! fails after the client's (dummy) response.
+
+use super::{ClientError, ClientMechanism, ServerMechanism, done, utf8};
+use crate::decision::{AuthDecision, AuthProgress};
+use crate::exchange::Step;
+use crate::request::{AuthRequest, SessionInfo};
+use crate::result::{AuthResult, AuthStatus, Identity};
+use crate::secret::{Password, SecretBytes};
+
+/// The XOAUTH2 error challenge.
+const XOAUTH2_ERROR: &[u8] = br#"{"status":"401","schemes":"bearer"}"#;
+/// The OAUTHBEARER error challenge (RFC 7628 §3.2.2).
+const OAUTHBEARER_ERROR: &[u8] = br#"{"status":"invalid_token","schemes":"bearer"}"#;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    #[default]
+    Waiting,
+    Verifying,
+    ErrorSent,
+    Done,
+}
+
+/// The `auth=` value: `Bearer <token>`, scheme case-insensitive.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("Bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Shared state of both OAuth mechanisms.
+#[derive(Debug, Default)]
+struct OAuth {
+    state: State,
+    identity: Option<Identity>,
+}
+
+impl OAuth {
+    fn verify(
+        &mut self,
+        info: &SessionInfo,
+        mech: &'static str,
+        user: String,
+        token: String,
+    ) -> Step {
+        self.state = State::Verifying;
+        self.identity = Some(Identity {
+            login: user.clone(),
+            authzid: None,
+            mechanism: mech.into(),
+        });
+        Step::Verify(AuthRequest::new(
+            info,
+            mech,
+            user,
+            Password::new(token),
+            None,
+        ))
+    }
+
+    fn decide(&mut self, decision: AuthDecision, error: &[u8]) -> Step {
+        if self.state != State::Verifying {
+            return done(AuthStatus::TempFail);
+        }
+        match decision {
+            AuthDecision::Invalid => {
+                // RFC 7628 §3.2.2: the error goes in a challenge; the client answers and
+                // the server then fails the exchange.
+                self.state = State::ErrorSent;
+                Step::Challenge(error.to_vec())
+            }
+            d => {
+                self.state = State::Done;
+                match self.identity.take() {
+                    Some(id) => Step::Done(AuthResult::from_decision(d, id)),
+                    None => done(AuthStatus::TempFail),
+                }
+            }
+        }
+    }
+
+    fn after_error(&mut self) -> Option<Step> {
+        (self.state == State::ErrorSent).then(|| {
+            self.state = State::Done;
+            done(AuthStatus::Invalid)
+        })
+    }
+}
+
+/// The server side of XOAUTH2: `user=U ^A auth=Bearer T ^A ^A`.
+#[derive(Debug, Default)]
+pub struct XOAuth2Server {
+    inner: OAuth,
+}
+
+impl XOAuth2Server {
+    fn message(&mut self, info: &SessionInfo, msg: &[u8]) -> Step {
+        let Some(text) = utf8(msg) else {
+            return done(AuthStatus::Malformed);
+        };
+        let mut user = None;
+        let mut token = None;
+        for field in text.split('\x01').filter(|f| !f.is_empty()) {
+            if let Some(u) = field.strip_prefix("user=") {
+                user = Some(u.to_owned());
+            } else if let Some(a) = field.strip_prefix("auth=") {
+                token = bearer(a).map(str::to_owned);
+            }
+        }
+        match (user, token) {
+            (Some(u), Some(t)) if !u.is_empty() => self.inner.verify(info, "XOAUTH2", u, t),
+            _ => done(AuthStatus::Malformed),
+        }
+    }
+}
+
+impl ServerMechanism for XOAuth2Server {
+    fn start(&mut self, info: &SessionInfo, initial: Option<SecretBytes>) -> Step {
+        match initial {
+            None => Step::Challenge(Vec::new()),
+            Some(m) => self.message(info, m.expose_secret()),
+        }
+    }
+
+    fn respond(&mut self, info: &SessionInfo, response: SecretBytes) -> Step {
+        match self.inner.after_error() {
+            Some(step) => step,
+            None => self.message(info, response.expose_secret()),
+        }
+    }
+
+    fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Step {
+        self.inner.decide(decision, XOAUTH2_ERROR)
+    }
+
+    fn progress(&self) -> AuthProgress {
+        match self.inner.state {
+            State::ErrorSent => AuthProgress::XOAuth2Error,
+            _ => AuthProgress::XOAuth2,
+        }
+    }
+}
+
+/// The server side of OAUTHBEARER: `gs2-header ^A host=H ^A port=P ^A auth=Bearer T ^A ^A`.
+/// The user is the gs2 header's `a=` authorization identity.
+#[derive(Debug, Default)]
+pub struct OAuthBearerServer {
+    inner: OAuth,
+}
+
+impl OAuthBearerServer {
+    fn message(&mut self, info: &SessionInfo, msg: &[u8]) -> Step {
+        let Some(text) = utf8(msg) else {
+            return done(AuthStatus::Malformed);
+        };
+        let Some((gs2, rest)) = text.split_once('\x01') else {
+            return done(AuthStatus::Malformed);
+        };
+        // gs2-header = gs2-cbind-flag "," [ "a=" saslname ] ","
+        let mut parts = gs2.splitn(3, ',');
+        let (Some(flag), Some(authz), Some("")) = (parts.next(), parts.next(), parts.next()) else {
+            return done(AuthStatus::Malformed);
+        };
+        match flag {
+            "n" | "y" => {}
+            f if f.starts_with("p=") => return done(AuthStatus::Unsupported),
+            _ => return done(AuthStatus::Malformed),
+        }
+        let user = match authz {
+            "" => String::new(),
+            a => match a.strip_prefix("a=").and_then(super::scram::decode_saslname) {
+                Some(u) => u,
+                None => return done(AuthStatus::Malformed),
+            },
+        };
+        let Some(body) = rest
+            .strip_suffix("\x01\x01")
+            .or_else(|| rest.strip_suffix('\x01'))
+        else {
+            return done(AuthStatus::Malformed);
+        };
+        let token = body
+            .split('\x01')
+            .find_map(|kv| kv.strip_prefix("auth="))
+            .and_then(bearer);
+        match token {
+            Some(t) => self.inner.verify(info, "OAUTHBEARER", user, t.to_owned()),
+            None => done(AuthStatus::Malformed),
+        }
+    }
+}
+
+impl ServerMechanism for OAuthBearerServer {
+    fn start(&mut self, info: &SessionInfo, initial: Option<SecretBytes>) -> Step {
+        match initial {
+            None => Step::Challenge(Vec::new()),
+            Some(m) => self.message(info, m.expose_secret()),
+        }
+    }
+
+    fn respond(&mut self, info: &SessionInfo, response: SecretBytes) -> Step {
+        match self.inner.after_error() {
+            Some(step) => step,
+            None => self.message(info, response.expose_secret()),
+        }
+    }
+
+    fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Step {
+        self.inner.decide(decision, OAUTHBEARER_ERROR)
+    }
+
+    fn progress(&self) -> AuthProgress {
+        match self.inner.state {
+            State::ErrorSent => AuthProgress::OAuthBearerError,
+            _ => AuthProgress::OAuthBearer,
+        }
+    }
+}
+
+/// The client side of XOAUTH2.
+#[derive(Debug)]
+pub struct XOAuth2Client {
+    message: SecretBytes,
+}
+
+impl XOAuth2Client {
+    /// A user and bearer token.
+    pub fn new(user: &str, token: &str) -> Self {
+        Self {
+            message: SecretBytes::new(
+                format!("user={user}\x01auth=Bearer {token}\x01\x01").into_bytes(),
+            ),
+        }
+    }
+}
+
+impl ClientMechanism for XOAuth2Client {
+    fn name(&self) -> &str {
+        "XOAUTH2"
+    }
+
+    fn initial_response(&mut self) -> Option<SecretBytes> {
+        Some(self.message.clone())
+    }
+
+    fn respond(&mut self, challenge: &[u8]) -> Result<SecretBytes, ClientError> {
+        if challenge.is_empty() {
+            return Ok(self.message.clone());
+        }
+        // An error challenge: answer with an empty response so the server can fail.
+        Ok(SecretBytes::new(Vec::new()))
+    }
+}
+
+/// The client side of OAUTHBEARER.
+#[derive(Debug)]
+pub struct OAuthBearerClient {
+    message: SecretBytes,
+}
+
+impl OAuthBearerClient {
+    /// A user (sent as the gs2 `a=` identity), the server's host and port, and a token.
+    pub fn new(user: &str, host: &str, port: u16, token: &str) -> Self {
+        let user = super::scram::encode_saslname(user);
+        Self {
+            message: SecretBytes::new(
+                format!("n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01")
+                    .into_bytes(),
+            ),
+        }
+    }
+}
+
+impl ClientMechanism for OAuthBearerClient {
+    fn name(&self) -> &str {
+        "OAUTHBEARER"
+    }
+
+    fn initial_response(&mut self) -> Option<SecretBytes> {
+        Some(self.message.clone())
+    }
+
+    fn respond(&mut self, challenge: &[u8]) -> Result<SecretBytes, ClientError> {
+        if challenge.is_empty() {
+            return Ok(self.message.clone());
+        }
+        // RFC 7628 §3.2.3: after an error challenge the client sends a single %x01.
+        Ok(SecretBytes::new(vec![1]))
+    }
+}

@@ -1,0 +1,157 @@
+//! The mechanism registry, keyed by exact SASL names (RFC 4422 §3.1 syntax).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::mechanism::{
+    CramMd5Server, ExternalServer, LoginServer, OAuthBearerServer, PlainServer, ScramSha256Server,
+    ServerMechanism, XOAuth2Server,
+};
+
+type Factory = Arc<dyn Fn() -> Box<dyn ServerMechanism> + Send + Sync>;
+
+/// A name that is not a valid SASL mechanism name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidMechanismName(pub String);
+
+impl fmt::Display for InvalidMechanismName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid SASL mechanism name {:?}: 1 to 20 of A-Z 0-9 - _",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InvalidMechanismName {}
+
+/// Checks RFC 4422 §3.1: 1 to 20 characters of upper-case letters, digits, `-` and `_`.
+pub fn valid_mechanism_name(name: &str) -> bool {
+    (1..=20).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[derive(Clone)]
+struct Entry {
+    name: String,
+    factory: Factory,
+}
+
+/// Which mechanisms exist, in advertising order, and which are excluded.
+///
+/// Cheap to clone (shared until changed). `Registry::default()` holds PLAIN and LOGIN, like
+/// aiosmtpd; [`Registry::all_builtin`] adds CRAM-MD5, SCRAM-SHA-256, XOAUTH2, OAUTHBEARER and
+/// EXTERNAL. A mechanism registered under an existing name replaces it; an excluded name is
+/// neither listed nor created.
+#[derive(Clone)]
+pub struct Registry {
+    entries: Arc<Vec<Entry>>,
+    excluded: Arc<Vec<String>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("mechanisms", &self.names())
+            .field("excluded", &self.excluded)
+            .finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::empty()
+            .with("PLAIN", || Box::new(PlainServer::default()))
+            .with("LOGIN", || Box::new(LoginServer::default()))
+    }
+}
+
+impl Registry {
+    /// A registry with no mechanisms.
+    pub fn empty() -> Self {
+        Self {
+            entries: Arc::new(Vec::new()),
+            excluded: Arc::new(Vec::new()),
+        }
+    }
+
+    /// Every built-in mechanism: PLAIN, LOGIN, SCRAM-SHA-256, CRAM-MD5, XOAUTH2, OAUTHBEARER,
+    /// EXTERNAL.
+    pub fn all_builtin() -> Self {
+        Self::default()
+            .with("SCRAM-SHA-256", || Box::new(ScramSha256Server::default()))
+            .with("CRAM-MD5", || Box::new(CramMd5Server::default()))
+            .with("XOAUTH2", || Box::new(XOAuth2Server::default()))
+            .with("OAUTHBEARER", || Box::new(OAuthBearerServer::default()))
+            .with("EXTERNAL", || Box::new(ExternalServer::default()))
+    }
+
+    fn with(
+        mut self,
+        name: &'static str,
+        f: impl Fn() -> Box<dyn ServerMechanism> + Send + Sync + 'static,
+    ) -> Self {
+        // Built-in names are valid by construction.
+        let _ = self.register(name, f);
+        self
+    }
+
+    /// Adds a mechanism under its exact SASL name, replacing one of the same name (a handler's
+    /// PLAIN replaces the built-in PLAIN). New names go at the end of the advertised list.
+    pub fn register(
+        &mut self,
+        name: &str,
+        factory: impl Fn() -> Box<dyn ServerMechanism> + Send + Sync + 'static,
+    ) -> Result<&mut Self, InvalidMechanismName> {
+        if !valid_mechanism_name(name) {
+            return Err(InvalidMechanismName(name.to_owned()));
+        }
+        let entry = Entry {
+            name: name.to_owned(),
+            factory: Arc::new(factory),
+        };
+        let entries = Arc::make_mut(&mut self.entries);
+        match entries.iter_mut().find(|e| e.name == name) {
+            Some(e) => *e = entry,
+            None => entries.push(entry),
+        }
+        Ok(self)
+    }
+
+    /// Excludes a mechanism (aiosmtpd's `auth_exclude_mechanism`): neither listed nor accepted.
+    pub fn exclude(&mut self, name: &str) -> &mut Self {
+        let name = name.to_ascii_uppercase();
+        if !self.excluded.contains(&name) {
+            Arc::make_mut(&mut self.excluded).push(name);
+        }
+        self
+    }
+
+    /// True when `name` is registered and not excluded.
+    pub fn contains(&self, name: &str) -> bool {
+        !self.excluded.iter().any(|x| x == name) && self.entries.iter().any(|e| e.name == name)
+    }
+
+    /// The usable names, in advertising order.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|e| !self.excluded.contains(&e.name))
+            .map(|e| e.name.as_str())
+            .collect()
+    }
+
+    /// A fresh server mechanism for `name` (exact, upper-case), unless unknown or excluded.
+    pub fn create(&self, name: &str) -> Option<Box<dyn ServerMechanism>> {
+        if self.excluded.iter().any(|x| x == name) {
+            return None;
+        }
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.factory)())
+    }
+}

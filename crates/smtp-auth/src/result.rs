@@ -1,0 +1,205 @@
+//! [`AuthResult`] (aiosmtpd's `AuthResult`), [`AuthStatus`] and [`AuthData`], and
+//! [`LoginPassword`].
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use zeroize::Zeroize;
+
+use crate::secret::Password;
+
+/// Why an exchange ended, protocol-neutral. [`crate::smtp`] maps it to an SMTP reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthStatus {
+    /// Authenticated.
+    Success,
+    /// Wrong credentials or unknown user.
+    Invalid,
+    /// The provider could not decide; retry later.
+    TempFail,
+    /// The client sent `*`.
+    Cancelled,
+    /// A response was not valid base64.
+    Undecodable,
+    /// A response decoded, but does not follow the mechanism's syntax.
+    Malformed,
+    /// A response exceeded the length limit.
+    TooLong,
+    /// The mechanism is unknown or excluded.
+    UnknownMechanism,
+    /// The client asked for an option the mechanism does not support (e.g. SCRAM channel
+    /// binding).
+    Unsupported,
+}
+
+/// The identity a successful exchange established.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The authenticated user (authcid).
+    pub login: String,
+    /// The authorization identity requested, if any.
+    pub authzid: Option<String>,
+    /// The mechanism used.
+    pub mechanism: String,
+}
+
+/// Free-form authentication data kept on the session after success (aiosmtpd's
+/// `session.auth_data`). Its [`login`](AuthData::login) is the session's `login_data`.
+#[derive(Clone)]
+pub enum AuthData {
+    /// What the built-in mechanisms record: the identity, never the password.
+    Identity(Identity),
+    /// A login and password, for authenticators that want aiosmtpd's `LoginPassword` shape.
+    LoginPassword(LoginPassword),
+    /// Anything an authenticator or custom mechanism attaches, with the login it vouches for.
+    Custom {
+        /// The login, if the data carries one.
+        login: Option<String>,
+        /// The data.
+        data: Arc<dyn Any + Send + Sync>,
+    },
+}
+
+impl AuthData {
+    /// The login this data carries (aiosmtpd: `auth_data.login`, saved into
+    /// `session.login_data`).
+    pub fn login(&self) -> Option<&str> {
+        match self {
+            Self::Identity(i) => Some(&i.login),
+            Self::LoginPassword(lp) => Some(&lp.login),
+            Self::Custom { login, .. } => login.as_deref(),
+        }
+    }
+}
+
+impl fmt::Debug for AuthData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Identity(i) => f.debug_tuple("Identity").field(i).finish(),
+            Self::LoginPassword(lp) => f.debug_tuple("LoginPassword").field(lp).finish(),
+            Self::Custom { login, .. } => f
+                .debug_struct("Custom")
+                .field("login", login)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The outcome of an exchange, with aiosmtpd's four meanings plus a protocol-neutral status.
+///
+/// - `success`: whether authentication succeeded.
+/// - `handled`: the reply was already sent (by a hook); the server sends nothing more.
+///   Meaningful only when `success` is false.
+/// - `message`: a full reply line (`"535 5.7.8 No"`) sent as is, whatever `success` says; when
+///   `None` the server sends the standard reply for `status`.
+/// - `auth_data`: saved as the session's `auth_data` on success.
+#[derive(Debug, Clone)]
+pub struct AuthResult {
+    /// Whether authentication succeeded.
+    pub success: bool,
+    /// Whether the reply was already sent.
+    pub handled: bool,
+    /// A full reply line to send as is.
+    pub message: Option<String>,
+    /// Data to keep on the session.
+    pub auth_data: Option<AuthData>,
+    /// Why the exchange ended.
+    pub status: AuthStatus,
+}
+
+impl AuthResult {
+    /// A success with the given data.
+    pub fn success(auth_data: Option<AuthData>) -> Self {
+        Self {
+            success: true,
+            handled: false,
+            message: None,
+            auth_data,
+            status: AuthStatus::Success,
+        }
+    }
+
+    /// A failure with the given status and the standard reply.
+    pub fn failure(status: AuthStatus) -> Self {
+        Self {
+            success: false,
+            handled: false,
+            message: None,
+            auth_data: None,
+            status,
+        }
+    }
+
+    /// A failure whose reply a hook already sent.
+    pub fn handled() -> Self {
+        Self {
+            handled: true,
+            ..Self::failure(AuthStatus::Invalid)
+        }
+    }
+
+    /// Replaces the standard reply with `message` (a full reply line, sent as is).
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// The result of a provider's decision for `identity`.
+    pub fn from_decision(decision: crate::AuthDecision, identity: Identity) -> Self {
+        match decision {
+            crate::AuthDecision::Ok => Self::success(Some(AuthData::Identity(identity))),
+            crate::AuthDecision::Invalid => Self::failure(AuthStatus::Invalid),
+            crate::AuthDecision::Failure => Self::failure(AuthStatus::TempFail),
+        }
+    }
+}
+
+impl fmt::Display for AuthResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AuthResult(success={}, handled={}, status={:?}, login={:?})",
+            self.success,
+            self.handled,
+            self.status,
+            self.auth_data.as_ref().and_then(AuthData::login)
+        )
+    }
+}
+
+/// A login and its password, aiosmtpd's `LoginPassword`: `Debug` and `Display` never show the
+/// password, and both fields are wiped when it is dropped.
+#[derive(Clone)]
+pub struct LoginPassword {
+    /// The login.
+    pub login: String,
+    /// The password.
+    pub password: Password,
+}
+
+impl Drop for LoginPassword {
+    fn drop(&mut self) {
+        self.login.zeroize();
+    }
+}
+
+impl fmt::Debug for LoginPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginPassword")
+            .field("login", &self.login)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Display for LoginPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "LoginPassword(login={}, password=<redacted>)",
+            self.login
+        )
+    }
+}
