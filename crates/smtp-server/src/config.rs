@@ -1,0 +1,243 @@
+//! Server options, with safe defaults (aiosmtpd's where it has one).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smtp_auth::{Registry, ServerMechanism};
+use smtp_proto::BarePolicy;
+
+/// Every option of the server. Build it with [`ServerConfig::builder`]; the defaults are:
+///
+/// | option | default |
+/// | --- | --- |
+/// | `hostname` | `localhost` |
+/// | `greeting` | `ESMTP ready` |
+/// | `max_message_size` | 32 MiB |
+/// | `max_recipients` | 100 |
+/// | `max_line_length` | 512 octets (RFC 5321 §4.5.3.1.4) |
+/// | `read_timeout` | 300 s (RFC 5321 §4.5.3.2.7) |
+/// | `max_connections` | 1024 |
+/// | `auth_required` | false |
+/// | `auth_require_tls` | true |
+/// | `max_auth_failures` | 3 per connection, then 421 4.7.0 |
+/// | `auth_failure_delay` | 1 s after each failure |
+/// | `max_auth_failures_per_ip` | 30 per 10 minutes across connections |
+/// | mechanisms | PLAIN and LOGIN ([`Registry::default`]) |
+/// | `tls` | none (STARTTLS answers 454 4.7.0) |
+/// | `smtputf8` | true |
+/// | `lmtp` | false |
+/// | `proxy_protocol` | false |
+/// | `bare_line_endings` | refused (550 5.6.0) |
+/// | `shutdown_grace` | 30 s for DATA in flight |
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub(crate) hostname: String,
+    pub(crate) greeting: String,
+    pub(crate) max_message_size: u64,
+    pub(crate) max_recipients: usize,
+    pub(crate) max_line_length: usize,
+    pub(crate) read_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) auth_required: bool,
+    pub(crate) auth_require_tls: bool,
+    pub(crate) max_auth_failures: u32,
+    pub(crate) auth_failure_delay: Duration,
+    pub(crate) max_auth_failures_per_ip: u32,
+    pub(crate) auth_failure_window: Duration,
+    pub(crate) registry: Registry,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) implicit_tls: bool,
+    pub(crate) smtputf8: bool,
+    pub(crate) lmtp: bool,
+    pub(crate) proxy_protocol: bool,
+    pub(crate) bare_policy: BarePolicy,
+    pub(crate) shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("hostname", &self.hostname)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_recipients", &self.max_recipients)
+            .field("read_timeout", &self.read_timeout)
+            .field("auth_required", &self.auth_required)
+            .field("auth_require_tls", &self.auth_require_tls)
+            .field("mechanisms", &self.registry.names())
+            .field("tls", &self.tls.is_some())
+            .field("implicit_tls", &self.implicit_tls)
+            .field("lmtp", &self.lmtp)
+            .field("proxy_protocol", &self.proxy_protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".into(),
+            greeting: "ESMTP ready".into(),
+            max_message_size: 32 * 1024 * 1024,
+            max_recipients: 100,
+            max_line_length: smtp_proto::DEFAULT_MAX_LINE,
+            read_timeout: Duration::from_secs(300),
+            max_connections: 1024,
+            auth_required: false,
+            auth_require_tls: true,
+            max_auth_failures: 3,
+            auth_failure_delay: Duration::from_secs(1),
+            max_auth_failures_per_ip: 30,
+            auth_failure_window: Duration::from_secs(600),
+            registry: Registry::default(),
+            tls: None,
+            implicit_tls: false,
+            smtputf8: true,
+            lmtp: false,
+            proxy_protocol: false,
+            bare_policy: BarePolicy::Reject,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ServerConfigBuilder {
+        ServerConfigBuilder(Self::default())
+    }
+
+    /// The mechanisms usable right now: none when TLS is required for AUTH and absent.
+    pub(crate) fn auth_allowed(&self, tls: bool) -> bool {
+        tls || !self.auth_require_tls
+    }
+}
+
+/// Builds a [`ServerConfig`].
+#[derive(Debug, Clone)]
+pub struct ServerConfigBuilder(ServerConfig);
+
+impl ServerConfigBuilder {
+    /// The name in the greeting and the EHLO reply.
+    pub fn hostname(mut self, name: impl Into<String>) -> Self {
+        self.0.hostname = name.into();
+        self
+    }
+    /// Text after the hostname in the 220 greeting.
+    pub fn greeting(mut self, text: impl Into<String>) -> Self {
+        self.0.greeting = text.into();
+        self
+    }
+    /// Largest message in octets (advertised with SIZE).
+    pub fn max_message_size(mut self, n: u64) -> Self {
+        self.0.max_message_size = n;
+        self
+    }
+    /// Most recipients per transaction.
+    pub fn max_recipients(mut self, n: usize) -> Self {
+        self.0.max_recipients = n.max(1);
+        self
+    }
+    /// Longest command line in octets, CRLF included (at least 512).
+    pub fn max_line_length(mut self, n: usize) -> Self {
+        self.0.max_line_length = n.max(smtp_proto::DEFAULT_MAX_LINE);
+        self
+    }
+    /// How long any read may wait; a client that is slower gets 421 4.4.2.
+    pub fn read_timeout(mut self, d: Duration) -> Self {
+        self.0.read_timeout = d;
+        self
+    }
+    /// Most simultaneous connections; more are answered 421 4.3.2.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.0.max_connections = n.max(1);
+        self
+    }
+    /// Require AUTH before MAIL (530 5.7.0 otherwise).
+    pub fn auth_required(mut self, on: bool) -> Self {
+        self.0.auth_required = on;
+        self
+    }
+    /// Allow AUTH only over TLS (538 5.7.11 otherwise, and AUTH not advertised).
+    pub fn auth_require_tls(mut self, on: bool) -> Self {
+        self.0.auth_require_tls = on;
+        self
+    }
+    /// Failed AUTH attempts per connection before 421 4.7.0 and close.
+    pub fn max_auth_failures(mut self, n: u32) -> Self {
+        self.0.max_auth_failures = n.max(1);
+        self
+    }
+    /// Pause after each failed AUTH.
+    pub fn auth_failure_delay(mut self, d: Duration) -> Self {
+        self.0.auth_failure_delay = d;
+        self
+    }
+    /// Failed AUTH attempts per remote IP within `window`, across connections; beyond it the
+    /// IP's AUTH commands get 421 4.7.0.
+    pub fn max_auth_failures_per_ip(mut self, n: u32, window: Duration) -> Self {
+        self.0.max_auth_failures_per_ip = n.max(1);
+        self.0.auth_failure_window = window;
+        self
+    }
+    /// The mechanism registry (replaces the default PLAIN + LOGIN).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.0.registry = registry;
+        self
+    }
+    /// Adds a mechanism, or replaces the one of the same name (aiosmtpd's `auth_MECHANISM`).
+    /// Panics on a name that is not a valid SASL name, a programming error.
+    pub fn mechanism(
+        mut self,
+        name: &str,
+        factory: impl Fn() -> Box<dyn ServerMechanism> + Send + Sync + 'static,
+    ) -> Self {
+        if let Err(e) = self.0.registry.register(name, factory) {
+            panic!("{e}");
+        }
+        self
+    }
+    /// Excludes a mechanism: neither advertised nor accepted (`auth_exclude_mechanism`).
+    pub fn exclude_mechanism(mut self, name: &str) -> Self {
+        self.0.registry.exclude(name);
+        self
+    }
+    /// Enables STARTTLS (and implicit TLS listeners) with this rustls configuration.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.0.tls = Some(config);
+        self
+    }
+    /// Start every connection with a TLS handshake (RFC 8314 implicit TLS, port 465).
+    pub fn implicit_tls(mut self, on: bool) -> Self {
+        self.0.implicit_tls = on;
+        self
+    }
+    /// Advertise and accept SMTPUTF8 (RFC 6531).
+    pub fn smtputf8(mut self, on: bool) -> Self {
+        self.0.smtputf8 = on;
+        self
+    }
+    /// Speak LMTP (RFC 2033): LHLO, and one DATA reply per recipient.
+    pub fn lmtp(mut self, on: bool) -> Self {
+        self.0.lmtp = on;
+        self
+    }
+    /// Expect a PROXY protocol v1 or v2 header first on every connection.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.0.proxy_protocol = on;
+        self
+    }
+    /// What to do with bare CR or LF in DATA.
+    pub fn bare_line_endings(mut self, policy: BarePolicy) -> Self {
+        self.0.bare_policy = policy;
+        self
+    }
+    /// How long a DATA in flight may continue after shutdown begins.
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.0.shutdown_grace = d;
+        self
+    }
+    /// The configuration.
+    pub fn build(self) -> ServerConfig {
+        self.0
+    }
+}

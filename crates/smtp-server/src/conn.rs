@@ -1,0 +1,736 @@
+//! One connection: a `Framed<stream, SmtpCodec>` loop that reads, asks [`crate::protocol`] what
+//! is allowed, awaits hooks and the authenticator, writes and sleeps. No protocol rule lives
+//! here that the protocol module could decide.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use smtp_auth::{
+    AuthExchange, AuthResult, AuthStatus, SecretBytes, SessionInfo, Step, smtp as auth_smtp,
+};
+use smtp_proto::codec::{DEFAULT_MAX_SASL_LINE, Frame, Mode, SmtpCodec};
+use smtp_proto::{Command, DataDecoder, Host, InitialResponse, Mechanism, Reply};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tokio_util::codec::Framed;
+
+use crate::Handler;
+use crate::protocol;
+use crate::replies;
+use crate::server::Shared;
+use crate::session::{Envelope, Session, TlsInfo};
+
+/// Any byte stream the server can speak over (TCP, TLS over TCP, a test duplex).
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub(crate) type BoxIo = Box<dyn Io>;
+type Transport = Framed<BoxIo, SmtpCodec>;
+
+/// Flushes what was fed (the item type only picks the `Sink` impl).
+async fn flush(t: &mut Transport) -> std::io::Result<()> {
+    SinkExt::<Bytes>::flush(t).await
+}
+
+/// Why reading stopped.
+#[derive(Debug)]
+enum End {
+    Timeout,
+    Shutdown,
+    Closed,
+}
+
+/// Whether the session goes on.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// A client's answer to a challenge sent by a `handle_auth` hook.
+#[derive(Debug)]
+pub enum ChallengeResponse {
+    /// The decoded response.
+    Response(SecretBytes),
+    /// The client sent `*`.
+    Cancelled,
+    /// The response was not base64.
+    Undecodable,
+    /// The response line was too long.
+    TooLong,
+}
+
+/// The connection as a `handle_auth` hook sees it: it can push reply lines and send
+/// challenges (aiosmtpd's `push()` and `challenge_auth()`).
+pub struct AuthChannel<'a> {
+    transport: &'a mut Transport,
+    read_timeout: Duration,
+}
+
+impl std::fmt::Debug for AuthChannel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthChannel")
+    }
+}
+
+impl AuthChannel<'_> {
+    /// Sends one reply line (without CRLF; CR and LF are removed) and flushes it.
+    pub async fn push(&mut self, line: &str) -> std::io::Result<()> {
+        let clean: String = line.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+        self.transport
+            .send(Bytes::from(format!("{clean}\r\n")))
+            .await
+    }
+
+    /// Sends `334 <base64(challenge)>` and reads the client's response line.
+    pub async fn challenge(&mut self, challenge: &[u8]) -> std::io::Result<ChallengeResponse> {
+        use base64::Engine as _;
+        self.push(&auth_smtp::challenge_line(challenge)).await?;
+        self.transport.codec_mut().set_mode(Mode::SaslResponse);
+        let frame = timeout(self.read_timeout, self.transport.next()).await;
+        self.transport.codec_mut().set_mode(Mode::Command);
+        let line = match frame {
+            Ok(Some(Ok(Frame::SaslResponse(Ok(l))))) => l,
+            Ok(Some(Ok(Frame::SaslResponse(Err(_))))) => return Ok(ChallengeResponse::TooLong),
+            Ok(Some(Err(e))) => return Err(e),
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+            _ => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+        };
+        if &line[..] == b"*" {
+            return Ok(ChallengeResponse::Cancelled);
+        }
+        Ok(
+            match base64::engine::general_purpose::STANDARD.decode(&line) {
+                Ok(b) => ChallengeResponse::Response(SecretBytes::new(b)),
+                Err(_) => ChallengeResponse::Undecodable,
+            },
+        )
+    }
+}
+
+pub(crate) struct Conn<H: Handler> {
+    shared: Arc<Shared<H>>,
+    transport: Transport,
+    session: Session,
+    envelope: Envelope,
+    shutdown: watch::Receiver<bool>,
+    /// A BDAT transaction's content so far, and the error that refuses it.
+    bdat_body: BytesMut,
+    bdat_error: Option<Reply>,
+}
+
+/// TLS facts of a finished handshake.
+fn tls_info(conn: &rustls::ServerConnection, implicit: bool) -> TlsInfo {
+    TlsInfo {
+        protocol: conn
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default(),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default(),
+        sni: conn.server_name().map(str::to_owned),
+        implicit,
+    }
+}
+
+async fn accept_tls(
+    config: Arc<rustls::ServerConfig>,
+    io: BoxIo,
+    read_timeout: Duration,
+    implicit: bool,
+) -> Option<(BoxIo, TlsInfo)> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match timeout(read_timeout, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => {
+            let info = tls_info(tls.get_ref().1, implicit);
+            Some((Box::new(tls), info))
+        }
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+pub(crate) async fn run<H: Handler>(
+    shared: Arc<Shared<H>>,
+    io: BoxIo,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let cfg = &shared.config;
+    let mut io = io;
+    let mut peer = peer;
+    if cfg.proxy_protocol {
+        match timeout(cfg.read_timeout, crate::proxy::read_header(&mut io)).await {
+            Ok(Ok(Some(src))) => peer = src,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "refused connection");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+    let mut session = Session::new(peer, local);
+    if cfg.implicit_tls {
+        let Some(tls) = cfg.tls.clone() else {
+            tracing::error!("implicit TLS configured without a TLS configuration");
+            return;
+        };
+        match accept_tls(tls, io, cfg.read_timeout, true).await {
+            Some((tls_io, info)) => {
+                io = tls_io;
+                session.tls = Some(info);
+            }
+            None => return,
+        }
+    }
+    let transport = Framed::new(
+        io,
+        SmtpCodec::new(cfg.max_line_length, DEFAULT_MAX_SASL_LINE),
+    );
+    let mut conn = Conn {
+        shared: shared.clone(),
+        transport,
+        session,
+        envelope: Envelope::default(),
+        shutdown,
+        bdat_body: BytesMut::new(),
+        bdat_error: None,
+    };
+    tracing::info!(peer = %conn.session.peer_addr, "connected");
+    conn.serve().await;
+    let _ = flush(&mut conn.transport).await;
+    shared.handler.disconnect(&conn.session).await;
+    tracing::info!(peer = %conn.session.peer_addr, authenticated = conn.session.authenticated, "disconnected");
+}
+
+impl<H: Handler> Conn<H> {
+    fn cfg(&self) -> &crate::ServerConfig {
+        &self.shared.config
+    }
+
+    async fn send(&mut self, reply: Reply) {
+        let _ = self.transport.feed(reply).await;
+    }
+
+    async fn send_line(&mut self, line: &str) {
+        let clean: String = line.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+        let _ = self
+            .transport
+            .feed(Bytes::from(format!("{clean}\r\n")))
+            .await;
+    }
+
+    /// Flushes unless a complete pipelined command is already waiting (RFC 2920: replies to a
+    /// batch go out together).
+    async fn flush_if_idle(&mut self) -> std::io::Result<()> {
+        let pending_line = matches!(self.transport.codec().mode(), Mode::Command)
+            && self.transport.read_buffer().contains(&b'\n');
+        if !pending_line {
+            flush(&mut self.transport).await?;
+        }
+        Ok(())
+    }
+
+    /// The next frame. `idle` reads (between commands) end on shutdown.
+    async fn next_frame(&mut self, idle: bool) -> Result<Frame, End> {
+        self.flush_if_idle().await.map_err(|_| End::Closed)?;
+        let shutting_down = *self.shutdown.borrow();
+        if idle && shutting_down {
+            return Err(End::Shutdown);
+        }
+        let limit = if shutting_down {
+            self.cfg().shutdown_grace.min(self.cfg().read_timeout)
+        } else {
+            self.cfg().read_timeout
+        };
+        let read = timeout(limit, self.transport.next());
+        let result = if idle {
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                r = read => r,
+                _ = shutdown.wait_for(|s| *s) => return Err(End::Shutdown),
+            }
+        } else {
+            read.await
+        };
+        match result {
+            Err(_) => Err(End::Timeout),
+            Ok(Some(Ok(f))) => Ok(f),
+            Ok(_) => Err(End::Closed),
+        }
+    }
+
+    async fn end(&mut self, end: End) {
+        match end {
+            End::Timeout => self.send(replies::timeout()).await,
+            End::Shutdown => self.send(replies::shutting_down()).await,
+            End::Closed => {}
+        }
+    }
+
+    async fn serve(&mut self) {
+        match self.shared.handler.connect(&self.session).await {
+            Some(r) if !r.code().is_positive() => {
+                self.send(r).await;
+                return;
+            }
+            _ => {}
+        }
+        let greeting = format!("{} {}", self.cfg().hostname, self.cfg().greeting);
+        self.send(Reply::simple(220, None, &greeting)).await;
+        loop {
+            let frame = match self.next_frame(true).await {
+                Ok(f) => f,
+                Err(e) => return self.end(e).await,
+            };
+            let flow = match frame {
+                Frame::Command(Ok(cmd)) => self.command(cmd).await,
+                Frame::Command(Err(e)) => {
+                    self.send(e.reply()).await;
+                    Flow::Continue
+                }
+                // Other frames cannot occur in command mode.
+                _ => Flow::Continue,
+            };
+            if flow == Flow::Close {
+                return;
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: Command) -> Flow {
+        tracing::debug!(command = %cmd.public_line(), "command");
+        let lmtp = self.cfg().lmtp;
+        match cmd {
+            Command::Ehlo(h) | Command::Helo(h) if lmtp => {
+                let _ = h;
+                self.send(replies::lmtp_ehlo()).await;
+            }
+            Command::Lhlo(_) if !lmtp => self.send(replies::not_lmtp()).await,
+            Command::Ehlo(h) | Command::Lhlo(h) => self.greet(h, true).await,
+            Command::Helo(h) => self.greet(h, false).await,
+            Command::Mail { from, params } => self.mail(from, params).await,
+            Command::Rcpt { to, params } => self.rcpt(to, params).await,
+            Command::Data => return self.data().await,
+            Command::Bdat { size, last } => return self.bdat(size, last).await,
+            Command::Rset => {
+                self.reset_transaction();
+                let r = self.shared.handler.rset(&self.session).await;
+                self.send(r.unwrap_or_else(replies::ok)).await;
+            }
+            Command::Noop(_) => {
+                let r = self.shared.handler.noop(&self.session).await;
+                self.send(r.unwrap_or_else(replies::ok)).await;
+            }
+            Command::Vrfy(arg) => {
+                let r = self.shared.handler.vrfy(&self.session, &arg).await;
+                self.send(r.unwrap_or_else(replies::vrfy)).await;
+            }
+            Command::Expn(_) => self.send(replies::expn()).await,
+            Command::Help(_) => self.send(replies::help()).await,
+            Command::Quit => {
+                let r = self.shared.handler.quit(&self.session).await;
+                self.send(r.unwrap_or_else(replies::bye)).await;
+                return Flow::Close;
+            }
+            Command::StartTls => return self.starttls().await,
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => return self.auth(mechanism, initial_response).await,
+            _ => self.send(replies::unknown_command()).await,
+        }
+        Flow::Continue
+    }
+
+    fn reset_transaction(&mut self) {
+        self.envelope = Envelope::default();
+        self.bdat_body = BytesMut::new();
+        self.bdat_error = None;
+    }
+
+    async fn greet(&mut self, host: Host, extended: bool) {
+        let name = host.to_string();
+        // RFC 5321 §4.1.4: a greeting resets the transaction like RSET.
+        self.reset_transaction();
+        if let Some(r) = self.shared.handler.ehlo(&self.session, &name).await
+            && !r.code().is_positive()
+        {
+            self.send(r).await;
+            return;
+        }
+        self.session.helo_name = Some(name);
+        self.session.extended = extended;
+        let reply = if extended {
+            protocol::ehlo_response(self.cfg(), &self.session).to_reply()
+        } else {
+            Reply::simple(250, None, &self.cfg().hostname.clone())
+        };
+        self.send(reply).await;
+    }
+
+    async fn mail(&mut self, from: smtp_proto::ReversePath, params: smtp_proto::MailParameters) {
+        if let Err(r) =
+            protocol::check_mail(self.cfg(), &self.session, &self.envelope, &from, &params)
+        {
+            self.send(r).await;
+            return;
+        }
+        let hook = self
+            .shared
+            .handler
+            .mail(&self.session, &self.envelope, &from, &params)
+            .await;
+        match hook {
+            Some(r) if !r.code().is_positive() => self.send(r).await,
+            r => {
+                self.envelope.auth = params.auth.clone();
+                self.envelope.mail_from = Some(from);
+                self.envelope.mail_params = params;
+                self.send(r.unwrap_or_else(replies::sender_ok)).await;
+            }
+        }
+    }
+
+    async fn rcpt(&mut self, to: smtp_proto::ForwardPath, params: smtp_proto::RcptParameters) {
+        if let Err(r) = protocol::check_rcpt(self.cfg(), &self.envelope, &to, &params) {
+            self.send(r).await;
+            return;
+        }
+        let hook = self
+            .shared
+            .handler
+            .rcpt(&self.session, &self.envelope, &to, &params)
+            .await;
+        match hook {
+            Some(r) if !r.code().is_positive() => self.send(r).await,
+            r => {
+                self.envelope.rcpt_to.push(to);
+                self.envelope.rcpt_params.push(params);
+                self.send(r.unwrap_or_else(replies::recipient_ok)).await;
+            }
+        }
+    }
+
+    async fn data(&mut self) -> Flow {
+        if let Err(r) = protocol::check_data(&self.envelope) {
+            self.send(r).await;
+            return Flow::Continue;
+        }
+        self.send(replies::start_data()).await;
+        let decoder = DataDecoder::new(self.cfg().max_message_size, self.cfg().bare_policy);
+        self.transport.codec_mut().set_mode(Mode::Data(decoder));
+        let mut body = BytesMut::new();
+        let end = loop {
+            match self.next_frame(false).await {
+                Ok(Frame::DataChunk(c)) => body.extend_from_slice(&c),
+                Ok(Frame::DataEnd(end)) => break end,
+                Ok(_) => {}
+                Err(e) => {
+                    self.end(e).await;
+                    return Flow::Close;
+                }
+            }
+        };
+        if let Some(e) = end.error() {
+            tracing::info!(size = end.size, reason = %e, "message refused");
+            self.reset_transaction();
+            self.send(e.reply()).await;
+            return Flow::Continue;
+        }
+        self.deliver(body.freeze()).await;
+        Flow::Continue
+    }
+
+    async fn bdat(&mut self, size: u64, last: bool) -> Flow {
+        let refused = protocol::check_bdat(&self.envelope).err();
+        if refused.is_none() {
+            self.envelope.chunked = true;
+        }
+        // The chunk's octets are read in every case, so the stream stays in sync.
+        self.transport.codec_mut().set_mode(Mode::bdat(size));
+        let max = self.cfg().max_message_size;
+        loop {
+            match self.next_frame(false).await {
+                Ok(Frame::BdatChunk(c)) => {
+                    if refused.is_some() || self.bdat_error.is_some() {
+                        continue;
+                    }
+                    if self.bdat_body.len() as u64 + c.len() as u64 > max {
+                        self.bdat_error = Some(replies::size_exceeded());
+                        self.bdat_body = BytesMut::new();
+                    } else {
+                        self.bdat_body.extend_from_slice(&c);
+                    }
+                }
+                Ok(Frame::BdatEnd) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    self.end(e).await;
+                    return Flow::Close;
+                }
+            }
+        }
+        if let Some(r) = refused {
+            self.send(r).await;
+            return Flow::Continue;
+        }
+        if !last {
+            match self.bdat_error.clone() {
+                Some(r) => self.send(r).await,
+                None => self.send(replies::bdat_chunk(size)).await,
+            }
+            return Flow::Continue;
+        }
+        if let Some(r) = self.bdat_error.take() {
+            self.reset_transaction();
+            self.send(r).await;
+            return Flow::Continue;
+        }
+        let body = std::mem::take(&mut self.bdat_body).freeze();
+        self.deliver(body).await;
+        Flow::Continue
+    }
+
+    async fn deliver(&mut self, content: Bytes) {
+        self.envelope.content = content;
+        let size = self.envelope.content.len();
+        if self.cfg().lmtp {
+            let n = self.envelope.rcpt_to.len();
+            let mut replies = self
+                .shared
+                .handler
+                .data_lmtp(&self.session, &self.envelope)
+                .await;
+            // RFC 2033 §4.2: exactly one reply per accepted recipient.
+            replies.resize(n, replies::local_error());
+            for r in replies {
+                self.send(r).await;
+            }
+        } else {
+            let r = self
+                .shared
+                .handler
+                .data(&self.session, &self.envelope)
+                .await;
+            tracing::info!(
+                size,
+                recipients = self.envelope.rcpt_to.len(),
+                code = r.code().get(),
+                "message"
+            );
+            self.send(r).await;
+        }
+        self.reset_transaction();
+    }
+
+    async fn starttls(&mut self) -> Flow {
+        let Some(tls) = self.cfg().tls.clone() else {
+            self.send(replies::tls_unavailable()).await;
+            return Flow::Continue;
+        };
+        if self.session.tls.is_some() {
+            self.send(replies::tls_active()).await;
+            return Flow::Continue;
+        }
+        self.send(replies::ready_tls()).await;
+        if flush(&mut self.transport).await.is_err() {
+            return Flow::Close;
+        }
+        let placeholder: BoxIo = Box::new(tokio::io::duplex(1).0);
+        let old = std::mem::replace(
+            &mut self.transport,
+            Framed::new(placeholder, SmtpCodec::default()),
+        );
+        let parts = old.into_parts();
+        if !parts.read_buf.is_empty() {
+            // CVE-2011-0411: anything pipelined after STARTTLS was sent in the clear and must
+            // not be executed inside the TLS session.
+            tracing::warn!(
+                octets = parts.read_buf.len(),
+                "discarded data pipelined after STARTTLS"
+            );
+        }
+        let read_timeout = self.cfg().read_timeout;
+        let Some((io, info)) = accept_tls(tls, parts.io, read_timeout, false).await else {
+            return Flow::Close;
+        };
+        let mut codec = parts.codec;
+        codec.set_mode(Mode::Command);
+        self.transport = Framed::new(io, codec);
+        self.session.reset_after_tls();
+        self.session.tls = Some(info);
+        self.reset_transaction();
+        Flow::Continue
+    }
+
+    fn session_info(&self) -> SessionInfo {
+        SessionInfo {
+            remote_ip: Some(self.session.peer_addr.ip()),
+            helo_name: self.session.helo_name.clone(),
+            server_name: self.cfg().hostname.clone(),
+            external_identity: None,
+            tls: self.session.tls.is_some(),
+        }
+    }
+
+    async fn auth(&mut self, mechanism: Mechanism, initial: Option<InitialResponse>) -> Flow {
+        if let Err(r) = protocol::check_auth(self.cfg(), &self.session, &self.envelope) {
+            self.send(r).await;
+            return Flow::Continue;
+        }
+        let ip = self.session.peer_addr.ip();
+        if self.shared.limiter.blocked(ip) {
+            tracing::warn!(remote_ip = %ip, "AUTH refused: too many failures from this address");
+            self.send(replies::too_many_auth_failures()).await;
+            return Flow::Close;
+        }
+        let ir = initial.as_ref().map(|r| r.expose_secret());
+        let _ = flush(&mut self.transport).await;
+        let read_timeout = self.cfg().read_timeout;
+        let hooked = {
+            let mut channel = AuthChannel {
+                transport: &mut self.transport,
+                read_timeout,
+            };
+            self.shared
+                .handler
+                .handle_auth(&mut channel, &self.session, mechanism.as_str(), ir)
+                .await
+        };
+        let result = match hooked {
+            Some(r) => r,
+            None => match self.run_exchange(mechanism.as_str(), ir).await {
+                Some(r) => r,
+                None => return Flow::Close,
+            },
+        };
+        self.session.auth_progress = smtp_auth::AuthProgress::None;
+        self.apply_auth(mechanism.as_str(), result).await
+    }
+
+    /// Runs the registry's mechanism; `None` when the connection ended.
+    async fn run_exchange(&mut self, mechanism: &str, ir: Option<&[u8]>) -> Option<AuthResult> {
+        let mut ex = AuthExchange::new(self.cfg().registry.clone(), self.session_info());
+        let mut authenticator_result: Option<AuthResult> = None;
+        let mut step = ex.start(mechanism, ir).ok()?;
+        let mut result = loop {
+            self.session.auth_progress = ex.progress();
+            let next = match step {
+                Step::Challenge(c) => {
+                    self.send_line(&auth_smtp::challenge_line(&c)).await;
+                    self.transport.codec_mut().set_mode(Mode::SaslResponse);
+                    let frame = self.next_frame(false).await;
+                    self.transport.codec_mut().set_mode(Mode::Command);
+                    match frame {
+                        Ok(Frame::SaslResponse(Ok(line))) => ex.respond(&line),
+                        Ok(Frame::SaslResponse(Err(_))) => {
+                            break AuthResult::failure(AuthStatus::TooLong);
+                        }
+                        Ok(_) => break AuthResult::failure(AuthStatus::Malformed),
+                        Err(e) => {
+                            self.end(e).await;
+                            return None;
+                        }
+                    }
+                }
+                Step::Verify(req) => {
+                    let r = match &self.shared.authenticator {
+                        Some(a) => a.authenticate(&self.session, req).await,
+                        // No authenticator: every attempt is refused (aiosmtpd's rule).
+                        None => AuthResult::failure(AuthStatus::Invalid),
+                    };
+                    let decision = if r.success {
+                        smtp_auth::AuthDecision::Ok
+                    } else if r.status == AuthStatus::TempFail {
+                        smtp_auth::AuthDecision::Failure
+                    } else {
+                        smtp_auth::AuthDecision::Invalid
+                    };
+                    authenticator_result = Some(r);
+                    ex.decide(decision)
+                }
+                Step::Lookup(req) => {
+                    let found = match &self.shared.authenticator {
+                        Some(a) => a.lookup(&self.session, req).await,
+                        None => smtp_auth::LookupResult::NotFound,
+                    };
+                    ex.supply(found)
+                }
+                Step::Done(r) => break r,
+            };
+            step = next.ok()?;
+        };
+        // The authenticator's own message, handled flag and data take precedence.
+        if let Some(a) = authenticator_result {
+            if a.message.is_some() {
+                result.message = a.message;
+            }
+            if a.handled && !result.success {
+                result.handled = true;
+            }
+            if result.success && a.auth_data.is_some() {
+                result.auth_data = a.auth_data;
+            }
+        }
+        Some(result)
+    }
+
+    async fn apply_auth(&mut self, mechanism: &str, result: AuthResult) -> Flow {
+        let ip = self.session.peer_addr.ip();
+        let login = result
+            .auth_data
+            .as_ref()
+            .and_then(|d| d.login())
+            .map(str::to_owned);
+        tracing::info!(
+            remote_ip = %ip,
+            mechanism,
+            user = login.as_deref().unwrap_or(""),
+            success = result.success,
+            status = ?result.status,
+            "AUTH"
+        );
+        if let Some(line) = auth_smtp::reply_line(&result) {
+            self.send_line(&line).await;
+        }
+        if result.success {
+            self.session.authenticated = true;
+            self.session.login_data = login;
+            self.session.auth_data = result.auth_data;
+            self.session.auth_mechanism = Some(mechanism.to_owned());
+            return Flow::Continue;
+        }
+        if matches!(
+            result.status,
+            AuthStatus::TempFail | AuthStatus::UnknownMechanism
+        ) {
+            return Flow::Continue;
+        }
+        self.session.auth_failures += 1;
+        self.shared.limiter.record(ip);
+        let _ = flush(&mut self.transport).await;
+        let delay = self.cfg().auth_failure_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if self.session.auth_failures >= self.cfg().max_auth_failures {
+            self.send(replies::too_many_auth_failures()).await;
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+}

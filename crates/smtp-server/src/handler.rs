@@ -1,0 +1,124 @@
+//! The [`Handler`] trait: async hooks with defaults, each able to answer with its own reply.
+
+use std::future::Future;
+
+use smtp_auth::AuthResult;
+use smtp_proto::{ForwardPath, MailParameters, RcptParameters, Reply, ReversePath};
+
+use crate::conn::AuthChannel;
+use crate::replies;
+use crate::session::{Envelope, Session};
+
+/// Hooks called by the server. Every method has a default; implement the ones you need.
+///
+/// Hooks returning `Option<Reply>` answer with the default reply on `None`; a positive reply
+/// (2xx) accepts with that text, any other reply refuses.
+pub trait Handler: Send + Sync + 'static {
+    /// A client connected (before the greeting). A non-2xx reply refuses the connection.
+    fn connect(&self, session: &Session) -> impl Future<Output = Option<Reply>> + Send {
+        let _ = session;
+        async { None }
+    }
+
+    /// HELO, EHLO or LHLO with `name`. A non-2xx reply refuses the greeting.
+    fn ehlo(&self, session: &Session, name: &str) -> impl Future<Output = Option<Reply>> + Send {
+        let _ = (session, name);
+        async { None }
+    }
+
+    /// MAIL FROM.
+    fn mail(
+        &self,
+        session: &Session,
+        envelope: &Envelope,
+        from: &ReversePath,
+        params: &MailParameters,
+    ) -> impl Future<Output = Option<Reply>> + Send {
+        let _ = (session, envelope, from, params);
+        async { None }
+    }
+
+    /// RCPT TO.
+    fn rcpt(
+        &self,
+        session: &Session,
+        envelope: &Envelope,
+        to: &ForwardPath,
+        params: &RcptParameters,
+    ) -> impl Future<Output = Option<Reply>> + Send {
+        let _ = (session, envelope, to, params);
+        async { None }
+    }
+
+    /// A complete message: `envelope.content` holds it. The reply is sent as is; return a
+    /// 250 only once the message is safe.
+    fn data(&self, session: &Session, envelope: &Envelope) -> impl Future<Output = Reply> + Send {
+        let _ = (session, envelope);
+        async { replies::queued() }
+    }
+
+    /// LMTP (RFC 2033): one reply per accepted recipient, in order. The default repeats
+    /// [`Handler::data`]'s reply.
+    fn data_lmtp(
+        &self,
+        session: &Session,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Vec<Reply>> + Send {
+        async move {
+            let r = self.data(session, envelope).await;
+            vec![r; envelope.rcpt_to.len()]
+        }
+    }
+
+    /// RSET.
+    fn rset(&self, session: &Session) -> impl Future<Output = Option<Reply>> + Send {
+        let _ = session;
+        async { None }
+    }
+
+    /// NOOP.
+    fn noop(&self, session: &Session) -> impl Future<Output = Option<Reply>> + Send {
+        let _ = session;
+        async { None }
+    }
+
+    /// VRFY; the default is 252 2.5.0.
+    fn vrfy(&self, session: &Session, arg: &str) -> impl Future<Output = Option<Reply>> + Send {
+        let _ = (session, arg);
+        async { None }
+    }
+
+    /// QUIT.
+    fn quit(&self, session: &Session) -> impl Future<Output = Option<Reply>> + Send {
+        let _ = session;
+        async { None }
+    }
+
+    /// The connection is over (any reason).
+    fn disconnect(&self, session: &Session) -> impl Future<Output = ()> + Send {
+        let _ = session;
+        async {}
+    }
+
+    /// The whole AUTH command (aiosmtpd's `handle_AUTH`). Return `None` to let the server run
+    /// its mechanisms; return `Some(result)` after driving the exchange yourself with
+    /// `channel.challenge(...)` and `channel.push(...)`. The server applies the result to the
+    /// session (authenticated, auth_data, login_data) and sends its reply unless `handled`.
+    /// You MUST comply with RFC 4954.
+    fn handle_auth(
+        &self,
+        channel: &mut AuthChannel<'_>,
+        session: &Session,
+        mechanism: &str,
+        initial_response: Option<&[u8]>,
+    ) -> impl Future<Output = Option<AuthResult>> + Send {
+        let _ = (channel, session, mechanism, initial_response);
+        async { None }
+    }
+}
+
+/// A handler that accepts everything and keeps nothing: for tests and benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AcceptAll;
+
+impl Handler for AcceptAll {}

@@ -1,0 +1,64 @@
+//! # smtp-server
+//!
+//! A tokio SMTP server (RFC 5321) on `tokio_util::codec::Framed`, with aiosmtpd's AUTH
+//! framework (RFC 4954) on top of the sans-IO [`smtp_auth`] core, STARTTLS and implicit TLS
+//! (rustls), PIPELINING, CHUNKING, SMTPUTF8, LMTP, PROXY protocol and safe defaults: 5-minute
+//! read timeout, 32 MiB messages, 100 recipients, AUTH only over TLS unless told otherwise.
+//!
+//! - [`ServerConfig`]: every option, documented with its default.
+//! - [`Handler`]: async hooks (connect, EHLO, MAIL, RCPT, DATA, RSET, NOOP, VRFY, QUIT,
+//!   disconnect, and `handle_auth`, aiosmtpd's `handle_AUTH`), each with a default.
+//! - [`Authenticator`]: aiosmtpd's authenticator callback; any `AuthProvider` tower service
+//!   becomes one with [`Server::provider`].
+//! - Per-mechanism hooks: [`ServerConfigBuilder::mechanism`] adds a
+//!   [`smtp_auth::ServerMechanism`] or replaces PLAIN/LOGIN by name;
+//!   [`ServerConfigBuilder::exclude_mechanism`] removes one.
+//!
+//! ## Example
+//!
+//! ```
+//! use smtp_auth::MemoryProvider;
+//! use smtp_server::{Envelope, Handler, Server, ServerConfig, Session};
+//! use smtp_proto::Reply;
+//!
+//! struct Print;
+//!
+//! impl Handler for Print {
+//!     async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
+//!         println!("{:?} sent {} octets", session.login_data, envelope.content.len());
+//!         Reply::simple(250, Some((2, 0, 0)), "OK")
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let config = ServerConfig::builder()
+//!     .hostname("mx.example.org")
+//!     .auth_require_tls(false) // a loopback demo; keep the default (true) in production
+//!     .build();
+//! let users = MemoryProvider::new().with_user("alice", "wonderland");
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = Server::new(config, Print).provider(users);
+//! // Serve until the signal future completes (here: at once).
+//! server.serve_with_shutdown(listener, async {}).await
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod auth;
+mod config;
+mod conn;
+mod handler;
+mod protocol;
+pub mod proxy;
+mod replies;
+mod server;
+mod session;
+
+pub use auth::{Authenticator, BoxFuture, ProviderAuthenticator};
+pub use config::{ServerConfig, ServerConfigBuilder};
+pub use conn::{AuthChannel, ChallengeResponse};
+pub use handler::{AcceptAll, Handler};
+pub use server::{Server, bind};
+pub use session::{Envelope, Session, TlsInfo};

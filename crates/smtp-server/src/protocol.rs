@@ -1,0 +1,319 @@
+//! Command sequencing: what is allowed in which state and which reply a refusal gets. Plain
+//! functions over the session, the envelope and the configuration, tested without sockets;
+//! the connection loop only calls them.
+
+use smtp_proto::{
+    BodyType, EhloResponse, Extension, ForwardPath, MailParameters, ProtoError, RcptParameters,
+    Reply, ReversePath,
+};
+
+use crate::config::ServerConfig;
+use crate::replies;
+use crate::session::{Envelope, Session};
+
+/// MAIL FROM (RFC 5321 §4.1.1.2, RFC 1870, RFC 6531, RFC 4954 §5).
+pub(crate) fn check_mail(
+    cfg: &ServerConfig,
+    session: &Session,
+    env: &Envelope,
+    from: &ReversePath,
+    params: &MailParameters,
+) -> Result<(), Reply> {
+    if session.helo_name.is_none() {
+        return Err(replies::need_helo());
+    }
+    if cfg.tls.is_some() && cfg.auth_required && cfg.auth_require_tls && session.tls.is_none() {
+        return Err(replies::tls_required());
+    }
+    if cfg.auth_required && !session.authenticated {
+        return Err(replies::auth_required());
+    }
+    if env.in_transaction() {
+        return Err(replies::nested_mail());
+    }
+    if params.first_unknown().is_some() || (params.smtputf8 && !cfg.smtputf8) {
+        return Err(ProtoError::UnknownParameter.reply());
+    }
+    if from.is_utf8() && !params.smtputf8 {
+        return Err(replies::smtputf8_required());
+    }
+    if params.size.is_some_and(|s| s > cfg.max_message_size) {
+        return Err(replies::size_exceeded());
+    }
+    Ok(())
+}
+
+/// RCPT TO (RFC 5321 §4.1.1.3).
+pub(crate) fn check_rcpt(
+    cfg: &ServerConfig,
+    env: &Envelope,
+    to: &ForwardPath,
+    params: &RcptParameters,
+) -> Result<(), Reply> {
+    if !env.in_transaction() {
+        return Err(replies::need_mail());
+    }
+    if env.rcpt_to.len() >= cfg.max_recipients {
+        return Err(replies::too_many_recipients());
+    }
+    if params.first_unknown().is_some() {
+        return Err(ProtoError::UnknownParameter.reply());
+    }
+    if to.is_utf8() && !env.mail_params.smtputf8 {
+        return Err(replies::smtputf8_required());
+    }
+    Ok(())
+}
+
+/// DATA (RFC 5321 §4.1.1.4, RFC 3030 for BINARYMIME).
+pub(crate) fn check_data(env: &Envelope) -> Result<(), Reply> {
+    if !env.in_transaction() {
+        return Err(replies::need_mail());
+    }
+    if env.chunked {
+        return Err(replies::bdat_data_mix());
+    }
+    if env.rcpt_to.is_empty() {
+        return Err(replies::no_valid_recipients());
+    }
+    if env.mail_params.body == Some(BodyType::BinaryMime) {
+        return Err(replies::binarymime_needs_bdat());
+    }
+    Ok(())
+}
+
+/// BDAT (RFC 3030).
+pub(crate) fn check_bdat(env: &Envelope) -> Result<(), Reply> {
+    if !env.in_transaction() {
+        return Err(replies::need_mail());
+    }
+    if env.rcpt_to.is_empty() {
+        return Err(replies::no_valid_recipients());
+    }
+    Ok(())
+}
+
+/// AUTH (RFC 4954 §4): after EHLO, once, outside a transaction, over TLS when required.
+pub(crate) fn check_auth(
+    cfg: &ServerConfig,
+    session: &Session,
+    env: &Envelope,
+) -> Result<(), Reply> {
+    if session.helo_name.is_none() || !session.extended {
+        return Err(replies::need_helo());
+    }
+    if session.authenticated {
+        return Err(replies::already_authenticated());
+    }
+    if env.in_transaction() {
+        return Err(replies::auth_in_transaction());
+    }
+    if !cfg.auth_allowed(session.tls.is_some()) {
+        return Err(replies::encryption_required());
+    }
+    Ok(())
+}
+
+/// The EHLO/LHLO response for the session's current state.
+pub(crate) fn ehlo_response(cfg: &ServerConfig, session: &Session) -> EhloResponse {
+    let mut r = EhloResponse::new(cfg.hostname.clone())
+        .with(Extension::Pipelining)
+        .with(Extension::Size(Some(cfg.max_message_size)))
+        .with(Extension::EightBitMime)
+        .with(Extension::EnhancedStatusCodes)
+        .with(Extension::Chunking)
+        .with(Extension::BinaryMime);
+    if cfg.smtputf8 {
+        r = r.with(Extension::SmtpUtf8);
+    }
+    if cfg.tls.is_some() && session.tls.is_none() {
+        r = r.with(Extension::StartTls);
+    }
+    let mechs = cfg.registry.names();
+    if cfg.auth_allowed(session.tls.is_some()) && !mechs.is_empty() {
+        r = r.with(Extension::Auth(
+            mechs.into_iter().map(str::to_owned).collect(),
+        ));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        let mut s = Session::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:25".parse().unwrap(),
+        );
+        s.helo_name = Some("client".into());
+        s.extended = true;
+        s
+    }
+
+    fn mb(s: &str) -> ReversePath {
+        ReversePath::Mailbox(s.parse().unwrap())
+    }
+
+    fn code(r: Result<(), Reply>) -> String {
+        match r {
+            Ok(()) => "ok".into(),
+            Err(r) => r.to_string(),
+        }
+    }
+
+    #[test]
+    fn mail_rules() {
+        let cfg = ServerConfig::default();
+        let env = Envelope::default();
+        let p = MailParameters::default();
+        assert_eq!(
+            code(check_mail(&cfg, &session(), &env, &mb("a@b.c"), &p)),
+            "ok"
+        );
+        let mut s = session();
+        s.helo_name = None;
+        assert_eq!(
+            code(check_mail(&cfg, &s, &env, &mb("a@b.c"), &p)),
+            "503 5.5.1 Send HELO/EHLO first"
+        );
+        let cfg_auth = ServerConfig::builder().auth_required(true).build();
+        assert_eq!(
+            code(check_mail(&cfg_auth, &session(), &env, &mb("a@b.c"), &p)),
+            "530 5.7.0 Authentication required"
+        );
+        let big = MailParameters {
+            size: Some(cfg.max_message_size + 1),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(check_mail(&cfg, &session(), &env, &mb("a@b.c"), &big)),
+            "552 5.3.4 Message size exceeds fixed limit"
+        );
+        let unknown = MailParameters::parse("X-FOO=1").unwrap();
+        assert_eq!(
+            code(check_mail(&cfg, &session(), &env, &mb("a@b.c"), &unknown)),
+            "555 5.5.4 Unsupported parameter"
+        );
+        assert_eq!(
+            code(check_mail(
+                &cfg,
+                &session(),
+                &env,
+                &mb("用户@例子.广告"),
+                &p
+            )),
+            "553 5.6.7 Non-ASCII address requires SMTPUTF8"
+        );
+        let utf8 = MailParameters {
+            smtputf8: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            code(check_mail(
+                &cfg,
+                &session(),
+                &env,
+                &mb("用户@例子.广告"),
+                &utf8
+            )),
+            "ok"
+        );
+        // DSN and AUTH= parameters are accepted.
+        let dsn = MailParameters::parse("RET=HDRS ENVID=x AUTH=<>").unwrap();
+        assert_eq!(
+            code(check_mail(&cfg, &session(), &env, &mb("a@b.c"), &dsn)),
+            "ok"
+        );
+        let in_tx = Envelope {
+            mail_from: Some(ReversePath::Null),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(check_mail(&cfg, &session(), &in_tx, &mb("a@b.c"), &p)),
+            "503 5.5.1 Sender already specified"
+        );
+    }
+
+    #[test]
+    fn rcpt_data_bdat_rules() {
+        let cfg = ServerConfig::builder().max_recipients(1).build();
+        let to = ForwardPath::Postmaster;
+        let p = RcptParameters::default();
+        let mut env = Envelope::default();
+        assert_eq!(
+            code(check_rcpt(&cfg, &env, &to, &p)),
+            "503 5.5.1 Need MAIL command"
+        );
+        assert_eq!(code(check_data(&env)), "503 5.5.1 Need MAIL command");
+        env.mail_from = Some(ReversePath::Null);
+        assert_eq!(code(check_data(&env)), "554 5.5.1 No valid recipients");
+        assert_eq!(code(check_bdat(&env)), "554 5.5.1 No valid recipients");
+        assert_eq!(code(check_rcpt(&cfg, &env, &to, &p)), "ok");
+        env.rcpt_to.push(to.clone());
+        assert_eq!(
+            code(check_rcpt(&cfg, &env, &to, &p)),
+            "452 4.5.3 Too many recipients"
+        );
+        assert_eq!(code(check_data(&env)), "ok");
+        env.chunked = true;
+        assert_eq!(
+            code(check_data(&env)),
+            "503 5.5.1 DATA not allowed after BDAT"
+        );
+        env.chunked = false;
+        env.mail_params.body = Some(BodyType::BinaryMime);
+        assert_eq!(
+            code(check_data(&env)),
+            "503 5.5.1 BODY=BINARYMIME requires BDAT"
+        );
+        assert_eq!(code(check_bdat(&env)), "ok");
+    }
+
+    #[test]
+    fn auth_rules_and_advertising() {
+        let cfg = ServerConfig::default();
+        let env = Envelope::default();
+        // TLS required by default: no AUTH in EHLO, 538 on AUTH.
+        assert_eq!(
+            code(check_auth(&cfg, &session(), &env)),
+            "538 5.7.11 Encryption required for requested authentication mechanism"
+        );
+        assert!(ehlo_response(&cfg, &session()).auth_mechanisms().is_empty());
+        let plain = ServerConfig::builder().auth_require_tls(false).build();
+        assert_eq!(
+            ehlo_response(&plain, &session()).auth_mechanisms(),
+            &["PLAIN", "LOGIN"]
+        );
+        assert_eq!(code(check_auth(&plain, &session(), &env)), "ok");
+        let mut s = session();
+        s.extended = false;
+        assert_eq!(
+            code(check_auth(&plain, &s, &env)),
+            "503 5.5.1 Send HELO/EHLO first"
+        );
+        s.extended = true;
+        s.authenticated = true;
+        assert_eq!(
+            code(check_auth(&plain, &s, &env)),
+            "503 5.5.1 Already authenticated"
+        );
+        let in_tx = Envelope {
+            mail_from: Some(ReversePath::Null),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(check_auth(&plain, &session(), &in_tx)),
+            "503 5.5.1 AUTH not permitted during a mail transaction"
+        );
+        let excluded = ServerConfig::builder()
+            .auth_require_tls(false)
+            .exclude_mechanism("LOGIN")
+            .build();
+        assert_eq!(
+            ehlo_response(&excluded, &session()).auth_mechanisms(),
+            &["PLAIN"]
+        );
+    }
+}

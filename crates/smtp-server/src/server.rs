@@ -1,0 +1,150 @@
+//! [`Server`]: the accept loop, connection limits and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::auth::{Authenticator, FailureLimiter, ProviderAuthenticator};
+use crate::config::ServerConfig;
+use crate::conn::{self, BoxIo};
+use crate::{Handler, replies};
+
+pub(crate) struct Shared<H> {
+    pub(crate) config: ServerConfig,
+    pub(crate) handler: H,
+    pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
+    pub(crate) limiter: FailureLimiter,
+}
+
+/// An SMTP server: a configuration, a [`Handler`] and optionally an [`Authenticator`].
+pub struct Server<H> {
+    config: ServerConfig,
+    handler: H,
+    authenticator: Option<Arc<dyn Authenticator>>,
+}
+
+impl<H> std::fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("authenticator", &self.authenticator.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// A server with no authenticator: AUTH is parsed and every attempt gets 535 5.7.8.
+    pub fn new(config: ServerConfig, handler: H) -> Self {
+        Self {
+            config,
+            handler,
+            authenticator: None,
+        }
+    }
+
+    /// Sets the authenticator (aiosmtpd's `authenticator=`).
+    pub fn authenticator(mut self, a: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(a));
+        self
+    }
+
+    /// Sets an `AuthProvider` service as the authenticator (Ok → 235, Invalid → 535,
+    /// Failure → 454).
+    pub fn provider<P>(self, provider: P) -> Self
+    where
+        ProviderAuthenticator<P>: Authenticator,
+    {
+        self.authenticator(ProviderAuthenticator::new(provider))
+    }
+
+    /// Serves until the listener fails.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        self.serve_with_shutdown(listener, std::future::pending())
+            .await
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully: stops accepting, answers
+    /// idle sessions 421 4.3.2, lets a DATA in flight finish within `shutdown_grace`.
+    pub async fn serve_with_shutdown(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let grace = self.config.shutdown_grace;
+        let shared = Arc::new(Shared {
+            limiter: FailureLimiter::new(
+                self.config.max_auth_failures_per_ip,
+                self.config.auth_failure_window,
+            ),
+            config: self.config,
+            handler: self.handler,
+            authenticator: self.authenticator,
+        });
+        let (tx, rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+        let mut sessions = JoinSet::new();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = &mut signal => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or(peer);
+                    let shared = shared.clone();
+                    let rx = rx.clone();
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        sessions.spawn(refuse(stream));
+                        continue;
+                    };
+                    let span = tracing::info_span!("smtp", %peer);
+                    sessions.spawn(
+                        async move {
+                            let _permit = permit;
+                            conn::run(shared, Box::new(stream) as BoxIo, peer, local, rx).await;
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
+        }
+        drop(listener);
+        let _ = tx.send(true);
+        let drained = tokio::time::timeout(grace + Duration::from_secs(1), async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            sessions.abort_all();
+        }
+        Ok(())
+    }
+}
+
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream
+        .write_all(&replies::too_many_connections().to_bytes())
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// Binds a listener (a convenience for examples and tests).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
