@@ -17,7 +17,7 @@ const FUZZ_TARGETS: &[(&str, &str, Option<&str>)] = &[
 ];
 
 /// Benchmarks: (package, bench target).
-const BENCHES: &[(&str, &str)] = &[("smtp-proto", "proto")];
+const BENCHES: &[(&str, &str)] = &[("smtp-proto", "proto"), ("smtp-auth-http", "provider")];
 
 /// Ratios printed after a bench run: (label, subject, reference), as criterion ids.
 const RATIOS: &[(&str, &str, &str)] = &[
@@ -50,6 +50,16 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "DATA decode 10 MiB vs count",
         "data_10MiB/decode",
         "data_10MiB/memchr_count",
+    ),
+    (
+        "HTTP auth, 1 at a time",
+        "http_auth_c1/provider",
+        "http_auth_c1/bare_hyper",
+    ),
+    (
+        "HTTP auth, 64 concurrent",
+        "http_auth_c64/provider",
+        "http_auth_c64/bare_hyper",
     ),
 ];
 

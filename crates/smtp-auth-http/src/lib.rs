@@ -1,0 +1,425 @@
+//! # smtp-auth-http
+//!
+//! An [`AuthProvider`](smtp_auth::AuthProvider) that asks an HTTP service, the Rust form of the
+//! `smtpauth` seed's `newHTTPAuthProvider(url, bearerToken = "", timeoutMs = 1200)`.
+//!
+//! Each decision is one `POST` to the URL with `Content-Type: application/json`, the body
+//! `{"username":"...","password":"...","mechanism":"...","remoteIp":"...","heloName":"..."}`
+//! and `Authorization: Bearer <token>` when a token is set. The answer maps to a decision:
+//!
+//! | response | decision |
+//! | --- | --- |
+//! | 200 with `{"ok":true}` | `Ok` |
+//! | 200 with `{"ok":false}` | `Invalid` |
+//! | 401, 403 | `Invalid` |
+//! | 200 with another or malformed body, a body over 64 KiB | `Failure` |
+//! | 5xx and every other status | `Failure` |
+//! | connection refused or reset, DNS failure, TLS failure | `Failure` |
+//! | no complete answer within the timeout (connect and whole response; 1200 ms by default) | `Failure` |
+//!
+//! Connections are pooled and kept alive (hyper-util's client), so a burst of logins reuses
+//! them. `http` and `https` URLs both work (hyper-rustls with the Mozilla roots, or your own
+//! rustls configuration). The password and the token never appear in `Debug` output, errors or
+//! logs, and the request body that held the password is zeroized once the request is done.
+//!
+//! ## Plugged into a server
+//!
+//! ```
+//! use smtp_auth_http::HttpAuthProvider;
+//! use smtp_server::{AcceptAll, Server, ServerConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let provider = HttpAuthProvider::builder("http://127.0.0.1:8080/smtp-auth")
+//!     .bearer_token("s3cret-token")
+//!     .build()
+//!     .expect("a valid URL");
+//! assert!(!format!("{provider:?}").contains("s3cret-token"));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! Server::new(ServerConfig::default(), AcceptAll)
+//!     .provider(provider)
+//!     .serve_with_shutdown(listener, async {})
+//!     .await
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use smtp_auth::{AuthDecision, AuthRequest, Password};
+use tower_service::Service;
+use zeroize::Zeroize;
+
+/// The seed's default timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1200);
+/// The largest response body read; a larger one is a `Failure`.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+/// Why a provider could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The URL does not parse or is not `http`/`https` with a host.
+    InvalidUrl(String),
+    /// The TLS configuration could not be built.
+    Tls(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidUrl(why) => write!(f, "invalid auth URL: {why}"),
+            Self::Tls(why) => write!(f, "TLS configuration: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Builds an [`HttpAuthProvider`].
+pub struct HttpAuthProviderBuilder {
+    url: String,
+    token: Option<Password>,
+    timeout: Duration,
+    tls: Option<rustls::ClientConfig>,
+    max_idle_per_host: usize,
+}
+
+impl fmt::Debug for HttpAuthProviderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpAuthProviderBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpAuthProviderBuilder {
+    /// Sends `Authorization: Bearer <token>`; an empty token sends none (the seed's default).
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        let t: String = token.into();
+        self.token = (!t.is_empty()).then(|| Password::new(t));
+        self
+    }
+
+    /// The time allowed for connecting and receiving the whole response (default 1200 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// A rustls client configuration for `https` URLs (default: Mozilla's roots).
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Idle keep-alive connections kept per host (default 64).
+    pub fn max_idle_per_host(mut self, n: usize) -> Self {
+        self.max_idle_per_host = n;
+        self
+    }
+
+    /// The provider.
+    pub fn build(self) -> Result<HttpAuthProvider, BuildError> {
+        let url: Uri = self
+            .url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| BuildError::InvalidUrl(e.to_string()))?;
+        match url.scheme_str() {
+            Some("http" | "https") => {}
+            _ => {
+                return Err(BuildError::InvalidUrl(
+                    "the scheme must be http or https".into(),
+                ));
+            }
+        }
+        if url.host().is_none() {
+            return Err(BuildError::InvalidUrl("no host".into()));
+        }
+        let tls = match self.tls {
+            Some(c) => c,
+            None => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.extend(webpki_roots());
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| BuildError::Tls(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth()
+            }
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(self.timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(self.max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https);
+        Ok(HttpAuthProvider {
+            inner: Arc::new(Inner {
+                client,
+                url,
+                token: self.token,
+                timeout: self.timeout,
+            }),
+        })
+    }
+}
+
+/// Mozilla's root certificates.
+fn webpki_roots() -> impl Iterator<Item = rustls::pki_types::TrustAnchor<'static>> {
+    webpki_roots::TLS_SERVER_ROOTS.iter().cloned()
+}
+
+struct Inner {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    url: Uri,
+    token: Option<Password>,
+    timeout: Duration,
+}
+
+/// The HTTP authentication provider. Cheap to clone: clones share the connection pool.
+#[derive(Clone)]
+pub struct HttpAuthProvider {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for HttpAuthProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpAuthProvider")
+            .field("url", &redact_url(&self.inner.url.to_string()))
+            .field("token", &self.inner.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
+
+/// The URL without any `user:password@` part.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}<redacted>@{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// The JSON body, field names exactly as the seed gives them.
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    username: &'a str,
+    password: &'a str,
+    mechanism: &'a str,
+    #[serde(rename = "remoteIp")]
+    remote_ip: &'a str,
+    #[serde(rename = "heloName")]
+    helo_name: &'a str,
+}
+
+impl HttpAuthProvider {
+    /// The seed's constructor: `newHTTPAuthProvider(url, bearerToken = "", timeoutMs = 1200)`.
+    pub fn new(url: &str, bearer_token: &str, timeout_ms: u64) -> Result<Self, BuildError> {
+        Self::builder(url)
+            .bearer_token(bearer_token)
+            .timeout(Duration::from_millis(timeout_ms))
+            .build()
+    }
+
+    /// A builder with the seed's defaults (no token, 1200 ms).
+    pub fn builder(url: impl Into<String>) -> HttpAuthProviderBuilder {
+        HttpAuthProviderBuilder {
+            url: url.into(),
+            token: None,
+            timeout: DEFAULT_TIMEOUT,
+            tls: None,
+            max_idle_per_host: 64,
+        }
+    }
+
+    /// Asks the service about one request.
+    pub async fn decide(&self, req: &AuthRequest) -> AuthDecision {
+        let inner = &self.inner;
+        let json = match serde_json::to_vec(&Body {
+            username: &req.username,
+            password: req.password.expose_secret(),
+            mechanism: &req.mechanism,
+            remote_ip: &req.remote_ip,
+            helo_name: &req.helo_name,
+        }) {
+            Ok(j) => Bytes::from(j),
+            Err(_) => return AuthDecision::Failure,
+        };
+        // Kept so the password's bytes can be wiped once hyper is done with its copy.
+        let keep = json.clone();
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(inner.url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json");
+        if let Some(t) = &inner.token {
+            let mut value = format!("Bearer {}", t.expose_secret());
+            match http::HeaderValue::from_str(&value) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    builder = builder.header(header::AUTHORIZATION, v);
+                }
+                Err(_) => {
+                    value.zeroize();
+                    return AuthDecision::Failure;
+                }
+            }
+            value.zeroize();
+        }
+        let request = match builder.body(Full::new(json)) {
+            Ok(r) => r,
+            Err(_) => return AuthDecision::Failure,
+        };
+        let outcome = tokio::time::timeout(inner.timeout, async {
+            let response = inner.client.request(request).await.map_err(|e| {
+                tracing::warn!(error = %e, "auth service request failed");
+            })?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE_BODY)
+                .collect()
+                .await
+                .map_err(|_| tracing::warn!(%status, "auth service body unreadable or too large"))?
+                .to_bytes();
+            Ok::<_, ()>((status, body))
+        })
+        .await;
+        wipe(keep);
+        let decision = match outcome {
+            Err(_) => {
+                tracing::warn!(timeout = ?inner.timeout, "auth service timed out");
+                AuthDecision::Failure
+            }
+            Ok(Err(())) => AuthDecision::Failure,
+            Ok(Ok((status, body))) => map_response(status, &body),
+        };
+        tracing::debug!(user = %req.username, mechanism = %req.mechanism, %decision, "auth service decided");
+        decision
+    }
+}
+
+/// Zeroizes the request body if no one else holds it any more.
+fn wipe(body: Bytes) {
+    if let Ok(mut owned) = body.try_into_mut() {
+        owned.as_mut().zeroize();
+    }
+}
+
+/// The seed's status mapping.
+fn map_response(status: StatusCode, body: &[u8]) -> AuthDecision {
+    match status {
+        // Only a JSON object with a boolean "ok" counts (serde would take `[true]` too).
+        StatusCode::OK => match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(serde_json::Value::Object(map)) => match map.get("ok") {
+                Some(serde_json::Value::Bool(true)) => AuthDecision::Ok,
+                Some(serde_json::Value::Bool(false)) => AuthDecision::Invalid,
+                _ => AuthDecision::Failure,
+            },
+            _ => AuthDecision::Failure,
+        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AuthDecision::Invalid,
+        _ => AuthDecision::Failure,
+    }
+}
+
+impl Service<AuthRequest> for HttpAuthProvider {
+    type Response = AuthDecision;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<AuthDecision, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: AuthRequest) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.decide(&req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_table() {
+        assert_eq!(
+            map_response(StatusCode::OK, br#"{"ok":true}"#),
+            AuthDecision::Ok
+        );
+        assert_eq!(
+            map_response(StatusCode::OK, br#"{"ok":false}"#),
+            AuthDecision::Invalid
+        );
+        assert_eq!(
+            map_response(StatusCode::OK, br#"{"ok":"yes"}"#),
+            AuthDecision::Failure
+        );
+        assert_eq!(
+            map_response(StatusCode::OK, b"garbage"),
+            AuthDecision::Failure
+        );
+        assert_eq!(
+            map_response(StatusCode::OK, b"[true]"),
+            AuthDecision::Failure
+        );
+        assert_eq!(
+            map_response(StatusCode::UNAUTHORIZED, b""),
+            AuthDecision::Invalid
+        );
+        assert_eq!(
+            map_response(StatusCode::FORBIDDEN, b""),
+            AuthDecision::Invalid
+        );
+        assert_eq!(
+            map_response(StatusCode::INTERNAL_SERVER_ERROR, b""),
+            AuthDecision::Failure
+        );
+        assert_eq!(
+            map_response(StatusCode::BAD_GATEWAY, b""),
+            AuthDecision::Failure
+        );
+        assert_eq!(
+            map_response(StatusCode::NOT_FOUND, br#"{"ok":true}"#),
+            AuthDecision::Failure
+        );
+        assert_eq!(
+            map_response(StatusCode::CREATED, br#"{"ok":true}"#),
+            AuthDecision::Failure
+        );
+    }
+
+    #[test]
+    fn urls() {
+        assert!(HttpAuthProvider::builder("ftp://x/").build().is_err());
+        assert!(HttpAuthProvider::builder("not a url").build().is_err());
+        assert_eq!(
+            redact_url("https://u:p@host/x"),
+            "https://<redacted>@host/x"
+        );
+    }
+}
