@@ -1,0 +1,448 @@
+//! The TOML configuration: every server option of `smtp-server`, listeners, TLS, the auth
+//! backend, delivery and logging. Unknown keys and bad values are errors that name the key and
+//! the line. Relative paths are relative to the working directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[[listener]]`, at least one.
+    #[serde(default = "default_listeners", rename = "listener")]
+    pub listeners: Vec<Listener>,
+    /// `[tls]`, needed by `starttls` and `implicit` listeners.
+    pub tls: Option<TlsSection>,
+    /// `[auth]`
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// `[delivery]`
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// `[log]`
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[server]`: the options of `smtp_server::ServerConfig`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Name in the greeting, EHLO and Received headers.
+    pub hostname: String,
+    /// Greeting text after the hostname.
+    pub greeting: String,
+    /// Largest message in octets.
+    pub max_message_size: u64,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Longest command line (at least 512).
+    pub max_line_length: usize,
+    /// Read timeout in seconds.
+    pub read_timeout_secs: u64,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Require AUTH before MAIL.
+    pub auth_required: bool,
+    /// Allow AUTH only over TLS.
+    pub auth_require_tls: bool,
+    /// Failed AUTH attempts per connection before 421.
+    pub max_auth_failures: u32,
+    /// Pause after a failed AUTH, in milliseconds.
+    pub auth_failure_delay_ms: u64,
+    /// Failed AUTH attempts per IP within the window.
+    pub max_auth_failures_per_ip: u32,
+    /// The per-IP window in seconds.
+    pub auth_failure_window_secs: u64,
+    /// Mechanisms offered, in order (PLAIN, LOGIN; the http backend may add XOAUTH2,
+    /// OAUTHBEARER).
+    pub mechanisms: Vec<String>,
+    /// Mechanisms neither advertised nor accepted.
+    pub exclude_mechanisms: Vec<String>,
+    /// Advertise SMTPUTF8.
+    pub smtputf8: bool,
+    /// Speak LMTP.
+    pub lmtp: bool,
+    /// Expect PROXY protocol headers.
+    pub proxy_protocol: bool,
+    /// `reject` or `normalize` bare CR/LF in DATA.
+    pub bare_line_endings: BareLineEndings,
+    /// Seconds a DATA in flight may take after shutdown starts.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".into(),
+            greeting: "ESMTP smtpd".into(),
+            max_message_size: 32 * 1024 * 1024,
+            max_recipients: 100,
+            max_line_length: 512,
+            read_timeout_secs: 300,
+            max_connections: 1024,
+            auth_required: true,
+            auth_require_tls: true,
+            max_auth_failures: 3,
+            auth_failure_delay_ms: 1000,
+            max_auth_failures_per_ip: 30,
+            auth_failure_window_secs: 600,
+            mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
+            exclude_mechanisms: Vec::new(),
+            smtputf8: true,
+            lmtp: false,
+            proxy_protocol: false,
+            bare_line_endings: BareLineEndings::Reject,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// What to do with bare CR/LF in DATA.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BareLineEndings {
+    /// Refuse the message (550 5.6.0).
+    Reject,
+    /// Replace them with CRLF.
+    Normalize,
+}
+
+/// `[[listener]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `address = "127.0.0.1:2525"`
+    pub address: SocketAddr,
+    /// `none`, `starttls` or `implicit`.
+    #[serde(default)]
+    pub tls: ListenerTls,
+}
+
+/// TLS on a listener.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTls {
+    /// Plain SMTP, no STARTTLS.
+    #[default]
+    None,
+    /// STARTTLS offered.
+    Starttls,
+    /// TLS from the first byte (RFC 8314).
+    Implicit,
+}
+
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener {
+        address: "127.0.0.1:2525".parse().expect("a valid address"),
+        tls: ListenerTls::None,
+    }]
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+pub enum AuthSection {
+    /// `backend = "file"`: a users file of `name:argon2-PHC-string` lines.
+    File {
+        /// The users file.
+        users_file: PathBuf,
+    },
+    /// `backend = "http"`: the HTTP provider.
+    Http {
+        /// The URL to POST to.
+        url: String,
+        /// Sent as `Authorization: Bearer`.
+        #[serde(default)]
+        bearer_token: String,
+        /// Milliseconds for the whole request (default 1200).
+        #[serde(default = "default_http_timeout")]
+        timeout_ms: u64,
+    },
+}
+
+fn default_http_timeout() -> u64 {
+    1200
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self::File {
+            users_file: PathBuf::from("examples/users"),
+        }
+    }
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum Delivery {
+    /// `kind = "maildir"`: write each message into a Maildir.
+    Maildir {
+        /// The Maildir (created with tmp/, new/, cur/ if missing).
+        path: PathBuf,
+    },
+    /// `kind = "relay"`: pass each message to an upstream SMTP server.
+    Relay(RelaySection),
+    /// `kind = "discard"`: accept and drop (benchmarks).
+    Discard,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self::Maildir {
+            path: PathBuf::from("var/Maildir"),
+        }
+    }
+}
+
+/// The upstream of `kind = "relay"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// Upstream host.
+    pub host: String,
+    /// Upstream port.
+    #[serde(default = "default_relay_port")]
+    pub port: u16,
+    /// Use STARTTLS (required when set).
+    #[serde(default)]
+    pub starttls: bool,
+    /// A PEM CA file to trust instead of the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+    /// AUTH user (AUTH PLAIN when set).
+    pub username: Option<String>,
+    /// AUTH password.
+    pub password: Option<String>,
+    /// Seconds per upstream read.
+    #[serde(default = "default_relay_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_relay_port() -> u16 {
+    25
+}
+
+fn default_relay_timeout() -> u64 {
+    60
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `smtpd=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration error, naming the key and the line where it can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The line (1-based) where `key = ` first appears.
+fn line_of(source: &str, key: &str) -> Option<usize> {
+    source
+        .lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+impl Config {
+    /// Parses and validates a configuration. `origin` names the file in messages.
+    pub fn parse(source: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(source)
+            .map_err(|e| ConfigError(format!("{origin}: {}", e.to_string().trim_end())))?;
+        config.validate(source, origin)?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn validate(&self, source: &str, origin: &str) -> Result<(), ConfigError> {
+        let bad = |section: &str, key: &str, why: &str| {
+            let at = line_of(source, key)
+                .map(|l| format!(" at line {l}"))
+                .unwrap_or_default();
+            Err(ConfigError(format!(
+                "{origin}: key `{section}.{key}`{at}: {why}"
+            )))
+        };
+        let s = &self.server;
+        if s.hostname.is_empty() || smtp_proto::Domain::try_from(s.hostname.as_str()).is_err() {
+            return bad("server", "hostname", "must be a domain name");
+        }
+        if s.max_message_size == 0 {
+            return bad("server", "max_message_size", "must be greater than 0");
+        }
+        if s.max_recipients == 0 {
+            return bad("server", "max_recipients", "must be greater than 0");
+        }
+        if s.max_line_length < 512 {
+            return bad(
+                "server",
+                "max_line_length",
+                "must be at least 512 (RFC 5321 §4.5.3.1.4)",
+            );
+        }
+        if s.read_timeout_secs == 0 {
+            return bad("server", "read_timeout_secs", "must be greater than 0");
+        }
+        if s.max_connections == 0 {
+            return bad("server", "max_connections", "must be greater than 0");
+        }
+        if s.max_auth_failures == 0 {
+            return bad("server", "max_auth_failures", "must be greater than 0");
+        }
+        const KNOWN: &[&str] = &["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"];
+        for m in &s.mechanisms {
+            if !KNOWN.contains(&m.to_ascii_uppercase().as_str()) {
+                return bad(
+                    "server",
+                    "mechanisms",
+                    &format!("unknown mechanism {m:?} (known: PLAIN, LOGIN, XOAUTH2, OAUTHBEARER)"),
+                );
+            }
+        }
+        if self.listeners.is_empty() {
+            return Err(ConfigError(format!(
+                "{origin}: at least one [[listener]] is needed"
+            )));
+        }
+        if self.listeners.iter().any(|l| l.tls != ListenerTls::None) && self.tls.is_none() {
+            return bad(
+                "listener",
+                "tls",
+                "starttls and implicit listeners need a [tls] section",
+            );
+        }
+        if let AuthSection::Http { url, .. } = &self.auth
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad("auth", "url", "must be an http:// or https:// URL");
+        }
+        if let AuthSection::File { users_file } = &self.auth
+            && users_file.as_os_str().is_empty()
+        {
+            return bad("auth", "users_file", "must name a file");
+        }
+        if let Delivery::Relay(r) = &self.delivery
+            && r.username.is_some() != r.password.is_some()
+        {
+            return bad("delivery", "username", "username and password go together");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_example() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:2525");
+        assert!(c.server.auth_required);
+        let example = include_str!("../../../examples/smtpd.toml");
+        let c = Config::parse(example, "examples/smtpd.toml").unwrap();
+        assert!(matches!(c.delivery, Delivery::Maildir { .. }));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = Config::parse(
+            "[server]\nhostname = \"a.b\"\nmax_mesage_size = 5\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("max_mesage_size") && e.0.contains("line 3"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_value_type_names_line() {
+        let e = Config::parse("[server]\nmax_recipients = \"many\"\n", "f.toml").unwrap_err();
+        assert!(
+            e.0.contains("line 2") && e.0.contains("max_recipients"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_key_and_line() {
+        let e = Config::parse("[server]\n\nmax_message_size = 0\n", "f.toml").unwrap_err();
+        assert_eq!(
+            e.0,
+            "f.toml: key `server.max_message_size` at line 3: must be greater than 0"
+        );
+        let e = Config::parse(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\ntls = \"starttls\"\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("listener.tls") && e.0.contains("line 3"),
+            "{e}"
+        );
+        let e = Config::parse("[server]\nmechanisms = [\"CRAM-MD5\"]\n", "f.toml").unwrap_err();
+        assert!(e.0.contains("server.mechanisms"), "{e}");
+        let e = Config::parse("[auth]\nbackend = \"ldap\"\n", "f.toml").unwrap_err();
+        assert!(e.0.contains("ldap"), "{e}");
+    }
+}

@@ -1,0 +1,28 @@
+//! # smtpd
+//!
+//! The integration crate: a mail submission server composed from `smtp-proto`, `smtp-auth`,
+//! `smtp-server` and `smtp-auth-http`, configured with TOML, with a local users file (argon2id
+//! hashes, checked in constant time) or the HTTP auth provider, and Maildir, relay or discard
+//! delivery. The binary is `smtpd` (`serve`, `check-config`, `hash-password`).
+//!
+//! ```
+//! let config = smtpd::config::Config::parse(
+//!     "[server]\nhostname = \"mx.example.org\"\n[delivery]\nkind = \"discard\"\n",
+//!     "inline",
+//! )
+//! .unwrap();
+//! assert_eq!(config.server.max_message_size, 32 * 1024 * 1024);
+//! assert!(smtpd::config::Config::parse("[server]\nhostnme = \"x\"\n", "inline").is_err());
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod delivery;
+pub mod received;
+pub mod relay;
+pub mod users;
+
+/// The configuration `smtpd serve` uses without `--config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../examples/smtpd.toml");

@@ -1,0 +1,207 @@
+//! Relay delivery: the seed's "authenticated relayer". An SMTP client built from our own
+//! crates: `smtp-proto` replies and DATA encoding, `smtp-auth`'s PLAIN client, rustls for
+//! STARTTLS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use smtp_auth::ClientMechanism;
+use smtp_auth::mechanism::PlainClient;
+use smtp_proto::{EhloResponse, Reply, ReplyParser, encode_data};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::RelaySection;
+
+/// Why relaying failed: the reply to give our client.
+#[derive(Debug)]
+pub struct RelayError {
+    /// True when the upstream refused permanently (5xx).
+    pub permanent: bool,
+    /// What happened, for the reply text and the log (never a password).
+    pub detail: String,
+}
+
+impl RelayError {
+    fn temp(detail: impl Into<String>) -> Self {
+        Self {
+            permanent: false,
+            detail: detail.into(),
+        }
+    }
+
+    /// The reply for our client.
+    pub fn reply(&self) -> Reply {
+        if self.permanent {
+            Reply::simple(
+                554,
+                Some((5, 0, 0)),
+                &format!("Upstream refused: {}", self.detail),
+            )
+        } else {
+            Reply::simple(
+                451,
+                Some((4, 4, 0)),
+                &format!("Upstream failure: {}", self.detail),
+            )
+        }
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+struct Upstream {
+    io: Box<dyn Stream>,
+    buf: BytesMut,
+    parser: ReplyParser,
+    timeout: Duration,
+}
+
+impl Upstream {
+    async fn reply(&mut self) -> Result<Reply, RelayError> {
+        loop {
+            if let Some(r) = self
+                .parser
+                .decode(&mut self.buf)
+                .map_err(|e| RelayError::temp(format!("bad reply: {e}")))?
+            {
+                return Ok(r);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(self.timeout, self.io.read(&mut chunk))
+                .await
+                .map_err(|_| RelayError::temp("timeout"))?
+                .map_err(|e| RelayError::temp(e.to_string()))?;
+            if n == 0 {
+                return Err(RelayError::temp("connection closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
+        tokio::time::timeout(self.timeout, self.io.write_all(bytes))
+            .await
+            .map_err(|_| RelayError::temp("timeout"))?
+            .map_err(|e| RelayError::temp(e.to_string()))
+    }
+
+    /// Sends a command and expects a reply of class `want` (2 or 3).
+    async fn cmd(&mut self, line: &str, shown: &str, want: u8) -> Result<Reply, RelayError> {
+        self.send(format!("{line}\r\n").as_bytes()).await?;
+        let r = self.reply().await?;
+        if r.code().class() != want {
+            return Err(RelayError {
+                permanent: r.code().class() == 5,
+                detail: format!("{shown}: {}", r.to_string().replace("\r\n", " ")),
+            });
+        }
+        Ok(r)
+    }
+}
+
+fn tls_config(cfg: &RelaySection) -> Result<Arc<rustls::ClientConfig>, RelayError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &cfg.ca_file {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| RelayError::temp(format!("CA file: {e}")))?
+            {
+                let cert = cert.map_err(|e| RelayError::temp(format!("CA file: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| RelayError::temp(format!("CA file: {e}")))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| RelayError::temp(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Relays one message: EHLO, STARTTLS (when configured), AUTH PLAIN (when configured), MAIL,
+/// RCPT for each recipient, DATA, QUIT.
+pub async fn relay(
+    cfg: &RelaySection,
+    helo: &str,
+    from: &str,
+    to: &[String],
+    message: &[u8],
+) -> Result<(), RelayError> {
+    let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port)))
+        .await
+        .map_err(|_| RelayError::temp("connect timeout"))?
+        .map_err(|e| RelayError::temp(format!("connect: {e}")))?;
+    let mut up = Upstream {
+        io: Box::new(tcp),
+        buf: BytesMut::new(),
+        parser: ReplyParser::default(),
+        timeout,
+    };
+    let greeting = up.reply().await?;
+    if greeting.code().get() != 220 {
+        return Err(RelayError::temp(format!("greeting {}", greeting.code())));
+    }
+    let mut ehlo = EhloResponse::from_reply(&up.cmd(&format!("EHLO {helo}"), "EHLO", 2).await?)
+        .ok_or_else(|| RelayError::temp("EHLO"))?;
+    if cfg.starttls {
+        if !ehlo.has("STARTTLS") {
+            return Err(RelayError::temp("upstream offers no STARTTLS"));
+        }
+        up.cmd("STARTTLS", "STARTTLS", 2).await?;
+        if !up.buf.is_empty() {
+            return Err(RelayError::temp("data after STARTTLS reply"));
+        }
+        let name = rustls::pki_types::ServerName::try_from(cfg.host.clone())
+            .map_err(|e| RelayError::temp(format!("server name: {e}")))?;
+        let plain = std::mem::replace(&mut up.io, Box::new(tokio::io::duplex(1).0));
+        let tls = tokio::time::timeout(
+            timeout,
+            tokio_rustls::TlsConnector::from(tls_config(cfg)?).connect(name, plain),
+        )
+        .await
+        .map_err(|_| RelayError::temp("TLS timeout"))?
+        .map_err(|e| RelayError::temp(format!("TLS: {e}")))?;
+        up.io = Box::new(tls);
+        ehlo = EhloResponse::from_reply(&up.cmd(&format!("EHLO {helo}"), "EHLO", 2).await?)
+            .ok_or_else(|| RelayError::temp("EHLO"))?;
+    }
+    if let (Some(user), Some(pass)) = (&cfg.username, &cfg.password) {
+        if !ehlo.auth_mechanisms().iter().any(|m| m == "PLAIN") {
+            return Err(RelayError::temp("upstream offers no AUTH PLAIN"));
+        }
+        let mut client = PlainClient::new(user, pass, None);
+        let ir = client
+            .initial_response()
+            .map(|s| smtp_auth::encode_challenge(s.expose_secret()))
+            .unwrap_or_default();
+        up.cmd(&format!("AUTH PLAIN {ir}"), "AUTH PLAIN", 2).await?;
+    }
+    up.cmd(&format!("MAIL FROM:{from}"), "MAIL", 2).await?;
+    for rcpt in to {
+        up.cmd(&format!("RCPT TO:{rcpt}"), "RCPT", 2).await?;
+    }
+    up.cmd("DATA", "DATA", 3).await?;
+    let mut wire = BytesMut::new();
+    encode_data(message, &mut wire);
+    up.send(&wire).await?;
+    let r = up.reply().await?;
+    if r.code().class() != 2 {
+        return Err(RelayError {
+            permanent: r.code().class() == 5,
+            detail: format!("DATA: {}", r.to_string().replace("\r\n", " ")),
+        });
+    }
+    let _ = up.send(b"QUIT\r\n").await;
+    Ok(())
+}
