@@ -1,1 +1,236 @@
-//! Helpers for the end-to-end tests (see `tests/`).
+//! Helpers for the end-to-end tests: spawn the built `smtpd` binary on a free loopback port with
+//! a temporary configuration, run Python's smtplib and curl against it, make certificates.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Names the binary under test. Integration tests call it with
+/// `env!("CARGO_BIN_EXE_smtpd-e2e")`: `smtpd::cli::main` built as this package's `smtpd-e2e`,
+/// so a test never runs a stale build.
+pub fn use_bin(path: &str) {
+    let _ = BIN.set(PathBuf::from(path));
+}
+
+/// The binary under test (see [`use_bin`]).
+pub fn smtpd_bin() -> PathBuf {
+    BIN.get().cloned().expect("call e2e::use_bin first")
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "smtpd-e2e-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A users file with `(name, password)` pairs, hashed with argon2id.
+pub fn users_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let mut text = String::from("# test users\n");
+    for (u, p) in users {
+        text.push_str(&format!(
+            "{u}:{}\n",
+            smtpd::users::hash_password(p).expect("hash")
+        ));
+    }
+    let path = dir.join("users");
+    std::fs::write(&path, text).expect("write users");
+    path
+}
+
+/// A self-signed certificate for "localhost": (cert path, key path).
+pub fn cert_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.key_pair.serialize_pem()).expect("write key");
+    (cert, key)
+}
+
+/// A running `smtpd serve`; killed when dropped.
+pub struct Smtpd {
+    /// The process.
+    pub child: Child,
+    /// Its first listener.
+    pub addr: SocketAddr,
+    /// Its log (stderr), collected by a thread.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Smtpd {
+    /// Writes `config` to `dir/smtpd.toml` and starts the server; waits until `port` accepts.
+    pub fn start(dir: &Path, config: &str, port: u16) -> Self {
+        let path = dir.join("smtpd.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(smtpd_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("smtpd starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = l2.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "smtpd exited early ({status}): {}",
+                    log.lock().map(|l| l.clone()).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "smtpd did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, addr, log }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a Python script; panics with its stderr if it fails.
+pub fn python(script: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command with a 30 s bound.
+pub fn run(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.wait_with_output().expect("output")
+}
+
+/// The files in `maildir/new`, read, in name order.
+pub fn maildir_messages(maildir: &Path) -> Vec<String> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(maildir.join("new"))
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+        .iter()
+        .map(|p| String::from_utf8_lossy(&std::fs::read(p).expect("read message")).into_owned())
+        .collect()
+}
+
+/// A tiny HTTP auth service on 127.0.0.1 (one thread, keep-alive): `{"ok":true}` when the JSON
+/// body's password is `right`. Returns its URL.
+pub fn http_auth_service() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || serve_http(stream));
+        }
+    });
+    format!("http://{addr}/check")
+}
+
+fn serve_http(stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    loop {
+        let mut len = 0usize;
+        let mut first = true;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if first {
+                first = false;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len.min(1 << 20)];
+        if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+            return;
+        }
+        let ok = String::from_utf8_lossy(&body).contains(r#""password":"right""#);
+        let answer = format!("{{\"ok\":{ok}}}");
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if writer.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

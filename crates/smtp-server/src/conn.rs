@@ -120,6 +120,8 @@ pub(crate) struct Conn<H: Handler> {
     /// A BDAT transaction's content so far, and the error that refuses it.
     bdat_body: BytesMut,
     bdat_error: Option<Reply>,
+    /// The user named in the AUTH exchange in progress, for the log line of its outcome.
+    auth_user: Option<String>,
 }
 
 /// TLS facts of a finished handshake.
@@ -208,6 +210,7 @@ pub(crate) async fn run<H: Handler>(
         shutdown,
         bdat_body: BytesMut::new(),
         bdat_error: None,
+        auth_user: None,
     };
     tracing::info!(peer = %conn.session.peer_addr, "connected");
     conn.serve().await;
@@ -648,6 +651,7 @@ impl<H: Handler> Conn<H> {
                     }
                 }
                 Step::Verify(req) => {
+                    self.auth_user = Some(req.username.clone());
                     let r = match &self.shared.authenticator {
                         Some(a) => a.authenticate(&self.session, req).await,
                         // No authenticator: every attempt is refused (aiosmtpd's rule).
@@ -664,6 +668,7 @@ impl<H: Handler> Conn<H> {
                     ex.decide(decision)
                 }
                 Step::Lookup(req) => {
+                    self.auth_user = Some(req.username.clone());
                     let found = match &self.shared.authenticator {
                         Some(a) => a.lookup(&self.session, req).await,
                         None => smtp_auth::LookupResult::NotFound,
@@ -696,10 +701,11 @@ impl<H: Handler> Conn<H> {
             .as_ref()
             .and_then(|d| d.login())
             .map(str::to_owned);
+        let attempted = self.auth_user.take();
         tracing::info!(
             remote_ip = %ip,
             mechanism,
-            user = login.as_deref().unwrap_or(""),
+            user = login.as_deref().or(attempted.as_deref()).unwrap_or(""),
             success = result.success,
             status = ?result.status,
             "AUTH"

@@ -1,0 +1,150 @@
+//! The `smtpd` command line: serve, check a configuration, hash a password.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{Config, LogFormat};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "smtpd",
+    version,
+    about = "A mail submission server with a complete AUTH system"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (without --config: the embedded examples/smtpd.toml).
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and exit non-zero naming the wrong key.
+    CheckConfig {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+    /// Read a password from the terminal (no echo) or stdin and print its argon2id hash.
+    HashPassword,
+}
+
+/// Runs the command line (the whole `smtpd` binary).
+pub fn main() -> ExitCode {
+    match Cli::parse().command {
+        Cmd::Serve { config } => serve(config),
+        Cmd::CheckConfig { file } => match Config::load(&file) {
+            Ok(c) => {
+                if let crate::config::AuthSection::File { users_file } = &c.auth
+                    && let Err(e) = crate::users::FileUsers::load(users_file)
+                {
+                    eprintln!("{}: key `auth.users_file`: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+                println!("{}: ok ({} listener(s))", file.display(), c.listeners.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::HashPassword => hash_password(),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let password = if std::io::stdin().is_terminal() {
+        match rpassword::prompt_password("Password: ") {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+            eprintln!("cannot read the password: {e}");
+            return ExitCode::FAILURE;
+        }
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        eprintln!("empty password");
+        return ExitCode::FAILURE;
+    }
+    match crate::users::hash_password(&password) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match &path {
+        Some(p) => Config::load(p),
+        None => Config::parse(crate::DEFAULT_CONFIG, "embedded examples/smtpd.toml"),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(crate::app::run(config, shutdown_signal()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smtpd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

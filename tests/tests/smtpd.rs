@@ -1,0 +1,438 @@
+//! The `smtpd` binary, spawned on a free loopback port with a temporary configuration, driven by
+//! Python's smtplib and curl.
+
+use std::path::Path;
+use std::process::Command;
+
+fn setup() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+}
+
+use e2e::{
+    Smtpd, cert_files, free_port, http_auth_service, maildir_messages, python, run, temp_dir,
+    users_file,
+};
+
+fn file_config(dir: &Path, port: u16, extra_server: &str, tls: bool) -> String {
+    let users = users_file(dir, &[("alice", "wonder land"), ("bob", "builder")]);
+    let tls_section = if tls {
+        let (cert, key) = cert_files(dir);
+        format!("[tls]\ncert = {:?}\nkey = {:?}\n", cert, key)
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+[server]
+hostname = "mx.test"
+auth_required = true
+auth_require_tls = false
+auth_failure_delay_ms = 0
+{extra_server}
+
+[[listener]]
+address = "127.0.0.1:{port}"
+tls = "{listener_tls}"
+
+{tls_section}
+[auth]
+backend = "file"
+users_file = {users:?}
+
+[delivery]
+kind = "maildir"
+path = {maildir:?}
+"#,
+        listener_tls = if tls { "starttls" } else { "none" },
+        maildir = dir.join("Maildir"),
+    )
+}
+
+#[test]
+fn smtplib_plain_login_and_starttls_deliver_to_maildir() {
+    setup();
+    let dir = temp_dir("smtplib");
+    let port = free_port();
+    let _srv = Smtpd::start(&dir, &file_config(&dir, port, "", true), port);
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+ctx.check_hostname = False
+def send(mech, tls):
+    s = smtplib.SMTP('127.0.0.1', {port}, local_hostname='client.test', timeout=20)
+    if tls:
+        s.starttls(context=ctx)
+    s.ehlo()
+    s.user, s.password = 'alice', 'wonder land'
+    code, _ = s.auth(mech, getattr(s, 'auth_' + mech.lower()))
+    body = 'Subject: via ' + mech + (' tls' if tls else '') + '\r\n\r\nHello\r\n.leading dot\r\n'
+    s.sendmail('alice@mx.test', ['carol@example.org'], body)
+    s.quit()
+    print(mech, tls, code)
+send('PLAIN', False)
+send('LOGIN', False)
+send('PLAIN', True)
+"#,
+        ca = dir.join("cert.pem")
+    );
+    assert_eq!(
+        python(&script),
+        "PLAIN False 235\nLOGIN False 235\nPLAIN True 235\n"
+    );
+    let msgs = maildir_messages(&dir.join("Maildir"));
+    assert_eq!(msgs.len(), 3);
+    let mut seen = Vec::new();
+    for m in &msgs {
+        let (headers, body) = m.split_once("\r\n\r\n").expect("header/body split");
+        assert_eq!(body, "Hello\r\n.leading dot\r\n", "exact body");
+        assert!(
+            headers
+                .starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.test with ESMTP"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("\r\n\t(authenticated user alice)\r\n"),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("\r\n\tfor <carol@example.org>;"),
+            "{headers}"
+        );
+        let with = if headers.contains("with ESMTPSA") {
+            "ESMTPSA"
+        } else if headers.contains("with ESMTPA") {
+            "ESMTPA"
+        } else {
+            "?"
+        };
+        let subject = headers
+            .lines()
+            .find(|l| l.starts_with("Subject:"))
+            .unwrap_or("")
+            .to_owned();
+        seen.push((subject, with));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("Subject: via LOGIN".to_owned(), "ESMTPA"),
+            ("Subject: via PLAIN".to_owned(), "ESMTPA"),
+            ("Subject: via PLAIN tls".to_owned(), "ESMTPSA"),
+        ]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn curl_with_user_delivers() {
+    setup();
+    let dir = temp_dir("curl");
+    let port = free_port();
+    let srv = Smtpd::start(&dir, &file_config(&dir, port, "", false), port);
+    let msg = dir.join("msg.txt");
+    std::fs::write(&msg, "Subject: curl\n\nHello from curl\n").unwrap();
+    let out = run(Command::new("curl")
+        .arg("-sS")
+        .arg(format!("smtp://127.0.0.1:{port}"))
+        .args([
+            "--user",
+            "bob:builder",
+            "--mail-from",
+            "bob@mx.test",
+            "--mail-rcpt",
+            "dave@example.org",
+            "--crlf",
+            "--upload-file",
+        ])
+        .arg(&msg));
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let msgs = maildir_messages(&dir.join("Maildir"));
+    assert_eq!(msgs.len(), 1, "{}", srv.log());
+    assert!(msgs[0].contains("(authenticated user bob)"));
+    assert!(
+        msgs[0].ends_with("Subject: curl\r\n\r\nHello from curl\r\n"),
+        "{}",
+        msgs[0]
+    );
+    // A wrong password: curl fails with 67 (login denied) and nothing is delivered.
+    let out = run(Command::new("curl")
+        .arg("-sS")
+        .arg(format!("smtp://127.0.0.1:{port}"))
+        .args([
+            "--user",
+            "bob:nope",
+            "--mail-from",
+            "bob@mx.test",
+            "--mail-rcpt",
+            "dave@example.org",
+            "--crlf",
+            "--upload-file",
+        ])
+        .arg(&msg));
+    assert_eq!(out.status.code(), Some(67));
+    assert_eq!(maildir_messages(&dir.join("Maildir")).len(), 1);
+    let log = srv.log();
+    assert!(log.contains("user=\"bob\" success=false"), "{log}");
+    assert!(
+        !log.contains("nope") && !log.contains("builder"),
+        "no password in the log: {log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn refusals_wrong_password_unknown_user_and_auth_required() {
+    setup();
+    let dir = temp_dir("refusals");
+    let port = free_port();
+    let _srv = Smtpd::start(&dir, &file_config(&dir, port, "", false), port);
+    let script = format!(
+        r#"
+import smtplib
+def attempt(user, pw):
+    s = smtplib.SMTP('127.0.0.1', {port}, timeout=20)
+    try:
+        s.login(user, pw)
+        print('ok')
+    except smtplib.SMTPAuthenticationError as e:
+        print(e.smtp_code, e.smtp_error.decode())
+    s.quit()
+attempt('alice', 'wrong')
+attempt('mallory', 'wonder land')
+s = smtplib.SMTP('127.0.0.1', {port}, timeout=20)
+s.ehlo()
+print(*s.mail('alice@mx.test'))
+s.quit()
+"#
+    );
+    assert_eq!(
+        python(&script),
+        "535 5.7.8 Authentication credentials invalid\n535 5.7.8 Authentication credentials invalid\n530 b'5.7.0 Authentication required'\n"
+    );
+    assert!(maildir_messages(&dir.join("Maildir")).is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn http_backend_accepts_rejects_and_reports_outage() {
+    setup();
+    let url = http_auth_service();
+    let dead = {
+        let port = free_port();
+        format!("http://127.0.0.1:{port}/check")
+    };
+    for (url, expect) in [
+        (
+            url.as_str(),
+            "235\n535 5.7.8 Authentication credentials invalid\n",
+        ),
+        (
+            dead.as_str(),
+            "454 4.7.0 Temporary authentication failure\n454 4.7.0 Temporary authentication failure\n",
+        ),
+    ] {
+        let dir = temp_dir("http");
+        let port = free_port();
+        let config = format!(
+            r#"
+[server]
+auth_require_tls = false
+auth_failure_delay_ms = 0
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "http"
+url = "{url}"
+bearer_token = "svc"
+timeout_ms = 1200
+[delivery]
+kind = "maildir"
+path = {maildir:?}
+"#,
+            maildir = dir.join("Maildir")
+        );
+        let _srv = Smtpd::start(&dir, &config, port);
+        let script = format!(
+            r#"
+import smtplib
+for pw in ['right', 'wrong']:
+    s = smtplib.SMTP('127.0.0.1', {port}, timeout=20)
+    try:
+        print(s.login('alice', pw)[0])
+    except (smtplib.SMTPAuthenticationError, smtplib.SMTPResponseException) as e:
+        print(e.smtp_code, e.smtp_error.decode())
+    s.quit()
+"#
+        );
+        assert_eq!(python(&script), expect, "{url}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn relay_to_a_second_smtpd_with_auth() {
+    setup();
+    let upstream_dir = temp_dir("upstream");
+    let up_port = free_port();
+    let _up = Smtpd::start(
+        &upstream_dir,
+        &file_config(
+            &upstream_dir,
+            up_port,
+            "hostname = \"upstream.test\"",
+            false,
+        )
+        .replace("hostname = \"mx.test\"\n", ""),
+        up_port,
+    );
+    let dir = temp_dir("relay");
+    let port = free_port();
+    let users = users_file(&dir, &[("alice", "wonder land")]);
+    let config = format!(
+        r#"
+[server]
+hostname = "edge.test"
+auth_require_tls = false
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "file"
+users_file = {users:?}
+[delivery]
+kind = "relay"
+host = "127.0.0.1"
+port = {up_port}
+username = "bob"
+password = "builder"
+timeout_secs = 20
+"#
+    );
+    let _edge = Smtpd::start(&dir, &config, port);
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, local_hostname='client.test', timeout=30)
+s.login('alice', 'wonder land')
+print(s.sendmail('alice@edge.test', ['erin@example.org'], 'Subject: relayed\r\n\r\nThrough two servers\r\n'))
+s.quit()
+"#
+    );
+    assert_eq!(python(&script), "{}\n");
+    let msgs = maildir_messages(&upstream_dir.join("Maildir"));
+    assert_eq!(msgs.len(), 1);
+    let m = &msgs[0];
+    assert!(
+        m.starts_with("Received: from edge.test ([127.0.0.1])\r\n\tby upstream.test with ESMTPA"),
+        "{m}"
+    );
+    assert!(m.contains("(authenticated user bob)"), "{m}");
+    assert!(
+        m.contains("Received: from client.test ([127.0.0.1])\r\n\tby edge.test with ESMTPA"),
+        "{m}"
+    );
+    assert!(m.contains("(authenticated user alice)"), "{m}");
+    assert!(
+        m.ends_with("Subject: relayed\r\n\r\nThrough two servers\r\n"),
+        "{m}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(upstream_dir);
+}
+
+#[test]
+fn check_config_names_the_wrong_key() {
+    setup();
+    let dir = temp_dir("check");
+    let cases = [
+        (
+            "[server]\nhostname = \"a.b\"\nmax_mesage_size = 5\n",
+            "max_mesage_size",
+            "line 3",
+        ),
+        (
+            "[server]\nmax_recipients = \"lots\"\n",
+            "max_recipients",
+            "line 2",
+        ),
+        (
+            "[server]\nmax_message_size = 0\n",
+            "server.max_message_size",
+            "line 2",
+        ),
+        ("[[listener]]\naddress = \"nowhere\"\n", "address", "line 2"),
+        (
+            "[auth]\nbackend = \"http\"\nurl = \"ftp://x\"\n",
+            "auth.url",
+            "line 3",
+        ),
+    ];
+    for (i, (text, key, line)) in cases.iter().enumerate() {
+        let f = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&f, text).unwrap();
+        let out = run(Command::new(e2e::smtpd_bin()).arg("check-config").arg(&f));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(err.contains(key) && err.contains(line), "{text} → {err}");
+    }
+    let ok = dir.join("ok.toml");
+    let users = users_file(&dir, &[("a", "b")]);
+    std::fs::write(
+        &ok,
+        format!("[auth]\nbackend = \"file\"\nusers_file = {users:?}\n"),
+    )
+    .unwrap();
+    let out = run(Command::new(e2e::smtpd_bin()).arg("check-config").arg(&ok));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    setup();
+    let dir = temp_dir("sigterm");
+    let port = free_port();
+    let srv = Smtpd::start(&dir, &file_config(&dir, port, "", false), port);
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = [0u8; 64];
+    let n = std::io::Read::read(&mut idle, &mut greeting).unwrap();
+    assert!(greeting[..n].starts_with(b"220 mx.test"));
+    let status = srv.terminate().expect("exits within 15 s");
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut idle, &mut rest);
+    assert_eq!(
+        rest,
+        "421 4.3.2 Service shutting down, closing connection\r\n"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn hash_password_reads_stdin() {
+    setup();
+    use std::io::Write;
+    let mut child = Command::new(e2e::smtpd_bin())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"pa ss\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+    let users = smtpd::users::FileUsers::parse(&format!("u:{}", hash.trim())).unwrap();
+    assert!(users.verify("u", "pa ss"));
+}
