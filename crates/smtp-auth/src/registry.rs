@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::mechanism::{
-    CramMd5Server, ExternalServer, LoginServer, OAuthBearerServer, PlainServer, ScramSha256Server,
-    ServerMechanism, XOAuth2Server,
+    CramMd5Server, ExternalServer, LoginServer, OAuthServer, PlainServer, ScramSha256Server,
+    ServerMechanism,
 };
 
 type Factory = Arc<dyn Fn() -> Box<dyn ServerMechanism> + Send + Sync>;
@@ -84,8 +84,8 @@ impl Registry {
         Self::default()
             .with("SCRAM-SHA-256", || Box::new(ScramSha256Server::default()))
             .with("CRAM-MD5", || Box::new(CramMd5Server::default()))
-            .with("XOAUTH2", || Box::new(XOAuth2Server::default()))
-            .with("OAUTHBEARER", || Box::new(OAuthBearerServer::default()))
+            .with("XOAUTH2", || Box::new(OAuthServer::xoauth2()))
+            .with("OAUTHBEARER", || Box::new(OAuthServer::oauthbearer()))
             .with("EXTERNAL", || Box::new(ExternalServer::default()))
     }
 

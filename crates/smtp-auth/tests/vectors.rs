@@ -6,8 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::b64;
 use smtp_auth::mechanism::{
-    CramMd5Client, CramMd5Server, OAuthBearerServer, PlainServer, ScramSha256Client,
-    ScramSha256Server, XOAuth2Server,
+    CramMd5Client, CramMd5Server, OAuthServer, PlainServer, ScramSha256Client, ScramSha256Server,
 };
 use smtp_auth::{
     AuthDecision, AuthExchange, AuthProgress, AuthStatus, ClientMechanism, LookupResult,
@@ -284,7 +283,7 @@ fn scram_detects_a_forged_server() {
 fn rfc7628_oauthbearer() {
     // RFC 7628 §4.1 (SMTP flavour of the example).
     let msg = b"n,a=user@example.com,\x01host=server.example.com\x01port=587\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01";
-    let reg = registry_with("OAUTHBEARER", || Box::new(OAuthBearerServer::default()));
+    let reg = registry_with("OAUTHBEARER", || Box::new(OAuthServer::oauthbearer()));
     let mut ex = AuthExchange::new(reg.clone(), SessionInfo::default());
     let Step::Verify(req) = ex.start("OAUTHBEARER", Some(&b64(msg))).unwrap() else {
         panic!()
@@ -319,7 +318,7 @@ fn rfc7628_oauthbearer() {
 fn xoauth2_google_example() {
     // Google's documented XOAUTH2 initial client response.
     let ir = b"dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ==";
-    let reg = registry_with("XOAUTH2", || Box::new(XOAuth2Server::default()));
+    let reg = registry_with("XOAUTH2", || Box::new(OAuthServer::xoauth2()));
     let mut ex = AuthExchange::new(reg.clone(), SessionInfo::default());
     let Step::Verify(req) = ex.start("XOAUTH2", Some(ir)).unwrap() else {
         panic!()

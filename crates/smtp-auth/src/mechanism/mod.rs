@@ -22,7 +22,7 @@ mod scram;
 pub use cram::{CramMd5Client, CramMd5Server};
 pub use external::{ExternalClient, ExternalServer};
 pub use login::{LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT, LoginClient, LoginServer};
-pub use oauth::{OAuthBearerClient, OAuthBearerServer, XOAuth2Client, XOAuth2Server};
+pub use oauth::{OAuthBearerClient, OAuthKind, OAuthServer, XOAuth2Client};
 pub use plain::{PlainClient, PlainServer};
 pub use scram::{SCRAM_DEFAULT_ITERATIONS, ScramSha256Client, ScramSha256Server};
 

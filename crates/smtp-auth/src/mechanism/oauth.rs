@@ -88,34 +88,126 @@ impl OAuth {
     }
 }
 
-/// The server side of XOAUTH2: `user=U ^A auth=Bearer T ^A ^A`.
-#[derive(Debug, Default)]
-pub struct XOAuth2Server {
-    inner: OAuth,
+/// Which OAuth message format a server reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthKind {
+    /// XOAUTH2: `user=U ^A auth=Bearer T ^A ^A`.
+    XOAuth2,
+    /// OAUTHBEARER (RFC 7628): `gs2-header ^A host=H ^A port=P ^A auth=Bearer T ^A ^A`; the
+    /// user is the gs2 header's `a=` authorization identity.
+    OAuthBearer,
 }
 
-impl XOAuth2Server {
-    fn message(&mut self, info: &SessionInfo, msg: &[u8]) -> Step {
-        let Some(text) = utf8(msg) else {
-            return done(AuthStatus::Malformed);
-        };
-        let mut user = None;
-        let mut token = None;
-        for field in text.split('\x01').filter(|f| !f.is_empty()) {
-            if let Some(u) = field.strip_prefix("user=") {
-                user = Some(u.to_owned());
-            } else if let Some(a) = field.strip_prefix("auth=") {
-                token = bearer(a).map(str::to_owned);
-            }
+impl OAuthKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::XOAuth2 => "XOAUTH2",
+            Self::OAuthBearer => "OAUTHBEARER",
         }
-        match (user, token) {
-            (Some(u), Some(t)) if !u.is_empty() => self.inner.verify(info, "XOAUTH2", u, t),
-            _ => done(AuthStatus::Malformed),
+    }
+
+    fn error(self) -> &'static [u8] {
+        match self {
+            Self::XOAuth2 => XOAUTH2_ERROR,
+            Self::OAuthBearer => OAUTHBEARER_ERROR,
+        }
+    }
+
+    /// `(user, token)` from the client's message.
+    fn parse(self, text: &str) -> Result<(String, String), AuthStatus> {
+        match self {
+            Self::XOAuth2 => parse_xoauth2(text),
+            Self::OAuthBearer => parse_oauthbearer(text),
         }
     }
 }
 
-impl ServerMechanism for XOAuth2Server {
+fn parse_xoauth2(text: &str) -> Result<(String, String), AuthStatus> {
+    let mut user = None;
+    let mut token = None;
+    for field in text.split('\x01').filter(|f| !f.is_empty()) {
+        if let Some(u) = field.strip_prefix("user=") {
+            user = Some(u.to_owned());
+        } else if let Some(a) = field.strip_prefix("auth=") {
+            token = bearer(a).map(str::to_owned);
+        }
+    }
+    match (user, token) {
+        (Some(u), Some(t)) if !u.is_empty() => Ok((u, t)),
+        _ => Err(AuthStatus::Malformed),
+    }
+}
+
+fn parse_oauthbearer(text: &str) -> Result<(String, String), AuthStatus> {
+    let (gs2, rest) = text.split_once('\x01').ok_or(AuthStatus::Malformed)?;
+    // gs2-header = gs2-cbind-flag "," [ "a=" saslname ] ","
+    let mut parts = gs2.splitn(3, ',');
+    let (Some(flag), Some(authz), Some("")) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(AuthStatus::Malformed);
+    };
+    match flag {
+        "n" | "y" => {}
+        f if f.starts_with("p=") => return Err(AuthStatus::Unsupported),
+        _ => return Err(AuthStatus::Malformed),
+    }
+    let user = match authz {
+        "" => String::new(),
+        a => a
+            .strip_prefix("a=")
+            .and_then(super::scram::decode_saslname)
+            .ok_or(AuthStatus::Malformed)?,
+    };
+    let body = rest
+        .strip_suffix("\x01\x01")
+        .or_else(|| rest.strip_suffix('\x01'))
+        .ok_or(AuthStatus::Malformed)?;
+    let token = body
+        .split('\x01')
+        .find_map(|kv| kv.strip_prefix("auth="))
+        .and_then(bearer)
+        .ok_or(AuthStatus::Malformed)?;
+    Ok((user, token.to_owned()))
+}
+
+/// The server side of XOAUTH2 and OAUTHBEARER: the token goes to the provider as the
+/// request's password.
+#[derive(Debug)]
+pub struct OAuthServer {
+    kind: OAuthKind,
+    inner: OAuth,
+}
+
+impl OAuthServer {
+    /// A server for the given format.
+    pub fn new(kind: OAuthKind) -> Self {
+        Self {
+            kind,
+            inner: OAuth::default(),
+        }
+    }
+
+    /// An XOAUTH2 server.
+    pub fn xoauth2() -> Self {
+        Self::new(OAuthKind::XOAuth2)
+    }
+
+    /// An OAUTHBEARER server.
+    pub fn oauthbearer() -> Self {
+        Self::new(OAuthKind::OAuthBearer)
+    }
+
+    fn message(&mut self, info: &SessionInfo, msg: &[u8]) -> Step {
+        let parsed = utf8(msg)
+            .ok_or(AuthStatus::Malformed)
+            .and_then(|text| self.kind.parse(&text));
+        match parsed {
+            Ok((user, token)) => self.inner.verify(info, self.kind.name(), user, token),
+            Err(status) => done(status),
+        }
+    }
+}
+
+impl ServerMechanism for OAuthServer {
     fn start(&mut self, info: &SessionInfo, initial: Option<SecretBytes>) -> Step {
         match initial {
             None => Step::Challenge(Vec::new()),
@@ -131,89 +223,15 @@ impl ServerMechanism for XOAuth2Server {
     }
 
     fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Step {
-        self.inner.decide(decision, XOAUTH2_ERROR)
+        self.inner.decide(decision, self.kind.error())
     }
 
     fn progress(&self) -> AuthProgress {
-        match self.inner.state {
-            State::ErrorSent => AuthProgress::XOAuth2Error,
-            _ => AuthProgress::XOAuth2,
-        }
-    }
-}
-
-/// The server side of OAUTHBEARER: `gs2-header ^A host=H ^A port=P ^A auth=Bearer T ^A ^A`.
-/// The user is the gs2 header's `a=` authorization identity.
-#[derive(Debug, Default)]
-pub struct OAuthBearerServer {
-    inner: OAuth,
-}
-
-impl OAuthBearerServer {
-    fn message(&mut self, info: &SessionInfo, msg: &[u8]) -> Step {
-        let Some(text) = utf8(msg) else {
-            return done(AuthStatus::Malformed);
-        };
-        let Some((gs2, rest)) = text.split_once('\x01') else {
-            return done(AuthStatus::Malformed);
-        };
-        // gs2-header = gs2-cbind-flag "," [ "a=" saslname ] ","
-        let mut parts = gs2.splitn(3, ',');
-        let (Some(flag), Some(authz), Some("")) = (parts.next(), parts.next(), parts.next()) else {
-            return done(AuthStatus::Malformed);
-        };
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return done(AuthStatus::Unsupported),
-            _ => return done(AuthStatus::Malformed),
-        }
-        let user = match authz {
-            "" => String::new(),
-            a => match a.strip_prefix("a=").and_then(super::scram::decode_saslname) {
-                Some(u) => u,
-                None => return done(AuthStatus::Malformed),
-            },
-        };
-        let Some(body) = rest
-            .strip_suffix("\x01\x01")
-            .or_else(|| rest.strip_suffix('\x01'))
-        else {
-            return done(AuthStatus::Malformed);
-        };
-        let token = body
-            .split('\x01')
-            .find_map(|kv| kv.strip_prefix("auth="))
-            .and_then(bearer);
-        match token {
-            Some(t) => self.inner.verify(info, "OAUTHBEARER", user, t.to_owned()),
-            None => done(AuthStatus::Malformed),
-        }
-    }
-}
-
-impl ServerMechanism for OAuthBearerServer {
-    fn start(&mut self, info: &SessionInfo, initial: Option<SecretBytes>) -> Step {
-        match initial {
-            None => Step::Challenge(Vec::new()),
-            Some(m) => self.message(info, m.expose_secret()),
-        }
-    }
-
-    fn respond(&mut self, info: &SessionInfo, response: SecretBytes) -> Step {
-        match self.inner.after_error() {
-            Some(step) => step,
-            None => self.message(info, response.expose_secret()),
-        }
-    }
-
-    fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Step {
-        self.inner.decide(decision, OAUTHBEARER_ERROR)
-    }
-
-    fn progress(&self) -> AuthProgress {
-        match self.inner.state {
-            State::ErrorSent => AuthProgress::OAuthBearerError,
-            _ => AuthProgress::OAuthBearer,
+        match (self.kind, self.inner.state == State::ErrorSent) {
+            (OAuthKind::XOAuth2, false) => AuthProgress::XOAuth2,
+            (OAuthKind::XOAuth2, true) => AuthProgress::XOAuth2Error,
+            (OAuthKind::OAuthBearer, false) => AuthProgress::OAuthBearer,
+            (OAuthKind::OAuthBearer, true) => AuthProgress::OAuthBearerError,
         }
     }
 }
