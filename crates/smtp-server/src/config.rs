@@ -29,6 +29,7 @@ use smtp_proto::BarePolicy;
 /// | `proxy_protocol` | false |
 /// | `bare_line_endings` | refused (550 5.6.0) |
 /// | `shutdown_grace` | 30 s for DATA in flight |
+/// | `auth_timeout` | 30 s per authenticator call, then 454 4.7.0 |
 #[derive(Clone)]
 pub struct ServerConfig {
     pub(crate) hostname: String,
@@ -52,6 +53,7 @@ pub struct ServerConfig {
     pub(crate) proxy_protocol: bool,
     pub(crate) bare_policy: BarePolicy,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) auth_timeout: Duration,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -96,6 +98,7 @@ impl Default for ServerConfig {
             proxy_protocol: false,
             bare_policy: BarePolicy::Reject,
             shutdown_grace: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -234,6 +237,12 @@ impl ServerConfigBuilder {
     /// How long a DATA in flight may continue after shutdown begins.
     pub fn shutdown_grace(mut self, d: Duration) -> Self {
         self.0.shutdown_grace = d;
+        self
+    }
+    /// The longest an authenticator call may take; past it the attempt is a temporary failure
+    /// (454 4.7.0). Providers with their own deadline (the HTTP provider's 1200 ms) answer first.
+    pub fn auth_timeout(mut self, d: Duration) -> Self {
+        self.0.auth_timeout = d;
         self
     }
     /// The configuration.

@@ -653,7 +653,15 @@ impl<H: Handler> Conn<H> {
                 Step::Verify(req) => {
                     self.auth_user = Some(req.username.clone());
                     let r = match &self.shared.authenticator {
-                        Some(a) => a.authenticate(&self.session, req).await,
+                        Some(a) => {
+                            let call = a.authenticate(&self.session, req);
+                            timeout(self.cfg().auth_timeout, call)
+                                .await
+                                .unwrap_or_else(|_| {
+                                    tracing::warn!("authenticator timed out");
+                                    AuthResult::failure(AuthStatus::TempFail)
+                                })
+                        }
                         // No authenticator: every attempt is refused (aiosmtpd's rule).
                         None => AuthResult::failure(AuthStatus::Invalid),
                     };
@@ -670,7 +678,12 @@ impl<H: Handler> Conn<H> {
                 Step::Lookup(req) => {
                     self.auth_user = Some(req.username.clone());
                     let found = match &self.shared.authenticator {
-                        Some(a) => a.lookup(&self.session, req).await,
+                        Some(a) => {
+                            let call = a.lookup(&self.session, req);
+                            timeout(self.cfg().auth_timeout, call)
+                                .await
+                                .unwrap_or(smtp_auth::LookupResult::Failure)
+                        }
                         None => smtp_auth::LookupResult::NotFound,
                     };
                     ex.supply(found)

@@ -318,3 +318,61 @@ async fn scram_and_cram_with_a_secret_store() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn tower_layers_compose_with_a_provider() {
+    use tower::ServiceBuilder;
+    // A provider that never answers in time, behind tower's timeout and concurrency limit.
+    let slow = provider_fn(|_req: AuthRequest| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        AuthDecision::Ok
+    });
+    let layered = ServiceBuilder::new()
+        .concurrency_limit(4)
+        .timeout(Duration::from_millis(200))
+        .service(slow);
+    let srv =
+        start(Server::new(plain_config().build(), Recorder::default()).provider(layered)).await;
+    let mut c = Client::connect(srv.addr).await;
+    c.cmd("EHLO client.example").await;
+    let t = std::time::Instant::now();
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}", plain("alice", "x"))).await,
+        "454 4.7.0 Temporary authentication failure"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // And a fast provider through the same layers succeeds.
+    let fast = ServiceBuilder::new()
+        .concurrency_limit(4)
+        .timeout(Duration::from_secs(5))
+        .service(users());
+    let srv2 = start(Server::new(plain_config().build(), Recorder::default()).provider(fast)).await;
+    let mut c = Client::connect(srv2.addr).await;
+    c.cmd("EHLO client.example").await;
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}", plain("alice", "wonderland")))
+            .await,
+        "235 2.7.0 Authentication successful"
+    );
+    srv.shutdown().await;
+    srv2.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_server_bounds_a_hanging_authenticator() {
+    let hang = provider_fn(|_req: AuthRequest| async {
+        std::future::pending::<()>().await;
+        AuthDecision::Ok
+    });
+    let cfg = plain_config()
+        .auth_timeout(Duration::from_millis(200))
+        .build();
+    let srv = start(Server::new(cfg, Recorder::default()).provider(hang)).await;
+    let mut c = Client::connect(srv.addr).await;
+    c.cmd("EHLO client.example").await;
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}", plain("alice", "x"))).await,
+        "454 4.7.0 Temporary authentication failure"
+    );
+    srv.shutdown().await;
+}

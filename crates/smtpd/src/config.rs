@@ -75,6 +75,8 @@ pub struct ServerSection {
     pub bare_line_endings: BareLineEndings,
     /// Seconds a DATA in flight may take after shutdown starts.
     pub shutdown_grace_secs: u64,
+    /// Seconds an authentication backend may take before 454 4.7.0.
+    pub auth_timeout_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -100,6 +102,7 @@ impl Default for ServerSection {
             proxy_protocol: false,
             bare_line_endings: BareLineEndings::Reject,
             shutdown_grace_secs: 30,
+            auth_timeout_secs: 30,
         }
     }
 }
@@ -343,6 +346,9 @@ impl Config {
         }
         if s.max_connections == 0 {
             return bad("server", "max_connections", "must be greater than 0");
+        }
+        if s.auth_timeout_secs == 0 {
+            return bad("server", "auth_timeout_secs", "must be greater than 0");
         }
         if s.max_auth_failures == 0 {
             return bad("server", "max_auth_failures", "must be greater than 0");
