@@ -30,6 +30,7 @@ use smtp_proto::BarePolicy;
 /// | `bare_line_endings` | refused (550 5.6.0) |
 /// | `shutdown_grace` | 30 s for DATA in flight |
 /// | `auth_timeout` | 30 s per authenticator call, then 454 4.7.0 |
+/// | `max_errors` | 20 syntax errors or unknown commands, then 421 4.7.0 and close |
 #[derive(Clone)]
 pub struct ServerConfig {
     pub(crate) hostname: String,
@@ -54,6 +55,7 @@ pub struct ServerConfig {
     pub(crate) bare_policy: BarePolicy,
     pub(crate) shutdown_grace: Duration,
     pub(crate) auth_timeout: Duration,
+    pub(crate) max_errors: u32,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -99,6 +101,7 @@ impl Default for ServerConfig {
             bare_policy: BarePolicy::Reject,
             shutdown_grace: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(30),
+            max_errors: 20,
         }
     }
 }
@@ -243,6 +246,11 @@ impl ServerConfigBuilder {
     /// (454 4.7.0). Providers with their own deadline (the HTTP provider's 1200 ms) answer first.
     pub fn auth_timeout(mut self, d: Duration) -> Self {
         self.0.auth_timeout = d;
+        self
+    }
+    /// Syntax errors and unknown commands per connection before 421 4.7.0 and close.
+    pub fn max_errors(mut self, n: u32) -> Self {
+        self.0.max_errors = n.max(1);
         self
     }
     /// The configuration.

@@ -122,6 +122,8 @@ pub(crate) struct Conn<H: Handler> {
     bdat_error: Option<Reply>,
     /// The user named in the AUTH exchange in progress, for the log line of its outcome.
     auth_user: Option<String>,
+    /// Syntax errors and unknown commands so far.
+    errors: u32,
 }
 
 /// TLS facts of a finished handshake.
@@ -211,6 +213,7 @@ pub(crate) async fn run<H: Handler>(
         bdat_body: BytesMut::new(),
         bdat_error: None,
         auth_user: None,
+        errors: 0,
     };
     tracing::info!(peer = %conn.session.peer_addr, "connected");
     conn.serve().await;
@@ -303,7 +306,7 @@ impl<H: Handler> Conn<H> {
                 Frame::Command(Ok(cmd)) => self.command(cmd).await,
                 Frame::Command(Err(e)) => {
                     self.send(e.reply()).await;
-                    Flow::Continue
+                    self.protocol_error().await
                 }
                 // Other frames cannot occur in command mode.
                 _ => Flow::Continue,
@@ -354,7 +357,21 @@ impl<H: Handler> Conn<H> {
                 mechanism,
                 initial_response,
             } => return self.auth(mechanism, initial_response).await,
-            _ => self.send(replies::unknown_command()).await,
+            _ => {
+                self.send(replies::unknown_command()).await;
+                return self.protocol_error().await;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Counts a syntax error or unknown command; past the limit the client is dropped
+    /// (a client that only sends garbage is not a mail client).
+    async fn protocol_error(&mut self) -> Flow {
+        self.errors += 1;
+        if self.errors >= self.cfg().max_errors {
+            self.send(replies::too_many_errors()).await;
+            return Flow::Close;
         }
         Flow::Continue
     }

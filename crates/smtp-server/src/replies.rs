@@ -127,3 +127,6 @@ pub(crate) fn unknown_command() -> Reply {
 pub(crate) fn local_error() -> Reply {
     r(451, (4, 3, 0), "Local error in processing")
 }
+pub(crate) fn too_many_errors() -> Reply {
+    r(421, (4, 7, 0), "Too many errors, closing connection")
+}

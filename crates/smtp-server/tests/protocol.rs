@@ -307,3 +307,32 @@ async fn lmtp_replies_per_recipient() {
     assert_eq!(c.reply().await, "452 4.2.2 Mailbox full");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_sending_only_garbage_is_dropped() {
+    let srv = start(Server::new(
+        plain_config().max_errors(3).build(),
+        Recorder::default(),
+    ))
+    .await;
+    let mut c = greeted(srv.addr).await;
+    assert_eq!(
+        c.cmd("FROB").await,
+        "500 5.5.2 Syntax error, command unrecognized"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<bad").await,
+        "501 5.1.7 Bad sender address syntax"
+    );
+    c.send("\x00\x01\r\n").await;
+    assert_eq!(
+        c.reply().await,
+        "500 5.5.2 Syntax error, command unrecognized"
+    );
+    assert_eq!(
+        c.reply().await,
+        "421 4.7.0 Too many errors, closing connection"
+    );
+    assert_eq!(c.reply().await, "");
+    srv.shutdown().await;
+}

@@ -170,7 +170,8 @@ fn server_config(
             BareLineEndings::Normalize => BarePolicy::Normalize,
         })
         .shutdown_grace(Duration::from_secs(s.shutdown_grace_secs))
-        .auth_timeout(Duration::from_secs(s.auth_timeout_secs));
+        .auth_timeout(Duration::from_secs(s.auth_timeout_secs))
+        .max_errors(s.max_errors);
     if let (Some(t), ListenerTls::Starttls | ListenerTls::Implicit) = (tls, mode) {
         b = b.tls(t).implicit_tls(mode == ListenerTls::Implicit);
     }

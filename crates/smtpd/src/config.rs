@@ -77,6 +77,8 @@ pub struct ServerSection {
     pub shutdown_grace_secs: u64,
     /// Seconds an authentication backend may take before 454 4.7.0.
     pub auth_timeout_secs: u64,
+    /// Syntax errors and unknown commands per connection before 421 and close.
+    pub max_errors: u32,
 }
 
 impl Default for ServerSection {
@@ -103,6 +105,7 @@ impl Default for ServerSection {
             bare_line_endings: BareLineEndings::Reject,
             shutdown_grace_secs: 30,
             auth_timeout_secs: 30,
+            max_errors: 20,
         }
     }
 }
