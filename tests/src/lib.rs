@@ -234,3 +234,64 @@ fn serve_http(stream: TcpStream) {
         }
     }
 }
+
+/// Replays a transcript against a server. Lines: `C: text` (sent with CRLF; consecutive client
+/// lines go out in one write, as a pipelining client sends them), `R: text` (sent raw, with
+/// `\r` and `\n` escapes), `S: text` (the next reply line, exactly), `S~ text` (the next reply
+/// line starts with text), `#` comments.
+pub fn run_transcript(addr: SocketAddr, text: &str) -> Result<(), String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut pending = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let n = n + 1;
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        if let Some(c) = line.strip_prefix("C:") {
+            pending.extend_from_slice(c.strip_prefix(' ').unwrap_or(c).as_bytes());
+            pending.extend_from_slice(b"\r\n");
+            continue;
+        }
+        if let Some(r) = line.strip_prefix("R: ") {
+            pending.extend_from_slice(r.replace("\\r", "\r").replace("\\n", "\n").as_bytes());
+            continue;
+        }
+        if !pending.is_empty() {
+            writer
+                .write_all(&pending)
+                .map_err(|e| format!("line {n}: write: {e}"))?;
+            pending.clear();
+        }
+        let (exact, want) = if let Some(w) = line.strip_prefix("S: ") {
+            (true, w)
+        } else if let Some(w) = line.strip_prefix("S~ ") {
+            (false, w)
+        } else {
+            return Err(format!("line {n}: unknown line kind: {line}"));
+        };
+        let mut got = String::new();
+        reader
+            .read_line(&mut got)
+            .map_err(|e| format!("line {n}: expected {want:?}, read failed: {e}"))?;
+        let got = got.trim_end_matches(['\r', '\n']);
+        let ok = if exact {
+            got == want
+        } else {
+            got.starts_with(want)
+        };
+        if !ok {
+            return Err(format!("line {n}: expected {want:?}, got {got:?}"));
+        }
+    }
+    if !pending.is_empty() {
+        writer
+            .write_all(&pending)
+            .map_err(|e| format!("write: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! `cargo xtask`: project automation with no dependencies beyond std.
 //!
 //! - `cargo xtask ci`: format check, clippy with warnings denied, every test.
+//! - `cargo xtask conformance`: the transcript corpus and real clients (smtplib, curl, swaks
+//!   when installed) against the smtpd binary, printed as a table.
 //! - `cargo xtask bench [--quick]`: the criterion benchmarks, then a table of figures and ratios
 //!   against the reference measured in the same run.
 //! - `cargo xtask fuzz [--seconds N] [--smoke]`: each fuzz target for N seconds (default 30)
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("conformance") => conformance(),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         Some("fuzz") => {
             let secs = args
@@ -80,7 +83,9 @@ fn main() -> ExitCode {
             fuzz(secs, args.iter().any(|a| a == "--smoke"))
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci | bench [--quick] | fuzz [--seconds N] [--smoke]>");
+            eprintln!(
+                "usage: cargo xtask <ci | conformance | bench [--quick] | fuzz [--seconds N] [--smoke]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -130,6 +135,23 @@ fn ci() -> Result<(), String> {
         ],
     )?;
     run(&r, "cargo", &["test", "--workspace"])
+}
+
+/// The transcript corpus and the real clients against the smtpd binary, as a table.
+fn conformance() -> Result<(), String> {
+    run(
+        &root(),
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "e2e",
+            "--test",
+            "conformance",
+            "--",
+            "--nocapture",
+        ],
+    )
 }
 
 fn bench(quick: bool) -> Result<(), String> {
