@@ -436,3 +436,86 @@ fn hash_password_reads_stdin() {
     let users = smtpd::users::FileUsers::parse(&format!("u:{}", hash.trim())).unwrap();
     assert!(users.verify("u", "pa ss"));
 }
+
+#[test]
+fn relay_over_starttls_with_auth() {
+    setup();
+    // The upstream offers STARTTLS with a certificate for "localhost" and requires TLS for AUTH.
+    let upstream_dir = temp_dir("upstream-tls");
+    let up_port = free_port();
+    let up_config = file_config(&upstream_dir, up_port, "", true)
+        .replace("auth_require_tls = false", "auth_require_tls = true");
+    let _up = Smtpd::start(&upstream_dir, &up_config, up_port);
+    let dir = temp_dir("relay-tls");
+    let port = free_port();
+    let users = users_file(&dir, &[("alice", "wonder land")]);
+    let config = format!(
+        r#"
+[server]
+hostname = "edge.test"
+auth_require_tls = false
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "file"
+users_file = {users:?}
+[delivery]
+kind = "relay"
+host = "localhost"
+port = {up_port}
+starttls = true
+ca_file = {ca:?}
+username = "bob"
+password = "builder"
+timeout_secs = 20
+"#,
+        ca = upstream_dir.join("cert.pem")
+    );
+    let edge = Smtpd::start(&dir, &config, port);
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, local_hostname='client.test', timeout=30)
+s.login('alice', 'wonder land')
+print(s.sendmail('alice@edge.test', ['erin@example.org'], 'Subject: over tls\r\n\r\nEncrypted hop\r\n'))
+s.quit()
+"#
+    );
+    assert_eq!(python(&script), "{}\n", "{}", edge.log());
+    let msgs = maildir_messages(&upstream_dir.join("Maildir"));
+    assert_eq!(msgs.len(), 1);
+    assert!(
+        msgs[0].starts_with("Received: from edge.test ([127.0.0.1])\r\n\tby mx.test with ESMTPSA"),
+        "{}",
+        msgs[0]
+    );
+    assert!(msgs[0].ends_with("Subject: over tls\r\n\r\nEncrypted hop\r\n"));
+    // Without trusting the upstream's certificate the relay refuses to send: 451, nothing lands.
+    drop(edge);
+    let port2 = free_port();
+    let untrusting = config
+        .replace(
+            &format!("address = \"127.0.0.1:{port}\""),
+            &format!("address = \"127.0.0.1:{port2}\""),
+        )
+        .lines()
+        .filter(|l| !l.starts_with("ca_file"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let _edge2 = Smtpd::start(&dir, &untrusting, port2);
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port2}, timeout=30)
+s.login('alice', 'wonder land')
+try:
+    s.sendmail('alice@edge.test', ['erin@example.org'], 'Subject: x\r\n\r\ny\r\n')
+except smtplib.SMTPDataError as e:
+    print(e.smtp_code, e.smtp_error.decode().startswith('4.4.0 Upstream failure: TLS'))
+"#
+    );
+    assert_eq!(python(&script), "451 True\n");
+    assert_eq!(maildir_messages(&upstream_dir.join("Maildir")).len(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(upstream_dir);
+}
