@@ -6,6 +6,10 @@ use std::time::Duration;
 use smtp_auth::{Registry, ServerMechanism};
 use smtp_proto::BarePolicy;
 
+/// Maps a client certificate to an EXTERNAL identity.
+pub type ExternalIdentity =
+    Arc<dyn Fn(&rustls::pki_types::CertificateDer<'_>) -> Option<String> + Send + Sync>;
+
 /// Every option of the server. Build it with [`ServerConfig::builder`]; the defaults are:
 ///
 /// | option | default |
@@ -31,6 +35,7 @@ use smtp_proto::BarePolicy;
 /// | `shutdown_grace` | 30 s for DATA in flight |
 /// | `auth_timeout` | 30 s per authenticator call, then 454 4.7.0 |
 /// | `max_errors` | 20 syntax errors or unknown commands, then 421 4.7.0 and close |
+/// | `external_identity` | none: EXTERNAL has no identity to offer |
 #[derive(Clone)]
 pub struct ServerConfig {
     pub(crate) hostname: String,
@@ -56,6 +61,7 @@ pub struct ServerConfig {
     pub(crate) shutdown_grace: Duration,
     pub(crate) auth_timeout: Duration,
     pub(crate) max_errors: u32,
+    pub(crate) external_identity: Option<ExternalIdentity>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -102,6 +108,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(30),
             max_errors: 20,
+            external_identity: None,
         }
     }
 }
@@ -251,6 +258,18 @@ impl ServerConfigBuilder {
     /// Syntax errors and unknown commands per connection before 421 4.7.0 and close.
     pub fn max_errors(mut self, n: u32) -> Self {
         self.0.max_errors = n.max(1);
+        self
+    }
+    /// Maps a verified TLS client certificate to the identity SASL EXTERNAL authenticates
+    /// (RFC 4422 Appendix A). The TLS configuration must request client certificates (for
+    /// example rustls' `WebPkiClientVerifier` with `allow_unauthenticated()`); the function
+    /// picks the identity (a subject name, a fingerprint lookup, ...), so this crate needs no
+    /// X.509 parser.
+    pub fn external_identity(
+        mut self,
+        map: impl Fn(&rustls::pki_types::CertificateDer<'_>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.0.external_identity = Some(Arc::new(map));
         self
     }
     /// The configuration.

@@ -139,6 +139,10 @@ fn tls_info(conn: &rustls::ServerConnection, implicit: bool) -> TlsInfo {
             .unwrap_or_default(),
         sni: conn.server_name().map(str::to_owned),
         implicit,
+        peer_certificate: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.clone().into_owned()),
     }
 }
 
@@ -602,7 +606,16 @@ impl<H: Handler> Conn<H> {
             remote_ip: Some(self.session.peer_addr.ip()),
             helo_name: self.session.helo_name.clone(),
             server_name: self.cfg().hostname.clone(),
-            external_identity: None,
+            external_identity: match (&self.cfg().external_identity, &self.session.tls) {
+                (
+                    Some(map),
+                    Some(TlsInfo {
+                        peer_certificate: Some(cert),
+                        ..
+                    }),
+                ) => map(cert),
+                _ => None,
+            },
             tls: self.session.tls.is_some(),
         }
     }

@@ -57,7 +57,7 @@ mod server;
 mod session;
 
 pub use auth::{Authenticator, BoxFuture, ProviderAuthenticator};
-pub use config::{ServerConfig, ServerConfigBuilder};
+pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 pub use conn::{AuthChannel, ChallengeResponse};
 pub use handler::{AcceptAll, Handler};
 pub use server::{Server, bind};

@@ -18,6 +18,9 @@ pub struct TlsInfo {
     pub sni: Option<String>,
     /// True when the session began with TLS (implicit TLS, RFC 8314) rather than STARTTLS.
     pub implicit: bool,
+    /// The client's certificate (DER), when the TLS configuration asked for one and the client
+    /// sent one the verifier accepted.
+    pub peer_certificate: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 /// One connection's state, as the hooks see it (aiosmtpd's `Session`).

@@ -108,3 +108,114 @@ async fn implicit_tls() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn external_with_a_client_certificate() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // A CA, a server certificate and a client certificate, all made here.
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut cp = CertificateParams::new(vec!["client.example".into()]).unwrap();
+    cp.distinguished_name
+        .push(DnType::CommonName, "client.example");
+    cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = cp.signed_by(&client_key, &ca, &ca_key).unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .unwrap();
+    let server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![server_cert.der().clone()],
+            PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+        )
+        .unwrap();
+    let known: CertificateDer<'static> = client_cert.der().clone();
+    let cfg = ServerConfig::builder()
+        .tls(Arc::new(server_tls))
+        .implicit_tls(true)
+        .auth_failure_delay(std::time::Duration::ZERO)
+        .mechanism("EXTERNAL", || {
+            Box::new(smtp_auth::mechanism::ExternalServer::default())
+        })
+        .external_identity(move |cert| {
+            (cert.as_ref() == known.as_ref()).then(|| "client.example".to_owned())
+        })
+        .build();
+    let rec = Recorder::default();
+    let users = MemoryProvider::new().with_user("client.example", "unused");
+    let srv = start(Server::new(cfg, rec.clone()).provider(users)).await;
+
+    let client_builder = || {
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+    };
+    // With the certificate: EXTERNAL authenticates as its identity.
+    let with_cert = client_builder()
+        .with_client_auth_cert(
+            vec![client_cert.der().clone()],
+            PrivateKeyDer::Pkcs8(client_key.serialize_der().into()),
+        )
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut c = Client {
+        io: BufReader::new(tls_connect(Arc::new(with_cert), tcp).await),
+    };
+    c.reply().await;
+    assert!(
+        c.cmd("EHLO client.example")
+            .await
+            .ends_with("250 AUTH PLAIN LOGIN EXTERNAL")
+    );
+    assert_eq!(
+        c.cmd("AUTH EXTERNAL =").await,
+        "235 2.7.0 Authentication successful"
+    );
+    c.cmd("MAIL FROM:<a@client.example>").await;
+    c.cmd("RCPT TO:<b@example.org>").await;
+    c.cmd("DATA").await;
+    c.cmd("x\r\n.").await;
+    assert_eq!(rec.taken()[0].login.as_deref(), Some("client.example"));
+    // Without one: nothing to authenticate.
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut c = Client {
+        io: BufReader::new(
+            tls_connect(Arc::new(client_builder().with_no_client_auth()), tcp).await,
+        ),
+    };
+    c.reply().await;
+    c.cmd("EHLO client.example").await;
+    assert_eq!(
+        c.cmd("AUTH EXTERNAL =").await,
+        "535 5.7.8 Authentication credentials invalid"
+    );
+    srv.shutdown().await;
+}
