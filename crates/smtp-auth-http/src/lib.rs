@@ -275,8 +275,7 @@ impl HttpAuthProvider {
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(inner.url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ACCEPT, "application/json");
+            .header(header::CONTENT_TYPE, "application/json");
         if let Some(t) = &inner.token {
             let mut value = format!("Bearer {}", t.expose_secret());
             match http::HeaderValue::from_str(&value) {
