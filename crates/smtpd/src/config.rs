@@ -161,8 +161,8 @@ pub struct TlsSection {
     pub key: PathBuf,
 }
 
-/// `[auth]`
-#[derive(Debug, Clone, Deserialize)]
+/// `[auth]`. `Debug` never shows the bearer token.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
 pub enum AuthSection {
     /// `backend = "file"`: a users file of `name:argon2-PHC-string` lines.
@@ -181,6 +181,30 @@ pub enum AuthSection {
         #[serde(default = "default_http_timeout")]
         timeout_ms: u64,
     },
+}
+
+impl std::fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File { users_file } => f
+                .debug_struct("File")
+                .field("users_file", users_file)
+                .finish(),
+            Self::Http {
+                url,
+                bearer_token,
+                timeout_ms,
+            } => f
+                .debug_struct("Http")
+                .field("url", url)
+                .field(
+                    "bearer_token",
+                    &(!bearer_token.is_empty()).then_some("<redacted>"),
+                )
+                .field("timeout_ms", timeout_ms)
+                .finish(),
+        }
+    }
 }
 
 fn default_http_timeout() -> u64 {
@@ -218,8 +242,8 @@ impl Default for Delivery {
     }
 }
 
-/// The upstream of `kind = "relay"`.
-#[derive(Debug, Clone, Deserialize)]
+/// The upstream of `kind = "relay"`. `Debug` never shows the password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelaySection {
     /// Upstream host.
@@ -239,6 +263,20 @@ pub struct RelaySection {
     /// Seconds per upstream read.
     #[serde(default = "default_relay_timeout")]
     pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for RelaySection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelaySection")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("starttls", &self.starttls)
+            .field("ca_file", &self.ca_file)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
 }
 
 fn default_relay_port() -> u16 {
@@ -409,6 +447,18 @@ mod tests {
         let example = include_str!("../../../examples/smtpd.toml");
         let c = Config::parse(example, "examples/smtpd.toml").unwrap();
         assert!(matches!(c.delivery, Delivery::Maildir { .. }));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let c = Config::parse(
+            "[auth]\nbackend = \"http\"\nurl = \"http://a/\"\nbearer_token = \"TOKEN-xyz\"\n[delivery]\nkind = \"relay\"\nhost = \"up\"\nusername = \"u\"\npassword = \"PASS-xyz\"\n",
+            "t",
+        )
+        .unwrap();
+        let d = format!("{c:?} {c:#?}");
+        assert!(!d.contains("TOKEN-xyz") && !d.contains("PASS-xyz"), "{d}");
+        assert!(d.contains("<redacted>"));
     }
 
     #[test]
