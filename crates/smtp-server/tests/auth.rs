@@ -376,3 +376,48 @@ async fn the_server_bounds_a_hanging_authenticator() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn proxy_protocol_v2_address_reaches_the_provider() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s2 = seen.clone();
+    let p = provider_fn(move |req: AuthRequest| {
+        s2.lock().unwrap().push(req.remote_ip.clone());
+        async { AuthDecision::Ok }
+    });
+    let cfg = plain_config().proxy_protocol(true).build();
+    let srv = start(Server::new(cfg, Recorder::default()).provider(p)).await;
+    let s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut c = Client {
+        io: tokio::io::BufReader::new(s),
+    };
+    // v2 signature, PROXY command, TCP over IPv6, 36 octets of addresses.
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+    header.extend_from_slice(
+        &"2001:db8::42"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    header.extend_from_slice(
+        &"2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    header.extend_from_slice(&[0x9c, 0x40, 0x02, 0x4b]);
+    // The header and the first command in one packet: nothing after the header is lost.
+    header.extend_from_slice(b"EHLO client.example\r\n");
+    c.send_bytes(&header).await;
+    assert!(c.reply().await.starts_with("220 "));
+    assert!(c.reply().await.starts_with("250-localhost"));
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}", plain("a", "b"))).await,
+        "235 2.7.0 Authentication successful"
+    );
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec!["2001:db8::42".to_string()]
+    );
+    srv.shutdown().await;
+}
