@@ -35,6 +35,13 @@ async fn flush(t: &mut Transport) -> std::io::Result<()> {
     SinkExt::<Bytes>::flush(t).await
 }
 
+/// One reply line as sent: CR and LF inside it removed, CRLF appended.
+fn line_bytes(line: &str) -> Bytes {
+    let mut clean: String = line.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+    clean.push_str("\r\n");
+    Bytes::from(clean)
+}
+
 /// Why reading stopped.
 #[derive(Debug)]
 enum End {
@@ -79,10 +86,7 @@ impl std::fmt::Debug for AuthChannel<'_> {
 impl AuthChannel<'_> {
     /// Sends one reply line (without CRLF; CR and LF are removed) and flushes it.
     pub async fn push(&mut self, line: &str) -> std::io::Result<()> {
-        let clean: String = line.chars().filter(|c| *c != '\r' && *c != '\n').collect();
-        self.transport
-            .send(Bytes::from(format!("{clean}\r\n")))
-            .await
+        self.transport.send(line_bytes(line)).await
     }
 
     /// Sends `334 <base64(challenge)>` and reads the client's response line.
@@ -236,11 +240,7 @@ impl<H: Handler> Conn<H> {
     }
 
     async fn send_line(&mut self, line: &str) {
-        let clean: String = line.chars().filter(|c| *c != '\r' && *c != '\n').collect();
-        let _ = self
-            .transport
-            .feed(Bytes::from(format!("{clean}\r\n")))
-            .await;
+        let _ = self.transport.feed(line_bytes(line)).await;
     }
 
     /// Flushes unless a complete pipelined command is already waiting (RFC 2920: replies to a
