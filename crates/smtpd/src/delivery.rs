@@ -21,7 +21,7 @@ pub fn queue_id() -> String {
     )
 }
 
-/// A Maildir (https://cr.yp.to/proto/maildir.html).
+/// A Maildir (<https://cr.yp.to/proto/maildir.html>).
 #[derive(Debug, Clone)]
 pub struct Maildir {
     root: PathBuf,
