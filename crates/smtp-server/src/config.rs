@@ -155,7 +155,8 @@ impl ServerConfigBuilder {
         self.0.max_line_length = n.max(smtp_proto::DEFAULT_MAX_LINE);
         self
     }
-    /// How long any read may wait; a client that is slower gets 421 4.4.2.
+    /// How long any read may wait (a client that is slower gets 421 4.4.2), and how long any
+    /// write may stay blocked (a client that stops reading is disconnected).
     pub fn read_timeout(mut self, d: Duration) -> Self {
         self.0.read_timeout = d;
         self

@@ -128,6 +128,8 @@ pub(crate) struct Conn<H: Handler> {
     auth_user: Option<String>,
     /// Syntax errors and unknown commands so far.
     errors: u32,
+    /// A write failed or timed out; the session ends at the next read.
+    dead: bool,
 }
 
 /// TLS facts of a finished handshake.
@@ -222,6 +224,7 @@ pub(crate) async fn run<H: Handler>(
         bdat_error: None,
         auth_user: None,
         errors: 0,
+        dead: false,
     };
     tracing::info!(peer = %conn.session.peer_addr, "connected");
     conn.serve().await;
@@ -236,11 +239,15 @@ impl<H: Handler> Conn<H> {
     }
 
     async fn send(&mut self, reply: Reply) {
-        let _ = self.transport.feed(reply).await;
+        if self.transport.feed(reply).await.is_err() {
+            self.dead = true;
+        }
     }
 
     async fn send_line(&mut self, line: &str) {
-        let _ = self.transport.feed(line_bytes(line)).await;
+        if self.transport.feed(line_bytes(line)).await.is_err() {
+            self.dead = true;
+        }
     }
 
     /// Flushes unless a complete pipelined command is already waiting (RFC 2920: replies to a
@@ -256,6 +263,10 @@ impl<H: Handler> Conn<H> {
 
     /// The next frame. `idle` reads (between commands) end on shutdown.
     async fn next_frame(&mut self, idle: bool) -> Result<Frame, End> {
+        if self.dead {
+            // A write failed or timed out: the client is not reading its replies.
+            return Err(End::Closed);
+        }
         self.flush_if_idle().await.map_err(|_| End::Closed)?;
         let shutting_down = *self.shutdown.borrow();
         if idle && shutting_down {

@@ -50,6 +50,7 @@ mod auth;
 mod config;
 mod conn;
 mod handler;
+mod io;
 mod protocol;
 pub mod proxy;
 mod replies;

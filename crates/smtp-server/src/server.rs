@@ -116,7 +116,9 @@ impl<H: Handler> Server<H> {
                     sessions.spawn(
                         async move {
                             let _permit = permit;
-                            conn::run(shared, Box::new(stream) as BoxIo, peer, local, rx).await;
+                            let timeout = shared.config.read_timeout;
+                            let io = crate::io::WriteDeadline::new(stream, timeout);
+                            conn::run(shared, Box::new(io) as BoxIo, peer, local, rx).await;
                         }
                         .instrument(span),
                     );

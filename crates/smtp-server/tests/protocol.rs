@@ -336,3 +336,27 @@ async fn a_client_sending_only_garbage_is_dropped() {
     assert_eq!(c.reply().await, "");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let cfg = plain_config()
+        .read_timeout(Duration::from_millis(300))
+        .build();
+    let srv = start(Server::new(cfg, Recorder::default())).await;
+    let mut s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    // Pipeline NOOPs without ever reading a reply: the server's replies fill the socket
+    // buffers, its writes stall, the write deadline ends the session, our writes then fail.
+    let batch = b"NOOP\r\n".repeat(10_000);
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        for _ in 0..2_000 {
+            if s.write_all(&batch).await.is_err() {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(outcome, Ok(true), "the server closed the connection");
+    srv.shutdown().await;
+}
