@@ -19,7 +19,7 @@ use smtp_proto::{Command, LineDecoder, LineEvent, Reply};
 
 /// Most simultaneous sessions; more are answered 421 and closed.
 const MAX_SESSIONS: usize = 64;
-/// Every read waits at most this long.
+/// Every read and every write waits at most this long.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Failed AUTH attempts per connection before 421.
 const MAX_AUTH_FAILURES: u32 = 3;
@@ -80,6 +80,7 @@ impl Conn {
 
 fn session(stream: TcpStream, registry: &Registry, users: &MemoryProvider) -> std::io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
     let peer = stream.peer_addr()?;
     let mut conn = Conn {
         stream,
