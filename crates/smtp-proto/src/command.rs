@@ -138,6 +138,10 @@ pub struct ParseOptions {
     pub space_after_colon: bool,
     /// Accept trailing spaces at the end of a MAIL or RCPT line. Off by default.
     pub trailing_spaces: bool,
+    /// Accept any single printable word as the HELO/EHLO/LHLO argument (as
+    /// [`Host::Unchecked`]), for clients whose host names are not domains (`DESKTOP_42`,
+    /// `my.host.`). Off by default.
+    pub lenient_helo: bool,
 }
 
 impl Default for ParseOptions {
@@ -145,6 +149,7 @@ impl Default for ParseOptions {
         Self {
             space_after_colon: true,
             trailing_spaces: false,
+            lenient_helo: false,
         }
     }
 }
@@ -185,9 +190,9 @@ impl Command {
             Some(_) => Err(ProtoError::ArgumentSyntax(msg)),
         };
         match verb {
-            b"HELO" => Ok(Self::Helo(helo_arg(rest)?)),
-            b"EHLO" => Ok(Self::Ehlo(helo_arg(rest)?)),
-            b"LHLO" => Ok(Self::Lhlo(helo_arg(rest)?)),
+            b"HELO" => Ok(Self::Helo(helo_arg(rest, opts)?)),
+            b"EHLO" => Ok(Self::Ehlo(helo_arg(rest, opts)?)),
+            b"LHLO" => Ok(Self::Lhlo(helo_arg(rest, opts)?)),
             b"MAIL" => parse_mail(rest, opts),
             b"RCPT" => parse_rcpt(rest, opts),
             b"DATA" => no_args(Self::Data, "Syntax: DATA"),
@@ -300,9 +305,21 @@ impl Command {
     }
 }
 
-fn helo_arg(rest: Option<&str>) -> Result<Host, ProtoError> {
+fn helo_arg(rest: Option<&str>, opts: ParseOptions) -> Result<Host, ProtoError> {
     let s = rest.ok_or(ProtoError::ArgumentSyntax("Syntax: EHLO hostname"))?;
-    Host::try_from(s).map_err(|_| ProtoError::ArgumentSyntax("Invalid domain name"))
+    match Host::try_from(s) {
+        Ok(h) => Ok(h),
+        // One word of visible characters, at most a domain's length.
+        Err(_)
+            if opts.lenient_helo
+                && !s.is_empty()
+                && s.len() <= crate::path::MAX_DOMAIN_LEN
+                && s.chars().all(|c| !c.is_whitespace() && !c.is_control()) =>
+        {
+            Ok(Host::Unchecked(s.to_owned()))
+        }
+        Err(_) => Err(ProtoError::ArgumentSyntax("Invalid domain name")),
+    }
 }
 
 /// Strips `prefix` (case-insensitive) and the optional space after the colon.
@@ -449,6 +466,20 @@ mod tests {
             p("EHLO bad_name!"),
             Err(ProtoError::ArgumentSyntax("Invalid domain name"))
         );
+        let lenient = ParseOptions {
+            lenient_helo: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            Command::parse_with(b"EHLO DESKTOP_42", lenient),
+            Ok(Command::Ehlo(Host::Unchecked("DESKTOP_42".into())))
+        );
+        assert_eq!(
+            Command::parse_with(b"EHLO mx.example.org", lenient),
+            Ok(Command::Ehlo(Host::try_from("mx.example.org").unwrap()))
+        );
+        assert!(Command::parse_with(b"EHLO two words", lenient).is_err());
+        assert!(Command::parse_with(b"EHLO ", lenient).is_err());
     }
 
     #[test]

@@ -85,12 +85,20 @@ pub enum Host {
     Domain(Domain),
     /// An address literal.
     Literal(AddressLiteral),
+    /// A HELO/EHLO argument that is not a domain or an address literal, kept as sent. Only the
+    /// named leniency [`ParseOptions::lenient_helo`](crate::ParseOptions::lenient_helo)
+    /// produces it (clients that send `EHLO DESKTOP_42`); mailboxes never hold one.
+    Unchecked(String),
 }
 
 impl Host {
     /// True when the host holds non-ASCII characters.
     pub fn is_utf8(&self) -> bool {
-        matches!(self, Self::Domain(d) if d.is_utf8())
+        match self {
+            Self::Domain(d) => d.is_utf8(),
+            Self::Unchecked(s) => !s.is_ascii(),
+            Self::Literal(_) => false,
+        }
     }
 }
 
@@ -99,6 +107,7 @@ impl fmt::Display for Host {
         match self {
             Self::Domain(d) => d.fmt(f),
             Self::Literal(l) => l.fmt(f),
+            Self::Unchecked(s) => f.write_str(s),
         }
     }
 }

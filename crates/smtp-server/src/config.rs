@@ -36,6 +36,7 @@ pub type ExternalIdentity =
 /// | `auth_timeout` | 30 s per authenticator call, then 454 4.7.0 |
 /// | `max_errors` | 20 syntax errors or unknown commands, then 421 4.7.0 and close |
 /// | `external_identity` | none: EXTERNAL has no identity to offer |
+/// | `lenient_helo` | true: any one-word HELO/EHLO argument is accepted (RFC 5321 §4.1.4) |
 #[derive(Clone)]
 pub struct ServerConfig {
     pub(crate) hostname: String,
@@ -62,6 +63,7 @@ pub struct ServerConfig {
     pub(crate) auth_timeout: Duration,
     pub(crate) max_errors: u32,
     pub(crate) external_identity: Option<ExternalIdentity>,
+    pub(crate) lenient_helo: bool,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -109,6 +111,7 @@ impl Default for ServerConfig {
             auth_timeout: Duration::from_secs(30),
             max_errors: 20,
             external_identity: None,
+            lenient_helo: true,
         }
     }
 }
@@ -271,6 +274,14 @@ impl ServerConfigBuilder {
         map: impl Fn(&rustls::pki_types::CertificateDer<'_>) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         self.0.external_identity = Some(Arc::new(map));
+        self
+    }
+    /// Accept a HELO/EHLO argument that is not a valid domain (`EHLO DESKTOP_42`, common from
+    /// desktop clients) instead of answering 501. On by default: RFC 5321 §4.1.4 lets a server
+    /// check the name but not refuse mail over it, and a bad name proves nothing about a
+    /// client that authenticates.
+    pub fn lenient_helo(mut self, on: bool) -> Self {
+        self.0.lenient_helo = on;
         self
     }
     /// The configuration.

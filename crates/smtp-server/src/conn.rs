@@ -210,10 +210,12 @@ pub(crate) async fn run<H: Handler>(
             None => return,
         }
     }
-    let transport = Framed::new(
-        io,
-        SmtpCodec::new(cfg.max_line_length, DEFAULT_MAX_SASL_LINE),
-    );
+    let mut codec = SmtpCodec::new(cfg.max_line_length, DEFAULT_MAX_SASL_LINE);
+    codec.set_parse_options(smtp_proto::ParseOptions {
+        lenient_helo: cfg.lenient_helo,
+        ..Default::default()
+    });
+    let transport = Framed::new(io, codec);
     let mut conn = Conn {
         shared: shared.clone(),
         transport,

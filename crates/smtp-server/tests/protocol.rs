@@ -360,3 +360,22 @@ async fn a_client_that_never_reads_is_dropped() {
     assert_eq!(outcome, Ok(true), "the server closed the connection");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn ehlo_names_that_are_not_domains() {
+    let srv = start(Server::new(plain_config().build(), Recorder::default())).await;
+    let mut c = Client::connect(srv.addr).await;
+    assert!(c.cmd("EHLO DESKTOP_42").await.starts_with("250-localhost"));
+    srv.shutdown().await;
+    let srv = start(Server::new(
+        plain_config().lenient_helo(false).build(),
+        Recorder::default(),
+    ))
+    .await;
+    let mut c = Client::connect(srv.addr).await;
+    assert_eq!(
+        c.cmd("EHLO DESKTOP_42").await,
+        "501 5.5.4 Invalid domain name"
+    );
+    srv.shutdown().await;
+}

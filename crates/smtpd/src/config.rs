@@ -79,6 +79,8 @@ pub struct ServerSection {
     pub auth_timeout_secs: u64,
     /// Syntax errors and unknown commands per connection before 421 and close.
     pub max_errors: u32,
+    /// Accept HELO/EHLO arguments that are not domains.
+    pub lenient_helo: bool,
 }
 
 impl Default for ServerSection {
@@ -106,6 +108,7 @@ impl Default for ServerSection {
             shutdown_grace_secs: 30,
             auth_timeout_secs: 30,
             max_errors: 20,
+            lenient_helo: true,
         }
     }
 }
