@@ -5,6 +5,9 @@
 //!   when installed) against the smtpd binary, printed as a table.
 //! - `cargo xtask bench [--quick]`: the criterion benchmarks, then a table of figures and ratios
 //!   against the reference measured in the same run.
+//! - `cargo xtask bench --peers`: the release smtpd against Postfix's smtp-sink, both loaded
+//!   by smtp-source in the same run; server CPU time per message as the ratio (installs
+//!   Postfix's tools with apt-get when missing and running as root).
 //! - `cargo xtask fuzz [--seconds N] [--smoke]`: each fuzz target for N seconds (default 30)
 //!   with the installed nightly and cargo-fuzz (installed from crates.io when missing). With
 //!   `--smoke` (CI), a machine without a nightly or without crates.io skips the run with a
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("conformance") => conformance(),
+        Some("bench") if args.iter().any(|a| a == "--peers") => peers(),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         Some("fuzz") => {
             let secs = args
@@ -84,7 +88,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | conformance | bench [--quick] | fuzz [--seconds N] [--smoke]>"
+                "usage: cargo xtask <ci | conformance | bench [--quick | --peers] | fuzz [--seconds N] [--smoke]>"
             );
             return ExitCode::from(2);
         }
@@ -242,4 +246,212 @@ fn fuzz(seconds: u32, smoke: bool) -> Result<(), String> {
         run(&r.join(dir), "cargo", &args)?;
     }
     Ok(())
+}
+
+/// CPU time (user + system) of a process so far, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    Some(ticks / hz)
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+fn wait_port(port: u16) -> Result<(), String> {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(format!("nothing listens on {port}"))
+}
+
+/// Runs smtp-source against `port`; returns (wall seconds, server CPU seconds).
+fn load(
+    port: u16,
+    server_pid: u32,
+    extra: &[&str],
+    sessions: u32,
+    messages: u32,
+) -> Result<(f64, f64), String> {
+    let cpu0 = cpu_seconds(server_pid).ok_or("no /proc stat for the server")?;
+    let t0 = std::time::Instant::now();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["120", "smtp-source", "-c"])
+        .args(extra)
+        .args([
+            "-s",
+            &sessions.to_string(),
+            "-m",
+            &messages.to_string(),
+            "-l",
+            "1024",
+        ])
+        .args([
+            "-f",
+            "a@example.org",
+            "-t",
+            "b@example.org",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null());
+    let status = cmd.status().map_err(|e| format!("smtp-source: {e}"))?;
+    if !status.success() {
+        return Err(format!("smtp-source failed: {status}"));
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_seconds(server_pid).ok_or("no /proc stat for the server")?;
+    Ok((wall, cpu1 - cpu0))
+}
+
+fn peers() -> Result<(), String> {
+    let r = root();
+    let have = |b: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("smtp-source") || !have("smtp-sink") {
+        eprintln!("xtask: installing Postfix's smtp-source and smtp-sink with apt-get");
+        let script = "apt-get update -qq && echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix";
+        run(&r, "sh", &["-c", script])?;
+    }
+    run(&r, "cargo", &["build", "--release", "-p", "smtpd"])?;
+    let dir = std::env::temp_dir().join(format!("xtask-peers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let config = format!(
+        // No AUTH (smtp-source cannot); the http backend needs no users file and is never asked.
+        "[server]\nauth_required = false\nmax_connections = 4096\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:9/\"\n[delivery]\nkind = \"discard\"\n[log]\nlevel = \"warn\"\n"
+    );
+    let cfg_path = dir.join("smtpd.toml");
+    std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
+    let mut smtpd = Command::new(r.join("target/release/smtpd"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("smtpd: {e}"))?;
+    let sink_port = free_port()?;
+    let mut sink = Command::new("smtp-sink")
+        .args([
+            "-u",
+            "nobody",
+            "-m",
+            "1024",
+            &format!("127.0.0.1:{sink_port}"),
+            "1024",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("smtp-sink: {e}"))?;
+    // aiosmtpd, when it is installed or installable from PyPI.
+    let aio_ok = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|s| s.success())
+        || Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "aiosmtpd==1.4.6"])
+            .status()
+            .is_ok_and(|s| s.success());
+    let aio_port = free_port()?;
+    let mut aio = if aio_ok {
+        let script = format!(
+            "import asyncio\nfrom aiosmtpd.controller import Controller\nclass H:\n    async def handle_DATA(self, server, session, envelope):\n        return '250 OK'\nc = Controller(H(), hostname='127.0.0.1', port={aio_port})\nc.start()\nimport time\nwhile True: time.sleep(3600)\n"
+        );
+        Command::new("python3")
+            .args(["-c", &script])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()
+    } else {
+        None
+    };
+    let result = (|| {
+        wait_port(port)?;
+        wait_port(sink_port)?;
+        if aio.is_some() {
+            wait_port(aio_port)?;
+        }
+        // (label, smtp-source flags, sessions, messages)
+        let scenarios: [(&str, &[&str], u32, u32); 2] = [
+            (
+                "20 sessions, many messages per connection",
+                &["-d"],
+                20,
+                20_000,
+            ),
+            ("20 sessions, one message per connection", &[], 20, 5_000),
+        ];
+        println!(
+            "\n{:<44} {:>10} {:>12} {:>14} {:>8}",
+            "scenario (1 KiB messages)", "server", "msgs/s", "CPU µs/msg", "ratio"
+        );
+        for (label, flags, sessions, messages) in scenarios {
+            let (w_s, c_s) = load(port, smtpd.id(), flags, sessions, messages)?;
+            let (w_k, c_k) = load(sink_port, sink.id(), flags, sessions, messages)?;
+            let per = |c: f64| 1e6 * c / messages as f64;
+            println!(
+                "{label:<44} {:>10} {:>12.0} {:>14.1} {:>8}",
+                "smtpd",
+                messages as f64 / w_s,
+                per(c_s),
+                ""
+            );
+            println!(
+                "{:<44} {:>10} {:>12.0} {:>14.1} {:>7.0}%",
+                "",
+                "smtp-sink",
+                messages as f64 / w_k,
+                per(c_k),
+                100.0 * c_k / c_s.max(1e-9)
+            );
+            if let Some(a) = &aio {
+                // aiosmtpd saturates one core: a tenth of the messages keeps the run short.
+                let m = messages / 10;
+                let (w_a, c_a) = load(aio_port, a.id(), flags, sessions, m)?;
+                let per_a = 1e6 * c_a / m as f64;
+                println!(
+                    "{:<44} {:>10} {:>12.0} {:>14.1} {:>7.0}%",
+                    "",
+                    "aiosmtpd",
+                    m as f64 / w_a,
+                    per_a,
+                    100.0 * per_a / per(c_s).max(1e-9)
+                );
+            }
+        }
+        println!(
+            "ratio: the peer's server CPU per message over smtpd's (above 100%: smtpd is cheaper)"
+        );
+        Ok(())
+    })();
+    let _ = smtpd.kill();
+    let _ = sink.kill();
+    if let Some(a) = aio.as_mut() {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+    let _ = smtpd.wait();
+    let _ = sink.wait();
+    let _ = std::fs::remove_dir_all(dir);
+    result
 }
