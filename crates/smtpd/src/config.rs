@@ -343,11 +343,42 @@ fn line_of(source: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// Keys whose values are secrets: never quoted in an error.
+const SECRET_KEYS: &[&str] = &["password", "bearer_token"];
+
+/// `origin: line N: key `k`: message`, without the source excerpt toml adds (it could show a
+/// secret), and with the values of secret keys blanked wherever the message quotes them.
+fn parse_error(source: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|s| source[..s.start.min(source.len())].matches('\n').count() + 1);
+    let key = line
+        .and_then(|l| source.lines().nth(l - 1))
+        .and_then(|text| text.split_once('='))
+        .map(|(k, _)| k.trim().to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let mut message = e.message().trim_end().to_owned();
+    for text in source.lines() {
+        if let Some((k, v)) = text.split_once('=')
+            && SECRET_KEYS.contains(&k.trim())
+        {
+            let v = v.trim().trim_matches('"');
+            if !v.is_empty() {
+                message = message.replace(v, "<redacted>");
+            }
+        }
+    }
+    let key = key.map(|k| format!("key `{k}`: ")).unwrap_or_default();
+    match line {
+        Some(l) => ConfigError(format!("{origin}: line {l}: {key}{message}")),
+        None => ConfigError(format!("{origin}: {key}{message}")),
+    }
+}
+
 impl Config {
     /// Parses and validates a configuration. `origin` names the file in messages.
     pub fn parse(source: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(source)
-            .map_err(|e| ConfigError(format!("{origin}: {}", e.to_string().trim_end())))?;
+        let config: Config = toml::from_str(source).map_err(|e| parse_error(source, origin, &e))?;
         config.validate(source, origin)?;
         Ok(config)
     }
@@ -475,6 +506,17 @@ mod tests {
             e.0.contains("max_mesage_size") && e.0.contains("line 3"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_bad_secret_value_is_not_quoted() {
+        let e = Config::parse(
+            "[delivery]\nkind = \"relay\"\nhost = \"h\"\npassword = 982451653\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(!e.0.contains("982451653"), "{e}");
+        assert!(e.0.contains("<redacted>"), "{e}");
     }
 
     #[test]
