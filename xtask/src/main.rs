@@ -20,6 +20,7 @@ use std::process::{Command, ExitCode};
 const FUZZ_TARGETS: &[(&str, &str, Option<&str>)] = &[
     ("crates/smtp-proto", "command", Some("fuzz/command.dict")),
     ("crates/smtp-proto", "data", None),
+    ("crates/smtp-proto", "reply", None),
     ("crates/smtp-auth", "exchange", None),
 ];
 
