@@ -36,6 +36,7 @@ pub type ExternalIdentity =
 /// | `auth_timeout` | 30 s per authenticator call, then 454 4.7.0 |
 /// | `max_errors` | 20 syntax errors or unknown commands, then 421 4.7.0 and close |
 /// | `external_identity` | none: EXTERNAL has no identity to offer |
+/// | `max_data_duration` | 30 min for a whole message body, then 421 4.4.2 |
 /// | `lenient_helo` | true: any one-word HELO/EHLO argument is accepted (RFC 5321 §4.1.4) |
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -64,6 +65,7 @@ pub struct ServerConfig {
     pub(crate) max_errors: u32,
     pub(crate) external_identity: Option<ExternalIdentity>,
     pub(crate) lenient_helo: bool,
+    pub(crate) max_data_duration: Duration,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -112,6 +114,7 @@ impl Default for ServerConfig {
             max_errors: 20,
             external_identity: None,
             lenient_helo: true,
+            max_data_duration: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -282,6 +285,12 @@ impl ServerConfigBuilder {
     /// client that authenticates.
     pub fn lenient_helo(mut self, on: bool) -> Self {
         self.0.lenient_helo = on;
+        self
+    }
+    /// The longest a whole message body (DATA, or BDAT chunks up to LAST) may take to arrive;
+    /// past it the client gets 421 4.4.2. Each read is also bounded by `read_timeout`.
+    pub fn max_data_duration(mut self, d: Duration) -> Self {
+        self.0.max_data_duration = d;
         self
     }
     /// The configuration.

@@ -130,6 +130,8 @@ pub(crate) struct Conn<H: Handler> {
     errors: u32,
     /// A write failed or timed out; the session ends at the next read.
     dead: bool,
+    /// When the message body being received (DATA, or BDAT up to LAST) must be complete.
+    body_deadline: Option<tokio::time::Instant>,
 }
 
 /// TLS facts of a finished handshake.
@@ -227,6 +229,7 @@ pub(crate) async fn run<H: Handler>(
         auth_user: None,
         errors: 0,
         dead: false,
+        body_deadline: None,
     };
     tracing::info!(peer = %conn.session.peer_addr, "connected");
     conn.serve().await;
@@ -274,11 +277,16 @@ impl<H: Handler> Conn<H> {
         if idle && shutting_down {
             return Err(End::Shutdown);
         }
-        let limit = if shutting_down {
+        let mut limit = if shutting_down {
             self.cfg().shutdown_grace.min(self.cfg().read_timeout)
         } else {
             self.cfg().read_timeout
         };
+        if !idle && let Some(deadline) = self.body_deadline {
+            // The whole body, not just each read, has a deadline: a client trickling one
+            // byte per read timeout cannot hold the session for ever.
+            limit = limit.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        }
         let read = timeout(limit, self.transport.next());
         let result = if idle {
             let mut shutdown = self.shutdown.clone();
@@ -393,7 +401,14 @@ impl<H: Handler> Conn<H> {
         Flow::Continue
     }
 
+    fn start_body(&mut self) {
+        if self.body_deadline.is_none() {
+            self.body_deadline = Some(tokio::time::Instant::now() + self.cfg().max_data_duration);
+        }
+    }
+
     fn reset_transaction(&mut self) {
+        self.body_deadline = None;
         self.envelope = Envelope::default();
         self.bdat_body = BytesMut::new();
         self.bdat_error = None;
@@ -468,6 +483,7 @@ impl<H: Handler> Conn<H> {
             return Flow::Continue;
         }
         self.send(replies::start_data()).await;
+        self.start_body();
         let decoder = DataDecoder::new(self.cfg().max_message_size, self.cfg().bare_policy);
         self.transport.codec_mut().set_mode(Mode::Data(decoder));
         let mut body = BytesMut::new();
@@ -498,6 +514,7 @@ impl<H: Handler> Conn<H> {
             self.envelope.chunked = true;
         }
         // The chunk's octets are read in every case, so the stream stays in sync.
+        self.start_body();
         self.transport.codec_mut().set_mode(Mode::bdat(size));
         let max = self.cfg().max_message_size;
         loop {
@@ -522,6 +539,7 @@ impl<H: Handler> Conn<H> {
             }
         }
         if let Some(r) = refused {
+            self.body_deadline = None;
             self.send(r).await;
             return Flow::Continue;
         }

@@ -379,3 +379,28 @@ async fn ehlo_names_that_are_not_domains() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_trickling_body_hits_the_data_deadline() {
+    let cfg = plain_config()
+        .read_timeout(Duration::from_secs(5))
+        .max_data_duration(Duration::from_millis(500))
+        .build();
+    let srv = start(Server::new(cfg, Recorder::default())).await;
+    let mut c = greeted(srv.addr).await;
+    c.cmd("MAIL FROM:<a@b.c>").await;
+    c.cmd("RCPT TO:<d@e.f>").await;
+    c.cmd("DATA").await;
+    // One line every 100 ms: each read is quick, the body as a whole is too slow.
+    let mut answer = String::new();
+    for _ in 0..30 {
+        c.send("x\r\n").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(1), c.reply()).await {
+            answer = r;
+            break;
+        }
+    }
+    assert_eq!(answer, "421 4.4.2 Timeout, closing connection");
+    srv.shutdown().await;
+}

@@ -172,7 +172,8 @@ fn server_config(
         .shutdown_grace(Duration::from_secs(s.shutdown_grace_secs))
         .auth_timeout(Duration::from_secs(s.auth_timeout_secs))
         .max_errors(s.max_errors)
-        .lenient_helo(s.lenient_helo);
+        .lenient_helo(s.lenient_helo)
+        .max_data_duration(Duration::from_secs(s.max_data_duration_secs));
     if let (Some(t), ListenerTls::Starttls | ListenerTls::Implicit) = (tls, mode) {
         b = b.tls(t).implicit_tls(mode == ListenerTls::Implicit);
     }

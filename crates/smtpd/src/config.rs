@@ -81,6 +81,8 @@ pub struct ServerSection {
     pub max_errors: u32,
     /// Accept HELO/EHLO arguments that are not domains.
     pub lenient_helo: bool,
+    /// Seconds a whole message body may take to arrive.
+    pub max_data_duration_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -109,6 +111,7 @@ impl Default for ServerSection {
             auth_timeout_secs: 30,
             max_errors: 20,
             lenient_helo: true,
+            max_data_duration_secs: 1800,
         }
     }
 }
@@ -421,6 +424,9 @@ impl Config {
         }
         if s.max_connections == 0 {
             return bad("server", "max_connections", "must be greater than 0");
+        }
+        if s.max_data_duration_secs == 0 {
+            return bad("server", "max_data_duration_secs", "must be greater than 0");
         }
         if s.auth_timeout_secs == 0 {
             return bad("server", "auth_timeout_secs", "must be greater than 0");
