@@ -27,10 +27,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 }
 
 fn fill_random(buf: &mut [u8]) -> Result<(), String> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .map_err(|e| format!("no randomness: {e}"))
+    getrandom::getrandom(buf).map_err(|e| format!("no randomness: {e}"))
 }
 
 /// The users, loaded from a file.
