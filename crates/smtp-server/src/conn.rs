@@ -132,6 +132,8 @@ pub(crate) struct Conn<H: Handler> {
     dead: bool,
     /// When the message body being received (DATA, or BDAT up to LAST) must be complete.
     body_deadline: Option<tokio::time::Instant>,
+    /// Messages accepted on this connection.
+    messages: u32,
 }
 
 /// TLS facts of a finished handshake.
@@ -230,12 +232,24 @@ pub(crate) async fn run<H: Handler>(
         errors: 0,
         dead: false,
         body_deadline: None,
+        messages: 0,
     };
-    tracing::info!(peer = %conn.session.peer_addr, "connected");
+    tracing::debug!(peer = %conn.session.peer_addr, "connected");
+    let started = tokio::time::Instant::now();
     conn.serve().await;
     let _ = flush(&mut conn.transport).await;
     shared.handler.disconnect(&conn.session).await;
-    tracing::info!(peer = %conn.session.peer_addr, authenticated = conn.session.authenticated, "disconnected");
+    // The one line per connection.
+    tracing::info!(
+        peer = %conn.session.peer_addr,
+        helo = conn.session.helo_name.as_deref().unwrap_or(""),
+        tls = conn.session.tls.is_some(),
+        user = conn.session.login_data.as_deref().unwrap_or(""),
+        messages = conn.messages,
+        auth_failures = conn.session.auth_failures,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "connection"
+    );
 }
 
 impl<H: Handler> Conn<H> {
@@ -572,6 +586,9 @@ impl<H: Handler> Conn<H> {
                 .await;
             // RFC 2033 §4.2: exactly one reply per accepted recipient.
             replies.resize(n, replies::local_error());
+            if replies.iter().any(|r| r.code().class() == 2) {
+                self.messages += 1;
+            }
             for r in replies {
                 self.send(r).await;
             }
@@ -581,12 +598,15 @@ impl<H: Handler> Conn<H> {
                 .handler
                 .data(&self.session, &self.envelope)
                 .await;
-            tracing::info!(
+            tracing::debug!(
                 size,
                 recipients = self.envelope.rcpt_to.len(),
                 code = r.code().get(),
                 "message"
             );
+            if r.code().class() == 2 {
+                self.messages += 1;
+            }
             self.send(r).await;
         }
         self.reset_transaction();
