@@ -519,3 +519,101 @@ except smtplib.SMTPDataError as e:
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(upstream_dir);
 }
+
+#[test]
+fn scram_sha_256_with_stored_keys() {
+    use base64::Engine as _;
+    use smtp_auth::ClientMechanism;
+    use std::io::{BufRead, BufReader, Write};
+    setup();
+    let dir = temp_dir("scram");
+    let port = free_port();
+    // A users file whose line carries SCRAM keys, as `smtpd hash-password --scram` prints.
+    let mut child = Command::new(e2e::smtpd_bin())
+        .args(["hash-password", "--scram"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"pencil\n").unwrap();
+    let line = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    assert!(line.contains(":$scram-sha-256$4096$"), "{line}");
+    let users = dir.join("users");
+    std::fs::write(&users, format!("user:{line}")).unwrap();
+    let config = format!(
+        r#"
+[server]
+auth_require_tls = false
+auth_failure_delay_ms = 0
+mechanisms = ["SCRAM-SHA-256", "PLAIN"]
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "file"
+users_file = {users:?}
+[delivery]
+kind = "discard"
+"#
+    );
+    let _srv = Smtpd::start(&dir, &config, port);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let unb64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+    let attempt = |password: &str| -> Vec<String> {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut replies = Vec::new();
+        let read_reply = |r: &mut BufReader<std::net::TcpStream>| {
+            loop {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                let last = l.trim_end().to_owned();
+                if last.as_bytes().get(3) != Some(&b'-') {
+                    return last;
+                }
+            }
+        };
+        read_reply(&mut r);
+        w.write_all(b"EHLO client.test\r\n").unwrap();
+        replies.push(read_reply(&mut r));
+        let mut client = smtp_auth::mechanism::ScramSha256Client::new("user", password, None);
+        let first = client.initial_response().unwrap();
+        w.write_all(format!("AUTH SCRAM-SHA-256 {}\r\n", b64(first.expose_secret())).as_bytes())
+            .unwrap();
+        let server_first = read_reply(&mut r);
+        let fin = client
+            .respond(&unb64(server_first.strip_prefix("334 ").unwrap()))
+            .unwrap();
+        w.write_all(format!("{}\r\n", b64(fin.expose_secret())).as_bytes())
+            .unwrap();
+        let reply = read_reply(&mut r);
+        if let Some(v) = reply.strip_prefix("334 ") {
+            let ack = client.respond(&unb64(v)).unwrap();
+            w.write_all(format!("{}\r\n", b64(ack.expose_secret())).as_bytes())
+                .unwrap();
+            replies.push(read_reply(&mut r));
+        } else {
+            replies.push(reply);
+        }
+        replies
+    };
+    assert_eq!(
+        attempt("pencil"),
+        vec![
+            "250 AUTH SCRAM-SHA-256 PLAIN".to_string(),
+            "235 2.7.0 Authentication successful".into()
+        ]
+    );
+    assert_eq!(
+        attempt("crayon")[1],
+        "535 5.7.8 Authentication credentials invalid"
+    );
+    // The same line still serves PLAIN with the argon2 hash.
+    let out = python(&format!(
+        "import smtplib\ns = smtplib.SMTP('127.0.0.1', {port}, timeout=20)\nprint(s.login('user', 'pencil')[0])\n"
+    ));
+    assert_eq!(out, "235\n");
+    let _ = std::fs::remove_dir_all(dir);
+}

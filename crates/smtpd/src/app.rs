@@ -205,7 +205,7 @@ pub async fn run(
         AuthSection::File { users_file } => {
             let users = FileUsers::load(users_file).map_err(|e| format!("auth.users_file: {e}"))?;
             tracing::info!(users = users.len(), file = %users_file.display(), "users loaded");
-            Arc::new(ProviderAuthenticator::new(users))
+            Arc::new(ProviderAuthenticator::new(users.clone()).with_secrets(users))
         }
         AuthSection::Http {
             url,

@@ -32,7 +32,11 @@ enum Cmd {
         file: PathBuf,
     },
     /// Read a password from the terminal (no echo) or stdin and print its argon2id hash.
-    HashPassword,
+    HashPassword {
+        /// Also print SCRAM-SHA-256 keys (`hash:keys`), so the user can log in with SCRAM.
+        #[arg(long)]
+        scram: bool,
+    },
 }
 
 /// Runs the command line (the whole `smtpd` binary).
@@ -55,11 +59,11 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::HashPassword => hash_password(),
+        Cmd::HashPassword { scram } => hash_password(scram),
     }
 }
 
-fn hash_password() -> ExitCode {
+fn hash_password(scram: bool) -> ExitCode {
     let password = if std::io::stdin().is_terminal() {
         match rpassword::prompt_password("Password: ") {
             Ok(p) => p,
@@ -80,9 +84,20 @@ fn hash_password() -> ExitCode {
         eprintln!("empty password");
         return ExitCode::FAILURE;
     }
+    let keys = if scram {
+        match crate::users::scram_keys(&password) {
+            Ok(k) => format!(":{k}"),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        String::new()
+    };
     match crate::users::hash_password(&password) {
         Ok(h) => {
-            println!("{h}");
+            println!("{h}{keys}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -434,13 +434,23 @@ impl Config {
         if s.max_auth_failures == 0 {
             return bad("server", "max_auth_failures", "must be greater than 0");
         }
-        const KNOWN: &[&str] = &["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"];
+        const KNOWN: &[&str] = &["PLAIN", "LOGIN", "SCRAM-SHA-256", "XOAUTH2", "OAUTHBEARER"];
         for m in &s.mechanisms {
-            if !KNOWN.contains(&m.to_ascii_uppercase().as_str()) {
+            let m = m.to_ascii_uppercase();
+            if !KNOWN.contains(&m.as_str()) {
                 return bad(
                     "server",
                     "mechanisms",
-                    &format!("unknown mechanism {m:?} (known: PLAIN, LOGIN, XOAUTH2, OAUTHBEARER)"),
+                    &format!(
+                        "unknown mechanism {m:?} (known: PLAIN, LOGIN, SCRAM-SHA-256, XOAUTH2, OAUTHBEARER)"
+                    ),
+                );
+            }
+            if m == "SCRAM-SHA-256" && !matches!(self.auth, AuthSection::File { .. }) {
+                return bad(
+                    "server",
+                    "mechanisms",
+                    "SCRAM-SHA-256 needs the file backend (stored SCRAM keys)",
                 );
             }
         }

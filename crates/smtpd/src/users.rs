@@ -1,6 +1,9 @@
-//! The local users file: one `name:PHC-string` per line (argon2id hashes made by
-//! `smtpd hash-password`), `#` comments and blank lines allowed. Checked in constant time, on
-//! the blocking pool so hashing never stalls the server.
+//! The local users file: one `name:PHC-string[:scram-keys]` per line (made by
+//! `smtpd hash-password [--scram]`), `#` comments and blank lines allowed. The argon2id hash
+//! serves PLAIN and LOGIN, checked in constant time on the blocking pool so hashing never
+//! stalls the server; the optional SCRAM keys
+//! (`$scram-sha-256$<iterations>$<salt>$<StoredKey>$<ServerKey>`, base64) serve
+//! SCRAM-SHA-256 without the server ever holding the password.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -12,7 +15,11 @@ use std::task::{Context, Poll};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use smtp_auth::{AuthDecision, AuthRequest};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use smtp_auth::{
+    AuthDecision, AuthRequest, LookupRequest, LookupResult, ScramKeys, Secret, StoredSecret,
+};
 use tower_service::Service;
 
 /// Hashes a password into an argon2id PHC string with a random salt.
@@ -26,6 +33,45 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// SCRAM-SHA-256 keys for a password with a random salt, as a users-file field.
+pub fn scram_keys(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    fill_random(&mut salt)?;
+    let iterations = 4096;
+    let k = ScramKeys::derive_sha256(password, &salt, iterations);
+    Ok(format!(
+        "$scram-sha-256${iterations}${}${}${}",
+        STANDARD.encode(&k.salt),
+        STANDARD.encode(k.stored_key.expose_secret()),
+        STANDARD.encode(k.server_key.expose_secret())
+    ))
+}
+
+fn parse_scram(field: &str) -> Option<ScramKeys> {
+    let mut parts = field.strip_prefix("$scram-sha-256$")?.split('$');
+    let (Some(i), Some(salt), Some(stored), Some(server), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let iterations: u32 = i.parse().ok().filter(|i| *i >= 1)?;
+    let (salt, stored, server) = (
+        STANDARD.decode(salt).ok()?,
+        STANDARD.decode(stored).ok()?,
+        STANDARD.decode(server).ok()?,
+    );
+    (stored.len() == 32 && server.len() == 32 && !salt.is_empty()).then(|| ScramKeys {
+        salt,
+        iterations,
+        stored_key: Secret::new(stored),
+        server_key: Secret::new(server),
+    })
+}
+
 fn fill_random(buf: &mut [u8]) -> Result<(), String> {
     getrandom::getrandom(buf).map_err(|e| format!("no randomness: {e}"))
 }
@@ -34,6 +80,7 @@ fn fill_random(buf: &mut [u8]) -> Result<(), String> {
 #[derive(Clone)]
 pub struct FileUsers {
     users: Arc<HashMap<String, String>>,
+    scram: Arc<HashMap<String, ScramKeys>>,
 }
 
 impl std::fmt::Debug for FileUsers {
@@ -60,6 +107,7 @@ impl FileUsers {
     /// Parses the file's text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut users = HashMap::new();
+        let mut scram = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -71,13 +119,23 @@ impl FileUsers {
             if name.is_empty() {
                 return Err(format!("line {}: empty user name", i + 1));
             }
+            let (hash, keys) = match hash.split_once(':') {
+                Some((h, k)) => (h, Some(k)),
+                None => (hash, None),
+            };
             if PasswordHash::new(hash).is_err() {
                 return Err(format!("line {}: {name}: not a PHC password hash", i + 1));
+            }
+            if let Some(k) = keys {
+                let keys = parse_scram(k)
+                    .ok_or_else(|| format!("line {}: {name}: malformed SCRAM keys", i + 1))?;
+                scram.insert(name.to_owned(), keys);
             }
             users.insert(name.to_owned(), hash.to_owned());
         }
         Ok(Self {
             users: Arc::new(users),
+            scram: Arc::new(scram),
         })
     }
 
@@ -137,6 +195,26 @@ impl Service<AuthRequest> for FileUsers {
     }
 }
 
+/// SCRAM-SHA-256 lookups: the stored keys, or not found (the mechanism then fails the
+/// exchange without revealing whether the user exists).
+impl Service<LookupRequest> for FileUsers {
+    type Response = LookupResult;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<LookupResult, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: LookupRequest) -> Self::Future {
+        let found = match (req.mechanism.as_str(), self.scram.get(&req.username)) {
+            ("SCRAM-SHA-256", Some(k)) => LookupResult::Found(StoredSecret::ScramSha256(k.clone())),
+            _ => LookupResult::NotFound,
+        };
+        std::future::ready(Ok(found))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +228,18 @@ mod tests {
         assert!(users.verify("alice", "s3cret"));
         assert!(!users.verify("alice", "wrong"));
         assert!(!users.verify("bob", "s3cret"));
+    }
+
+    #[test]
+    fn scram_keys_round_trip() {
+        let h = hash_password("pencil").unwrap();
+        let k = scram_keys("pencil").unwrap();
+        let users = FileUsers::parse(&format!("user:{h}:{k}\n")).unwrap();
+        let keys = users.scram.get("user").unwrap();
+        let again = ScramKeys::derive_sha256("pencil", &keys.salt, keys.iterations);
+        assert!(again == *keys);
+        assert!(FileUsers::parse(&format!("user:{h}:$scram-sha-256$0$AA==$AA==$AA==")).is_err());
+        assert!(!format!("{users:?}").contains(&k));
     }
 
     #[test]
