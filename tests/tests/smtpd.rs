@@ -275,6 +275,31 @@ for pw in ['right', 'wrong']:
     }
 }
 
+/// The configuration of an edge smtpd (user alice) relaying to `host:up_port` as bob;
+/// `extra` adds keys to `[delivery]`.
+fn edge_config(dir: &Path, port: u16, host: &str, up_port: u16, extra: &str) -> String {
+    let users = users_file(dir, &[("alice", "wonder land")]);
+    format!(
+        r#"
+[server]
+hostname = "edge.test"
+auth_require_tls = false
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "file"
+users_file = {users:?}
+[delivery]
+kind = "relay"
+host = "{host}"
+port = {up_port}
+username = "bob"
+password = "builder"
+timeout_secs = 20
+{extra}"#
+    )
+}
+
 #[test]
 fn relay_to_a_second_smtpd_with_auth() {
     setup();
@@ -293,26 +318,7 @@ fn relay_to_a_second_smtpd_with_auth() {
     );
     let dir = temp_dir("relay");
     let port = free_port();
-    let users = users_file(&dir, &[("alice", "wonder land")]);
-    let config = format!(
-        r#"
-[server]
-hostname = "edge.test"
-auth_require_tls = false
-[[listener]]
-address = "127.0.0.1:{port}"
-[auth]
-backend = "file"
-users_file = {users:?}
-[delivery]
-kind = "relay"
-host = "127.0.0.1"
-port = {up_port}
-username = "bob"
-password = "builder"
-timeout_secs = 20
-"#
-    );
+    let config = edge_config(&dir, port, "127.0.0.1", up_port, "");
     let _edge = Smtpd::start(&dir, &config, port);
     let script = format!(
         r#"
@@ -448,28 +454,15 @@ fn relay_over_starttls_with_auth() {
     let _up = Smtpd::start(&upstream_dir, &up_config, up_port);
     let dir = temp_dir("relay-tls");
     let port = free_port();
-    let users = users_file(&dir, &[("alice", "wonder land")]);
-    let config = format!(
-        r#"
-[server]
-hostname = "edge.test"
-auth_require_tls = false
-[[listener]]
-address = "127.0.0.1:{port}"
-[auth]
-backend = "file"
-users_file = {users:?}
-[delivery]
-kind = "relay"
-host = "localhost"
-port = {up_port}
-starttls = true
-ca_file = {ca:?}
-username = "bob"
-password = "builder"
-timeout_secs = 20
-"#,
-        ca = upstream_dir.join("cert.pem")
+    let config = edge_config(
+        &dir,
+        port,
+        "localhost",
+        up_port,
+        &format!(
+            "starttls = true\nca_file = {:?}\n",
+            upstream_dir.join("cert.pem")
+        ),
     );
     let edge = Smtpd::start(&dir, &config, port);
     let script = format!(
