@@ -295,3 +295,59 @@ pub fn run_transcript(addr: SocketAddr, text: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A configuration with the file backend (users alice / "wonder land" and bob / "builder"),
+/// AUTH required but allowed without TLS, Maildir delivery into `dir/Maildir`; `extra_server`
+/// adds `[server]` keys; `tls` makes the listener offer STARTTLS with a fresh certificate.
+pub fn file_config(dir: &Path, port: u16, extra_server: &str, tls: bool) -> String {
+    let users = users_file(dir, &[("alice", "wonder land"), ("bob", "builder")]);
+    let tls_section = if tls {
+        let (cert, key) = cert_files(dir);
+        format!("[tls]\ncert = {:?}\nkey = {:?}\n", cert, key)
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+[server]
+hostname = "mx.test"
+auth_required = true
+auth_require_tls = false
+auth_failure_delay_ms = 0
+{extra_server}
+
+[[listener]]
+address = "127.0.0.1:{port}"
+tls = "{listener_tls}"
+
+{tls_section}
+[auth]
+backend = "file"
+users_file = {users:?}
+
+[delivery]
+kind = "maildir"
+path = {maildir:?}
+"#,
+        listener_tls = if tls { "starttls" } else { "none" },
+        maildir = dir.join("Maildir"),
+    )
+}
+
+/// Sends `msg` with curl over SMTP to `port` as `user:password` (`--crlf`, like the README).
+pub fn curl_send(port: u16, user: &str, from: &str, to: &str, msg: &Path) -> Output {
+    run(Command::new("curl")
+        .arg("-sS")
+        .arg(format!("smtp://127.0.0.1:{port}"))
+        .args([
+            "--user",
+            user,
+            "--mail-from",
+            from,
+            "--mail-rcpt",
+            to,
+            "--crlf",
+            "--upload-file",
+        ])
+        .arg(msg))
+}

@@ -5,33 +5,17 @@
 use std::path::Path;
 use std::process::Command;
 
-use e2e::{Smtpd, free_port, maildir_messages, python, run, run_transcript, temp_dir, users_file};
+use e2e::{
+    Smtpd, curl_send, file_config, free_port, maildir_messages, python, run, run_transcript,
+    temp_dir,
+};
 
 #[test]
 fn conformance() {
     e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
     let dir = temp_dir("conformance");
     let port = free_port();
-    let users = users_file(&dir, &[("alice", "wonder land")]);
-    let config = format!(
-        r#"
-[server]
-hostname = "mx.test"
-auth_required = true
-auth_require_tls = false
-auth_failure_delay_ms = 0
-max_auth_failures = 10
-[[listener]]
-address = "127.0.0.1:{port}"
-[auth]
-backend = "file"
-users_file = {users:?}
-[delivery]
-kind = "maildir"
-path = {maildir:?}
-"#,
-        maildir = dir.join("Maildir")
-    );
+    let config = file_config(&dir, port, "max_auth_failures = 10", false);
     let srv = Smtpd::start(&dir, &config, port);
     let mut rows: Vec<(String, Result<(), String>)> = Vec::new();
 
@@ -87,20 +71,13 @@ s.quit()
 
     let msg = dir.join("msg.txt");
     std::fs::write(&msg, "Subject: curl\n\nbody\n").expect("write");
-    let out = run(Command::new("curl")
-        .arg("-sS")
-        .arg(format!("smtp://127.0.0.1:{port}"))
-        .args([
-            "--user",
-            "alice:wonder land",
-            "--mail-from",
-            "alice@mx.test",
-            "--mail-rcpt",
-            "bob@example.org",
-            "--crlf",
-            "--upload-file",
-        ])
-        .arg(&msg));
+    let out = curl_send(
+        port,
+        "alice:wonder land",
+        "alice@mx.test",
+        "bob@example.org",
+        &msg,
+    );
     rows.push((
         "curl --user (AUTH PLAIN), --upload-file".into(),
         if out.status.success() {

@@ -9,44 +9,9 @@ fn setup() {
 }
 
 use e2e::{
-    Smtpd, cert_files, free_port, http_auth_service, maildir_messages, python, run, temp_dir,
-    users_file,
+    Smtpd, curl_send, file_config, free_port, http_auth_service, maildir_messages, python, run,
+    temp_dir, users_file,
 };
-
-fn file_config(dir: &Path, port: u16, extra_server: &str, tls: bool) -> String {
-    let users = users_file(dir, &[("alice", "wonder land"), ("bob", "builder")]);
-    let tls_section = if tls {
-        let (cert, key) = cert_files(dir);
-        format!("[tls]\ncert = {:?}\nkey = {:?}\n", cert, key)
-    } else {
-        String::new()
-    };
-    format!(
-        r#"
-[server]
-hostname = "mx.test"
-auth_required = true
-auth_require_tls = false
-auth_failure_delay_ms = 0
-{extra_server}
-
-[[listener]]
-address = "127.0.0.1:{port}"
-tls = "{listener_tls}"
-
-{tls_section}
-[auth]
-backend = "file"
-users_file = {users:?}
-
-[delivery]
-kind = "maildir"
-path = {maildir:?}
-"#,
-        listener_tls = if tls { "starttls" } else { "none" },
-        maildir = dir.join("Maildir"),
-    )
-}
 
 #[test]
 fn smtplib_plain_login_and_starttls_deliver_to_maildir() {
@@ -133,20 +98,7 @@ fn curl_with_user_delivers() {
     let srv = Smtpd::start(&dir, &file_config(&dir, port, "", false), port);
     let msg = dir.join("msg.txt");
     std::fs::write(&msg, "Subject: curl\n\nHello from curl\n").unwrap();
-    let out = run(Command::new("curl")
-        .arg("-sS")
-        .arg(format!("smtp://127.0.0.1:{port}"))
-        .args([
-            "--user",
-            "bob:builder",
-            "--mail-from",
-            "bob@mx.test",
-            "--mail-rcpt",
-            "dave@example.org",
-            "--crlf",
-            "--upload-file",
-        ])
-        .arg(&msg));
+    let out = curl_send(port, "bob:builder", "bob@mx.test", "dave@example.org", &msg);
     assert!(
         out.status.success(),
         "curl: {}",
@@ -161,20 +113,7 @@ fn curl_with_user_delivers() {
         msgs[0]
     );
     // A wrong password: curl fails with 67 (login denied) and nothing is delivered.
-    let out = run(Command::new("curl")
-        .arg("-sS")
-        .arg(format!("smtp://127.0.0.1:{port}"))
-        .args([
-            "--user",
-            "bob:nope",
-            "--mail-from",
-            "bob@mx.test",
-            "--mail-rcpt",
-            "dave@example.org",
-            "--crlf",
-            "--upload-file",
-        ])
-        .arg(&msg));
+    let out = curl_send(port, "bob:nope", "bob@mx.test", "dave@example.org", &msg);
     assert_eq!(out.status.code(), Some(67));
     assert_eq!(maildir_messages(&dir.join("Maildir")).len(), 1);
     let log = srv.log();

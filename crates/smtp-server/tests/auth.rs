@@ -235,8 +235,8 @@ async fn provider_sees_remote_ip_and_helo() {
     srv.shutdown().await;
 }
 
-#[tokio::test]
-async fn proxy_protocol_address_reaches_the_provider() {
+/// A PROXY-protocol server whose provider accepts everyone and records each `remote_ip`.
+async fn proxy_server_recording_ips() -> (Arc<Mutex<Vec<String>>>, common::Running) {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let s2 = seen.clone();
     let p = provider_fn(move |req: AuthRequest| {
@@ -244,7 +244,15 @@ async fn proxy_protocol_address_reaches_the_provider() {
         async { AuthDecision::Ok }
     });
     let cfg = plain_config().proxy_protocol(true).build();
-    let srv = start(Server::new(cfg, Recorder::default()).provider(p)).await;
+    (
+        seen,
+        start(Server::new(cfg, Recorder::default()).provider(p)).await,
+    )
+}
+
+#[tokio::test]
+async fn proxy_protocol_address_reaches_the_provider() {
+    let (seen, srv) = proxy_server_recording_ips().await;
     let s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
     let mut c = Client {
         io: tokio::io::BufReader::new(s),
@@ -379,14 +387,7 @@ async fn the_server_bounds_a_hanging_authenticator() {
 
 #[tokio::test]
 async fn proxy_protocol_v2_address_reaches_the_provider() {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let s2 = seen.clone();
-    let p = provider_fn(move |req: AuthRequest| {
-        s2.lock().unwrap().push(req.remote_ip.clone());
-        async { AuthDecision::Ok }
-    });
-    let cfg = plain_config().proxy_protocol(true).build();
-    let srv = start(Server::new(cfg, Recorder::default()).provider(p)).await;
+    let (seen, srv) = proxy_server_recording_ips().await;
     let s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
     let mut c = Client {
         io: tokio::io::BufReader::new(s),
