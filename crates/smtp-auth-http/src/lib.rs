@@ -366,50 +366,43 @@ mod tests {
 
     #[test]
     fn mapping_table() {
-        assert_eq!(
-            map_response(StatusCode::OK, br#"{"ok":true}"#),
-            AuthDecision::Ok
-        );
-        assert_eq!(
-            map_response(StatusCode::OK, br#"{"ok":false}"#),
-            AuthDecision::Invalid
-        );
-        assert_eq!(
-            map_response(StatusCode::OK, br#"{"ok":"yes"}"#),
-            AuthDecision::Failure
-        );
-        assert_eq!(
-            map_response(StatusCode::OK, b"garbage"),
-            AuthDecision::Failure
-        );
-        assert_eq!(
-            map_response(StatusCode::OK, b"[true]"),
-            AuthDecision::Failure
-        );
-        assert_eq!(
-            map_response(StatusCode::UNAUTHORIZED, b""),
-            AuthDecision::Invalid
-        );
-        assert_eq!(
-            map_response(StatusCode::FORBIDDEN, b""),
-            AuthDecision::Invalid
-        );
-        assert_eq!(
-            map_response(StatusCode::INTERNAL_SERVER_ERROR, b""),
-            AuthDecision::Failure
-        );
-        assert_eq!(
-            map_response(StatusCode::BAD_GATEWAY, b""),
-            AuthDecision::Failure
-        );
-        assert_eq!(
-            map_response(StatusCode::NOT_FOUND, br#"{"ok":true}"#),
-            AuthDecision::Failure
-        );
-        assert_eq!(
-            map_response(StatusCode::CREATED, br#"{"ok":true}"#),
-            AuthDecision::Failure
-        );
+        let table: &[(StatusCode, &[u8], AuthDecision)] = &[
+            (StatusCode::OK, &br#"{"ok":true}"#[..], AuthDecision::Ok),
+            (
+                StatusCode::OK,
+                &br#"{"ok":false}"#[..],
+                AuthDecision::Invalid,
+            ),
+            (
+                StatusCode::OK,
+                &br#"{"ok":"yes"}"#[..],
+                AuthDecision::Failure,
+            ),
+            (StatusCode::OK, &b"garbage"[..], AuthDecision::Failure),
+            (StatusCode::OK, &b"[true]"[..], AuthDecision::Failure),
+            (StatusCode::UNAUTHORIZED, &b""[..], AuthDecision::Invalid),
+            (StatusCode::FORBIDDEN, &b""[..], AuthDecision::Invalid),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &b""[..],
+                AuthDecision::Failure,
+            ),
+            (StatusCode::BAD_GATEWAY, &b""[..], AuthDecision::Failure),
+            (
+                StatusCode::NOT_FOUND,
+                &br#"{"ok":true}"#[..],
+                AuthDecision::Failure,
+            ),
+            (
+                StatusCode::CREATED,
+                &br#"{"ok":true}"#[..],
+                AuthDecision::Failure,
+            ),
+        ];
+        for (status, body, want) in table {
+            let got = map_response(*status, body);
+            assert_eq!(got, *want, "{status} {}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
