@@ -112,7 +112,7 @@ fn session(stream: TcpStream, registry: &Registry, users: &MemoryProvider) -> st
         match cmd {
             Command::Ehlo(host) => {
                 info.helo_name = Some(host.to_string());
-                let mechs = registry.names().join(" ");
+                let mechs = registry.offered(false).join(" ");
                 conn.send(&format!(
                     "250-localhost\r\n250-AUTH {mechs}\r\n250 ENHANCEDSTATUSCODES"
                 ))?;

@@ -3,8 +3,11 @@
 //! It owns, once for every mechanism: base64 decoding of responses (undecodable →
 //! [`AuthStatus::Undecodable`]), the `*` cancel ([`AuthStatus::Cancelled`]), `=` as an empty
 //! initial response, the response length limit ([`AuthStatus::TooLong`]) and
-//! [`AuthProgress`] bookkeeping. A call in the wrong state returns [`ExchangeError`], never
-//! panics.
+//! [`AuthProgress`] bookkeeping, and the one authorization-identity rule of every mechanism:
+//! an authzid that is empty or equal to the user is fine; any other is refused
+//! ([`AuthStatus::Invalid`]) unless the driver declared that its provider decides proxy
+//! authorization ([`AuthExchange::with_proxy_authorization`]). A call in the wrong state
+//! returns [`ExchangeError`], never panics.
 
 use std::fmt;
 
@@ -15,7 +18,7 @@ use crate::decision::{AuthDecision, AuthProgress};
 use crate::mechanism::ServerMechanism;
 use crate::registry::Registry;
 use crate::request::{AuthRequest, LookupRequest, LookupResult, SessionInfo};
-use crate::result::{AuthResult, AuthStatus};
+use crate::result::{AuthData, AuthResult, AuthStatus};
 use crate::secret::SecretBytes;
 
 /// RFC 4954 §4: servers accept responses of at least 12288 octets.
@@ -78,6 +81,9 @@ pub struct AuthExchange {
     name: String,
     state: State,
     max_response: usize,
+    proxy_authorization: bool,
+    /// A provider's `Ok` decided this exchange (so its authzid was the provider's to judge).
+    decided_ok: bool,
 }
 
 impl fmt::Debug for AuthExchange {
@@ -92,7 +98,11 @@ impl fmt::Debug for AuthExchange {
 
 impl AuthExchange {
     /// A new exchange choosing its mechanism from `registry`.
-    pub fn new(registry: Registry, info: SessionInfo) -> Self {
+    pub fn new(registry: Registry, mut info: SessionInfo) -> Self {
+        if !registry.contains("SCRAM-SHA-256-PLUS") {
+            // Channel binding was not offered: a SCRAM `y` flag is then no downgrade.
+            info.channel_binding = None;
+        }
         Self {
             registry,
             info,
@@ -100,7 +110,19 @@ impl AuthExchange {
             name: String::new(),
             state: State::New,
             max_response: DEFAULT_MAX_RESPONSE,
+            proxy_authorization: false,
+            decided_ok: false,
         }
+    }
+
+    /// Declares that the provider answering [`Step::Verify`] decides authorization identities
+    /// itself (it reads [`AuthRequest::authzid`] and answers `Ok` only for a user allowed to
+    /// act as it). Off by default: a request whose authzid is neither empty nor the user is
+    /// refused before the provider is asked. Mechanisms that verify without a provider
+    /// decision (SCRAM, CRAM-MD5) never allow proxying.
+    pub fn with_proxy_authorization(mut self, on: bool) -> Self {
+        self.proxy_authorization = on;
+        self
     }
 
     /// Sets the response length limit in octets of base64 text (at least 12288 is kept).
@@ -139,7 +161,9 @@ impl AuthExchange {
             return Err(ExchangeError::AlreadyStarted);
         }
         let name = mechanism.to_ascii_uppercase();
-        let Some(mut mech) = self.registry.create(&name) else {
+        // Channel-binding mechanisms exist only where there is a channel to bind to.
+        let unbound = name.ends_with("-PLUS") && self.info.channel_binding.is_none();
+        let Some(mut mech) = self.registry.create(&name).filter(|_| !unbound) else {
             return Ok(self.finish(AuthResult::failure(AuthStatus::UnknownMechanism)));
         };
         self.name = name;
@@ -181,6 +205,7 @@ impl AuthExchange {
         if self.state != State::AwaitingDecision {
             return Err(ExchangeError::NotAwaitingDecision);
         }
+        self.decided_ok = decision == AuthDecision::Ok;
         let step = match self.mechanism.as_mut() {
             Some(m) => m.decide(&self.info, decision),
             None => return Err(ExchangeError::NotAwaitingDecision),
@@ -216,6 +241,25 @@ impl AuthExchange {
     }
 
     fn track(&mut self, step: Step) -> Step {
+        let step = match step {
+            Step::Verify(req)
+                if foreign_authzid(req.authzid.as_deref(), &req.username)
+                    && !self.proxy_authorization =>
+            {
+                Step::Done(AuthResult::failure(AuthStatus::Invalid))
+            }
+            Step::Done(result)
+                if result.success
+                    && !(self.proxy_authorization && self.decided_ok)
+                    && result.auth_data.as_ref().is_some_and(|d| match d {
+                        AuthData::Identity(i) => foreign_authzid(i.authzid.as_deref(), &i.login),
+                        _ => false,
+                    }) =>
+            {
+                Step::Done(AuthResult::failure(AuthStatus::Invalid))
+            }
+            other => other,
+        };
         self.state = match &step {
             Step::Challenge(_) => State::AwaitingResponse,
             Step::Verify(_) => State::AwaitingDecision,
@@ -224,6 +268,12 @@ impl AuthExchange {
         };
         step
     }
+}
+
+/// True when `authzid` names someone other than `user` (an empty one means the user itself,
+/// RFC 4616 §2).
+fn foreign_authzid(authzid: Option<&str>, user: &str) -> bool {
+    authzid.is_some_and(|z| !z.is_empty() && z != user)
 }
 
 /// Base64 of a challenge, as SMTP sends it after `334 `.

@@ -83,6 +83,7 @@ impl Registry {
     pub fn all_builtin() -> Self {
         Self::default()
             .with("SCRAM-SHA-256", || Box::new(ScramSha256Server::default()))
+            .with("SCRAM-SHA-256-PLUS", || Box::new(ScramSha256Server::plus()))
             .with("CRAM-MD5", || Box::new(CramMd5Server::default()))
             .with("XOAUTH2", || Box::new(OAuthServer::xoauth2()))
             .with("OAUTHBEARER", || Box::new(OAuthServer::oauthbearer()))
@@ -141,6 +142,15 @@ impl Registry {
             .iter()
             .filter(|e| !self.excluded.contains(&e.name))
             .map(|e| e.name.as_str())
+            .collect()
+    }
+
+    /// The names to advertise on a session: channel-binding mechanisms (`-PLUS`) only when the
+    /// session has a channel binding to offer.
+    pub fn offered(&self, channel_binding: bool) -> Vec<&str> {
+        self.names()
+            .into_iter()
+            .filter(|m| channel_binding || !m.ends_with("-PLUS"))
             .collect()
     }
 

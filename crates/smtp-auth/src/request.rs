@@ -23,6 +23,11 @@ pub struct SessionInfo {
     pub external_identity: Option<String>,
     /// True when the transport is encrypted.
     pub tls: bool,
+    /// The session's `tls-exporter` channel binding (RFC 9266: 32 octets exported with the
+    /// label `EXPORTER-Channel-Binding`), when the transport is TLS 1.3. SCRAM-SHA-256-PLUS
+    /// needs it; [`AuthExchange`](crate::AuthExchange) clears it when the registry does not
+    /// offer SCRAM-SHA-256-PLUS, so a `y` flag is judged against what was really offered.
+    pub channel_binding: Option<Secret<Vec<u8>>>,
 }
 
 /// A request for a credential decision: the seed's `AuthRequest`.

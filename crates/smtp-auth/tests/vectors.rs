@@ -37,7 +37,9 @@ fn rfc4616_plain_examples() {
     assert_eq!(req.authzid, None);
     assert_eq!(req.mechanism, "PLAIN");
 
-    let mut ex = AuthExchange::new(Registry::default(), SessionInfo::default());
+    // Proxy authorization only where the provider decides it.
+    let mut ex = AuthExchange::new(Registry::default(), SessionInfo::default())
+        .with_proxy_authorization(true);
     let Step::Verify(req) = ex
         .start("PLAIN", Some(&b64(b"Ursel\0Kurt\0xipj3plmq")))
         .unwrap()

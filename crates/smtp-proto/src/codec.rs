@@ -37,6 +37,13 @@ use crate::reply::Reply;
 /// The minimum SASL response line the codec accepts (RFC 4954 §4: at least 12288 octets).
 pub const DEFAULT_MAX_SASL_LINE: usize = 12288 + 2;
 
+/// The longest AUTH command line: `AUTH`, a 20-character mechanism name and an initial response
+/// as long as a SASL response line (RFC 4954 §4 asks clients to stay within 512 octets, but
+/// real clients send 1–4 KB OAuth tokens on the AUTH line, and Postfix and Gmail take them).
+pub const fn max_auth_line(max_sasl_line: usize) -> usize {
+    max_sasl_line + "AUTH ".len() + 20 + 1
+}
+
 /// What the decoder expects next.
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -88,6 +95,8 @@ pub type CodecError = std::io::Error;
 pub struct SmtpCodec {
     mode: Mode,
     commands: LineDecoder,
+    /// Command lines that start with `AUTH `: as long as a SASL response.
+    auth_lines: LineDecoder,
     sasl: LineDecoder,
     options: ParseOptions,
 }
@@ -104,6 +113,7 @@ impl SmtpCodec {
         Self {
             mode: Mode::Command,
             commands: LineDecoder::new(max_command_line),
+            auth_lines: LineDecoder::new(max_auth_line(max_sasl_line).max(max_command_line)),
             sasl: LineDecoder::new(max_sasl_line),
             options: ParseOptions::default(),
         }
@@ -119,6 +129,13 @@ impl SmtpCodec {
         self.mode = mode;
     }
 
+    /// The longest AUTH command line: `AUTH`, a 20-character mechanism name and an initial response
+    /// as long as a SASL response line (RFC 4954 §4 asks clients to stay within 512 octets, but
+    /// real clients send 1–4 KB OAuth tokens on the AUTH line, and Postfix and Gmail take them).
+    pub const fn max_auth_line(max_sasl_line: usize) -> usize {
+        max_sasl_line + "AUTH ".len() + 20 + 1
+    }
+
     /// What the decoder expects next.
     pub fn mode(&self) -> &Mode {
         &self.mode
@@ -131,12 +148,33 @@ impl Decoder for SmtpCodec {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         Ok(match &mut self.mode {
-            Mode::Command => self.commands.decode(buf).map(|ev| {
-                Frame::Command(match ev {
-                    LineEvent::Line(l) => Command::parse_with(&l, self.options),
-                    LineEvent::TooLong => Err(ProtoError::LineTooLong),
+            Mode::Command => {
+                // An AUTH line may be as long as a SASL response; any other command keeps the
+                // RFC 5321 limit. A line stays with the decoder that began it.
+                let auth = if self.auth_lines.in_line() {
+                    true
+                } else if self.commands.in_line() {
+                    false
+                } else if buf.len() < 5 {
+                    if !buf.contains(&b'\n') {
+                        return Ok(None);
+                    }
+                    false
+                } else {
+                    buf[..5].eq_ignore_ascii_case(b"AUTH ")
+                };
+                let lines = if auth {
+                    &mut self.auth_lines
+                } else {
+                    &mut self.commands
+                };
+                lines.decode(buf).map(|ev| {
+                    Frame::Command(match ev {
+                        LineEvent::Line(l) => Command::parse_with(&l, self.options),
+                        LineEvent::TooLong => Err(ProtoError::LineTooLong),
+                    })
                 })
-            }),
+            }
             Mode::SaslResponse => self.sasl.decode(buf).map(|ev| {
                 Frame::SaslResponse(match ev {
                     LineEvent::Line(l) => Ok(l),
@@ -213,6 +251,53 @@ mod tests {
             Frame::Command(Err(ProtoError::RecipientSyntax))
         ));
         assert_eq!(f[3], Frame::Command(Ok(Command::Data)));
+    }
+
+    #[test]
+    fn auth_lines_carry_long_initial_responses() {
+        // A 4 KB token (a JWT) as XOAUTH2's initial response, arriving in small pieces.
+        let token = "A".repeat(4096);
+        let line = format!("AUTH XOAUTH2 {token}\r\nNOOP\r\n");
+        let mut c = SmtpCodec::default();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for piece in line.as_bytes().chunks(3) {
+            buf.extend_from_slice(piece);
+            got.extend(frames(&mut c, &mut buf));
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
+        match &got[0] {
+            Frame::Command(Ok(Command::Auth {
+                mechanism,
+                initial_response: Some(r),
+            })) => {
+                assert_eq!(mechanism.as_str(), "XOAUTH2");
+                assert_eq!(r.expose_secret(), token.as_bytes());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(got[1], Frame::Command(Ok(Command::Noop(None))));
+        // Past the SASL limit it is refused once, and the stream goes on.
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"auth PLAIN ");
+        buf.extend_from_slice(&[b'A'; 13000]);
+        buf.extend_from_slice(b"\r\nQUIT\r\n");
+        assert_eq!(
+            frames(&mut c, &mut buf),
+            vec![
+                Frame::Command(Err(ProtoError::LineTooLong)),
+                Frame::Command(Ok(Command::Quit))
+            ]
+        );
+        // Other commands keep the 512-octet limit.
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"NOOP ");
+        buf.extend_from_slice(&[b'x'; 600]);
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(
+            frames(&mut c, &mut buf),
+            vec![Frame::Command(Err(ProtoError::LineTooLong))]
+        );
     }
 
     #[test]

@@ -242,7 +242,8 @@ impl Command {
     }
 
     /// The command line for logs: everything but an AUTH initial response, which is shown as
-    /// `<redacted>`.
+    /// `<redacted>`, and an unrecognized verb, shown by its length only (a line a client sent
+    /// where a SASL response belonged is its password in base64).
     pub fn public_line(&self) -> String {
         let opt = |verb: &str, s: &Option<String>| match s {
             Some(s) => format!("{verb} {s}"),
@@ -269,11 +270,12 @@ impl Command {
                 initial_response: None,
             } => format!("AUTH {mechanism}"),
             Self::Auth { mechanism, .. } => format!("AUTH {mechanism} <redacted>"),
-            Self::Unknown(v) => v.clone(),
+            Self::Unknown(v) => format!("<unrecognized verb, {} octets>", v.len()),
         }
     }
 
-    /// The verb, upper-case, for logs and metrics.
+    /// The verb, upper-case, for logs and metrics (`UNKNOWN` for any unrecognized verb, which
+    /// is never repeated: it may be a credential).
     pub fn verb(&self) -> &str {
         match self {
             Self::Helo(_) => "HELO",
@@ -291,7 +293,7 @@ impl Command {
             Self::Help(_) => "HELP",
             Self::StartTls => "STARTTLS",
             Self::Auth { .. } => "AUTH",
-            Self::Unknown(v) => v,
+            Self::Unknown(_) => "UNKNOWN",
         }
     }
 
@@ -670,6 +672,10 @@ mod tests {
             Ok(Command::Unknown("XCLIENTLONGVERB".into()))
         );
         assert_eq!(p(""), Err(ProtoError::UnknownCommand));
+        // A pipelined LOGIN password read as a command is never repeated in logs.
+        let c = p("c2VjcmV0LXBhc3N3b3Jk").unwrap();
+        assert_eq!(c.verb(), "UNKNOWN");
+        assert_eq!(c.public_line(), "<unrecognized verb, 20 octets>");
         assert_eq!(p(" QUIT"), Err(ProtoError::UnknownCommand));
         assert_eq!(Command::parse(b"\x00\x01"), Err(ProtoError::UnknownCommand));
         assert_eq!(Command::parse(b"NOOP \x00"), Err(ProtoError::InvalidUtf8));

@@ -11,7 +11,8 @@ use crate::reply::Reply;
 pub enum ProtoError {
     /// The line is not an SMTP command the grammar knows (RFC 5321 §4.2.4): 500 5.5.2.
     UnknownCommand,
-    /// The command's verb is known but the line does not match its grammar: 500 5.5.2.
+    /// The command's verb is known but its arguments do not match its grammar (`MAIL TO:<a@b>`,
+    /// `RCPT` without `TO:`): 501 5.5.4 (RFC 5321 §4.2.4: 500 is for unrecognized commands).
     Syntax(&'static str),
     /// An argument is malformed (a domain, a BDAT size, an AUTH mechanism): 501 5.5.4.
     ArgumentSyntax(&'static str),
@@ -41,7 +42,7 @@ impl ProtoError {
         // The one table of this crate's reply texts.
         let (code, enhanced, text): (u16, (u8, u16, u16), &str) = match self {
             Self::UnknownCommand => (500, (5, 5, 2), "Syntax error, command unrecognized"),
-            Self::Syntax(what) => (500, (5, 5, 2), what),
+            Self::Syntax(what) => (501, (5, 5, 4), what),
             Self::ArgumentSyntax(what) => (501, (5, 5, 4), what),
             Self::SenderSyntax => (501, (5, 1, 7), "Bad sender address syntax"),
             Self::RecipientSyntax => (501, (5, 1, 3), "Bad recipient address syntax"),
@@ -83,7 +84,7 @@ mod tests {
             ),
             (
                 ProtoError::Syntax("Syntax: MAIL FROM:<address>"),
-                b"500 5.5.2 Syntax: MAIL FROM:<address>\r\n",
+                b"501 5.5.4 Syntax: MAIL FROM:<address>\r\n",
             ),
             (
                 ProtoError::ArgumentSyntax("Invalid domain"),

@@ -48,6 +48,11 @@ impl LineDecoder {
         self.max = max.max(3);
     }
 
+    /// True while a line is partly read (scanned without its end, or being dropped).
+    pub fn in_line(&self) -> bool {
+        self.discarding || self.scanned > 0
+    }
+
     /// True while the rest of an overlong line is being dropped.
     pub fn is_discarding(&self) -> bool {
         self.discarding

@@ -111,45 +111,190 @@ where
     }
 }
 
-/// Counts failed AUTH attempts per remote IP across connections.
+/// Failed AUTH attempts counted per remote IP and per attempted user, across connections and
+/// across listeners: create one with [`AuthLimiter::new`] and hand the same `Arc` to every
+/// [`Server`](crate::Server) of the process with [`Server::limiter`](crate::Server::limiter).
+///
+/// - An IP with `per_ip` failures within `window` gets 421 4.7.0 on its next AUTH.
+/// - A user with `per_user` failures within `window`, from any address, gets 454 4.7.0 on
+///   every further attempt until the window passes, without the credential being checked
+///   (credential stuffing from many addresses). Unknown users are counted the same way, so a
+///   lock says nothing about whether the user exists.
+///
+/// Both tables are bounded (`capacity` entries each, default 100,000): when one is full the
+/// expired entries go first, then the oldest tenth, so a flood of addresses or names costs a
+/// bounded amount of memory.
 #[derive(Debug)]
-pub(crate) struct FailureLimiter {
-    max: u32,
+pub struct AuthLimiter {
+    per_ip: u32,
+    per_user: u32,
     window: Duration,
-    map: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    ips: Mutex<Bounded<IpAddr>>,
+    users: Mutex<Bounded<String>>,
 }
 
-/// Entries kept at most; expired ones are purged when the map is full.
-const MAX_TRACKED_IPS: usize = 100_000;
+/// Default table size of [`AuthLimiter`].
+pub const DEFAULT_LIMITER_CAPACITY: usize = 100_000;
 
-impl FailureLimiter {
-    pub(crate) fn new(max: u32, window: Duration) -> Self {
+/// The longest user name kept as a key (longer names are cut; they cannot be real logins).
+const MAX_USER_KEY: usize = 256;
+
+#[derive(Debug)]
+struct Bounded<K> {
+    capacity: usize,
+    map: HashMap<K, (u32, Instant)>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Bounded<K> {
+    fn new(capacity: usize) -> Self {
         Self {
-            max,
-            window,
-            map: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            map: HashMap::new(),
         }
     }
 
-    pub(crate) fn blocked(&self, ip: IpAddr) -> bool {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&ip)
-            .is_some_and(|(n, since)| *n >= self.max && since.elapsed() < self.window)
+    fn count(&self, key: &K, window: Duration, now: Instant) -> u32 {
+        match self.map.get(key) {
+            Some((n, since)) if now.saturating_duration_since(*since) < window => *n,
+            _ => 0,
+        }
     }
 
-    pub(crate) fn record(&self, ip: IpAddr) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED_IPS {
-            let window = self.window;
-            map.retain(|_, (_, since)| since.elapsed() < window);
-            if map.len() >= MAX_TRACKED_IPS {
-                return;
+    fn record(&mut self, key: K, window: Duration, now: Instant) {
+        if !self.map.contains_key(&key) && self.map.len() >= self.capacity {
+            self.map
+                .retain(|_, (_, since)| now.saturating_duration_since(*since) < window);
+            if self.map.len() >= self.capacity {
+                // Still full of live entries: drop the oldest tenth.
+                let mut starts: Vec<Instant> = self.map.values().map(|(_, s)| *s).collect();
+                let k = (self.capacity / 10).max(1).min(starts.len() - 1);
+                let (_, cut, _) = starts.select_nth_unstable(k);
+                let cut = *cut;
+                self.map.retain(|_, (_, since)| *since > cut);
             }
         }
-        let e = map.entry(ip).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= self.window {
-            *e = (0, Instant::now());
+        let e = self.map.entry(key).or_insert((0, now));
+        if now.saturating_duration_since(e.1) >= window {
+            *e = (0, now);
         }
-        e.0 += 1;
+        e.0 = e.0.saturating_add(1);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+fn user_key(user: &str) -> String {
+    let mut end = user.len().min(MAX_USER_KEY);
+    while !user.is_char_boundary(end) {
+        end -= 1;
+    }
+    user[..end].to_lowercase()
+}
+
+impl AuthLimiter {
+    /// A limiter: `per_ip` failures per address and `per_user` failures per user within
+    /// `window` (0 turns a limit off).
+    pub fn new(per_ip: u32, per_user: u32, window: Duration) -> Self {
+        Self::with_capacity(per_ip, per_user, window, DEFAULT_LIMITER_CAPACITY)
+    }
+
+    /// The same with at most `capacity` addresses and `capacity` users tracked.
+    pub fn with_capacity(per_ip: u32, per_user: u32, window: Duration, capacity: usize) -> Self {
+        Self {
+            per_ip,
+            per_user,
+            window,
+            ips: Mutex::new(Bounded::new(capacity)),
+            users: Mutex::new(Bounded::new(capacity)),
+        }
+    }
+
+    /// True when `ip` has reached its limit.
+    pub fn ip_blocked(&self, ip: IpAddr) -> bool {
+        let map = self.ips.lock().unwrap_or_else(|p| p.into_inner());
+        self.per_ip > 0 && map.count(&ip, self.window, Instant::now()) >= self.per_ip
+    }
+
+    /// True when `user` has reached its limit.
+    pub fn user_locked(&self, user: &str) -> bool {
+        let map = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        self.per_user > 0
+            && map.count(&user_key(user), self.window, Instant::now()) >= self.per_user
+    }
+
+    /// Records one failure from `ip`, for `user` when a credential for that user was refused.
+    pub fn record_failure(&self, ip: IpAddr, user: Option<&str>) {
+        let now = Instant::now();
+        if self.per_ip > 0 {
+            let mut map = self.ips.lock().unwrap_or_else(|p| p.into_inner());
+            map.record(ip, self.window, now);
+        }
+        if let Some(user) = user
+            && self.per_user > 0
+        {
+            let mut map = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            map.record(user_key(user), self.window, now);
+        }
+    }
+
+    /// Entries held: (addresses, users). For tests and metrics.
+    pub fn tracked(&self) -> (usize, usize) {
+        let ips = self.ips.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner()).len();
+        (ips, users)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_and_per_user_limits() {
+        let l = AuthLimiter::new(3, 2, Duration::from_secs(60));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        l.record_failure(a, Some("Alice"));
+        assert!(!l.user_locked("alice"));
+        l.record_failure(b, Some("alice"));
+        assert!(
+            l.user_locked("ALICE"),
+            "counted across addresses, case-insensitively"
+        );
+        assert!(!l.user_locked("bob"));
+        l.record_failure(a, None);
+        assert!(!l.ip_blocked(a), "2 of 3");
+        l.record_failure(a, None);
+        assert!(!l.ip_blocked(b));
+        assert!(l.ip_blocked(a));
+    }
+
+    #[test]
+    fn tables_stay_bounded_and_keep_recent_entries() {
+        let l = AuthLimiter::with_capacity(2, 2, Duration::from_secs(60), 100);
+        for i in 0..1000u32 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            l.record_failure(ip, Some(&format!("user{i}")));
+        }
+        let (ips, users) = l.tracked();
+        assert!(ips <= 100 && users <= 100, "{ips} {users}");
+        // The newest entry survived the evictions and still counts.
+        let last = IpAddr::from(999u32.to_be_bytes());
+        l.record_failure(last, Some("user999"));
+        assert!(l.ip_blocked(last));
+        assert!(l.user_locked("user999"));
+    }
+
+    #[test]
+    fn zero_turns_a_limit_off() {
+        let l = AuthLimiter::new(0, 0, Duration::from_secs(60));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..10 {
+            l.record_failure(a, Some("x"));
+        }
+        assert!(!l.ip_blocked(a) && !l.user_locked("x"));
+        assert_eq!(l.tracked(), (0, 0));
     }
 }

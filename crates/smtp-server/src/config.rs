@@ -26,6 +26,9 @@ pub type ExternalIdentity =
 /// | `max_auth_failures` | 3 per connection, then 421 4.7.0 |
 /// | `auth_failure_delay` | 1 s after each failure |
 /// | `max_auth_failures_per_ip` | 30 per 10 minutes across connections |
+/// | `max_auth_failures_per_user` | 10 per 10 minutes for one user from any address, then 454 4.7.0 |
+/// | `proxy_authorization` | false: an authzid other than the user is refused (535 5.7.8) |
+/// | `allow_pipelined_body` | false: a body sent before the 354 reply is refused (554 5.5.0) |
 /// | mechanisms | PLAIN and LOGIN ([`Registry::default`]) |
 /// | `tls` | none (STARTTLS answers 454 4.7.0) |
 /// | `smtputf8` | true |
@@ -52,6 +55,9 @@ pub struct ServerConfig {
     pub(crate) max_auth_failures: u32,
     pub(crate) auth_failure_delay: Duration,
     pub(crate) max_auth_failures_per_ip: u32,
+    pub(crate) max_auth_failures_per_user: u32,
+    pub(crate) proxy_authorization: bool,
+    pub(crate) allow_pipelined_body: bool,
     pub(crate) auth_failure_window: Duration,
     pub(crate) registry: Registry,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
@@ -101,6 +107,9 @@ impl Default for ServerConfig {
             max_auth_failures: 3,
             auth_failure_delay: Duration::from_secs(1),
             max_auth_failures_per_ip: 30,
+            max_auth_failures_per_user: 10,
+            proxy_authorization: false,
+            allow_pipelined_body: false,
             auth_failure_window: Duration::from_secs(600),
             registry: Registry::default(),
             tls: None,
@@ -197,6 +206,30 @@ impl ServerConfigBuilder {
     pub fn max_auth_failures_per_ip(mut self, n: u32, window: Duration) -> Self {
         self.0.max_auth_failures_per_ip = n.max(1);
         self.0.auth_failure_window = window;
+        self
+    }
+    /// Failed AUTH attempts for one user within the per-IP `window`, from any address; beyond
+    /// it every attempt for that user gets 454 4.7.0 without its credential being checked.
+    /// 0 turns the limit off.
+    pub fn max_auth_failures_per_user(mut self, n: u32) -> Self {
+        self.0.max_auth_failures_per_user = n;
+        self
+    }
+    /// Let the authenticator decide authorization identities (RFC 4616 §2 authzid, proxy
+    /// login). Off by default: an authzid that is neither empty nor the authenticated user is
+    /// refused with 535 5.7.8 before the authenticator is asked. Turn it on only when the
+    /// authenticator checks `AuthRequest::authzid` itself (the HTTP provider's `authzid` field).
+    /// SCRAM never allows proxying: no provider decision covers it.
+    pub fn proxy_authorization(mut self, on: bool) -> Self {
+        self.0.proxy_authorization = on;
+        self
+    }
+    /// Accept a DATA body that the client sent before the 354 reply (RFC 2920 §3.1 forbids
+    /// it; Postfix calls it "improper command pipelining after DATA"). Off by default: such a
+    /// message is read to its end and refused with 554 5.5.0, so a smuggling or spam client
+    /// that does not wait for the server gets nothing delivered.
+    pub fn allow_pipelined_body(mut self, on: bool) -> Self {
+        self.0.allow_pipelined_body = on;
         self
     }
     /// The mechanism registry (replaces the default PLAIN + LOGIN).

@@ -126,6 +126,14 @@ pub(crate) struct Conn<H: Handler> {
     bdat_error: Option<Reply>,
     /// The user named in the AUTH exchange in progress, for the log line of its outcome.
     auth_user: Option<String>,
+    /// A credential of the AUTH exchange in progress was refused (counted even if the client
+    /// then disconnects).
+    auth_refused: bool,
+    /// Commands still to be logged by verb only: lines right after an AUTH exchange may be
+    /// a client's pipelined credentials.
+    quiet: u8,
+    /// The TLS session's `tls-exporter` channel binding.
+    channel_binding: Option<Vec<u8>>,
     /// Syntax errors and unknown commands so far.
     errors: u32,
     /// A write failed or timed out; the session ends at the next read.
@@ -156,17 +164,34 @@ fn tls_info(conn: &rustls::ServerConnection, implicit: bool) -> TlsInfo {
     }
 }
 
+/// The `tls-exporter` channel binding (RFC 9266), defined here for TLS 1.3 only.
+fn channel_binding(conn: &rustls::ServerConnection) -> Option<Vec<u8>> {
+    if conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return None;
+    }
+    conn.export_keying_material(
+        vec![0u8; 32],
+        smtp_auth::mechanism::TLS_EXPORTER_LABEL,
+        None,
+    )
+    .ok()
+}
+
+/// A finished handshake: the stream, its facts and its channel binding.
+type Accepted = (BoxIo, TlsInfo, Option<Vec<u8>>);
+
 async fn accept_tls(
     config: Arc<rustls::ServerConfig>,
     io: BoxIo,
     read_timeout: Duration,
     implicit: bool,
-) -> Option<(BoxIo, TlsInfo)> {
+) -> Option<Accepted> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     match timeout(read_timeout, acceptor.accept(io)).await {
         Ok(Ok(tls)) => {
             let info = tls_info(tls.get_ref().1, implicit);
-            Some((Box::new(tls), info))
+            let cb = channel_binding(tls.get_ref().1);
+            Some((Box::new(tls), info, cb))
         }
         Ok(Err(e)) => {
             tracing::info!(error = %e, "TLS handshake failed");
@@ -201,15 +226,17 @@ pub(crate) async fn run<H: Handler>(
         }
     }
     let mut session = Session::new(peer, local);
+    let mut cb = None;
     if cfg.implicit_tls {
         let Some(tls) = cfg.tls.clone() else {
             tracing::error!("implicit TLS configured without a TLS configuration");
             return;
         };
         match accept_tls(tls, io, cfg.read_timeout, true).await {
-            Some((tls_io, info)) => {
+            Some((tls_io, info, binding)) => {
                 io = tls_io;
                 session.tls = Some(info);
+                cb = binding;
             }
             None => return,
         }
@@ -229,6 +256,9 @@ pub(crate) async fn run<H: Handler>(
         bdat_body: BytesMut::new(),
         bdat_error: None,
         auth_user: None,
+        auth_refused: false,
+        quiet: 0,
+        channel_binding: cb,
         errors: 0,
         dead: false,
         body_deadline: None,
@@ -357,7 +387,13 @@ impl<H: Handler> Conn<H> {
     }
 
     async fn command(&mut self, cmd: Command) -> Flow {
-        tracing::debug!(command = %cmd.public_line(), "command");
+        if self.quiet > 0 {
+            // Right after AUTH: a line may be a pipelined credential; log the verb only.
+            self.quiet -= 1;
+            tracing::debug!(command = cmd.verb(), "command");
+        } else {
+            tracing::debug!(command = %cmd.public_line(), "command");
+        }
         let lmtp = self.cfg().lmtp;
         match cmd {
             Command::Ehlo(h) | Command::Helo(h) if lmtp => {
@@ -496,6 +532,9 @@ impl<H: Handler> Conn<H> {
             self.send(r).await;
             return Flow::Continue;
         }
+        // RFC 2920 §3.1: the client must wait for the 354. Bytes already waiting behind the
+        // DATA line were sent without it (Postfix: "improper command pipelining after DATA").
+        let early = !self.transport.read_buffer().is_empty();
         self.send(replies::start_data()).await;
         self.start_body();
         let decoder = DataDecoder::new(self.cfg().max_message_size, self.cfg().bare_policy);
@@ -516,6 +555,16 @@ impl<H: Handler> Conn<H> {
             tracing::info!(size = end.size, reason = %e, "message refused");
             self.reset_transaction();
             self.send(e.reply()).await;
+            return Flow::Continue;
+        }
+        if early && !self.cfg().allow_pipelined_body {
+            tracing::info!(
+                peer = %self.session.peer_addr,
+                size = end.size,
+                "improper command pipelining after DATA: message refused"
+            );
+            self.reset_transaction();
+            self.send(replies::pipelined_body()).await;
             return Flow::Continue;
         }
         self.deliver(body.freeze()).await;
@@ -640,9 +689,10 @@ impl<H: Handler> Conn<H> {
             );
         }
         let read_timeout = self.cfg().read_timeout;
-        let Some((io, info)) = accept_tls(tls, parts.io, read_timeout, false).await else {
+        let Some((io, info, binding)) = accept_tls(tls, parts.io, read_timeout, false).await else {
             return Flow::Close;
         };
+        self.channel_binding = binding;
         let mut codec = parts.codec;
         codec.set_mode(Mode::Command);
         self.transport = Framed::new(io, codec);
@@ -668,6 +718,7 @@ impl<H: Handler> Conn<H> {
                 _ => None,
             },
             tls: self.session.tls.is_some(),
+            channel_binding: self.channel_binding.clone().map(smtp_auth::Secret::new),
         }
     }
 
@@ -677,7 +728,9 @@ impl<H: Handler> Conn<H> {
             return Flow::Continue;
         }
         let ip = self.session.peer_addr.ip();
-        if self.shared.limiter.blocked(ip) {
+        // Whatever happens next, the lines that follow may be credentials.
+        self.quiet = QUIET_AFTER_AUTH;
+        if self.shared.limiter.ip_blocked(ip) {
             tracing::warn!(remote_ip = %ip, "AUTH refused: too many failures from this address");
             self.send(replies::too_many_auth_failures()).await;
             return Flow::Close;
@@ -706,9 +759,22 @@ impl<H: Handler> Conn<H> {
         self.apply_auth(mechanism.as_str(), result).await
     }
 
-    /// Runs the registry's mechanism; `None` when the connection ended.
+    /// Runs the registry's mechanism; `None` when the connection ended (a refused credential
+    /// is then still counted).
     async fn run_exchange(&mut self, mechanism: &str, ir: Option<&[u8]>) -> Option<AuthResult> {
-        let mut ex = AuthExchange::new(self.cfg().registry.clone(), self.session_info());
+        self.auth_refused = false;
+        let result = self.drive_exchange(mechanism, ir).await;
+        if result.is_none() && self.auth_refused {
+            // The client went away after its credential was refused (curl does, at the
+            // XOAUTH2 error challenge): count it as the failure it was.
+            self.count_failure(mechanism, AuthStatus::Invalid).await;
+        }
+        result
+    }
+
+    async fn drive_exchange(&mut self, mechanism: &str, ir: Option<&[u8]>) -> Option<AuthResult> {
+        let mut ex = AuthExchange::new(self.cfg().registry.clone(), self.session_info())
+            .with_proxy_authorization(self.cfg().proxy_authorization);
         let mut authenticator_result: Option<AuthResult> = None;
         let mut step = ex.start(mechanism, ir).ok()?;
         let mut result = loop {
@@ -733,24 +799,29 @@ impl<H: Handler> Conn<H> {
                 }
                 Step::Verify(req) => {
                     self.auth_user = Some(req.username.clone());
-                    let r = match &self.shared.authenticator {
-                        Some(a) => {
-                            let call = a.authenticate(&self.session, req);
-                            timeout(self.cfg().auth_timeout, call)
-                                .await
-                                .unwrap_or_else(|_| {
-                                    tracing::warn!("authenticator timed out");
-                                    AuthResult::failure(AuthStatus::TempFail)
-                                })
+                    let r = if self.shared.limiter.user_locked(&req.username) {
+                        self.locked_out(&req.username)
+                    } else {
+                        match &self.shared.authenticator {
+                            Some(a) => {
+                                let call = a.authenticate(&self.session, req);
+                                timeout(self.cfg().auth_timeout, call)
+                                    .await
+                                    .unwrap_or_else(|_| {
+                                        tracing::warn!("authenticator timed out");
+                                        AuthResult::failure(AuthStatus::TempFail)
+                                    })
+                            }
+                            // No authenticator: every attempt is refused (aiosmtpd's rule).
+                            None => AuthResult::failure(AuthStatus::Invalid),
                         }
-                        // No authenticator: every attempt is refused (aiosmtpd's rule).
-                        None => AuthResult::failure(AuthStatus::Invalid),
                     };
                     let decision = if r.success {
                         smtp_auth::AuthDecision::Ok
                     } else if r.status == AuthStatus::TempFail {
                         smtp_auth::AuthDecision::Failure
                     } else {
+                        self.auth_refused = true;
                         smtp_auth::AuthDecision::Invalid
                     };
                     authenticator_result = Some(r);
@@ -758,14 +829,20 @@ impl<H: Handler> Conn<H> {
                 }
                 Step::Lookup(req) => {
                     self.auth_user = Some(req.username.clone());
-                    let found = match &self.shared.authenticator {
-                        Some(a) => {
-                            let call = a.lookup(&self.session, req);
-                            timeout(self.cfg().auth_timeout, call)
-                                .await
-                                .unwrap_or(smtp_auth::LookupResult::Failure)
+                    let found = if self.shared.limiter.user_locked(&req.username) {
+                        let r = self.locked_out(&req.username);
+                        authenticator_result = Some(r);
+                        smtp_auth::LookupResult::Failure
+                    } else {
+                        match &self.shared.authenticator {
+                            Some(a) => {
+                                let call = a.lookup(&self.session, req);
+                                timeout(self.cfg().auth_timeout, call)
+                                    .await
+                                    .unwrap_or(smtp_auth::LookupResult::Failure)
+                            }
+                            None => smtp_auth::LookupResult::NotFound,
                         }
-                        None => smtp_auth::LookupResult::NotFound,
                     };
                     ex.supply(found)
                 }
@@ -773,55 +850,88 @@ impl<H: Handler> Conn<H> {
             };
             step = next.ok()?;
         };
-        // The authenticator's own message, handled flag and data take precedence.
+        // The authenticator's own message and data take precedence.
         if let Some(a) = authenticator_result {
             if a.message.is_some() {
                 result.message = a.message;
             }
-            if a.handled && !result.success {
-                result.handled = true;
-            }
             if result.success && a.auth_data.is_some() {
                 result.auth_data = a.auth_data;
             }
+            if a.handled {
+                tracing::warn!(
+                    "an authenticator returned handled=true, but it cannot reply itself: \
+                     the server sends the reply"
+                );
+            }
+        }
+        if result.handled {
+            // Only a handle_auth hook holds the connection and can have replied. A mechanism
+            // or authenticator that claims it did would leave the client without an answer.
+            tracing::warn!("a mechanism returned handled=true: the server sends the reply");
+            result.handled = false;
         }
         Some(result)
     }
 
+    /// The answer for a user past `max_auth_failures_per_user`: 454, credential unchecked.
+    fn locked_out(&self, user: &str) -> AuthResult {
+        tracing::warn!(
+            remote_ip = %self.session.peer_addr.ip(),
+            user,
+            "AUTH refused: too many failures for this user"
+        );
+        AuthResult::failure(AuthStatus::TempFail)
+    }
+
     async fn apply_auth(&mut self, mechanism: &str, result: AuthResult) -> Flow {
-        let ip = self.session.peer_addr.ip();
         let login = result
             .auth_data
             .as_ref()
             .and_then(|d| d.login())
             .map(str::to_owned);
-        let attempted = self.auth_user.take();
-        tracing::info!(
-            remote_ip = %ip,
-            mechanism,
-            user = login.as_deref().or(attempted.as_deref()).unwrap_or(""),
-            success = result.success,
-            status = ?result.status,
-            "AUTH"
-        );
         if let Some(line) = auth_smtp::reply_line(&result) {
             self.send_line(&line).await;
         }
         if result.success {
+            tracing::info!(
+                remote_ip = %self.session.peer_addr.ip(),
+                mechanism,
+                user = login.as_deref().unwrap_or(""),
+                success = true,
+                "AUTH"
+            );
+            self.auth_user = None;
             self.session.authenticated = true;
             self.session.login_data = login;
             self.session.auth_data = result.auth_data;
             self.session.auth_mechanism = Some(mechanism.to_owned());
             return Flow::Continue;
         }
-        if matches!(
-            result.status,
-            AuthStatus::TempFail | AuthStatus::UnknownMechanism
-        ) {
+        self.count_failure(mechanism, result.status).await
+    }
+
+    /// Logs a failed AUTH and counts it: per connection, per address and, for a refused
+    /// credential, per user; then the delay, and the 421 past the per-connection limit.
+    async fn count_failure(&mut self, mechanism: &str, status: AuthStatus) -> Flow {
+        let ip = self.session.peer_addr.ip();
+        let attempted = self.auth_user.take();
+        tracing::info!(
+            remote_ip = %ip,
+            mechanism,
+            user = attempted.as_deref().unwrap_or(""),
+            success = false,
+            status = ?status,
+            "AUTH"
+        );
+        if matches!(status, AuthStatus::TempFail | AuthStatus::UnknownMechanism) {
             return Flow::Continue;
         }
         self.session.auth_failures += 1;
-        self.shared.limiter.record(ip);
+        let user = attempted
+            .as_deref()
+            .filter(|_| status == AuthStatus::Invalid);
+        self.shared.limiter.record_failure(ip, user);
         let _ = flush(&mut self.transport).await;
         let delay = self.cfg().auth_failure_delay;
         if !delay.is_zero() {
@@ -834,3 +944,6 @@ impl<H: Handler> Conn<H> {
         Flow::Continue
     }
 }
+
+/// Commands logged by verb only after an AUTH command (LOGIN sends two credential lines).
+const QUIET_AFTER_AUTH: u8 = 3;

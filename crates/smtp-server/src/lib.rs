@@ -57,7 +57,9 @@ mod replies;
 mod server;
 mod session;
 
-pub use auth::{Authenticator, BoxFuture, ProviderAuthenticator};
+pub use auth::{
+    AuthLimiter, Authenticator, BoxFuture, DEFAULT_LIMITER_CAPACITY, ProviderAuthenticator,
+};
 pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 pub use conn::{AuthChannel, ChallengeResponse};
 pub use handler::{AcceptAll, Handler};

@@ -114,6 +114,14 @@ pub(crate) fn check_auth(
     Ok(())
 }
 
+/// True when the session has a `tls-exporter` channel binding (RFC 9266): TLS 1.3.
+pub(crate) fn channel_binding_available(session: &Session) -> bool {
+    session
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.protocol == "TLSv1_3")
+}
+
 /// The EHLO/LHLO response for the session's current state.
 pub(crate) fn ehlo_response(cfg: &ServerConfig, session: &Session) -> EhloResponse {
     let mut r = EhloResponse::new(cfg.hostname.clone())
@@ -129,7 +137,9 @@ pub(crate) fn ehlo_response(cfg: &ServerConfig, session: &Session) -> EhloRespon
     if cfg.tls.is_some() && session.tls.is_none() {
         r = r.with(Extension::StartTls);
     }
-    let mechs = cfg.registry.names();
+    // Channel-binding mechanisms only where a `tls-exporter` binding exists (TLS 1.3).
+    let bound = channel_binding_available(session);
+    let mechs = cfg.registry.offered(bound);
     if cfg.auth_allowed(session.tls.is_some()) && !mechs.is_empty() {
         r = r.with(Extension::Auth(
             mechs.into_iter().map(str::to_owned).collect(),

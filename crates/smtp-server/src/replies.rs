@@ -130,3 +130,10 @@ pub(crate) fn local_error() -> Reply {
 pub(crate) fn too_many_errors() -> Reply {
     r(421, (4, 7, 0), "Too many errors, closing connection")
 }
+pub(crate) fn pipelined_body() -> Reply {
+    r(
+        554,
+        (5, 5, 0),
+        "Improper pipelining: message sent before the 354 reply, refused",
+    )
+}

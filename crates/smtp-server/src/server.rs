@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::auth::{Authenticator, FailureLimiter, ProviderAuthenticator};
+use crate::auth::{AuthLimiter, Authenticator, ProviderAuthenticator};
 use crate::config::ServerConfig;
 use crate::conn::{self, BoxIo};
 use crate::{Handler, replies};
@@ -19,7 +19,7 @@ pub(crate) struct Shared<H> {
     pub(crate) config: ServerConfig,
     pub(crate) handler: H,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
-    pub(crate) limiter: FailureLimiter,
+    pub(crate) limiter: Arc<AuthLimiter>,
 }
 
 /// An SMTP server: a configuration, a [`Handler`] and optionally an [`Authenticator`].
@@ -27,6 +27,7 @@ pub struct Server<H> {
     config: ServerConfig,
     handler: H,
     authenticator: Option<Arc<dyn Authenticator>>,
+    limiter: Option<Arc<AuthLimiter>>,
 }
 
 impl<H> std::fmt::Debug for Server<H> {
@@ -45,7 +46,16 @@ impl<H: Handler> Server<H> {
             config,
             handler,
             authenticator: None,
+            limiter: None,
         }
+    }
+
+    /// Shares an AUTH failure limiter with other servers of the process (one per listener),
+    /// so failures count once across all of them. Without it the server makes its own from
+    /// `max_auth_failures_per_ip`, `max_auth_failures_per_user` and the window.
+    pub fn limiter(mut self, limiter: Arc<AuthLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
     }
 
     /// Sets the authenticator (aiosmtpd's `authenticator=`).
@@ -78,10 +88,13 @@ impl<H: Handler> Server<H> {
     ) -> std::io::Result<()> {
         let grace = self.config.shutdown_grace;
         let shared = Arc::new(Shared {
-            limiter: FailureLimiter::new(
-                self.config.max_auth_failures_per_ip,
-                self.config.auth_failure_window,
-            ),
+            limiter: self.limiter.unwrap_or_else(|| {
+                Arc::new(AuthLimiter::new(
+                    self.config.max_auth_failures_per_ip,
+                    self.config.max_auth_failures_per_user,
+                    self.config.auth_failure_window,
+                ))
+            }),
             config: self.config,
             handler: self.handler,
             authenticator: self.authenticator,

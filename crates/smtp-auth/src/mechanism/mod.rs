@@ -24,7 +24,10 @@ pub use external::{ExternalClient, ExternalServer};
 pub use login::{LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT, LoginClient, LoginServer};
 pub use oauth::{OAuthBearerClient, OAuthKind, OAuthServer, XOAuth2Client};
 pub use plain::{PlainClient, PlainServer};
-pub use scram::{SCRAM_DEFAULT_ITERATIONS, ScramSha256Client, ScramSha256Server};
+pub use scram::{
+    SCRAM_DEFAULT_ITERATIONS, ScramSha256Client, ScramSha256Server, TLS_EXPORTER,
+    TLS_EXPORTER_LABEL, saslprep,
+};
 
 /// The server side of a SASL mechanism: a state machine fed decoded client data.
 ///

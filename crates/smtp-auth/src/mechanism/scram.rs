@@ -1,8 +1,19 @@
-//! SCRAM-SHA-256 (RFC 5802, RFC 7677), without channel binding: `y` and `n` gs2 flags are
-//! accepted, `p=` is refused cleanly ([`AuthStatus::Unsupported`]).
+//! SCRAM-SHA-256 (RFC 5802, RFC 7677) and SCRAM-SHA-256-PLUS with `tls-exporter` channel
+//! binding (RFC 9266).
 //!
 //! The server asks for the user's stored keys with [`Step::Lookup`]. An unknown user gets a
-//! made-up salt and fails at the proof, so the exchange does not reveal which users exist.
+//! made-up salt and iteration count that are the same on every attempt (derived from a server
+//! secret and the name) and look like real ones, and fails at the proof after the same work,
+//! so the exchange does not reveal which users exist.
+//!
+//! Channel binding: the `-PLUS` variant requires `p=tls-exporter` and checks the client's
+//! `c=` against [`SessionInfo::channel_binding`], so a man in the middle that terminates TLS
+//! cannot replay the login. The plain variant accepts `n`, refuses `p=` (that is for `-PLUS`)
+//! and refuses `y` when `-PLUS` was offered on this TLS session (RFC 5802 §6: a downgrade).
+//!
+//! Usernames and passwords are prepared with SASLprep (RFC 4013) before key derivation, as
+//! RFC 5802 §2.2 asks and libgsasl and Python's scramp do; a string SASLprep refuses (it holds
+//! prohibited characters) is used as it is.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -10,9 +21,9 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{
-    ClientError, ClientMechanism, ServerMechanism, done, random_bytes, random_nonce, utf8,
-};
+use zeroize::Zeroize;
+
+use super::{ClientError, ClientMechanism, ServerMechanism, done, random_nonce, utf8};
 use crate::decision::AuthProgress;
 use crate::exchange::Step;
 use crate::request::{LookupRequest, LookupResult, ScramKeys, SessionInfo, StoredSecret};
@@ -31,16 +42,66 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
     let mut out = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
+    let mut prepared = saslprep(password);
+    pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), salt, iterations, &mut out);
+    prepared.zeroize();
     out
 }
 
+/// SASLprep (RFC 4013) of `s`; a string SASLprep refuses is returned unchanged (it then simply
+/// fails to match, instead of making the exchange fail in a different way).
+pub fn saslprep(s: &str) -> String {
+    match stringprep::saslprep(s) {
+        Ok(p) => p.into_owned(),
+        Err(_) => s.to_owned(),
+    }
+}
+
+/// The channel binding type this crate implements (RFC 9266).
+pub const TLS_EXPORTER: &str = "tls-exporter";
+
+/// The label of the `tls-exporter` channel binding (RFC 9266 §2).
+pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+
+/// The process-wide secret used for unknown users' fake salts when a server was not given one.
+fn process_secret() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        if getrandom::getrandom(&mut k).is_err() {
+            // No randomness: the salts are then only as stable as the name (still no leak of
+            // existence through instability, the goal here).
+            k = [0x5a; 32];
+        }
+        k
+    })
+}
+
 impl ScramKeys {
-    /// Derives SCRAM-SHA-256 keys from a password (RFC 5802 §3), as a server stores them.
+    /// Keys for a user that does not exist: a salt of the same length as real ones and the
+    /// default iteration count, both stable for `username` under `secret`, and keys no proof
+    /// can match.
+    pub fn fake_sha256(secret: &[u8], username: &str) -> Self {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key length");
+        mac.update(b"scram-sha-256 fake salt\0");
+        mac.update(username.as_bytes());
+        let salt = mac.finalize().into_bytes()[..16].to_vec();
+        let mut junk = [0u8; 32];
+        let _ = getrandom::getrandom(&mut junk);
+        Self {
+            salt,
+            iterations: SCRAM_DEFAULT_ITERATIONS,
+            stored_key: Secret::new(junk.to_vec()),
+            server_key: Secret::new(junk.to_vec()),
+        }
+    }
+
+    /// Derives SCRAM-SHA-256 keys from a password (RFC 5802 §3), as a server stores them. The
+    /// password is prepared with SASLprep first.
     pub fn derive_sha256(password: &str, salt: &[u8], iterations: u32) -> Self {
-        let mut sp = salted_password(password.as_bytes(), salt, iterations);
+        let mut sp = salted_password(password, salt, iterations);
         let client_key = hmac(&sp, b"Client Key");
         let server_key = hmac(&sp, b"Server Key");
         sp.fill(0);
@@ -96,9 +157,12 @@ enum State {
     Done,
 }
 
-/// The server side of SCRAM-SHA-256.
+/// The server side of SCRAM-SHA-256 (and of SCRAM-SHA-256-PLUS, see [`Self::plus`]).
 #[derive(Default)]
 pub struct ScramSha256Server {
+    plus: bool,
+    secret: Option<std::sync::Arc<Secret<Vec<u8>>>>,
+    cb_data: Vec<u8>,
     fixed_nonce: Option<String>,
     state: State,
     gs2_header: String,
@@ -118,11 +182,41 @@ impl std::fmt::Debug for ScramSha256Server {
 }
 
 impl ScramSha256Server {
+    /// The SCRAM-SHA-256-PLUS server: `tls-exporter` channel binding required.
+    pub fn plus() -> Self {
+        Self {
+            plus: true,
+            ..Self::default()
+        }
+    }
+
+    /// Uses `secret` (keep it stable across restarts, e.g. in a file) to derive unknown
+    /// users' fake salts; without one a random per-process secret is used.
+    pub fn with_secret(mut self, secret: std::sync::Arc<Secret<Vec<u8>>>) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    fn name(&self) -> &'static str {
+        if self.plus {
+            "SCRAM-SHA-256-PLUS"
+        } else {
+            "SCRAM-SHA-256"
+        }
+    }
+
     /// A server that uses `nonce` as its part of the nonce (test vectors).
     pub fn with_nonce(nonce: impl Into<String>) -> Self {
         Self {
             fixed_nonce: Some(nonce.into()),
             ..Self::default()
+        }
+    }
+
+    fn fake_keys(&self) -> ScramKeys {
+        match &self.secret {
+            Some(k) => ScramKeys::fake_sha256(k.expose_secret(), &self.username),
+            None => ScramKeys::fake_sha256(process_secret(), &self.username),
         }
     }
 
@@ -135,9 +229,20 @@ impl ScramSha256Server {
         let (Some(flag), Some(authz), Some(bare)) = (it.next(), it.next(), it.next()) else {
             return done(AuthStatus::Malformed);
         };
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return done(AuthStatus::Unsupported),
+        let offered_cb = info.channel_binding.as_ref().map(|c| c.expose_secret());
+        match (flag, self.plus) {
+            ("n", false) => {}
+            // The client supports channel binding but believes we do not: if we offered
+            // -PLUS on this session, someone removed it from the list (RFC 5802 §6).
+            ("y", false) if offered_cb.is_some() => return done(AuthStatus::Invalid),
+            ("y", false) => {}
+            ("p=tls-exporter", true) => match offered_cb {
+                Some(cb) => self.cb_data = cb.clone(),
+                None => return done(AuthStatus::Unsupported),
+            },
+            (f, _) if f.starts_with("p=") => return done(AuthStatus::Unsupported),
+            // -PLUS without channel binding is a contradiction.
+            (_, true) => return done(AuthStatus::Malformed),
             _ => return done(AuthStatus::Malformed),
         }
         self.authzid = match authz {
@@ -162,13 +267,15 @@ impl ScramSha256Server {
         ) else {
             return done(AuthStatus::Malformed);
         };
-        self.username = user;
+        // RFC 5802 §5.1: the client should have prepared the name; prepare it again so both
+        // spellings of one name find the same user.
+        self.username = saslprep(&user);
         self.client_nonce = nonce.to_owned();
         self.client_first_bare = bare.to_owned();
         self.state = State::Lookup;
         Step::Lookup(LookupRequest {
             username: self.username.clone(),
-            mechanism: "SCRAM-SHA-256".into(),
+            mechanism: self.name().into(),
             remote_ip: info.remote_ip.map(|i| i.to_string()).unwrap_or_default(),
         })
     }
@@ -201,8 +308,14 @@ impl ScramSha256Server {
         let (Some(cb), Some(r)) = (cb.strip_prefix("c="), r.strip_prefix("r=")) else {
             return done(AuthStatus::Malformed);
         };
-        // Without channel binding, c= is the base64 of the gs2 header itself.
-        if cb != STANDARD.encode(&self.gs2_header) || r != nonce || proof.len() != 32 {
+        // c= is the base64 of the gs2 header followed by the channel binding data (none
+        // without channel binding).
+        let mut expected_cb = self.gs2_header.clone().into_bytes();
+        expected_cb.extend_from_slice(&self.cb_data);
+        let cb_ok: bool = STANDARD
+            .decode(cb)
+            .is_ok_and(|c| bool::from(c.as_slice().ct_eq(&expected_cb)));
+        if !cb_ok || r != nonce || proof.len() != 32 {
             return done(AuthStatus::Invalid);
         }
         let auth_message = format!(
@@ -223,14 +336,17 @@ impl ScramSha256Server {
             .as_slice()
             .ct_eq(keys.stored_key.expose_secret())
             .into();
-        if !(ok && known_user) {
+        // RFC 5802 §5.1: no provider decides an authzid here, so only the user itself may be
+        // named (checked after the proof, so the work is the same either way).
+        let foreign_authzid = self.authzid.as_ref().is_some_and(|a| *a != self.username);
+        if !(ok && known_user) || foreign_authzid {
             return done(AuthStatus::Invalid);
         }
         let server_signature = hmac(keys.server_key.expose_secret(), auth_message.as_bytes());
         self.state = State::Ack(Identity {
             login: self.username.clone(),
             authzid: self.authzid.clone(),
-            mechanism: "SCRAM-SHA-256".into(),
+            mechanism: self.name().into(),
         });
         Step::Challenge(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
     }
@@ -269,22 +385,13 @@ impl ServerMechanism for ScramSha256Server {
         }
         let (keys, known_user) = match found {
             LookupResult::Found(StoredSecret::ScramSha256(k)) => (k, true),
-            LookupResult::Found(StoredSecret::Plain(p)) => match random_bytes(16) {
-                Some(salt) => (plain_keys(&p, &salt), true),
-                None => return done(AuthStatus::TempFail),
-            },
-            LookupResult::NotFound => match (random_bytes(16), random_bytes(32)) {
-                (Some(salt), Some(fake)) => (
-                    ScramKeys {
-                        salt,
-                        iterations: SCRAM_DEFAULT_ITERATIONS,
-                        stored_key: Secret::new(fake.clone()),
-                        server_key: Secret::new(fake),
-                    },
-                    false,
-                ),
-                _ => return done(AuthStatus::TempFail),
-            },
+            // A clear password gets the same stable salt an unknown user would: a random one
+            // per attempt would itself tell that the user exists.
+            LookupResult::Found(StoredSecret::Plain(p)) => {
+                let salt = self.fake_keys().salt.clone();
+                (plain_keys(&p, &salt), true)
+            }
+            LookupResult::NotFound => (self.fake_keys(), false),
             LookupResult::Failure => return done(AuthStatus::TempFail),
         };
         let server_part = match self.fixed_nonce.clone().or_else(random_nonce) {
@@ -323,6 +430,7 @@ fn plain_keys(p: &Password, salt: &[u8]) -> ScramKeys {
 /// The client side of SCRAM-SHA-256. It checks the server's signature before answering the
 /// server-final message.
 pub struct ScramSha256Client {
+    channel_binding: Option<Vec<u8>>,
     username: String,
     password: Password,
     authzid: Option<String>,
@@ -351,6 +459,7 @@ impl ScramSha256Client {
     /// Credentials with a fixed client nonce (test vectors).
     pub fn with_nonce(username: &str, password: &str, authzid: Option<&str>, nonce: &str) -> Self {
         Self {
+            channel_binding: None,
             username: username.to_owned(),
             password: Password::new(password.to_owned()),
             authzid: authzid.map(str::to_owned),
@@ -361,22 +470,42 @@ impl ScramSha256Client {
         }
     }
 
+    /// SCRAM-SHA-256-PLUS: binds the exchange to the TLS session whose `tls-exporter` value
+    /// (RFC 9266) is `data`.
+    pub fn with_channel_binding(mut self, data: Vec<u8>) -> Self {
+        self.channel_binding = Some(data);
+        self
+    }
+
     fn gs2_header(&self) -> String {
+        let flag = if self.channel_binding.is_some() {
+            "p=tls-exporter"
+        } else {
+            "n"
+        };
         match &self.authzid {
-            Some(a) => format!("n,a={},", encode_saslname(a)),
-            None => "n,,".to_owned(),
+            Some(a) => format!("{flag},a={},", encode_saslname(a)),
+            None => format!("{flag},,"),
         }
     }
 
     fn client_first(&mut self) -> SecretBytes {
-        self.client_first_bare = format!("n={},r={}", encode_saslname(&self.username), self.nonce);
+        self.client_first_bare = format!(
+            "n={},r={}",
+            encode_saslname(&saslprep(&self.username)),
+            self.nonce
+        );
         SecretBytes::new(format!("{}{}", self.gs2_header(), self.client_first_bare).into_bytes())
     }
 }
 
 impl ClientMechanism for ScramSha256Client {
     fn name(&self) -> &str {
-        "SCRAM-SHA-256"
+        if self.channel_binding.is_some() {
+            "SCRAM-SHA-256-PLUS"
+        } else {
+            "SCRAM-SHA-256"
+        }
     }
 
     fn initial_response(&mut self) -> Option<SecretBytes> {
@@ -425,9 +554,11 @@ impl ClientMechanism for ScramSha256Client {
         {
             return Err(ClientError::MalformedChallenge);
         }
-        let without_proof = format!("c={},r={nonce}", STANDARD.encode(self.gs2_header()));
+        let mut cbind = self.gs2_header().into_bytes();
+        cbind.extend_from_slice(self.channel_binding.as_deref().unwrap_or_default());
+        let without_proof = format!("c={},r={nonce}", STANDARD.encode(cbind));
         let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
-        let mut sp = salted_password(self.password.expose_secret().as_bytes(), &salt, iterations);
+        let mut sp = salted_password(self.password.expose_secret(), &salt, iterations);
         let client_key = hmac(&sp, b"Client Key");
         let stored_key = Sha256::digest(client_key);
         let signature = hmac(&stored_key, auth_message.as_bytes());
