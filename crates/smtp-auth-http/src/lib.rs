@@ -5,7 +5,10 @@
 //!
 //! Each decision is one `POST` to the URL with `Content-Type: application/json`, the body
 //! `{"username":"...","password":"...","mechanism":"...","remoteIp":"...","heloName":"..."}`
-//! and `Authorization: Bearer <token>` when a token is set. The answer maps to a decision:
+//! and `Authorization: Bearer <token>` when a token is set. With
+//! [`send_authzid(true)`](HttpAuthProviderBuilder::send_authzid) the body also carries
+//! `"authzid"`, and the service decides proxy logins; without it a request to act as another
+//! user is refused without a request. The answer maps to a decision:
 //!
 //! | response | decision |
 //! | --- | --- |
@@ -96,6 +99,7 @@ pub struct HttpAuthProviderBuilder {
     timeout: Duration,
     tls: Option<rustls::ClientConfig>,
     max_idle_per_host: usize,
+    send_authzid: bool,
 }
 
 impl fmt::Debug for HttpAuthProviderBuilder {
@@ -125,6 +129,16 @@ impl HttpAuthProviderBuilder {
     /// A rustls client configuration for `https` URLs (default: Mozilla's roots).
     pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// Let the service decide proxy logins: the JSON gets an extra `"authzid"` field (the
+    /// authorization identity the client asked for, `""` for none), and the service's
+    /// `{"ok":true}` means the user may act as it. Off by default, so the body is exactly the
+    /// seed's; then a request whose authzid names another user is refused (`Invalid`) without
+    /// asking the service. Pair it with the server's `proxy_authorization(true)`.
+    pub fn send_authzid(mut self, on: bool) -> Self {
+        self.send_authzid = on;
         self
     }
 
@@ -184,6 +198,7 @@ impl HttpAuthProviderBuilder {
                 url,
                 token: self.token,
                 timeout: self.timeout,
+                send_authzid: self.send_authzid,
             }),
         })
     }
@@ -199,6 +214,7 @@ struct Inner {
     url: Uri,
     token: Option<Password>,
     timeout: Duration,
+    send_authzid: bool,
 }
 
 /// The HTTP authentication provider. Cheap to clone: clones share the connection pool.
@@ -235,6 +251,9 @@ struct Body<'a> {
     remote_ip: &'a str,
     #[serde(rename = "heloName")]
     helo_name: &'a str,
+    /// Only with `send_authzid(true)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authzid: Option<&'a str>,
 }
 
 impl HttpAuthProvider {
@@ -254,18 +273,30 @@ impl HttpAuthProvider {
             timeout: DEFAULT_TIMEOUT,
             tls: None,
             max_idle_per_host: 64,
+            send_authzid: false,
         }
     }
 
     /// Asks the service about one request.
     pub async fn decide(&self, req: &AuthRequest) -> AuthDecision {
         let inner = &self.inner;
+        let foreign = req
+            .authzid
+            .as_deref()
+            .is_some_and(|z| !z.is_empty() && z != req.username);
+        if foreign && !inner.send_authzid {
+            // The service would not know who the user asked to act as.
+            return AuthDecision::Invalid;
+        }
         let json = match serde_json::to_vec(&Body {
             username: &req.username,
             password: req.password.expose_secret(),
             mechanism: &req.mechanism,
             remote_ip: &req.remote_ip,
             helo_name: &req.helo_name,
+            authzid: inner
+                .send_authzid
+                .then(|| req.authzid.as_deref().unwrap_or("")),
         }) {
             Ok(j) => Bytes::from(j),
             Err(_) => return AuthDecision::Failure,

@@ -153,6 +153,47 @@ async fn body_and_headers_are_exactly_as_specified() {
 }
 
 #[tokio::test]
+async fn authzid_is_sent_only_when_enabled_and_foreign_ones_are_refused_otherwise() {
+    let s = serve(fixed(200, r#"{"ok":true}"#)).await;
+    let as_bob = |mut r: AuthRequest| {
+        r.authzid = Some("bob".into());
+        r
+    };
+    // Off (the seed's exact JSON): asking to act as bob is refused without a request.
+    let off = HttpAuthProvider::new(&s.url(), "", 1200).unwrap();
+    assert_eq!(
+        off.decide(&as_bob(request("pw"))).await,
+        AuthDecision::Invalid
+    );
+    assert!(s.seen().is_empty());
+    // The user's own name as authzid is no proxying: asked, with the seed's JSON.
+    let mut own = request("pw");
+    own.authzid = Some("alice".into());
+    assert_eq!(off.decide(&own).await, AuthDecision::Ok);
+    assert!(
+        !String::from_utf8(s.seen()[0].body.clone())
+            .unwrap()
+            .contains("authzid")
+    );
+    // On: the service sees the authzid and decides.
+    let on = HttpAuthProvider::builder(s.url())
+        .send_authzid(true)
+        .build()
+        .unwrap();
+    assert_eq!(on.decide(&as_bob(request("pw"))).await, AuthDecision::Ok);
+    assert_eq!(
+        String::from_utf8(s.seen()[1].body.clone()).unwrap(),
+        r#"{"username":"alice","password":"pw","mechanism":"PLAIN","remoteIp":"192.0.2.7","heloName":"client.example","authzid":"bob"}"#
+    );
+    on.decide(&request("pw")).await;
+    assert!(
+        String::from_utf8(s.seen()[2].body.clone())
+            .unwrap()
+            .ends_with(r#","authzid":""}"#)
+    );
+}
+
+#[tokio::test]
 async fn sequential_requests_reuse_one_connection() {
     let s = serve(checks_password()).await;
     let provider = HttpAuthProvider::builder(s.url()).build().unwrap();
