@@ -244,12 +244,17 @@ fn relay_to_a_second_smtpd_with_auth() {
     setup();
     let upstream_dir = temp_dir("upstream");
     let up_port = free_port();
+    // The edge logs in as bob, the relay account that owns the edge's domain upstream.
+    let map = upstream_dir.join("senders");
+    std::fs::write(&map, "# relay accounts\n@edge.test: bob\n").unwrap();
     let _up = Smtpd::start(
         &upstream_dir,
         &file_config(
             &upstream_dir,
             up_port,
-            "hostname = \"upstream.test\"",
+            &format!(
+                "hostname = \"upstream.test\"\nsender_login = \"map\"\nsender_login_map = {map:?}"
+            ),
             false,
         )
         .replace("hostname = \"mx.test\"\n", ""),
@@ -388,7 +393,8 @@ fn relay_over_starttls_with_auth() {
     // The upstream offers STARTTLS with a certificate for "localhost" and requires TLS for AUTH.
     let upstream_dir = temp_dir("upstream-tls");
     let up_port = free_port();
-    let up_config = file_config(&upstream_dir, up_port, "", true)
+    // A relay account that may send as anyone.
+    let up_config = file_config(&upstream_dir, up_port, "sender_login = \"any\"", true)
         .replace("auth_require_tls = false", "auth_require_tls = true");
     let _up = Smtpd::start(&upstream_dir, &up_config, up_port);
     let dir = temp_dir("relay-tls");

@@ -6,16 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use smtp_auth::Registry;
+use smtp_auth::mechanism::ScramSha256Server;
 use smtp_auth_http::HttpAuthProvider;
-use smtp_proto::{BarePolicy, Reply};
+use smtp_proto::{BarePolicy, MailParameters, Reply, ReversePath};
 use smtp_server::{
-    Authenticator, Envelope, Handler, ProviderAuthenticator, Server, ServerConfig, Session,
+    AuthLimiter, Authenticator, Envelope, Handler, ProviderAuthenticator, Server, ServerConfig,
+    Session,
 };
 use tokio::sync::watch;
 
 use crate::config::{AuthSection, BareLineEndings, Config, Delivery, ListenerTls, RelaySection};
 use crate::delivery::{Maildir, queue_id};
-use crate::users::FileUsers;
+use crate::sender::SenderPolicy;
+use crate::users::{ExternalMap, FileUsers};
 use crate::{received, relay};
 
 #[derive(Debug)]
@@ -31,9 +34,33 @@ pub struct App {
     hostname: String,
     lmtp: bool,
     target: Arc<Target>,
+    senders: SenderPolicy,
 }
 
 impl Handler for App {
+    async fn mail(
+        &self,
+        session: &Session,
+        _envelope: &Envelope,
+        from: &ReversePath,
+        _params: &MailParameters,
+    ) -> Option<Reply> {
+        // Sender/login binding: an authenticated user sends only as addresses it owns.
+        let (Some(login), ReversePath::Mailbox(m)) = (&session.login_data, from) else {
+            return None;
+        };
+        let address = m.to_string();
+        if self.senders.allows(login, &address) {
+            return None;
+        }
+        tracing::warn!(user = %login, sender = %address, "sender address not owned by user");
+        Some(Reply::simple(
+            553,
+            Some((5, 7, 1)),
+            &format!("<{address}>: Sender address rejected: not owned by user {login}"),
+        ))
+    }
+
     async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
         let id = queue_id();
         let header = received::header(
@@ -99,8 +126,13 @@ impl Handler for App {
     }
 }
 
-/// Loads the TLS certificate and key named by `[tls]`.
-pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+/// Loads the TLS certificate and key named by `[tls]`, and with `client_ca` asks clients for
+/// a certificate signed by it (optional for the client; EXTERNAL needs one).
+pub fn load_tls(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -112,34 +144,127 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, St
     }
     let key =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("tls: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?
+            {
+                let c = c.map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("tls.client_ca {}: no certificate", ca.display()));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls: {e}"))?;
     Ok(Arc::new(config))
 }
 
-fn server_config(
-    c: &Config,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    mode: ListenerTls,
-) -> ServerConfig {
+/// Everything the configuration names besides itself, loaded and checked: what `serve`
+/// starts with and what `check-config` validates.
+pub struct Loaded {
+    /// `[tls]`, when present.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The file backend's users.
+    pub users: Option<FileUsers>,
+    /// The EXTERNAL certificate map.
+    pub external: Option<ExternalMap>,
+    /// The sender/login policy.
+    pub senders: SenderPolicy,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("tls", &self.tls.is_some())
+            .field("users", &self.users)
+            .field("senders", &self.senders)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads every file the configuration names; errors name the key.
+pub fn load(config: &Config) -> Result<Loaded, String> {
+    let tls = match &config.tls {
+        Some(t) => Some(load_tls(&t.cert, &t.key, t.client_ca.as_deref())?),
+        None => None,
+    };
+    let (users, external) = match &config.auth {
+        AuthSection::File {
+            users_file,
+            external_map,
+        } => {
+            let users = FileUsers::load(users_file).map_err(|e| format!("auth.users_file: {e}"))?;
+            let external = match external_map {
+                Some(p) => {
+                    Some(ExternalMap::load(p).map_err(|e| format!("auth.external_map: {e}"))?)
+                }
+                None => None,
+            };
+            (Some(users), external)
+        }
+        AuthSection::Http { .. } => (None, None),
+    };
+    let s = &config.server;
+    let senders = SenderPolicy::load(s.sender_login, &s.hostname, s.sender_login_map.as_deref())
+        .map_err(|e| format!("server.sender_login_map: {e}"))?;
+    Ok(Loaded {
+        tls,
+        users,
+        external,
+        senders,
+    })
+}
+
+fn server_config(c: &Config, loaded: &Loaded, mode: ListenerTls) -> ServerConfig {
     let s = &c.server;
     let mut registry = Registry::empty();
     let all = Registry::all_builtin();
+    let scram_secret = loaded.users.as_ref().map(FileUsers::scram_secret);
     for m in &s.mechanisms {
         let name = m.to_ascii_uppercase();
-        if all.contains(&name) {
-            let all = all.clone();
-            let n2 = name.clone();
-            // Names were validated with the configuration.
-            let _ = registry.register(&name, move || {
-                all.create(&n2).expect("a built-in mechanism")
-            });
+        match (name.as_str(), &scram_secret) {
+            // Unknown users' fake salts stay the same across restarts.
+            ("SCRAM-SHA-256", Some(k)) => {
+                let k = k.clone();
+                let _ = registry.register(&name, move || {
+                    Box::new(ScramSha256Server::default().with_secret(k.clone()))
+                });
+            }
+            ("SCRAM-SHA-256-PLUS", Some(k)) => {
+                let k = k.clone();
+                let _ = registry.register(&name, move || {
+                    Box::new(ScramSha256Server::plus().with_secret(k.clone()))
+                });
+            }
+            _ if all.contains(&name) => {
+                let all = all.clone();
+                let n2 = name.clone();
+                // Names were validated with the configuration.
+                let _ = registry.register(&name, move || {
+                    all.create(&n2).expect("a built-in mechanism")
+                });
+            }
+            _ => {}
         }
     }
     for m in &s.exclude_mechanisms {
@@ -173,9 +298,21 @@ fn server_config(
         .auth_timeout(Duration::from_secs(s.auth_timeout_secs))
         .max_errors(s.max_errors)
         .lenient_helo(s.lenient_helo)
-        .max_data_duration(Duration::from_secs(s.max_data_duration_secs));
-    if let (Some(t), ListenerTls::Starttls | ListenerTls::Implicit) = (tls, mode) {
+        .max_data_duration(Duration::from_secs(s.max_data_duration_secs))
+        .max_auth_failures_per_user(s.max_auth_failures_per_user)
+        .allow_pipelined_body(s.allow_pipelined_body)
+        .proxy_authorization(matches!(
+            c.auth,
+            AuthSection::Http {
+                send_authzid: true,
+                ..
+            }
+        ));
+    if let (Some(t), ListenerTls::Starttls | ListenerTls::Implicit) = (loaded.tls.clone(), mode) {
         b = b.tls(t).implicit_tls(mode == ListenerTls::Implicit);
+    }
+    if let Some(map) = loaded.external.clone() {
+        b = b.external_identity(move |cert| map.user(cert));
     }
     b.build()
 }
@@ -185,10 +322,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let tls = match &config.tls {
-        Some(t) => Some(load_tls(&t.cert, &t.key)?),
-        None => None,
-    };
+    let loaded = load(&config)?;
     let target = match &config.delivery {
         Delivery::Maildir { path } => Target::Maildir(
             Maildir::open(path).map_err(|e| format!("delivery.path {}: {e}", path.display()))?,
@@ -200,23 +334,39 @@ pub async fn run(
         hostname: config.server.hostname.clone(),
         lmtp: config.server.lmtp,
         target: Arc::new(target),
+        senders: loaded.senders.clone(),
     };
-    let authenticator: Arc<dyn Authenticator> = match &config.auth {
-        AuthSection::File { users_file } => {
-            let users = FileUsers::load(users_file).map_err(|e| format!("auth.users_file: {e}"))?;
+    let authenticator: Arc<dyn Authenticator> = match (&config.auth, &loaded.users) {
+        (AuthSection::File { users_file, .. }, Some(users)) => {
             tracing::info!(users = users.len(), file = %users_file.display(), "users loaded");
-            Arc::new(ProviderAuthenticator::new(users.clone()).with_secrets(users))
+            Arc::new(ProviderAuthenticator::new(users.clone()).with_secrets(users.clone()))
         }
-        AuthSection::Http {
-            url,
-            bearer_token,
-            timeout_ms,
-        } => {
-            let p = HttpAuthProvider::new(url, bearer_token, *timeout_ms)
+        (
+            AuthSection::Http {
+                url,
+                bearer_token,
+                timeout_ms,
+                send_authzid,
+            },
+            _,
+        ) => {
+            let p = HttpAuthProvider::builder(url.clone())
+                .bearer_token(bearer_token.clone())
+                .timeout(Duration::from_millis(*timeout_ms))
+                .send_authzid(*send_authzid)
+                .build()
                 .map_err(|e| format!("auth.url: {e}"))?;
             Arc::new(ProviderAuthenticator::new(p))
         }
+        (AuthSection::File { .. }, None) => return Err("auth.users_file: not loaded".into()),
     };
+    // One failure limiter for the whole process: every listener counts into it.
+    let s = &config.server;
+    let limiter = Arc::new(AuthLimiter::new(
+        s.max_auth_failures_per_ip,
+        s.max_auth_failures_per_user,
+        Duration::from_secs(s.auth_failure_window_secs),
+    ));
     let (tx, rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for l in &config.listeners {
@@ -224,8 +374,10 @@ pub async fn run(
             .await
             .map_err(|e| format!("listener {}: {e}", l.address))?;
         tracing::info!(address = %l.address, tls = ?l.tls, "listening");
-        let cfg = server_config(&config, tls.clone(), l.tls);
-        let server = Server::new(cfg, app.clone()).authenticator(Shared(authenticator.clone()));
+        let cfg = server_config(&config, &loaded, l.tls);
+        let server = Server::new(cfg, app.clone())
+            .authenticator(Shared(authenticator.clone()))
+            .limiter(limiter.clone());
         let mut rx = rx.clone();
         servers.spawn(server.serve_with_shutdown(listener, async move {
             let _ = rx.wait_for(|s| *s).await;

@@ -45,10 +45,11 @@ pub fn main() -> ExitCode {
         Cmd::Serve { config } => serve(config),
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
-                if let crate::config::AuthSection::File { users_file } = &c.auth
-                    && let Err(e) = crate::users::FileUsers::load(users_file)
-                {
-                    eprintln!("{}: key `auth.users_file`: {e}", file.display());
+                // Exactly what `serve` loads: users, maps, certificates.
+                if let Err(e) = crate::app::load(&c) {
+                    let end = e.find([' ', ':']).unwrap_or(e.len());
+                    let rest = e[end..].trim_start_matches(':').trim_start();
+                    eprintln!("{}: key `{}`: {rest}", file.display(), &e[..end]);
                     return ExitCode::FAILURE;
                 }
                 println!("{}: ok ({} listener(s))", file.display(), c.listeners.len());

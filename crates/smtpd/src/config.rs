@@ -83,6 +83,37 @@ pub struct ServerSection {
     pub lenient_helo: bool,
     /// Seconds a whole message body may take to arrive.
     pub max_data_duration_secs: u64,
+    /// Failed AUTH attempts for one user (from any address) within the window before every
+    /// attempt for that user gets 454 4.7.0; 0 turns it off.
+    pub max_auth_failures_per_user: u32,
+    /// Accept a DATA body sent before the 354 reply (RFC 2920 §3.1 forbids it).
+    pub allow_pipelined_body: bool,
+    /// Which MAIL FROM addresses an authenticated user may use: `any`, `exact`, `domain` or
+    /// `map`.
+    pub sender_login: SenderLogin,
+    /// The `address-or-@domain: user1, user2` file of `sender_login = "map"`.
+    pub sender_login_map: Option<PathBuf>,
+}
+
+/// Which MAIL FROM addresses an authenticated user may use (Postfix's
+/// `reject_sender_login_mismatch`). A mismatch gets 553 5.7.1. The null sender `<>` is always
+/// allowed (bounces impersonate no one), and unauthenticated sessions are not checked (they
+/// only exist with `auth_required = false`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderLogin {
+    /// No check: any authenticated user may send as anyone.
+    Any,
+    /// The address is the login itself (logins that are addresses), or `login@hostname` for
+    /// a login without `@`. The default.
+    #[default]
+    Exact,
+    /// The address is in the login's domain (the part after `@`, or `hostname` for a login
+    /// without `@`).
+    Domain,
+    /// The address (or its `@domain`) is listed in `sender_login_map` with the login among its
+    /// owners; an unlisted address is refused.
+    Map,
 }
 
 impl Default for ServerSection {
@@ -112,6 +143,10 @@ impl Default for ServerSection {
             max_errors: 20,
             lenient_helo: true,
             max_data_duration_secs: 1800,
+            max_auth_failures_per_user: 10,
+            allow_pipelined_body: false,
+            sender_login: SenderLogin::Exact,
+            sender_login_map: None,
         }
     }
 }
@@ -165,6 +200,9 @@ pub struct TlsSection {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// PEM CA certificates whose client certificates are requested and verified (for
+    /// EXTERNAL). Clients without a certificate can still connect.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[auth]`. `Debug` never shows the bearer token.
@@ -175,6 +213,10 @@ pub enum AuthSection {
     File {
         /// The users file.
         users_file: PathBuf,
+        /// For EXTERNAL: a file of `<sha256 fingerprint> <user>` lines mapping verified client
+        /// certificates to users.
+        #[serde(default)]
+        external_map: Option<PathBuf>,
     },
     /// `backend = "http"`: the HTTP provider.
     Http {
@@ -186,20 +228,29 @@ pub enum AuthSection {
         /// Milliseconds for the whole request (default 1200).
         #[serde(default = "default_http_timeout")]
         timeout_ms: u64,
+        /// Send the authorization identity as an extra `authzid` JSON field and let the
+        /// service decide proxy logins (off: the seed's exact JSON, foreign authzids refused).
+        #[serde(default)]
+        send_authzid: bool,
     },
 }
 
 impl std::fmt::Debug for AuthSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::File { users_file } => f
+            Self::File {
+                users_file,
+                external_map,
+            } => f
                 .debug_struct("File")
                 .field("users_file", users_file)
+                .field("external_map", external_map)
                 .finish(),
             Self::Http {
                 url,
                 bearer_token,
                 timeout_ms,
+                send_authzid,
             } => f
                 .debug_struct("Http")
                 .field("url", url)
@@ -208,6 +259,7 @@ impl std::fmt::Debug for AuthSection {
                     &(!bearer_token.is_empty()).then_some("<redacted>"),
                 )
                 .field("timeout_ms", timeout_ms)
+                .field("send_authzid", send_authzid)
                 .finish(),
         }
     }
@@ -221,6 +273,7 @@ impl Default for AuthSection {
     fn default() -> Self {
         Self::File {
             users_file: PathBuf::from("examples/users"),
+            external_map: None,
         }
     }
 }
@@ -434,25 +487,81 @@ impl Config {
         if s.max_auth_failures == 0 {
             return bad("server", "max_auth_failures", "must be greater than 0");
         }
-        const KNOWN: &[&str] = &["PLAIN", "LOGIN", "SCRAM-SHA-256", "XOAUTH2", "OAUTHBEARER"];
+        const KNOWN: &[&str] = &[
+            "PLAIN",
+            "LOGIN",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-256-PLUS",
+            "XOAUTH2",
+            "OAUTHBEARER",
+            "EXTERNAL",
+        ];
+        let file = matches!(self.auth, AuthSection::File { .. });
         for m in &s.mechanisms {
             let m = m.to_ascii_uppercase();
+            if m == "CRAM-MD5" {
+                return bad(
+                    "server",
+                    "mechanisms",
+                    "CRAM-MD5 is not offered: it needs every password stored in clear (use SCRAM-SHA-256)",
+                );
+            }
             if !KNOWN.contains(&m.as_str()) {
                 return bad(
                     "server",
                     "mechanisms",
-                    &format!(
-                        "unknown mechanism {m:?} (known: PLAIN, LOGIN, SCRAM-SHA-256, XOAUTH2, OAUTHBEARER)"
-                    ),
+                    &format!("unknown mechanism {m:?} (known: {})", KNOWN.join(", ")),
                 );
             }
-            if m == "SCRAM-SHA-256" && !matches!(self.auth, AuthSection::File { .. }) {
+            if m.starts_with("SCRAM-SHA-256") && !file {
                 return bad(
                     "server",
                     "mechanisms",
-                    "SCRAM-SHA-256 needs the file backend (stored SCRAM keys)",
+                    &format!("{m} needs the file backend (stored SCRAM keys)"),
                 );
             }
+            if (m == "XOAUTH2" || m == "OAUTHBEARER") && file {
+                return bad(
+                    "server",
+                    "mechanisms",
+                    &format!(
+                        "{m} needs the http backend: the file backend would check the bearer token as a password"
+                    ),
+                );
+            }
+            if m == "EXTERNAL" {
+                let mapped = matches!(
+                    &self.auth,
+                    AuthSection::File {
+                        external_map: Some(_),
+                        ..
+                    }
+                );
+                let ca = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+                if !(mapped && ca) {
+                    return bad(
+                        "server",
+                        "mechanisms",
+                        "EXTERNAL needs tls.client_ca and the file backend's auth.external_map",
+                    );
+                }
+            }
+        }
+        if s.sender_login == SenderLogin::Map && s.sender_login_map.is_none() {
+            return bad(
+                "server",
+                "sender_login",
+                "\"map\" needs server.sender_login_map",
+            );
+        }
+        if let AuthSection::Http {
+            send_authzid: true, ..
+        } = &self.auth
+            && s.mechanisms
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case("EXTERNAL"))
+        {
+            return bad("auth", "send_authzid", "not with EXTERNAL");
         }
         if self.listeners.is_empty() {
             return Err(ConfigError(format!(
@@ -471,7 +580,7 @@ impl Config {
         {
             return bad("auth", "url", "must be an http:// or https:// URL");
         }
-        if let AuthSection::File { users_file } = &self.auth
+        if let AuthSection::File { users_file, .. } = &self.auth
             && users_file.as_os_str().is_empty()
         {
             return bad("auth", "users_file", "must name a file");
@@ -542,6 +651,62 @@ mod tests {
             e.0.contains("line 2") && e.0.contains("max_recipients"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn mechanisms_must_match_the_backend() {
+        let e = Config::parse(
+            "[server]\nmechanisms = [\"PLAIN\", \"XOAUTH2\"]\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            "f.toml: key `server.mechanisms` at line 2: XOAUTH2 needs the http backend: the file backend would check the bearer token as a password"
+        );
+        let e = Config::parse("[server]\nmechanisms = [\"OAUTHBEARER\"]\n", "f.toml").unwrap_err();
+        assert!(e.0.contains("OAUTHBEARER needs the http backend"), "{e}");
+        let http = "[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:1/\"\n";
+        assert!(
+            Config::parse(
+                &format!("[server]\nmechanisms = [\"XOAUTH2\"]\n{http}"),
+                "f"
+            )
+            .is_ok()
+        );
+        let e = Config::parse(
+            &format!("[server]\nmechanisms = [\"SCRAM-SHA-256-PLUS\"]\n{http}"),
+            "f",
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("SCRAM-SHA-256-PLUS needs the file backend"),
+            "{e}"
+        );
+        let e = Config::parse("[server]\nmechanisms = [\"CRAM-MD5\"]\n", "f").unwrap_err();
+        assert!(e.0.contains("needs every password stored in clear"), "{e}");
+        let e = Config::parse("[server]\nmechanisms = [\"EXTERNAL\"]\n", "f").unwrap_err();
+        assert!(
+            e.0.contains("EXTERNAL needs tls.client_ca and the file backend's auth.external_map"),
+            "{e}"
+        );
+        let ok = "[server]\nmechanisms = [\"EXTERNAL\"]\n[tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n[auth]\nbackend = \"file\"\nusers_file = \"u\"\nexternal_map = \"m\"\n";
+        assert!(Config::parse(ok, "f").is_ok());
+    }
+
+    #[test]
+    fn sender_login_default_and_map() {
+        assert_eq!(
+            Config::parse("", "f").unwrap().server.sender_login,
+            SenderLogin::Exact
+        );
+        let e = Config::parse("[server]\nsender_login = \"map\"\n", "f").unwrap_err();
+        assert!(
+            e.0.contains("server.sender_login") && e.0.contains("sender_login_map"),
+            "{e}"
+        );
+        let e = Config::parse("[server]\nsender_login = \"whatever\"\n", "f").unwrap_err();
+        assert!(e.0.contains("line 2"), "{e}");
     }
 
     #[test]

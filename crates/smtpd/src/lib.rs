@@ -23,6 +23,7 @@ pub mod config;
 pub mod delivery;
 pub mod received;
 pub mod relay;
+pub mod sender;
 pub mod users;
 
 /// The configuration `smtpd serve` uses without `--config`.

@@ -81,6 +81,10 @@ fn fill_random(buf: &mut [u8]) -> Result<(), String> {
 pub struct FileUsers {
     users: Arc<HashMap<String, String>>,
     scram: Arc<HashMap<String, ScramKeys>>,
+    /// Password verifications run (argon2), known user or not: the same work either way.
+    verifications: Arc<std::sync::atomic::AtomicU64>,
+    /// A digest of the file, the stable secret behind unknown users' SCRAM salts.
+    digest: Arc<Secret<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for FileUsers {
@@ -133,10 +137,36 @@ impl FileUsers {
             }
             users.insert(name.to_owned(), hash.to_owned());
         }
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::new()
+            .chain_update(b"smtpd scram secret\0")
+            .chain_update(text.as_bytes())
+            .finalize()
+            .to_vec();
         Ok(Self {
             users: Arc::new(users),
             scram: Arc::new(scram),
+            verifications: Arc::default(),
+            digest: Arc::new(Secret::new(digest)),
         })
+    }
+
+    /// The secret for unknown users' fake SCRAM salts: derived from the file (whose argon2
+    /// hashes hold random salts), so it is stable across restarts and unknown to anyone who
+    /// cannot read the file.
+    pub fn scram_secret(&self) -> Arc<Secret<Vec<u8>>> {
+        self.digest.clone()
+    }
+
+    /// Password verifications run so far (for tests: an unknown user costs one too).
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// True when the user is in the file.
+    pub fn contains(&self, user: &str) -> bool {
+        self.users.contains_key(user)
     }
 
     /// Number of users.
@@ -155,6 +185,8 @@ impl FileUsers {
             Some(h) => (true, h.as_str()),
             None => (false, dummy_hash()),
         };
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ok = PasswordHash::new(hash)
             .map(|h| {
                 Argon2::default()
@@ -182,6 +214,15 @@ impl Service<AuthRequest> for FileUsers {
             if req.authzid.as_ref().is_some_and(|z| *z != req.username) {
                 return Ok(AuthDecision::Invalid);
             }
+            if req.mechanism == "EXTERNAL" {
+                // The identity comes from a verified client certificate through
+                // auth.external_map; it logs in if it is a user of this file.
+                return Ok(if users.contains(&req.username) {
+                    AuthDecision::Ok
+                } else {
+                    AuthDecision::Invalid
+                });
+            }
             let decision = tokio::task::spawn_blocking(move || {
                 users.verify(&req.username, req.password.expose_secret())
             })
@@ -208,7 +249,9 @@ impl Service<LookupRequest> for FileUsers {
 
     fn call(&mut self, req: LookupRequest) -> Self::Future {
         let found = match (req.mechanism.as_str(), self.scram.get(&req.username)) {
-            ("SCRAM-SHA-256", Some(k)) => LookupResult::Found(StoredSecret::ScramSha256(k.clone())),
+            ("SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS", Some(k)) => {
+                LookupResult::Found(StoredSecret::ScramSha256(k.clone()))
+            }
             _ => LookupResult::NotFound,
         };
         std::future::ready(Ok(found))
@@ -243,6 +286,32 @@ mod tests {
     }
 
     #[test]
+    fn unknown_users_cost_a_verification_too() {
+        let users = FileUsers::parse(&format!("alice:{}\n", hash_password("pw").unwrap())).unwrap();
+        assert!(!users.verify("nobody", "pw"));
+        assert_eq!(users.verifications(), 1);
+        assert!(!users.verify("alice", "wrong"));
+        assert_eq!(users.verifications(), 2);
+    }
+
+    #[test]
+    fn external_map_by_fingerprint() {
+        let der = b"not really a certificate";
+        let fp = ExternalMap::fingerprint(der);
+        let map = ExternalMap::parse(&format!("# certs\n{fp} alice\n")).unwrap();
+        assert_eq!(map.user(der).as_deref(), Some("alice"));
+        assert_eq!(map.user(b"other"), None);
+        let plain_hex = fp.replace(':', "").to_lowercase();
+        let map = ExternalMap::parse(&format!("{plain_hex}\tbob\n")).unwrap();
+        assert_eq!(map.user(der).as_deref(), Some("bob"));
+        assert!(
+            ExternalMap::parse("abcd alice\n")
+                .unwrap_err()
+                .contains("line 1")
+        );
+    }
+
+    #[test]
     fn bad_files() {
         assert!(FileUsers::parse("alice").unwrap_err().contains("line 1"));
         assert!(
@@ -251,5 +320,64 @@ mod tests {
                 .contains("not a PHC")
         );
         assert!(FileUsers::parse(":x").is_err());
+    }
+}
+
+/// `auth.external_map`: verified client certificates to users, one
+/// `<SHA-256 fingerprint of the DER certificate, hex, colons optional> <user>` per line (the
+/// form of Postfix's `check_ccert_access` with `smtpd_tls_fingerprint_digest = sha256`).
+#[derive(Debug, Clone, Default)]
+pub struct ExternalMap {
+    by_fingerprint: Arc<HashMap<[u8; 32], String>>,
+}
+
+impl ExternalMap {
+    /// Loads the file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses the file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = || format!("line {}: expected `<sha256 fingerprint> <user>`", i + 1);
+            let (fp, user) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
+            let hex: String = fp.chars().filter(|c| *c != ':').collect();
+            if hex.len() != 64 || user.trim().is_empty() {
+                return Err(bad());
+            }
+            let mut key = [0u8; 32];
+            for (k, pair) in key.iter_mut().zip(hex.as_bytes().chunks(2)) {
+                let s = std::str::from_utf8(pair).map_err(|_| bad())?;
+                *k = u8::from_str_radix(s, 16).map_err(|_| bad())?;
+            }
+            map.insert(key, user.trim().to_owned());
+        }
+        Ok(Self {
+            by_fingerprint: Arc::new(map),
+        })
+    }
+
+    /// The user of a client certificate, if it is listed.
+    pub fn user(&self, cert_der: &[u8]) -> Option<String> {
+        use sha2::Digest as _;
+        let fp: [u8; 32] = sha2::Sha256::digest(cert_der).into();
+        self.by_fingerprint.get(&fp).cloned()
+    }
+
+    /// The SHA-256 fingerprint of a DER certificate as this file writes it.
+    pub fn fingerprint(cert_der: &[u8]) -> String {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(cert_der)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
     }
 }
