@@ -223,7 +223,9 @@ fn serve_http(stream: TcpStream) {
         if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
             return;
         }
-        let ok = String::from_utf8_lossy(&body).contains(r#""password":"right""#);
+        // "right", or a token that starts with "right-" (long OAuth tokens in the tests).
+        let body = String::from_utf8_lossy(&body);
+        let ok = body.contains(r#""password":"right""#) || body.contains(r#""password":"right-"#);
         let answer = format!("{{\"ok\":{ok}}}");
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
@@ -350,4 +352,28 @@ pub fn curl_send(port: u16, user: &str, from: &str, to: &str, msg: &Path) -> Out
             "--upload-file",
         ])
         .arg(msg))
+}
+
+/// Makes sure a client program is installed: runs `scripts/install-test-tools.sh` (apt-get)
+/// when `program` is missing, and fails the test with a clear message if it still is.
+pub fn ensure_tool(program: &str) {
+    let present = |p: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {p}"))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if present(program) {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-test-tools.sh");
+    let out = Command::new("bash").arg(&script).output();
+    assert!(
+        present(program),
+        "{program} is needed by this test and could not be installed by {}: {:?}",
+        script.display(),
+        out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+    );
 }
