@@ -40,7 +40,11 @@ const DECOMPOSED: &str = "pa\u{308}ss\u{a0}word";
 fn gsasl(port: u16, ca: &Path, mechanism: &str, password: &str, extra: &[&str]) -> String {
     let out = run(Command::new("gsasl")
         // The certificate names localhost; gsasl checks the name it connected to.
-        .args(["--smtp", &format!("--connect=localhost:{port}"), "--starttls"])
+        .args([
+            "--smtp",
+            &format!("--connect=localhost:{port}"),
+            "--starttls",
+        ])
         .arg(format!("--x509-ca-file={}", ca.display()))
         .args(["-m", mechanism, "-a", "ana", "-p", password, "--verbose"])
         .args(extra)

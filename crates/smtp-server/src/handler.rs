@@ -27,6 +27,42 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// MAIL FROM.
+    ///
+    /// The place for sender/login binding: after a successful AUTH, `session.login_data` is
+    /// the authenticated login, so a handler can refuse addresses the user does not own
+    /// (Postfix's `reject_sender_login_mismatch`; `smtpd`'s `sender_login` does this):
+    ///
+    /// ```
+    /// use smtp_proto::{MailParameters, Reply, ReversePath};
+    /// use smtp_server::{Envelope, Handler, Session};
+    ///
+    /// struct OwnAddressOnly;
+    ///
+    /// impl Handler for OwnAddressOnly {
+    ///     async fn mail(
+    ///         &self,
+    ///         session: &Session,
+    ///         _envelope: &Envelope,
+    ///         from: &ReversePath,
+    ///         _params: &MailParameters,
+    ///     ) -> Option<Reply> {
+    ///         let (Some(login), ReversePath::Mailbox(m)) = (&session.login_data, from) else {
+    ///             return None; // not authenticated, or the null sender
+    ///         };
+    ///         let address = m.to_string();
+    ///         if address.eq_ignore_ascii_case(&format!("{login}@example.org")) {
+    ///             None // the default 250
+    ///         } else {
+    ///             Some(Reply::simple(
+    ///                 553,
+    ///                 Some((5, 7, 1)),
+    ///                 &format!("<{address}>: Sender address rejected: not owned by user {login}"),
+    ///             ))
+    ///         }
+    ///     }
+    /// }
+    /// # let _ = OwnAddressOnly;
+    /// ```
     fn mail(
         &self,
         session: &Session,
