@@ -378,3 +378,44 @@ level = "trace"
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn http_backend_authzid_refused_unless_sent_to_the_service() {
+    setup();
+    let url = http_auth_service();
+    for (send_authzid, expected) in [
+        (false, "535 5.7.8 Authentication credentials invalid"),
+        (true, "235 2.7.0 Authentication successful"),
+    ] {
+        let dir = temp_dir("authzid");
+        let port = free_port();
+        let config = format!(
+            r#"
+[server]
+auth_require_tls = false
+auth_failure_delay_ms = 0
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "http"
+url = "{url}"
+send_authzid = {send_authzid}
+[delivery]
+kind = "discard"
+"#
+        );
+        let _srv = Smtpd::start(&dir, &config, port);
+        // alice's right password, asking to act as bob (RFC 4616 §2).
+        let out = python(&format!(
+            r#"
+import smtplib, base64
+s = smtplib.SMTP('127.0.0.1', {port}, timeout=20)
+s.ehlo()
+code, text = s.docmd('AUTH', 'PLAIN ' + base64.b64encode(b'bob\0alice\0right').decode())
+print(code, text.decode())
+"#
+        ));
+        assert_eq!(out.trim_end(), expected, "send_authzid = {send_authzid}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -229,6 +229,8 @@ impl Command {
                     out.put_slice(ir.expose_secret());
                 }
             }
+            // The wire form keeps the verb that the log form hides.
+            Self::Unknown(verb) => out.put_slice(verb.as_bytes()),
             other => out.put_slice(other.public_line().as_bytes()),
         }
         out.put_slice(b"\r\n");
@@ -676,6 +678,7 @@ mod tests {
         let c = p("c2VjcmV0LXBhc3N3b3Jk").unwrap();
         assert_eq!(c.verb(), "UNKNOWN");
         assert_eq!(c.public_line(), "<unrecognized verb, 20 octets>");
+        assert_eq!(c.to_bytes(), b"c2VjcmV0LXBhc3N3b3Jk\r\n");
         assert_eq!(p(" QUIT"), Err(ProtoError::UnknownCommand));
         assert_eq!(Command::parse(b"\x00\x01"), Err(ProtoError::UnknownCommand));
         assert_eq!(Command::parse(b"NOOP \x00"), Err(ProtoError::InvalidUtf8));
