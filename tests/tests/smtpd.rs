@@ -305,6 +305,10 @@ s.quit()
 fn check_config_names_the_wrong_key() {
     setup();
     let dir = temp_dir("check");
+    let users = users_file(&dir, &[("a", "b")]);
+    let map_case = format!(
+        "[server]\nsender_login = \"map\"\nsender_login_map = \"missing.map\"\n[auth]\nbackend = \"file\"\nusers_file = {users:?}\n"
+    );
     let cases = [
         (
             "[server]\nhostname = \"a.b\"\nmax_mesage_size = 5\n",
@@ -327,6 +331,13 @@ fn check_config_names_the_wrong_key() {
             "auth.url",
             "line 3",
         ),
+        // The file backend would check an OAuth token as a password.
+        (
+            "[server]\nmechanisms = [\"PLAIN\", \"XOAUTH2\"]\n",
+            "server.mechanisms",
+            "XOAUTH2 needs the http backend",
+        ),
+        (map_case.as_str(), "server.sender_login_map", "missing.map"),
     ];
     for (i, (text, key, line)) in cases.iter().enumerate() {
         let f = dir.join(format!("bad{i}.toml"));
@@ -337,7 +348,6 @@ fn check_config_names_the_wrong_key() {
         assert!(err.contains(key) && err.contains(line), "{text} → {err}");
     }
     let ok = dir.join("ok.toml");
-    let users = users_file(&dir, &[("a", "b")]);
     std::fs::write(
         &ok,
         format!("[auth]\nbackend = \"file\"\nusers_file = {users:?}\n"),
