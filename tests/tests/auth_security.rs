@@ -76,6 +76,9 @@ fn gsasl_scram_plus_with_channel_binding_and_saslprep() {
 [server]
 hostname = "mx.test"
 auth_failure_delay_ms = 0
+# AUTH in the clear too, so the enumeration check below can read server-first messages.
+auth_require_tls = false
+max_auth_failures_per_user = 0
 mechanisms = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN"]
 [[listener]]
 address = "127.0.0.1:{port}"
@@ -125,6 +128,75 @@ kind = "discard"
     // offered ("y" flag) is refused: a downgrade (RFC 5802 §6).
     let out = gsasl(port, &cert, "SCRAM-SHA-256", DECOMPOSED, &[]);
     assert!(!out.contains("235 "), "{out}");
+    // ana's right password, asking to act as bob (a=bob): refused, the session is no one's.
+    let out = gsasl(
+        port,
+        &cert,
+        "SCRAM-SHA-256-PLUS",
+        DECOMPOSED,
+        &["-z", "bob"],
+    );
+    assert!(
+        out.contains("535 5.7.8 Authentication credentials invalid"),
+        "{out}"
+    );
+    // a=ana as ana is fine.
+    let out = gsasl(
+        port,
+        &cert,
+        "SCRAM-SHA-256-PLUS",
+        DECOMPOSED,
+        &["-z", "ana"],
+    );
+    assert!(out.contains("235 2.7.0 Authentication successful"), "{out}");
+
+    // Enumeration: the salt and iteration count an unknown user gets are the same on every
+    // attempt and look like a real user's.
+    let salt_of = |user: &str| {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut last = || loop {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            if l.as_bytes().get(3) != Some(&b'-') {
+                return l.trim_end().to_owned();
+            }
+        };
+        last();
+        w.write_all(b"EHLO client.test\r\n").unwrap();
+        last();
+        let first = b64(format!("n,,n={user},r=fixednonce").as_bytes());
+        w.write_all(format!("AUTH SCRAM-SHA-256 {first}\r\n").as_bytes())
+            .unwrap();
+        let reply = last();
+        let text = base64::engine::general_purpose::STANDARD
+            .decode(
+                reply
+                    .strip_prefix("334 ")
+                    .unwrap_or_else(|| panic!("{reply}")),
+            )
+            .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        text.split_once(",s=").unwrap().1.to_owned()
+    };
+    let a = salt_of("nobody");
+    assert_eq!(a, salt_of("nobody"), "stable for one unknown name");
+    assert_ne!(a, salt_of("somebody"));
+    let known = salt_of("ana");
+    assert_eq!(known, salt_of("ana"));
+    let shape = |s: &str| {
+        let (salt, iterations) = s.split_once(",i=").unwrap();
+        (
+            base64::engine::general_purpose::STANDARD
+                .decode(salt)
+                .unwrap()
+                .len(),
+            iterations.to_owned(),
+        )
+    };
+    assert_eq!(shape(&a), shape(&known), "{a} vs {known}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
