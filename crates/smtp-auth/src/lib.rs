@@ -63,6 +63,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod decision;
 mod exchange;
 pub mod mechanism;
@@ -73,6 +74,7 @@ mod result;
 mod secret;
 pub mod smtp;
 
+pub use cache::{CacheConfig, Cached, CredentialCache, CredentialCacheLayer};
 pub use decision::{AuthDecision, AuthProgress};
 pub use exchange::{AuthExchange, DEFAULT_MAX_RESPONSE, ExchangeError, Step, encode_challenge};
 pub use mechanism::{ClientError, ClientMechanism, ServerMechanism};
