@@ -134,6 +134,9 @@ pub(crate) struct Conn<H: Handler> {
     quiet: u8,
     /// The TLS session's `tls-exporter` channel binding.
     channel_binding: Option<Vec<u8>>,
+    /// A frame read while waiting for the authenticator (to notice a client that hangs up),
+    /// handed out by the next read.
+    pending: Option<Frame>,
     /// Syntax errors and unknown commands so far.
     errors: u32,
     /// A write failed or timed out; the session ends at the next read.
@@ -259,6 +262,7 @@ pub(crate) async fn run<H: Handler>(
         auth_refused: false,
         quiet: 0,
         channel_binding: cb,
+        pending: None,
         errors: 0,
         dead: false,
         body_deadline: None,
@@ -312,6 +316,9 @@ impl<H: Handler> Conn<H> {
 
     /// The next frame. `idle` reads (between commands) end on shutdown.
     async fn next_frame(&mut self, idle: bool) -> Result<Frame, End> {
+        if let Some(f) = self.pending.take() {
+            return Ok(f);
+        }
         if self.dead {
             // A write failed or timed out: the client is not reading its replies.
             return Err(End::Closed);
@@ -802,15 +809,20 @@ impl<H: Handler> Conn<H> {
                     let r = if self.shared.limiter.user_locked(&req.username) {
                         self.locked_out(&req.username)
                     } else {
-                        match &self.shared.authenticator {
+                        match self.shared.authenticator.clone() {
                             Some(a) => {
                                 let call = a.authenticate(&self.session, req);
-                                timeout(self.cfg().auth_timeout, call)
-                                    .await
-                                    .unwrap_or_else(|_| {
+                                match self.await_unless_gone(call).await {
+                                    Some(Ok(r)) => r,
+                                    Some(Err(_)) => {
                                         tracing::warn!("authenticator timed out");
                                         AuthResult::failure(AuthStatus::TempFail)
-                                    })
+                                    }
+                                    // The client hung up while its credential was being
+                                    // checked: the check is abandoned (a queued one never
+                                    // runs).
+                                    None => return None,
+                                }
                             }
                             // No authenticator: every attempt is refused (aiosmtpd's rule).
                             None => AuthResult::failure(AuthStatus::Invalid),
@@ -872,6 +884,29 @@ impl<H: Handler> Conn<H> {
             result.handled = false;
         }
         Some(result)
+    }
+
+    /// Awaits `call` within `auth_timeout` while watching the connection: `None` when the
+    /// client hangs up first (the call is dropped). A line the client sends meanwhile is kept
+    /// for the next read.
+    async fn await_unless_gone<T>(
+        &mut self,
+        call: crate::auth::BoxFuture<T>,
+    ) -> Option<Result<T, tokio::time::error::Elapsed>> {
+        let call = timeout(self.cfg().auth_timeout, call);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                r = &mut call => return Some(r),
+                f = self.transport.next(), if self.pending.is_none() && !self.dead => match f {
+                    Some(Ok(frame)) => self.pending = Some(frame),
+                    _ => {
+                        tracing::info!("client disconnected while its credential was checked");
+                        return None;
+                    }
+                },
+            }
+        }
     }
 
     /// The answer for a user past `max_auth_failures_per_user`: 454, credential unchecked.

@@ -51,6 +51,7 @@ mod config;
 mod conn;
 mod handler;
 mod io;
+mod pool;
 mod protocol;
 pub mod proxy;
 mod replies;
@@ -63,5 +64,6 @@ pub use auth::{
 pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 pub use conn::{AuthChannel, ChallengeResponse};
 pub use handler::{AcceptAll, Handler};
+pub use pool::{DEFAULT_MAX_QUEUE, VerifyPool, default_workers};
 pub use server::{Server, bind};
 pub use session::{Envelope, Session, TlsInfo};
