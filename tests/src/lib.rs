@@ -185,18 +185,26 @@ pub fn maildir_messages(maildir: &Path) -> Vec<String> {
 /// A tiny HTTP auth service on 127.0.0.1 (one thread, keep-alive): `{"ok":true}` when the JSON
 /// body's password is `right`. Returns its URL.
 pub fn http_auth_service() -> String {
+    http_auth_service_counting().0
+}
+
+/// [`http_auth_service`] with a count of the requests it answered.
+pub fn http_auth_service_counting() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c2 = count.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            std::thread::spawn(move || serve_http(stream));
+            let c = c2.clone();
+            std::thread::spawn(move || serve_http(stream, &c));
         }
     });
-    format!("http://{addr}/check")
+    (format!("http://{addr}/check"), count)
 }
 
-fn serve_http(stream: TcpStream) {
+fn serve_http(stream: TcpStream, count: &std::sync::atomic::AtomicUsize) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut writer = stream;
@@ -223,6 +231,7 @@ fn serve_http(stream: TcpStream) {
         if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
             return;
         }
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // "right", or a token that starts with "right-" (long OAuth tokens in the tests).
         let body = String::from_utf8_lossy(&body);
         let ok = body.contains(r#""password":"right""#) || body.contains(r#""password":"right-"#);

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use smtp_auth::Registry;
 use smtp_auth::mechanism::ScramSha256Server;
+use smtp_auth::{CacheConfig, CredentialCache};
 use smtp_auth_http::HttpAuthProvider;
 use smtp_proto::{BarePolicy, MailParameters, Reply, ReversePath};
 use smtp_server::{
@@ -14,6 +15,7 @@ use smtp_server::{
     Session,
 };
 use tokio::sync::watch;
+use tower_layer::Layer as _;
 
 use crate::config::{AuthSection, BareLineEndings, Config, Delivery, ListenerTls, RelaySection};
 use crate::delivery::{Maildir, queue_id};
@@ -212,8 +214,15 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
         AuthSection::File {
             users_file,
             external_map,
+            ..
         } => {
-            let users = FileUsers::load(users_file).map_err(|e| format!("auth.users_file: {e}"))?;
+            let workers = match config.server.auth_workers {
+                0 => smtp_server::default_workers(),
+                n => n,
+            };
+            let users = FileUsers::load(users_file)
+                .map_err(|e| format!("auth.users_file: {e}"))?
+                .with_workers(workers);
             let external = match external_map {
                 Some(p) => {
                     Some(ExternalMap::load(p).map_err(|e| format!("auth.external_map: {e}"))?)
@@ -336,10 +345,33 @@ pub async fn run(
         target: Arc::new(target),
         senders: loaded.senders.clone(),
     };
+    let keys = config.auth.cache();
+    let cache = keys.enabled.then(|| {
+        CredentialCache::new(CacheConfig {
+            ttl: Duration::from_secs(keys.ttl_secs),
+            negative_ttl: Duration::from_secs(keys.negative_ttl_secs),
+            max_entries: keys.max_entries,
+            ..CacheConfig::default()
+        })
+    });
     let authenticator: Arc<dyn Authenticator> = match (&config.auth, &loaded.users) {
         (AuthSection::File { users_file, .. }, Some(users)) => {
-            tracing::info!(users = users.len(), file = %users_file.display(), "users loaded");
-            Arc::new(ProviderAuthenticator::new(users.clone()).with_secrets(users.clone()))
+            tracing::info!(
+                users = users.len(),
+                file = %users_file.display(),
+                workers = users.pool().workers(),
+                cache = keys.enabled,
+                "users loaded"
+            );
+            match &cache {
+                Some(c) => Arc::new(
+                    ProviderAuthenticator::new(c.layer().layer(users.clone()))
+                        .with_secrets(users.clone()),
+                ),
+                None => {
+                    Arc::new(ProviderAuthenticator::new(users.clone()).with_secrets(users.clone()))
+                }
+            }
         }
         (
             AuthSection::Http {
@@ -347,6 +379,7 @@ pub async fn run(
                 bearer_token,
                 timeout_ms,
                 send_authzid,
+                ..
             },
             _,
         ) => {
@@ -356,10 +389,20 @@ pub async fn run(
                 .send_authzid(*send_authzid)
                 .build()
                 .map_err(|e| format!("auth.url: {e}"))?;
-            Arc::new(ProviderAuthenticator::new(p))
+            match &cache {
+                Some(c) => Arc::new(ProviderAuthenticator::new(c.layer().layer(p))),
+                None => Arc::new(ProviderAuthenticator::new(p)),
+            }
         }
         (AuthSection::File { .. }, None) => return Err("auth.users_file: not loaded".into()),
     };
+    if let (AuthSection::File { users_file, .. }, Some(users)) = (&config.auth, &loaded.users) {
+        tokio::spawn(reload_users_on_sighup(
+            users.clone(),
+            users_file.clone(),
+            cache.clone(),
+        ));
+    }
     // One failure limiter for the whole process: every listener counts into it.
     let s = &config.server;
     let limiter = Arc::new(AuthLimiter::new(
@@ -392,6 +435,42 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// SIGHUP re-reads the users file for the logins that follow (sessions in progress are
+/// untouched) and drops the cached credentials of every user whose line changed or went away.
+/// A broken file is refused with a log line and the old users stay in force.
+async fn reload_users_on_sighup(
+    users: FileUsers,
+    path: std::path::PathBuf,
+    cache: Option<CredentialCache>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: reloads need a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match users.reload(&path) {
+            Ok(changed) => {
+                if let Some(c) = &cache {
+                    for u in &changed {
+                        c.invalidate_user(u);
+                    }
+                }
+                tracing::info!(
+                    file = %path.display(),
+                    users = users.len(),
+                    changed = changed.len(),
+                    "users file reloaded"
+                );
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "users file reload refused: the old users stay in force"
+            ),
+        }
+    }
 }
 
 /// One authenticator shared by every listener.

@@ -93,6 +93,8 @@ pub struct ServerSection {
     pub sender_login: SenderLogin,
     /// The `address-or-@domain: user1, user2` file of `sender_login = "map"`.
     pub sender_login_map: Option<PathBuf>,
+    /// Threads that verify passwords (argon2) for the file backend; 0: one per core.
+    pub auth_workers: usize,
 }
 
 /// Which MAIL FROM addresses an authenticated user may use (Postfix's
@@ -147,6 +149,7 @@ impl Default for ServerSection {
             allow_pipelined_body: false,
             sender_login: SenderLogin::Exact,
             sender_login_map: None,
+            auth_workers: 0,
         }
     }
 }
@@ -217,6 +220,18 @@ pub enum AuthSection {
         /// certificates to users.
         #[serde(default)]
         external_map: Option<PathBuf>,
+        /// The credential cache (on by default; a reload invalidates it exactly).
+        #[serde(default = "yes")]
+        cache: bool,
+        /// Seconds a verified credential is remembered (default 3600).
+        #[serde(default)]
+        cache_ttl_secs: Option<u64>,
+        /// Most cached credentials (default 100,000, least recently used evicted).
+        #[serde(default = "default_cache_entries")]
+        cache_max_entries: usize,
+        /// Seconds a refused credential is remembered (default 0: not at all).
+        #[serde(default)]
+        cache_negative_ttl_secs: u64,
     },
     /// `backend = "http"`: the HTTP provider.
     Http {
@@ -232,6 +247,20 @@ pub enum AuthSection {
         /// service decide proxy logins (off: the seed's exact JSON, foreign authzids refused).
         #[serde(default)]
         send_authzid: bool,
+        /// The credential cache (on by default: the service is asked once per TTL per
+        /// credential, not once per message).
+        #[serde(default = "yes")]
+        cache: bool,
+        /// Seconds a verified credential is remembered (default 300: the service's own
+        /// changes, a disabled account, take effect within it).
+        #[serde(default)]
+        cache_ttl_secs: Option<u64>,
+        /// Most cached credentials (default 100,000).
+        #[serde(default = "default_cache_entries")]
+        cache_max_entries: usize,
+        /// Seconds a refused credential is remembered (default 0: not at all).
+        #[serde(default)]
+        cache_negative_ttl_secs: u64,
     },
 }
 
@@ -241,16 +270,19 @@ impl std::fmt::Debug for AuthSection {
             Self::File {
                 users_file,
                 external_map,
+                ..
             } => f
                 .debug_struct("File")
                 .field("users_file", users_file)
                 .field("external_map", external_map)
+                .field("cache", &self.cache())
                 .finish(),
             Self::Http {
                 url,
                 bearer_token,
                 timeout_ms,
                 send_authzid,
+                ..
             } => f
                 .debug_struct("Http")
                 .field("url", url)
@@ -260,6 +292,7 @@ impl std::fmt::Debug for AuthSection {
                 )
                 .field("timeout_ms", timeout_ms)
                 .field("send_authzid", send_authzid)
+                .field("cache", &self.cache())
                 .finish(),
         }
     }
@@ -269,11 +302,68 @@ fn default_http_timeout() -> u64 {
     1200
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn default_cache_entries() -> usize {
+    100_000
+}
+
+/// The credential cache settings of `[auth]`, whichever the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheKeys {
+    /// On or off.
+    pub enabled: bool,
+    /// Time to live of a success.
+    pub ttl_secs: u64,
+    /// Most entries.
+    pub max_entries: usize,
+    /// Time to live of a refusal (0: none).
+    pub negative_ttl_secs: u64,
+}
+
+impl AuthSection {
+    /// The cache settings with the backend's defaults (file: 1 hour, http: 5 minutes).
+    pub fn cache(&self) -> CacheKeys {
+        match self {
+            Self::File {
+                cache,
+                cache_ttl_secs,
+                cache_max_entries,
+                cache_negative_ttl_secs,
+                ..
+            } => CacheKeys {
+                enabled: *cache,
+                ttl_secs: cache_ttl_secs.unwrap_or(3600),
+                max_entries: *cache_max_entries,
+                negative_ttl_secs: *cache_negative_ttl_secs,
+            },
+            Self::Http {
+                cache,
+                cache_ttl_secs,
+                cache_max_entries,
+                cache_negative_ttl_secs,
+                ..
+            } => CacheKeys {
+                enabled: *cache,
+                ttl_secs: cache_ttl_secs.unwrap_or(300),
+                max_entries: *cache_max_entries,
+                negative_ttl_secs: *cache_negative_ttl_secs,
+            },
+        }
+    }
+}
+
 impl Default for AuthSection {
     fn default() -> Self {
         Self::File {
             users_file: PathBuf::from("examples/users"),
             external_map: None,
+            cache: true,
+            cache_ttl_secs: None,
+            cache_max_entries: default_cache_entries(),
+            cache_negative_ttl_secs: 0,
         }
     }
 }
@@ -546,6 +636,9 @@ impl Config {
                     );
                 }
             }
+        }
+        if self.auth.cache().enabled && self.auth.cache().max_entries == 0 {
+            return bad("auth", "cache_max_entries", "must be greater than 0");
         }
         if s.sender_login == SenderLogin::Map && s.sender_login_map.is_none() {
             return bad(

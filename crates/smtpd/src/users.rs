@@ -1,6 +1,6 @@
 //! The local users file: one `name:PHC-string[:scram-keys]` per line (made by
 //! `smtpd hash-password [--scram]`), `#` comments and blank lines allowed. The argon2id hash
-//! serves PLAIN and LOGIN, checked in constant time on the blocking pool so hashing never
+//! serves PLAIN and LOGIN, checked in constant time on a bounded [`VerifyPool`] so hashing never
 //! stalls the server; the optional SCRAM keys
 //! (`$scram-sha-256$<iterations>$<salt>$<StoredKey>$<ServerKey>`, base64) serve
 //! SCRAM-SHA-256 without the server ever holding the password.
@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
 
 use argon2::Argon2;
@@ -20,6 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use smtp_auth::{
     AuthDecision, AuthRequest, LookupRequest, LookupResult, ScramKeys, Secret, StoredSecret,
 };
+use smtp_server::VerifyPool;
 use tower_service::Service;
 
 /// Hashes a password into an argon2id PHC string with a random salt.
@@ -76,29 +77,98 @@ fn fill_random(buf: &mut [u8]) -> Result<(), String> {
     getrandom::getrandom(buf).map_err(|e| format!("no randomness: {e}"))
 }
 
-/// The users, loaded from a file.
+/// One parsed users file.
+struct Table {
+    users: HashMap<String, String>,
+    scram: HashMap<String, ScramKeys>,
+    /// A hash with the file's own argon2 parameters, verified for unknown users.
+    dummy: String,
+}
+
+/// The users, loaded from a file: argon2 verification on a bounded [`VerifyPool`], and a
+/// table that [`FileUsers::reload`] swaps while sessions go on.
 #[derive(Clone)]
 pub struct FileUsers {
-    users: Arc<HashMap<String, String>>,
-    scram: Arc<HashMap<String, ScramKeys>>,
+    table: Arc<RwLock<Arc<Table>>>,
     /// Password verifications run (argon2), known user or not: the same work either way.
     verifications: Arc<std::sync::atomic::AtomicU64>,
-    /// A digest of the file, the stable secret behind unknown users' SCRAM salts.
+    /// A digest of the file as first loaded, the stable secret behind unknown users' SCRAM
+    /// salts (kept across reloads).
     digest: Arc<Secret<Vec<u8>>>,
+    pool: VerifyPool,
 }
 
 impl std::fmt::Debug for FileUsers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileUsers")
-            .field("users", &self.users.len())
+            .field("users", &self.len())
+            .field("pool", &self.pool)
             .finish()
     }
 }
 
-/// A PHC string verified when the user is unknown, so timing does not tell.
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| hash_password("not a real password").unwrap_or_default())
+/// A PHC string with the parameters of `like` (or argon2's defaults), for a password no one
+/// has: verifying it costs what verifying a real user of the file costs.
+fn dummy_hash(like: Option<&str>) -> String {
+    static DEFAULT: OnceLock<String> = OnceLock::new();
+    let params = like
+        .and_then(|h| PasswordHash::new(h).ok())
+        .and_then(|h| argon2::Params::try_from(&h).ok());
+    match params {
+        Some(p) if p != argon2::Params::default() => {
+            let mut salt = [0u8; 16];
+            let _ = fill_random(&mut salt);
+            SaltString::encode_b64(&salt)
+                .ok()
+                .and_then(|salt| {
+                    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p)
+                        .hash_password(b"not a real password", &salt)
+                        .ok()
+                        .map(|h| h.to_string())
+                })
+                .unwrap_or_default()
+        }
+        _ => DEFAULT
+            .get_or_init(|| hash_password("not a real password").unwrap_or_default())
+            .clone(),
+    }
+}
+
+fn parse_table(text: &str) -> Result<Table, String> {
+    let mut users = HashMap::new();
+    let mut scram = HashMap::new();
+    let mut first_hash = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, hash)) = line.split_once(':') else {
+            return Err(format!("line {}: expected name:hash", i + 1));
+        };
+        if name.is_empty() {
+            return Err(format!("line {}: empty user name", i + 1));
+        }
+        let (hash, keys) = match hash.split_once(':') {
+            Some((h, k)) => (h, Some(k)),
+            None => (hash, None),
+        };
+        if PasswordHash::new(hash).is_err() {
+            return Err(format!("line {}: {name}: not a PHC password hash", i + 1));
+        }
+        if let Some(k) = keys {
+            let keys = parse_scram(k)
+                .ok_or_else(|| format!("line {}: {name}: malformed SCRAM keys", i + 1))?;
+            scram.insert(name.to_owned(), keys);
+        }
+        first_hash.get_or_insert_with(|| hash.to_owned());
+        users.insert(name.to_owned(), hash.to_owned());
+    }
+    Ok(Table {
+        users,
+        scram,
+        dummy: dummy_hash(first_hash.as_deref()),
+    })
 }
 
 impl FileUsers {
@@ -108,35 +178,9 @@ impl FileUsers {
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// Parses the file's text.
+    /// Parses the file's text. Verification runs on a pool of as many workers as cores.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut users = HashMap::new();
-        let mut scram = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((name, hash)) = line.split_once(':') else {
-                return Err(format!("line {}: expected name:hash", i + 1));
-            };
-            if name.is_empty() {
-                return Err(format!("line {}: empty user name", i + 1));
-            }
-            let (hash, keys) = match hash.split_once(':') {
-                Some((h, k)) => (h, Some(k)),
-                None => (hash, None),
-            };
-            if PasswordHash::new(hash).is_err() {
-                return Err(format!("line {}: {name}: not a PHC password hash", i + 1));
-            }
-            if let Some(k) = keys {
-                let keys = parse_scram(k)
-                    .ok_or_else(|| format!("line {}: {name}: malformed SCRAM keys", i + 1))?;
-                scram.insert(name.to_owned(), keys);
-            }
-            users.insert(name.to_owned(), hash.to_owned());
-        }
+        let table = parse_table(text)?;
         use sha2::Digest as _;
         let digest = sha2::Sha256::new()
             .chain_update(b"smtpd scram secret\0")
@@ -144,16 +188,52 @@ impl FileUsers {
             .finalize()
             .to_vec();
         Ok(Self {
-            users: Arc::new(users),
-            scram: Arc::new(scram),
+            table: Arc::new(RwLock::new(Arc::new(table))),
             verifications: Arc::default(),
             digest: Arc::new(Secret::new(digest)),
+            pool: VerifyPool::new(smtp_server::default_workers()),
         })
     }
 
-    /// The secret for unknown users' fake SCRAM salts: derived from the file (whose argon2
-    /// hashes hold random salts), so it is stable across restarts and unknown to anyone who
-    /// cannot read the file.
+    /// Verifies on `workers` threads (at most that many hashes at once, so at most that many
+    /// times the hash's memory).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.pool = VerifyPool::new(workers);
+        self
+    }
+
+    /// The verification pool (for its figures).
+    pub fn pool(&self) -> &VerifyPool {
+        &self.pool
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the file and applies it to the logins that follow; sessions in progress are
+    /// untouched. On an error the old users stay in force. Returns the users whose line
+    /// changed or went away (their cached credentials must go).
+    pub fn reload(&self, path: &Path) -> Result<Vec<String>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let new = parse_table(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let old = self.table();
+        let mut changed: Vec<String> = old
+            .users
+            .iter()
+            .filter(|(name, hash)| {
+                new.users.get(*name) != Some(*hash) || old.scram.get(*name) != new.scram.get(*name)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        changed.sort();
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        Ok(changed)
+    }
+
+    /// The secret for unknown users' fake SCRAM salts: derived from the file as first loaded
+    /// (whose argon2 hashes hold random salts), so it is stable across restarts while the
+    /// file is unchanged, and unknown to anyone who cannot read the file.
     pub fn scram_secret(&self) -> Arc<Secret<Vec<u8>>> {
         self.digest.clone()
     }
@@ -166,24 +246,26 @@ impl FileUsers {
 
     /// True when the user is in the file.
     pub fn contains(&self, user: &str) -> bool {
-        self.users.contains_key(user)
+        self.table().users.contains_key(user)
     }
 
     /// Number of users.
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.table().users.len()
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.len() == 0
     }
 
-    /// Checks a password (blocking: argon2 is deliberately slow).
+    /// Checks a password (blocking: argon2 is deliberately slow). An unknown user costs the
+    /// same: a hash with the file's parameters is verified instead.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let (known, hash) = match self.users.get(user) {
+        let table = self.table();
+        let (known, hash) = match table.users.get(user) {
             Some(h) => (true, h.as_str()),
-            None => (false, dummy_hash()),
+            None => (false, table.dummy.as_str()),
         };
         self.verifications
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -223,14 +305,16 @@ impl Service<AuthRequest> for FileUsers {
                     AuthDecision::Invalid
                 });
             }
-            let decision = tokio::task::spawn_blocking(move || {
-                users.verify(&req.username, req.password.expose_secret())
-            })
-            .await;
+            // On the bounded pool: at most `workers` hashes at once; a login whose client
+            // went away while queued is skipped.
+            let pool = users.pool.clone();
+            let decision = pool
+                .run(move || users.verify(&req.username, req.password.expose_secret()))
+                .await;
             Ok(match decision {
-                Ok(true) => AuthDecision::Ok,
-                Ok(false) => AuthDecision::Invalid,
-                Err(_) => AuthDecision::Failure,
+                Some(true) => AuthDecision::Ok,
+                Some(false) => AuthDecision::Invalid,
+                None => AuthDecision::Failure,
             })
         })
     }
@@ -248,7 +332,8 @@ impl Service<LookupRequest> for FileUsers {
     }
 
     fn call(&mut self, req: LookupRequest) -> Self::Future {
-        let found = match (req.mechanism.as_str(), self.scram.get(&req.username)) {
+        let table = self.table();
+        let found = match (req.mechanism.as_str(), table.scram.get(&req.username)) {
             ("SCRAM-SHA-256" | "SCRAM-SHA-256-PLUS", Some(k)) => {
                 LookupResult::Found(StoredSecret::ScramSha256(k.clone()))
             }
@@ -278,7 +363,8 @@ mod tests {
         let h = hash_password("pencil").unwrap();
         let k = scram_keys("pencil").unwrap();
         let users = FileUsers::parse(&format!("user:{h}:{k}\n")).unwrap();
-        let keys = users.scram.get("user").unwrap();
+        let table = users.table();
+        let keys = table.scram.get("user").unwrap();
         let again = ScramKeys::derive_sha256("pencil", &keys.salt, keys.iterations);
         assert!(again == *keys);
         assert!(FileUsers::parse(&format!("user:{h}:$scram-sha-256$0$AA==$AA==$AA==")).is_err());
