@@ -8,6 +8,10 @@
 //! - `cargo xtask bench --peers`: the release smtpd against Postfix's smtp-sink, both loaded
 //!   by smtp-source in the same run; server CPU time per message as the ratio (installs
 //!   Postfix's tools with apt-get when missing and running as root).
+//! - `cargo xtask bench --auth`: AUTH at scale against the release smtpd (sessions/s, AUTH
+//!   p50/p99, server CPU per session, peak RSS at 1, 20 and 100 concurrent sessions; argon2id
+//!   with and without the credential cache against a minimal-cost hash; a wrong-password
+//!   flood). Also the last part of a full `cargo xtask bench`.
 //! - `cargo xtask fuzz [--seconds N] [--smoke]`: each fuzz target for N seconds (default 30)
 //!   with the installed nightly and cargo-fuzz (installed from crates.io when missing). With
 //!   `--smoke` (CI), a machine without a nightly or without crates.io skips the run with a
@@ -15,6 +19,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+mod authbench;
 
 /// Fuzz targets: (crate directory, target name, optional dictionary).
 const FUZZ_TARGETS: &[(&str, &str, Option<&str>)] = &[
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("conformance") => conformance(),
         Some("bench") if args.iter().any(|a| a == "--peers") => peers(),
+        Some("bench") if args.iter().any(|a| a == "--auth") => authbench::auth(),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         Some("fuzz") => {
             let secs = args
@@ -89,7 +96,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | conformance | bench [--quick | --peers] | fuzz [--seconds N] [--smoke]>"
+                "usage: cargo xtask <ci | conformance | bench [--quick | --peers | --auth] | fuzz [--seconds N] [--smoke]>"
             );
             return ExitCode::from(2);
         }
@@ -186,7 +193,7 @@ fn bench(quick: bool) -> Result<(), String> {
             100.0 * f / s
         );
     }
-    Ok(())
+    if quick { Ok(()) } else { authbench::auth() }
 }
 
 fn fmt_ns(ns: f64) -> String {

@@ -36,6 +36,10 @@ enum Cmd {
         /// Also print SCRAM-SHA-256 keys (`hash:keys`), so the user can log in with SCRAM.
         #[arg(long)]
         scram: bool,
+        /// argon2id cost as `m=KiB,t=passes,p=lanes` (default m=19456,t=2,p=1, OWASP's
+        /// recommendation). Each verification takes m KiB of memory on one worker.
+        #[arg(long)]
+        params: Option<String>,
     },
 }
 
@@ -60,11 +64,18 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::HashPassword { scram } => hash_password(scram),
+        Cmd::HashPassword { scram, params } => hash_password(scram, params.as_deref()),
     }
 }
 
-fn hash_password(scram: bool) -> ExitCode {
+fn hash_password(scram: bool, params: Option<&str>) -> ExitCode {
+    let params = match params.map(crate::users::parse_params).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("--params: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let password = if std::io::stdin().is_terminal() {
         match rpassword::prompt_password("Password: ") {
             Ok(p) => p,
@@ -96,7 +107,11 @@ fn hash_password(scram: bool) -> ExitCode {
     } else {
         String::new()
     };
-    match crate::users::hash_password(&password) {
+    let hashed = match params {
+        Some(p) => crate::users::hash_password_with(&password, p),
+        None => crate::users::hash_password(&password),
+    };
+    match hashed {
         Ok(h) => {
             println!("{h}{keys}");
             ExitCode::SUCCESS

@@ -34,6 +34,41 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Hashes a password into an argon2id PHC string with the given cost.
+pub fn hash_password_with(password: &str, params: argon2::Params) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    fill_random(&mut salt)?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses `m=KiB,t=passes,p=lanes` (any order, all three needed).
+pub fn parse_params(text: &str) -> Result<argon2::Params, String> {
+    let (mut m, mut t, mut p) = (None, None, None);
+    for part in text.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected key=value"))?;
+        let v: u32 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?}: not a number"))?;
+        match k.trim() {
+            "m" => m = Some(v),
+            "t" => t = Some(v),
+            "p" => p = Some(v),
+            other => return Err(format!("unknown parameter {other:?} (m, t, p)")),
+        }
+    }
+    let (Some(m), Some(t), Some(p)) = (m, t, p) else {
+        return Err("expected m=KiB,t=passes,p=lanes".into());
+    };
+    argon2::Params::new(m, t, p, None).map_err(|e| e.to_string())
+}
+
 /// SCRAM-SHA-256 keys for a password with a random salt, as a users-file field.
 pub fn scram_keys(password: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
@@ -369,6 +404,42 @@ mod tests {
         assert!(again == *keys);
         assert!(FileUsers::parse(&format!("user:{h}:$scram-sha-256$0$AA==$AA==$AA==")).is_err());
         assert!(!format!("{users:?}").contains(&k));
+    }
+
+    #[test]
+    fn custom_cost_and_a_dummy_that_matches_it() {
+        let p = parse_params("m=8,t=1,p=1").unwrap();
+        let h = hash_password_with("pw", p).unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{h}");
+        let users = FileUsers::parse(&format!("alice:{h}\n")).unwrap();
+        assert!(users.verify("alice", "pw"));
+        // The unknown-user dummy has the file's own cost, so it takes the same time.
+        assert!(
+            users
+                .table()
+                .dummy
+                .starts_with("$argon2id$v=19$m=8,t=1,p=1$")
+        );
+        assert!(parse_params("m=8,t=1").is_err());
+        assert!(parse_params("m=8,t=1,p=1,x=2").is_err());
+    }
+
+    #[test]
+    fn reload_swaps_users_and_names_the_changed_ones() {
+        let dir = std::env::temp_dir().join(format!("smtpd-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users");
+        let (a, b) = (hash_password("a").unwrap(), hash_password("b").unwrap());
+        std::fs::write(&path, format!("alice:{a}\nbob:{b}\ncarol:{b}\n")).unwrap();
+        let users = FileUsers::load(&path).unwrap();
+        std::fs::write(&path, format!("alice:{b}\nbob:{b}\ndave:{a}\n")).unwrap();
+        assert_eq!(users.reload(&path).unwrap(), vec!["alice", "carol"]);
+        assert!(users.verify("alice", "b") && users.verify("dave", "a"));
+        assert!(!users.contains("carol"));
+        std::fs::write(&path, "broken\n").unwrap();
+        assert!(users.reload(&path).unwrap_err().contains("line 1"));
+        assert!(users.verify("dave", "a"), "the old users stay");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

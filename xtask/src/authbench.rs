@@ -1,0 +1,459 @@
+//! `cargo xtask bench --auth`: AUTH at scale against the release `smtpd`.
+//!
+//! A load generator on std threads (one per concurrent session, bounded in count and time)
+//! runs whole sessions — new connection, EHLO, AUTH PLAIN, MAIL, RCPT, DATA of 200 octets,
+//! QUIT — and reports sessions/s, AUTH latency p50/p99, the server's CPU per session (from
+//! `/proc/<pid>/stat`) and its peak RSS (`VmHWM`), at 1, 20 and 100 concurrent sessions, for:
+//!
+//! - a minimal-cost argon2id hash (m=8,t=1,p=1), cache off: the reference row;
+//! - the default argon2id (m=19456,t=2,p=1), cache off: every login hashes;
+//! - the default hash, cache on, the same user logging in again and again;
+//! - the default hash, cache on, 1,000 distinct users each logging in twice;
+//!
+//! then 1,000 concurrent connections sending wrong passwords for unknown users while one
+//! client logs in correctly: the server's peak RSS and that login's latency.
+//!
+//! Every scenario gets a fresh server, so each peak RSS is its own.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{cpu_seconds, free_port, root, run, wait_port};
+
+const PASSWORD: &str = "bench-password";
+const USERS: usize = 1000;
+
+fn b64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in input.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One whole session; the AUTH latency, or why it failed.
+fn session(port: u16, user: &str, password: &str) -> Result<Duration, String> {
+    let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(s);
+    let mut reply = || -> Result<String, String> {
+        loop {
+            let mut l = String::new();
+            if r.read_line(&mut l).map_err(|e| e.to_string())? == 0 {
+                return Err("connection closed".into());
+            }
+            if l.as_bytes().get(3) != Some(&b'-') {
+                return Ok(l.trim_end().to_owned());
+            }
+        }
+    };
+    let expect = |got: String, code: &str| {
+        if got.starts_with(code) {
+            Ok(())
+        } else {
+            Err(format!("expected {code}, got {got:?}"))
+        }
+    };
+    expect(reply()?, "220")?;
+    w.write_all(b"EHLO bench.test\r\n")
+        .map_err(|e| e.to_string())?;
+    expect(reply()?, "250")?;
+    let plain = b64(format!("\0{user}\0{password}").as_bytes());
+    let t0 = Instant::now();
+    w.write_all(format!("AUTH PLAIN {plain}\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let auth = reply()?;
+    let latency = t0.elapsed();
+    if !auth.starts_with("235") {
+        let _ = w.write_all(b"QUIT\r\n");
+        return Err(auth);
+    }
+    w.write_all(format!("MAIL FROM:<{user}@localhost>\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    expect(reply()?, "250")?;
+    w.write_all(b"RCPT TO:<sink@example.org>\r\n")
+        .map_err(|e| e.to_string())?;
+    expect(reply()?, "250")?;
+    w.write_all(b"DATA\r\n").map_err(|e| e.to_string())?;
+    expect(reply()?, "354")?;
+    let mut body = String::from("Subject: bench\r\n\r\n");
+    while body.len() < 195 {
+        body.push_str("0123456789abcdef\r\n");
+    }
+    body.push_str(".\r\n");
+    w.write_all(body.as_bytes()).map_err(|e| e.to_string())?;
+    expect(reply()?, "250")?;
+    w.write_all(b"QUIT\r\n").map_err(|e| e.to_string())?;
+    expect(reply()?, "221")?;
+    Ok(latency)
+}
+
+struct Row {
+    sessions: usize,
+    wall: f64,
+    cpu: f64,
+    p50: Duration,
+    p99: Duration,
+    rss_kib: u64,
+    failed: usize,
+}
+
+/// `total` sessions over `concurrency` threads; `user` picks session i's login.
+fn drive(
+    port: u16,
+    pid: u32,
+    concurrency: usize,
+    total: usize,
+    user: &(dyn Fn(usize) -> String + Sync),
+) -> Result<Row, String> {
+    let next = AtomicUsize::new(0);
+    let latencies = Mutex::new(Vec::with_capacity(total));
+    let failed = AtomicUsize::new(0);
+    let first_error = Mutex::new(None::<String>);
+    let cpu0 = cpu_seconds(pid).ok_or("no /proc stat for the server")?;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(300);
+    std::thread::scope(|s| {
+        for _ in 0..concurrency {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total || Instant::now() > deadline {
+                        return;
+                    }
+                    match session(port, &user(i), PASSWORD) {
+                        Ok(l) => latencies.lock().unwrap().push(l),
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            first_error.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid).ok_or("no /proc stat for the server")? - cpu0;
+    let mut l = latencies.into_inner().unwrap();
+    if let Some(e) = first_error.into_inner().unwrap() {
+        eprintln!(
+            "xtask: {} session(s) failed, first: {e}",
+            failed.load(Ordering::Relaxed)
+        );
+    }
+    l.sort();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Row {
+        sessions: l.len(),
+        wall,
+        cpu,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        rss_kib: peak_rss_kib(pid).unwrap_or(0),
+        failed: failed.into_inner(),
+    })
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn hash(smtpd: &Path, params: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new(smtpd);
+    cmd.arg("hash-password");
+    if let Some(p) = params {
+        cmd.args(["--params", p]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("smtpd hash-password: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let h = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if h.starts_with("$argon2id$") {
+        Ok(h)
+    } else {
+        Err(format!("hash-password printed {h:?}"))
+    }
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(smtpd: &Path, dir: &Path, users: &Path, cache: bool) -> Result<Server, String> {
+    let port = free_port()?;
+    let config = format!(
+        r#"[server]
+auth_require_tls = false
+auth_failure_delay_ms = 0
+max_connections = 4096
+max_auth_failures_per_ip = 1000000
+max_auth_failures_per_user = 0
+sender_login = "any"
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "file"
+users_file = {users:?}
+cache = {cache}
+[delivery]
+kind = "discard"
+[log]
+level = "error"
+"#
+    );
+    let path = dir.join(format!("smtpd-{port}.toml"));
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let child = Command::new(smtpd)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("smtpd: {e}"))?;
+    let server = Server { child, port };
+    wait_port(port)?;
+    Ok(server)
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// The AUTH benchmark.
+pub(crate) fn auth() -> Result<(), String> {
+    let r = root();
+    run(&r, "cargo", &["build", "--release", "-p", "smtpd"])?;
+    let smtpd = r.join("target/release/smtpd");
+    let dir = std::env::temp_dir().join(format!("xtask-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let result = auth_in(&smtpd, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn auth_in(smtpd: &Path, dir: &Path) -> Result<(), String> {
+    let default_hash = hash(smtpd, None)?;
+    let min_hash = hash(smtpd, Some("m=8,t=1,p=1"))?;
+    let users_with = |name: &str, h: &str| -> Result<std::path::PathBuf, String> {
+        let mut text = String::new();
+        for i in 0..USERS {
+            text.push_str(&format!("user{i}:{h}\n"));
+        }
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| e.to_string())?;
+        Ok(p)
+    };
+    let min_users = users_with("users-min", &min_hash)?;
+    let default_users = users_with("users-default", &default_hash)?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+
+    type Pick = Box<dyn Fn(usize) -> String + Sync>;
+    let same: fn() -> Pick = || Box::new(|_| "user0".to_owned());
+    let distinct_twice: fn() -> Pick = || Box::new(|i| format!("user{}", i % USERS));
+    // (label, users file, cache, who logs in, sessions at concurrency 1, at 20 and 100)
+    type Scenario<'a> = (&'a str, &'a Path, bool, fn() -> Pick, usize, usize);
+    let scenarios: Vec<Scenario> = vec![
+        (
+            "minimal hash (reference), cache off",
+            &min_users,
+            false,
+            same,
+            1000,
+            3000,
+        ),
+        (
+            "argon2id default, cache off",
+            &default_users,
+            false,
+            same,
+            100,
+            400,
+        ),
+        (
+            "argon2id default, cache on, same user",
+            &default_users,
+            true,
+            same,
+            1000,
+            3000,
+        ),
+        (
+            "argon2id default, cache on, 1,000 users × 2",
+            &default_users,
+            true,
+            distinct_twice,
+            2 * USERS,
+            2 * USERS,
+        ),
+    ];
+    println!(
+        "\n{:<46} {:>4} {:>10} {:>10} {:>10} {:>12} {:>9}",
+        "scenario (AUTH PLAIN + 200 B message)",
+        "conc",
+        "sessions/s",
+        "AUTH p50",
+        "AUTH p99",
+        "CPU/session",
+        "peak RSS"
+    );
+    let mut reference_sps_100 = 0.0;
+    let mut cpu_c1: Vec<f64> = Vec::new();
+    let mut uncached: Vec<(usize, f64)> = Vec::new();
+    for (label, users, cache, pick, n1, n) in &scenarios {
+        for conc in [1usize, 20, 100] {
+            let server = start(smtpd, dir, users, *cache)?;
+            let pid = server.child.id();
+            let total = if conc == 1 { *n1 } else { *n };
+            let p = pick();
+            let row = drive(server.port, pid, conc, total, &*p)?;
+            let sps = row.sessions as f64 / row.wall;
+            let cpu_per = row.cpu / row.sessions.max(1) as f64;
+            println!(
+                "{label:<46} {conc:>4} {sps:>10.0} {:>10} {:>10} {:>9.2} ms {:>6} MiB{}",
+                ms(row.p50),
+                ms(row.p99),
+                cpu_per * 1e3,
+                row.rss_kib / 1024,
+                if row.failed > 0 {
+                    format!("  ({} failed)", row.failed)
+                } else {
+                    String::new()
+                }
+            );
+            if label.starts_with("minimal") && conc == 100 {
+                reference_sps_100 = sps;
+            }
+            if conc == 1 && !cache {
+                cpu_c1.push(cpu_per);
+            }
+            if label.starts_with("argon2id default, cache off") {
+                uncached.push((conc, sps));
+            }
+            if label.contains("same user") && conc == 100 && reference_sps_100 > 0.0 {
+                println!(
+                    "{:<46} cache on, same user at 100: {:.0}% of the reference row's sessions/s (goal ≥ 80%), AUTH p99 {} (goal ≤ 20 ms)",
+                    "",
+                    100.0 * sps / reference_sps_100,
+                    ms(row.p99)
+                );
+            }
+            drop(server);
+        }
+    }
+    if let [reference, hashed] = cpu_c1[..] {
+        let hash_cpu = hashed - reference;
+        let capacity = cores as f64 / hash_cpu;
+        println!(
+            "\nhashing capacity: {cores} cores ÷ {:.1} ms per argon2id verification = {capacity:.0} logins/s",
+            hash_cpu * 1e3
+        );
+        for (conc, sps) in &uncached {
+            println!(
+                "  cache off at {conc:>3} concurrent: {sps:.0} sessions/s = {:.0}% of capacity (goal ≥ 90% at 20 and 100)",
+                100.0 * sps / capacity
+            );
+        }
+    }
+    flood(smtpd, dir, &default_users, cores)
+}
+
+/// 1,000 connections with wrong passwords for unknown users, and one correct login.
+fn flood(smtpd: &Path, dir: &Path, users: &Path, cores: usize) -> Result<(), String> {
+    let server = start(smtpd, dir, users, true)?;
+    let (port, pid) = (server.port, server.child.id());
+    let refused = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let good = std::thread::scope(|s| {
+        for i in 0..1000 {
+            let refused = refused.clone();
+            let _ = std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn_scoped(s, move || {
+                    if let Err(e) = session(port, &format!("nobody{i}"), "wrong")
+                        && e.starts_with("535")
+                    {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+        }
+        // The honest client arrives while the flood is queued.
+        std::thread::sleep(Duration::from_millis(200));
+        let r = session(port, "user1", PASSWORD);
+        (r, t0.elapsed())
+    });
+    let wall = t0.elapsed();
+    let rss = peak_rss_kib(pid).unwrap_or(0) / 1024;
+    let bound = 64 + cores as u64 * 19;
+    println!(
+        "\n1,000 connections with wrong passwords for unknown users: {} refused with 535 in {:.1} s; peak RSS {rss} MiB (bound 64 MiB + {cores} workers × 19 MiB = {bound} MiB)",
+        refused.load(Ordering::Relaxed),
+        wall.as_secs_f64(),
+    );
+    match good.0 {
+        Ok(latency) => println!(
+            "a correct login during the flood: 235 after {} (auth_timeout 30 s)",
+            ms(latency)
+        ),
+        Err(e) => println!("a correct login during the flood FAILED: {e}"),
+    }
+    drop(server);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64() {
+        assert_eq!(
+            super::b64(b"\0alice\0wonderland"),
+            "AGFsaWNlAHdvbmRlcmxhbmQ="
+        );
+        assert_eq!(super::b64(b"ab"), "YWI=");
+        assert_eq!(super::b64(b"abc"), "YWJj");
+    }
+}
