@@ -20,6 +20,9 @@
 //!   another (a bearer token). EXTERNAL carries no credential and is never cached. SCRAM and
 //!   CRAM-MD5 never reach a provider (they look up stored keys, which is already cheap), so the
 //!   cache does not apply to them.
+//! - Concurrent misses for the same credentials are coalesced: one request goes to the
+//!   provider and the others wait for its decision (a phone that opens ten connections at
+//!   once costs one hash, not ten).
 //! - A hit is logged (`tracing`, field `cached = true`) with the user and mechanism, never the
 //!   password.
 //!
@@ -95,7 +98,60 @@ struct Entry {
     last_used: u64,
 }
 
+/// A provider call in progress that identical requests wait for.
+#[derive(Default)]
+struct Flight {
+    /// `Some(Some(decision))` once decided, `Some(None)` when the call failed or was dropped
+    /// (the waiters then ask the provider themselves).
+    state: Mutex<(Option<Option<AuthDecision>>, Vec<std::task::Waker>)>,
+}
+
+impl Flight {
+    fn finish(&self, result: Option<AuthDecision>) {
+        let wakers = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.0 = Some(result);
+            std::mem::take(&mut st.1)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) -> Option<AuthDecision> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            match st.0 {
+                Some(r) => Poll::Ready(r),
+                None => {
+                    if !st.1.iter().any(|w| w.will_wake(cx.waker())) {
+                        st.1.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Ends a flight when the leader's call ends, however it ends (a dropped future included).
+struct Lead {
+    cache: CredentialCache,
+    key: Key,
+    flight: Arc<Flight>,
+    result: Option<AuthDecision>,
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        self.cache.table().inflight.remove(&self.key);
+        self.flight.finish(self.result);
+    }
+}
+
 struct Table {
+    inflight: HashMap<Key, Arc<Flight>>,
     entries: HashMap<Key, Entry>,
     by_user: HashMap<Key, Vec<Key>>,
     tick: u64,
@@ -152,6 +208,7 @@ impl CredentialCache {
                 config,
                 key: Secret::new(key),
                 table: Mutex::new(Table {
+                    inflight: HashMap::new(),
                     entries: HashMap::new(),
                     by_user: HashMap::new(),
                     tick: 0,
@@ -380,17 +437,41 @@ where
         if let Some(k) = &key
             && let Some(decision) = cache.get(k)
         {
-            tracing::info!(
-                user = %req.username,
-                mechanism = %req.mechanism,
-                decision = %decision,
-                cached = true,
-                "credential decided from the cache"
-            );
+            log_hit(&req, decision);
             return Box::pin(async move { Ok(decision) });
         }
+        // A miss: join an identical call in progress, or lead one. The guard exists from here
+        // on, so a leader dropped even before its first poll releases its waiters.
+        let mut lead = None;
+        let follow: Option<Arc<Flight>> = match key {
+            Some(k) => {
+                let mut t = cache.table();
+                match t.inflight.get(&k) {
+                    Some(f) => Some(f.clone()),
+                    None => {
+                        let f = Arc::new(Flight::default());
+                        t.inflight.insert(k, f.clone());
+                        lead = Some(Lead {
+                            cache: cache.clone(),
+                            key: k,
+                            flight: f,
+                            result: None,
+                        });
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let mut inner = self.inner.clone();
         Box::pin(async move {
+            if let Some(f) = follow {
+                if let Some(decision) = f.wait().await {
+                    log_hit(&req, decision);
+                    return Ok(decision);
+                }
+                // The leader failed or went away: ask the provider directly.
+            }
             std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
             let user = req.username.clone();
             let decision = inner.call(req).await?;
@@ -414,7 +495,21 @@ where
                 // Failure (an outage) is never cached.
                 _ => {}
             }
+            if let Some(mut lead) = lead {
+                // Waiters asked the same thing at the same moment: they get this answer.
+                lead.result = Some(decision);
+            }
             Ok(decision)
         })
     }
+}
+
+fn log_hit(req: &AuthRequest, decision: AuthDecision) {
+    tracing::info!(
+        user = %req.username,
+        mechanism = %req.mechanism,
+        decision = %decision,
+        cached = true,
+        "credential decided from the cache"
+    );
 }

@@ -192,3 +192,53 @@ fn debug_shows_no_credentials() {
     let d = format!("{cache:?} {:?}", cache.layer());
     assert!(d.contains("entries") && !d.contains("key"), "{d}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_identical_misses_cost_one_call() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let slow = provider_fn(move |r: AuthRequest| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let ok = r.password.expose_secret() == "right";
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if ok {
+                AuthDecision::Ok
+            } else {
+                AuthDecision::Invalid
+            }
+        }
+    });
+    let cache = CredentialCache::new(CacheConfig::default());
+    let svc = cache.layer().layer(slow);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let mut svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            ask(&mut svc, req("PLAIN", "alice", "right")).await
+        }));
+    }
+    // Another credential is not coalesced with them.
+    let mut other = svc.clone();
+    let wrong = tokio::spawn(async move { ask(&mut other, req("PLAIN", "alice", "wrong")).await });
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), AuthDecision::Ok);
+    }
+    assert_eq!(wrong.await.unwrap(), AuthDecision::Invalid);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // A leader dropped mid-call releases its waiters, who then ask themselves.
+    let mut leader = svc.clone();
+    let l = tokio::spawn(async move { ask(&mut leader, req("PLAIN", "bob", "right")).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut follower = svc.clone();
+    let f = tokio::spawn(async move { ask(&mut follower, req("PLAIN", "bob", "right")).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    l.abort();
+    assert_eq!(f.await.unwrap(), AuthDecision::Ok);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "leader's call (dropped) and the follower's own"
+    );
+}
