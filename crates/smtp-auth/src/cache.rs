@@ -465,12 +465,12 @@ where
         };
         let mut inner = self.inner.clone();
         Box::pin(async move {
-            if let Some(f) = follow {
-                if let Some(decision) = f.wait().await {
-                    log_hit(&req, decision);
-                    return Ok(decision);
-                }
-                // The leader failed or went away: ask the provider directly.
+            // A follower whose leader failed or went away asks the provider directly.
+            if let Some(f) = follow
+                && let Some(decision) = f.wait().await
+            {
+                log_hit(&req, decision);
+                return Ok(decision);
             }
             std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
             let user = req.username.clone();
