@@ -136,6 +136,20 @@ impl Smtpd {
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
+
+    /// Waits (at most 10 s) until the log holds `needle` `times` times: the log reaches us
+    /// through a pipe read by another thread.
+    pub fn wait_for_log(&self, needle: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches(needle).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "log never showed {needle:?} {times} times:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
 }
 
 impl Drop for Smtpd {
@@ -342,6 +356,28 @@ path = {maildir:?}
 "#,
         listener_tls = if tls { "starttls" } else { "none" },
         maildir = dir.join("Maildir"),
+    )
+}
+
+/// A configuration with the http backend at `url`, AUTH allowed in the clear, no failure
+/// delay, `discard` delivery; `extra_server` and `extra_auth` lines go into `[server]` and
+/// `[auth]`.
+pub fn http_config(port: u16, url: &str, extra_server: &str, extra_auth: &str) -> String {
+    format!(
+        r#"
+[server]
+auth_require_tls = false
+auth_failure_delay_ms = 0
+{extra_server}
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "http"
+url = "{url}"
+{extra_auth}
+[delivery]
+kind = "discard"
+"#
     )
 }
 

@@ -3,7 +3,6 @@
 //! old users) and with the HTTP backend (two logins, one request while cached).
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use e2e::{Smtpd, free_port, http_auth_service_counting, python, temp_dir, users_file};
 
@@ -30,15 +29,7 @@ s.quit()
 }
 
 fn wait_for_log(srv: &Smtpd, needle: &str, times: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while srv.log().matches(needle).count() < times {
-        assert!(
-            Instant::now() < deadline,
-            "log never showed {needle:?} {times} times:\n{}",
-            srv.log()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    srv.wait_for_log(needle, times);
 }
 
 fn sighup(srv: &Smtpd) {
@@ -130,20 +121,7 @@ fn http_backend_is_asked_once_per_credential_while_cached() {
     let (url, requests) = http_auth_service_counting();
     let dir = temp_dir("cache-http");
     let port = free_port();
-    let config = format!(
-        r#"
-[server]
-auth_require_tls = false
-auth_failure_delay_ms = 0
-[[listener]]
-address = "127.0.0.1:{port}"
-[auth]
-backend = "http"
-url = "{url}"
-[delivery]
-kind = "discard"
-"#
-    );
+    let config = e2e::http_config(port, &url, "", "");
     let _srv = Smtpd::start(&dir, &config, port);
     let count = || requests.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(
@@ -165,12 +143,7 @@ kind = "discard"
     let port = free_port();
     let _srv = Smtpd::start(
         &dir,
-        &config
-            .replace(
-                &format!("127.0.0.1:{}", free_port_of(&config)),
-                &format!("127.0.0.1:{port}"),
-            )
-            .replace("[delivery]", "cache = false\n[delivery]"),
+        &e2e::http_config(port, &url, "", "cache = false"),
         port,
     );
     let before = count();
@@ -180,13 +153,4 @@ kind = "discard"
     );
     assert_eq!(count(), before + 2);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// The listener port written in a configuration.
-fn free_port_of(config: &str) -> u16 {
-    config
-        .lines()
-        .find_map(|l| l.strip_prefix("address = \"127.0.0.1:"))
-        .and_then(|r| r.trim_end_matches('"').parse().ok())
-        .expect("a listener address")
 }

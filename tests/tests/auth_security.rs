@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use e2e::{Smtpd, cert_files, ensure_tool, free_port, http_auth_service, python, run, temp_dir};
@@ -20,17 +20,8 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-/// Waits (bounded) until the server's log contains `needle`.
 fn wait_for_log(srv: &Smtpd, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !srv.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "log never showed {needle:?}:\n{}",
-            srv.log()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    srv.wait_for_log(needle, 1);
 }
 
 /// The password as a user types it on a keyboard that sends decomposed characters: "ä" as
@@ -317,22 +308,11 @@ fn curl_refused_token_is_counted_and_a_4kb_token_logs_in() {
     let url = http_auth_service();
     let dir = temp_dir("xoauth2");
     let port = free_port();
-    let config = format!(
-        r#"
-[server]
-auth_require_tls = false
-auth_failure_delay_ms = 0
-max_auth_failures_per_ip = 1
-mechanisms = ["XOAUTH2", "PLAIN"]
-sender_login = "any"
-[[listener]]
-address = "127.0.0.1:{port}"
-[auth]
-backend = "http"
-url = "{url}"
-[delivery]
-kind = "discard"
-"#
+    let config = e2e::http_config(
+        port,
+        &url,
+        "max_auth_failures_per_ip = 1\nmechanisms = [\"XOAUTH2\", \"PLAIN\"]\nsender_login = \"any\"",
+        "",
     );
     let curl = |token: &str| {
         let msg = dir.join("msg.txt");
@@ -461,21 +441,7 @@ fn http_backend_authzid_refused_unless_sent_to_the_service() {
     ] {
         let dir = temp_dir("authzid");
         let port = free_port();
-        let config = format!(
-            r#"
-[server]
-auth_require_tls = false
-auth_failure_delay_ms = 0
-[[listener]]
-address = "127.0.0.1:{port}"
-[auth]
-backend = "http"
-url = "{url}"
-send_authzid = {send_authzid}
-[delivery]
-kind = "discard"
-"#
-        );
+        let config = e2e::http_config(port, &url, "", &format!("send_authzid = {send_authzid}"));
         let _srv = Smtpd::start(&dir, &config, port);
         // alice's right password, asking to act as bob (RFC 4616 §2).
         let out = python(&format!(

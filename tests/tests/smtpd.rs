@@ -116,12 +116,7 @@ fn curl_with_user_delivers() {
     let out = curl_send(port, "bob:nope", "bob@mx.test", "dave@example.org", &msg);
     assert_eq!(out.status.code(), Some(67));
     assert_eq!(maildir_messages(&dir.join("Maildir")).len(), 1);
-    // The log reaches us through a pipe read by another thread: wait for it (bounded).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !srv.log().contains("user=\"bob\" success=false") && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
+    srv.wait_for_log("user=\"bob\" success=false", 1);
     let log = srv.log();
     assert!(log.contains("user=\"bob\" success=false"), "{log}");
     assert!(

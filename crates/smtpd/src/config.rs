@@ -326,31 +326,39 @@ pub struct CacheKeys {
 impl AuthSection {
     /// The cache settings with the backend's defaults (file: 1 hour, http: 5 minutes).
     pub fn cache(&self) -> CacheKeys {
-        match self {
+        let (enabled, ttl, max_entries, negative, default_ttl) = match self {
             Self::File {
                 cache,
                 cache_ttl_secs,
                 cache_max_entries,
                 cache_negative_ttl_secs,
                 ..
-            } => CacheKeys {
-                enabled: *cache,
-                ttl_secs: cache_ttl_secs.unwrap_or(3600),
-                max_entries: *cache_max_entries,
-                negative_ttl_secs: *cache_negative_ttl_secs,
-            },
+            } => (
+                cache,
+                cache_ttl_secs,
+                cache_max_entries,
+                cache_negative_ttl_secs,
+                3600,
+            ),
             Self::Http {
                 cache,
                 cache_ttl_secs,
                 cache_max_entries,
                 cache_negative_ttl_secs,
                 ..
-            } => CacheKeys {
-                enabled: *cache,
-                ttl_secs: cache_ttl_secs.unwrap_or(300),
-                max_entries: *cache_max_entries,
-                negative_ttl_secs: *cache_negative_ttl_secs,
-            },
+            } => (
+                cache,
+                cache_ttl_secs,
+                cache_max_entries,
+                cache_negative_ttl_secs,
+                300,
+            ),
+        };
+        CacheKeys {
+            enabled: *enabled,
+            ttl_secs: ttl.unwrap_or(default_ttl),
+            max_entries: *max_entries,
+            negative_ttl_secs: *negative,
         }
     }
 }
@@ -785,6 +793,32 @@ mod tests {
         );
         let ok = "[server]\nmechanisms = [\"EXTERNAL\"]\n[tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\n[auth]\nbackend = \"file\"\nusers_file = \"u\"\nexternal_map = \"m\"\n";
         assert!(Config::parse(ok, "f").is_ok());
+    }
+
+    #[test]
+    fn cache_defaults_per_backend() {
+        let c = Config::parse("", "f").unwrap();
+        assert_eq!(
+            c.auth.cache(),
+            CacheKeys {
+                enabled: true,
+                ttl_secs: 3600,
+                max_entries: 100_000,
+                negative_ttl_secs: 0
+            }
+        );
+        let http = "[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:1/\"\n";
+        assert_eq!(Config::parse(http, "f").unwrap().auth.cache().ttl_secs, 300);
+        let off =
+            Config::parse(&format!("{http}cache = false\ncache_ttl_secs = 9\n"), "f").unwrap();
+        assert!(!off.auth.cache().enabled);
+        assert_eq!(off.auth.cache().ttl_secs, 9);
+        let e = Config::parse(
+            "[auth]\nbackend = \"file\"\nusers_file = \"u\"\ncache_max_entries = 0\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("auth.cache_max_entries"), "{e}");
     }
 
     #[test]
