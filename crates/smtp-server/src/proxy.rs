@@ -25,38 +25,64 @@ impl std::fmt::Display for ProxyError {
 
 impl std::error::Error for ProxyError {}
 
+/// A v1 port: 0–65535 in decimal, no sign, no leading zero (spec §2.1).
+fn v1_port(text: &str) -> Option<u16> {
+    let plain = !text.is_empty()
+        && text.len() <= 5
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    plain.then(|| text.parse().ok()).flatten()
+}
+
 /// Parses a v1 line (with its CRLF): the source address, or `None` for `UNKNOWN`.
+///
+/// The line must match the format exactly (spec §2.1): `PROXY`, one space, `TCP4` or `TCP6`,
+/// then source and destination addresses of that family and the two ports, each after exactly
+/// one space, and CRLF; at most 107 octets. Anything else aborts the connection. After
+/// `UNKNOWN` the rest of the line is ignored, as the spec asks.
 pub fn parse_v1(line: &[u8]) -> Result<Option<SocketAddr>, ProxyError> {
+    if line.len() > V1_MAX {
+        return Err(ProxyError("v1 header too long"));
+    }
     let line = line
         .strip_suffix(b"\r\n")
         .ok_or(ProxyError("v1 header without CRLF"))?;
+    if line.contains(&b'\r') || line.contains(&b'\n') {
+        return Err(ProxyError("v1 header with a stray CR or LF"));
+    }
     let text = std::str::from_utf8(line).map_err(|_| ProxyError("v1 header not ASCII"))?;
     let mut words = text.split(' ');
     if words.next() != Some("PROXY") {
         return Err(ProxyError("v1 header without PROXY"));
     }
-    match words.next() {
-        Some("UNKNOWN") => Ok(None),
-        Some(fam @ ("TCP4" | "TCP6")) => {
-            let (Some(src), Some(_dst), Some(sport), Some(_dport), None) = (
-                words.next(),
-                words.next(),
-                words.next(),
-                words.next(),
-                words.next(),
-            ) else {
-                return Err(ProxyError("v1 header has the wrong number of fields"));
-            };
-            let ip: IpAddr = match fam {
-                "TCP4" => src.parse::<Ipv4Addr>().map(IpAddr::V4),
-                _ => src.parse::<Ipv6Addr>().map(IpAddr::V6),
-            }
-            .map_err(|_| ProxyError("v1 source address"))?;
-            let port: u16 = sport.parse().map_err(|_| ProxyError("v1 source port"))?;
-            Ok(Some(SocketAddr::new(ip, port)))
-        }
-        _ => Err(ProxyError("v1 protocol family")),
+    let family = words.next();
+    if family == Some("UNKNOWN") {
+        return Ok(None);
     }
+    let (Some(src), Some(dst), Some(sport), Some(dport), None) = (
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+        words.next(),
+    ) else {
+        return Err(ProxyError("v1 header has the wrong number of fields"));
+    };
+    let parse = |a: &str| -> Option<IpAddr> {
+        match family {
+            Some("TCP4") => a.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+            Some("TCP6") => a.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+            _ => None,
+        }
+    };
+    if !matches!(family, Some("TCP4" | "TCP6")) {
+        return Err(ProxyError("v1 protocol family"));
+    }
+    let src = parse(src).ok_or(ProxyError("v1 source address"))?;
+    parse(dst).ok_or(ProxyError("v1 destination address"))?;
+    let sport = v1_port(sport).ok_or(ProxyError("v1 source port"))?;
+    v1_port(dport).ok_or(ProxyError("v1 destination port"))?;
+    Ok(Some(SocketAddr::new(src, sport)))
 }
 
 /// Parses a v2 header (16 octets) and its address block: the source address, or `None` for a
@@ -146,6 +172,104 @@ mod tests {
         assert!(parse_v1(b"PROXY TCP4 999.0.0.1 1.1.1.1 1 2\r\n").is_err());
         assert!(parse_v1(b"PROXY TCP4 1.1.1.1 1.1.1.1 1\r\n").is_err());
         assert!(parse_v1(b"PROXY TCP4 1.1.1.1 1.1.1.1 1 2").is_err());
+        assert_eq!(
+            parse_v1(b"PROXY TCP4 192.0.2.7 198.51.100.1 0 65535\r\n").unwrap(),
+            Some("192.0.2.7:0".parse().unwrap())
+        );
+        assert_eq!(
+            parse_v1(b"PROXY UNKNOWN ffff:f...f:ffff 1 2\r\n").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn v1_malformed_forms_are_refused_one_by_one() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"PROXY TCP4 192.0.2.7 999.51.100.1 56324 587\r\n",
+                "v1 destination address",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 2001:db8::1 56324 587\r\n",
+                "v1 destination address",
+            ),
+            (
+                b"PROXY TCP6 2001:db8::7 198.51.100.1 56324 587\r\n",
+                "v1 destination address",
+            ),
+            (
+                b"PROXY TCP6 192.0.2.7 2001:db8::1 56324 587\r\n",
+                "v1 source address",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 198.51.100.1 056324 587\r\n",
+                "v1 source port",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 198.51.100.1 00 587\r\n",
+                "v1 source port",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 198.51.100.1 +5632 587\r\n",
+                "v1 source port",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 198.51.100.1 65536 587\r\n",
+                "v1 source port",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 0587\r\n",
+                "v1 destination port",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 70000\r\n",
+                "v1 destination port",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 \r\n",
+                "v1 destination port",
+            ),
+            (
+                b"PROXY TCP4  192.0.2.7 198.51.100.1 56324 587\r\n",
+                "v1 header has the wrong number of fields",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 587 \r\n",
+                "v1 header has the wrong number of fields",
+            ),
+            (
+                b"PROXY  TCP4 192.0.2.7 198.51.100.1 56324 587\r\n",
+                "v1 header has the wrong number of fields",
+            ),
+            (
+                b"PROXY tcp4 192.0.2.7 198.51.100.1 56324 587\r\n",
+                "v1 protocol family",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 587\n",
+                "v1 header without CRLF",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 198.51.100.1 56324\r587\r\n",
+                "v1 header with a stray CR or LF",
+            ),
+            (
+                b"PROXY TCP4 192.0.2.07 198.51.100.1 56324 587\r\n",
+                "v1 source address",
+            ),
+        ];
+        for (line, why) in cases {
+            assert_eq!(
+                parse_v1(line),
+                Err(ProxyError(why)),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let mut long = b"PROXY UNKNOWN ".to_vec();
+        long.extend_from_slice(&[b'x'; 100]);
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(parse_v1(&long), Err(ProxyError("v1 header too long")));
     }
 
     #[test]

@@ -276,6 +276,21 @@ async fn proxy_protocol_address_reaches_the_provider() {
     };
     c.send("EHLO client.example\r\n").await;
     assert_eq!(c.reply().await, "");
+    // A v1 header that does not match the format exactly aborts the connection: a bad
+    // destination address, a port with a leading zero, a double space.
+    for bad in [
+        "PROXY TCP4 203.0.113.9 10.0.0.999 40000 587\r\n",
+        "PROXY TCP4 203.0.113.9 10.0.0.1 040000 587\r\n",
+        "PROXY TCP4 203.0.113.9  10.0.0.1 40000 587\r\n",
+    ] {
+        let s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let mut c = Client {
+            io: tokio::io::BufReader::new(s),
+        };
+        c.send(&format!("{bad}EHLO client.example\r\n")).await;
+        assert_eq!(c.reply().await, "", "{bad}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1);
     srv.shutdown().await;
 }
 
