@@ -44,6 +44,19 @@ pub const fn max_auth_line(max_sasl_line: usize) -> usize {
     max_sasl_line + "AUTH ".len() + 20 + 1
 }
 
+/// The known verb a line starts with, upper-case.
+fn known_verb(line: &[u8]) -> Option<&'static str> {
+    const VERBS: &[&str] = &[
+        "HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY",
+        "EXPN", "HELP", "STARTTLS", "AUTH",
+    ];
+    let word = line.split(|b| *b == b' ').next().unwrap_or_default();
+    VERBS
+        .iter()
+        .find(|v| v.as_bytes().eq_ignore_ascii_case(word))
+        .copied()
+}
+
 /// What the decoder expects next.
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -99,6 +112,7 @@ pub struct SmtpCodec {
     auth_lines: LineDecoder,
     sasl: LineDecoder,
     options: ParseOptions,
+    error_verb: Option<&'static str>,
 }
 
 impl Default for SmtpCodec {
@@ -116,6 +130,7 @@ impl SmtpCodec {
             auth_lines: LineDecoder::new(max_auth_line(max_sasl_line).max(max_command_line)),
             sasl: LineDecoder::new(max_sasl_line),
             options: ParseOptions::default(),
+            error_verb: None,
         }
     }
 
@@ -139,6 +154,14 @@ impl SmtpCodec {
     /// What the decoder expects next.
     pub fn mode(&self) -> &Mode {
         &self.mode
+    }
+
+    /// The verb of the line behind the last `Frame::Command(Err(_))`, when it is one this
+    /// grammar knows (upper-case), so a server can apply its sequencing rules before the
+    /// syntax error: RFC 4954 §4 wants 503 for any AUTH after a successful one, even a
+    /// malformed one.
+    pub fn error_verb(&self) -> Option<&'static str> {
+        self.error_verb
     }
 }
 
@@ -168,12 +191,19 @@ impl Decoder for SmtpCodec {
                 } else {
                     &mut self.commands
                 };
-                lines.decode(buf).map(|ev| {
-                    Frame::Command(match ev {
-                        LineEvent::Line(l) => Command::parse_with(&l, self.options),
-                        LineEvent::TooLong => Err(ProtoError::LineTooLong),
-                    })
-                })
+                let options = self.options;
+                let (frame, verb) = match lines.decode(buf) {
+                    None => return Ok(None),
+                    Some(LineEvent::Line(l)) => match Command::parse_with(&l, options) {
+                        Ok(c) => (Ok(c), None),
+                        Err(e) => (Err(e), known_verb(&l)),
+                    },
+                    Some(LineEvent::TooLong) => {
+                        (Err(ProtoError::LineTooLong), auth.then_some("AUTH"))
+                    }
+                };
+                self.error_verb = verb;
+                Some(Frame::Command(frame))
             }
             Mode::SaslResponse => self.sasl.decode(buf).map(|ev| {
                 Frame::SaslResponse(match ev {
@@ -251,6 +281,35 @@ mod tests {
             Frame::Command(Err(ProtoError::RecipientSyntax))
         ));
         assert_eq!(f[3], Frame::Command(Ok(Command::Data)));
+    }
+
+    #[test]
+    fn the_verb_of_a_malformed_command_is_kept() {
+        let mut c = SmtpCodec::default();
+        let mut buf = BytesMut::from(&b"auth\r\nMAIL TO:<a@b>\r\nFROB x\r\nNOOP\r\n"[..]);
+        let f = frames(&mut c, &mut BytesMut::from(&b"auth\r\n"[..]));
+        assert!(matches!(f[..], [Frame::Command(Err(_))]));
+        assert_eq!(c.error_verb(), Some("AUTH"));
+        let _ = c.decode(&mut buf).unwrap();
+        assert!(matches!(
+            c.decode(&mut buf).unwrap(),
+            Some(Frame::Command(Err(_)))
+        ));
+        assert_eq!(c.error_verb(), Some("MAIL"));
+        // An unknown verb parses (as Command::Unknown); a good command clears the verb.
+        assert!(matches!(
+            c.decode(&mut buf).unwrap(),
+            Some(Frame::Command(Ok(_)))
+        ));
+        assert_eq!(c.error_verb(), None);
+        let mut long = BytesMut::from(&b"AUTH PLAIN "[..]);
+        long.extend_from_slice(&[b'A'; 13000]);
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(
+            frames(&mut c, &mut long),
+            vec![Frame::Command(Err(ProtoError::LineTooLong))]
+        );
+        assert_eq!(c.error_verb(), Some("AUTH"));
     }
 
     #[test]

@@ -381,8 +381,22 @@ impl<H: Handler> Conn<H> {
             let flow = match frame {
                 Frame::Command(Ok(cmd)) => self.command(cmd).await,
                 Frame::Command(Err(e)) => {
-                    self.send(e.reply()).await;
-                    self.protocol_error().await
+                    // Sequencing before syntax (protocol::sequencing): a malformed AUTH after
+                    // a successful one is 503, not 501.
+                    let verb = self.transport.codec().error_verb();
+                    let refused = verb.and_then(|v| {
+                        protocol::sequencing(self.cfg(), &self.session, &self.envelope, v)
+                    });
+                    match refused {
+                        Some(r) => {
+                            self.send(r).await;
+                            Flow::Continue
+                        }
+                        None => {
+                            self.send(e.reply()).await;
+                            self.protocol_error().await
+                        }
+                    }
                 }
                 // Other frames cannot occur in command mode.
                 _ => Flow::Continue,

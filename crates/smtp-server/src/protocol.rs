@@ -11,14 +11,27 @@ use crate::config::ServerConfig;
 use crate::replies;
 use crate::session::{Envelope, Session};
 
-/// MAIL FROM (RFC 5321 §4.1.1.2, RFC 1870, RFC 6531, RFC 4954 §5).
-pub(crate) fn check_mail(
+/// The order of checks, for every command: sequencing and state (503, 530, 538) first, then
+/// the command's syntax (500, 501), then its parameters. A command that is out of sequence is
+/// refused as such even when its arguments are also malformed (RFC 4954 §4: any AUTH after a
+/// successful one gets 503).
+pub(crate) fn sequencing(
     cfg: &ServerConfig,
     session: &Session,
     env: &Envelope,
-    from: &ReversePath,
-    params: &MailParameters,
-) -> Result<(), Reply> {
+    verb: &str,
+) -> Option<Reply> {
+    match verb {
+        "AUTH" => check_auth(cfg, session, env).err(),
+        "MAIL" => mail_state(cfg, session, env).err(),
+        "RCPT" | "DATA" | "BDAT" if !env.in_transaction() => Some(replies::need_mail()),
+        "STARTTLS" if session.tls.is_some() => Some(replies::tls_active()),
+        _ => None,
+    }
+}
+
+/// The state MAIL needs: a greeting, TLS and AUTH when required, no transaction open.
+fn mail_state(cfg: &ServerConfig, session: &Session, env: &Envelope) -> Result<(), Reply> {
     if session.helo_name.is_none() {
         return Err(replies::need_helo());
     }
@@ -31,6 +44,18 @@ pub(crate) fn check_mail(
     if env.in_transaction() {
         return Err(replies::nested_mail());
     }
+    Ok(())
+}
+
+/// MAIL FROM (RFC 5321 §4.1.1.2, RFC 1870, RFC 6531, RFC 4954 §5).
+pub(crate) fn check_mail(
+    cfg: &ServerConfig,
+    session: &Session,
+    env: &Envelope,
+    from: &ReversePath,
+    params: &MailParameters,
+) -> Result<(), Reply> {
+    mail_state(cfg, session, env)?;
     if params.first_unknown().is_some() || (params.smtputf8 && !cfg.smtputf8) {
         return Err(ProtoError::UnknownParameter.reply());
     }
