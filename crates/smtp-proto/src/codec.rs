@@ -194,6 +194,11 @@ impl Decoder for SmtpCodec {
                 let options = self.options;
                 let (frame, verb) = match lines.decode(buf) {
                     None => return Ok(None),
+                    Some(LineEvent::Line(_))
+                        if options.forbid_bare_newline && lines.last_line_bare_lf() =>
+                    {
+                        (Err(ProtoError::BareNewline), None)
+                    }
                     Some(LineEvent::Line(l)) => match Command::parse_with(&l, options) {
                         Ok(c) => (Ok(c), None),
                         Err(e) => (Err(e), known_verb(&l)),
@@ -281,6 +286,31 @@ mod tests {
             Frame::Command(Err(ProtoError::RecipientSyntax))
         ));
         assert_eq!(f[3], Frame::Command(Ok(Command::Data)));
+    }
+
+    #[test]
+    fn bare_lf_command_lines_are_read_unless_forbidden() {
+        let mut c = SmtpCodec::default();
+        let mut buf = BytesMut::from(&b"NOOP\nQUIT\r\n"[..]);
+        assert_eq!(
+            frames(&mut c, &mut buf),
+            vec![
+                Frame::Command(Ok(Command::Noop(None))),
+                Frame::Command(Ok(Command::Quit))
+            ]
+        );
+        c.set_parse_options(ParseOptions {
+            forbid_bare_newline: true,
+            ..ParseOptions::default()
+        });
+        let mut buf = BytesMut::from(&b"NOOP\nQUIT\r\n"[..]);
+        assert_eq!(
+            frames(&mut c, &mut buf),
+            vec![
+                Frame::Command(Err(ProtoError::BareNewline)),
+                Frame::Command(Ok(Command::Quit))
+            ]
+        );
     }
 
     #[test]

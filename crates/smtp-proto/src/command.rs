@@ -142,6 +142,17 @@ pub struct ParseOptions {
     /// [`Host::Unchecked`]), for clients whose host names are not domains (`DESKTOP_42`,
     /// `my.host.`). Off by default.
     pub lenient_helo: bool,
+    /// Accept a MAIL/RCPT path without angle brackets (`MAIL FROM: alice@example.org`) and any
+    /// number of spaces after the colon (`MAIL FROM:  <a@b>`), as Postfix does with its default
+    /// `strict_rfc821_envelopes = no`, go-smtp and aiosmtpd. The address itself is still
+    /// checked. Off by default (RFC 5321's `"FROM:" Reverse-path`).
+    pub lenient_paths: bool,
+    /// Refuse a command line that ends with a bare LF instead of CRLF
+    /// ([`ProtoError::BareNewline`], 500 5.5.2), like Postfix's
+    /// `smtpd_forbid_bare_newline = reject`. Off by default: such lines are read as if they
+    /// ended with CRLF (Postfix 3.9's default, `normalize`), since the smuggling attacks need
+    /// a bare LF inside DATA, where it is always refused.
+    pub forbid_bare_newline: bool,
 }
 
 impl Default for ParseOptions {
@@ -150,6 +161,8 @@ impl Default for ParseOptions {
             space_after_colon: true,
             trailing_spaces: false,
             lenient_helo: false,
+            lenient_paths: false,
+            forbid_bare_newline: false,
         }
     }
 }
@@ -336,6 +349,7 @@ fn after_prefix<'a>(rest: Option<&'a str>, prefix: &str, opts: ParseOptions) -> 
     // The prefix is ASCII, so this is a character boundary.
     let r = r.get(prefix.len()..)?;
     Some(match r.strip_prefix(' ') {
+        Some(s) if opts.lenient_paths => s.trim_start_matches(' '),
         Some(s) if opts.space_after_colon => s,
         _ => r,
     })
@@ -353,6 +367,23 @@ fn path_and_params<T>(
     } else {
         s
     };
+    if opts.lenient_paths && !s.starts_with('<') && !s.is_empty() {
+        // `alice@example.org [params]`: the same as `<alice@example.org> [params]`.
+        let (addr, params) = match s.split_once(' ') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let bracketed = format!("<{addr}>");
+        let (rest, p) = path(bracketed.as_bytes()).map_err(|_| err.clone())?;
+        if !rest.is_empty() {
+            return Err(err);
+        }
+        return match params {
+            None => Ok((p, None)),
+            Some(params) if !params.is_empty() => Ok((p, Some(params))),
+            Some(_) => Err(err),
+        };
+    }
     let (rest, p) = path(s.as_bytes()).map_err(|_| err.clone())?;
     let rest = &s[s.len() - rest.len()..];
     match rest {
@@ -552,6 +583,32 @@ mod tests {
     #[test]
     fn address_errors_have_their_codes() {
         assert_eq!(p("MAIL FROM:a@b.c"), Err(ProtoError::SenderSyntax));
+        // The named leniency (off by default): no angle brackets, extra spaces.
+        let lenient = ParseOptions {
+            lenient_paths: true,
+            ..ParseOptions::default()
+        };
+        let pl = |s: &str| Command::parse_with(s.as_bytes(), lenient);
+        for line in [
+            "MAIL FROM:a@b.c",
+            "MAIL FROM: a@b.c",
+            "MAIL FROM:  <a@b.c>",
+            "mail from:   a@b.c",
+        ] {
+            assert_eq!(pl(line), p("MAIL FROM:<a@b.c>"), "{line}");
+        }
+        assert_eq!(
+            pl("MAIL FROM: a@b.c SIZE=42"),
+            p("MAIL FROM:<a@b.c> SIZE=42")
+        );
+        assert_eq!(pl("RCPT TO: bob@b.c"), p("RCPT TO:<bob@b.c>"));
+        assert_eq!(
+            pl("MAIL FROM: not-an-address"),
+            Err(ProtoError::SenderSyntax)
+        );
+        assert_eq!(pl("RCPT TO:"), Err(ProtoError::RecipientSyntax));
+        assert_eq!(pl("MAIL FROM: a@b.c "), Err(ProtoError::SenderSyntax));
+        assert_eq!(p("MAIL FROM:  <a@b.c>"), Err(ProtoError::SenderSyntax));
         assert_eq!(p("MAIL FROM:<a@b.c"), Err(ProtoError::SenderSyntax));
         assert_eq!(p("MAIL FROM:<a@b.c>x"), Err(ProtoError::SenderSyntax));
         assert_eq!(p("RCPT TO:<>"), Err(ProtoError::RecipientSyntax));

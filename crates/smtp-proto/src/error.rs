@@ -34,6 +34,8 @@ pub enum ProtoError {
     MessageTooLarge,
     /// The body held a bare CR or LF (RFC 5321 §2.3.8; SMTP smuggling): 550 5.6.0.
     BareLineEnding,
+    /// A command line ended with a bare LF while bare newlines are forbidden: 500 5.5.2.
+    BareNewline,
 }
 
 impl ProtoError {
@@ -56,6 +58,11 @@ impl ProtoError {
                 550,
                 (5, 6, 0),
                 "Message refused: bare CR or LF in message data",
+            ),
+            Self::BareNewline => (
+                500,
+                (5, 5, 2),
+                "Command line must end with CRLF, not a bare LF",
             ),
         };
         Reply::simple(code, Some(enhanced), text)
@@ -111,6 +118,10 @@ mod tests {
                 b"555 5.5.4 Unsupported parameter\r\n",
             ),
             (ProtoError::LineTooLong, b"500 5.5.6 Line too long\r\n"),
+            (
+                ProtoError::BareNewline,
+                b"500 5.5.2 Command line must end with CRLF, not a bare LF\r\n",
+            ),
             (
                 ProtoError::InvalidUtf8,
                 b"500 5.5.2 Invalid characters in command\r\n",

@@ -26,6 +26,8 @@ pub struct LineDecoder {
     discarding: bool,
     /// Where the search for LF resumes, so a slowly arriving line is scanned once.
     scanned: usize,
+    /// The last line ended with a bare LF (no CR before it).
+    bare_lf: bool,
 }
 
 impl LineDecoder {
@@ -35,6 +37,7 @@ impl LineDecoder {
             max: max.max(3),
             discarding: false,
             scanned: 0,
+            bare_lf: false,
         }
     }
 
@@ -51,6 +54,11 @@ impl LineDecoder {
     /// True while a line is partly read (scanned without its end, or being dropped).
     pub fn in_line(&self) -> bool {
         self.discarding || self.scanned > 0
+    }
+
+    /// True when the last line returned ended with a bare LF instead of CRLF.
+    pub fn last_line_bare_lf(&self) -> bool {
+        self.bare_lf
     }
 
     /// True while the rest of an overlong line is being dropped.
@@ -83,7 +91,8 @@ impl LineDecoder {
                 self.scanned = 0;
                 let mut line = buf.split_to(i + 1);
                 line.truncate(i);
-                if line.last() == Some(&b'\r') {
+                self.bare_lf = line.last() != Some(&b'\r');
+                if !self.bare_lf {
                     line.truncate(i - 1);
                 }
                 Some(LineEvent::Line(line.freeze()))

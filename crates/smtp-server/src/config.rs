@@ -41,6 +41,8 @@ pub type ExternalIdentity =
 /// | `external_identity` | none: EXTERNAL has no identity to offer |
 /// | `max_data_duration` | 30 min for a whole message body, then 421 4.4.2 |
 /// | `lenient_helo` | true: any one-word HELO/EHLO argument is accepted (RFC 5321 §4.1.4) |
+/// | `lenient_paths` | true: `MAIL FROM: a@b` without angle brackets, extra spaces after the colon |
+/// | `forbid_bare_newline` | false: a command line ending in a bare LF is read as if it ended in CRLF |
 #[derive(Clone)]
 pub struct ServerConfig {
     pub(crate) hostname: String,
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     pub(crate) max_errors: u32,
     pub(crate) external_identity: Option<ExternalIdentity>,
     pub(crate) lenient_helo: bool,
+    pub(crate) lenient_paths: bool,
+    pub(crate) forbid_bare_newline: bool,
     pub(crate) max_data_duration: Duration,
 }
 
@@ -123,6 +127,8 @@ impl Default for ServerConfig {
             max_errors: 20,
             external_identity: None,
             lenient_helo: true,
+            lenient_paths: true,
+            forbid_bare_newline: false,
             max_data_duration: Duration::from_secs(30 * 60),
         }
     }
@@ -318,6 +324,22 @@ impl ServerConfigBuilder {
     /// client that authenticates.
     pub fn lenient_helo(mut self, on: bool) -> Self {
         self.0.lenient_helo = on;
+        self
+    }
+    /// Accept MAIL/RCPT paths without angle brackets (`MAIL FROM: alice@example.org`) and
+    /// extra spaces after the colon, as Postfix (`strict_rfc821_envelopes = no`, its default),
+    /// go-smtp and aiosmtpd do. On by default: the address is still checked, and refusing
+    /// these clients protects nothing. The parser itself stays strict unless asked.
+    pub fn lenient_paths(mut self, on: bool) -> Self {
+        self.0.lenient_paths = on;
+        self
+    }
+    /// Refuse command lines that end with a bare LF (500 5.5.2), Postfix's
+    /// `smtpd_forbid_bare_newline = reject`. Off by default (Postfix 3.9's `normalize`): the
+    /// line is read as if it ended with CRLF. DATA refuses bare line endings either way
+    /// (`bare_line_endings`), which is what SMTP smuggling needs.
+    pub fn forbid_bare_newline(mut self, on: bool) -> Self {
+        self.0.forbid_bare_newline = on;
         self
     }
     /// The longest a whole message body (DATA, or BDAT chunks up to LAST) may take to arrive;

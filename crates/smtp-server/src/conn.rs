@@ -247,6 +247,8 @@ pub(crate) async fn run<H: Handler>(
     let mut codec = SmtpCodec::new(cfg.max_line_length, DEFAULT_MAX_SASL_LINE);
     codec.set_parse_options(smtp_proto::ParseOptions {
         lenient_helo: cfg.lenient_helo,
+        lenient_paths: cfg.lenient_paths,
+        forbid_bare_newline: cfg.forbid_bare_newline,
         ..Default::default()
     });
     let transport = Framed::new(io, codec);

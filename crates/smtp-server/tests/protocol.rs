@@ -404,3 +404,46 @@ async fn a_trickling_body_hits_the_data_deadline() {
     assert_eq!(answer, "421 4.4.2 Timeout, closing connection");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn paths_without_brackets_follow_the_lenient_paths_option() {
+    for (lenient, from, rcpt) in [
+        (true, "250 2.1.0 Sender OK", "250 2.1.5 Recipient OK"),
+        (
+            false,
+            "501 5.1.7 Bad sender address syntax",
+            "503 5.5.1 Need MAIL command",
+        ),
+    ] {
+        let cfg = plain_config().lenient_paths(lenient).build();
+        let srv = start(Server::new(cfg, Recorder::default())).await;
+        let mut c = greeted(srv.addr).await;
+        c.cmd("EHLO client.example").await;
+        assert_eq!(
+            c.cmd("MAIL FROM:  alice@example.org").await,
+            from,
+            "{lenient}"
+        );
+        assert_eq!(c.cmd("RCPT TO: bob@example.org").await, rcpt, "{lenient}");
+        srv.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn bare_lf_command_lines_follow_the_forbid_bare_newline_option() {
+    for (forbid, noop) in [
+        (false, "250 2.0.0 OK"),
+        (
+            true,
+            "500 5.5.2 Command line must end with CRLF, not a bare LF",
+        ),
+    ] {
+        let cfg = plain_config().forbid_bare_newline(forbid).build();
+        let srv = start(Server::new(cfg, Recorder::default())).await;
+        let mut c = greeted(srv.addr).await;
+        c.send("NOOP\n").await;
+        assert_eq!(c.reply().await, noop, "{forbid}");
+        assert_eq!(c.cmd("NOOP").await, "250 2.0.0 OK");
+        srv.shutdown().await;
+    }
+}

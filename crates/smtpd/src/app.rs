@@ -307,6 +307,8 @@ fn server_config(c: &Config, loaded: &Loaded, mode: ListenerTls) -> ServerConfig
         .auth_timeout(Duration::from_secs(s.auth_timeout_secs))
         .max_errors(s.max_errors)
         .lenient_helo(s.lenient_helo)
+        .lenient_paths(s.lenient_paths)
+        .forbid_bare_newline(s.forbid_bare_newline)
         .max_data_duration(Duration::from_secs(s.max_data_duration_secs))
         .max_auth_failures_per_user(s.max_auth_failures_per_user)
         .allow_pipelined_body(s.allow_pipelined_body)

@@ -95,6 +95,10 @@ pub struct ServerSection {
     pub sender_login_map: Option<PathBuf>,
     /// Threads that verify passwords (argon2) for the file backend; 0: one per core.
     pub auth_workers: usize,
+    /// Accept MAIL/RCPT paths without angle brackets and extra spaces after the colon.
+    pub lenient_paths: bool,
+    /// Refuse command lines that end with a bare LF.
+    pub forbid_bare_newline: bool,
 }
 
 /// Which MAIL FROM addresses an authenticated user may use (Postfix's
@@ -150,6 +154,8 @@ impl Default for ServerSection {
             sender_login: SenderLogin::Exact,
             sender_login_map: None,
             auth_workers: 0,
+            lenient_paths: true,
+            forbid_bare_newline: false,
         }
     }
 }
