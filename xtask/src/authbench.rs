@@ -269,7 +269,7 @@ fn ms(d: Duration) -> String {
 pub(crate) fn auth() -> Result<(), String> {
     let r = root();
     run(&r, "cargo", &["build", "--release", "-p", "smtpd"])?;
-    let smtpd = r.join("target/release/smtpd");
+    let smtpd = crate::target_dir().join("release/smtpd");
     let dir = std::env::temp_dir().join(format!("xtask-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let result = auth_in(&smtpd, &dir);

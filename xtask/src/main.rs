@@ -117,6 +117,35 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set (relative to the workspace), else
+/// `target/` in the workspace.
+fn target_dir() -> PathBuf {
+    target_dir_from(std::env::var_os("CARGO_TARGET_DIR"))
+}
+
+fn target_dir_from(var: Option<std::ffi::OsString>) -> PathBuf {
+    match var {
+        Some(d) if !d.is_empty() => root().join(d),
+        _ => root().join("target"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_dir_follows_cargo_target_dir() {
+        assert_eq!(target_dir_from(None), root().join("target"));
+        assert_eq!(target_dir_from(Some("".into())), root().join("target"));
+        assert_eq!(
+            target_dir_from(Some("/tmp/elsewhere".into())),
+            PathBuf::from("/tmp/elsewhere")
+        );
+        assert_eq!(target_dir_from(Some("tgt".into())), root().join("tgt"));
+    }
+}
+
 fn run(dir: &Path, program: &str, args: &[&str]) -> Result<(), String> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
@@ -175,7 +204,7 @@ fn bench(quick: bool) -> Result<(), String> {
         }
         run(&r, "cargo", &args)?;
     }
-    let crit = r.join("target/criterion");
+    let crit = target_dir().join("criterion");
     println!(
         "\n{:<32} {:>14} {:>14} {:>8}",
         "figure", "subject", "reference", "ratio"
@@ -351,7 +380,7 @@ fn peers() -> Result<(), String> {
     );
     let cfg_path = dir.join("smtpd.toml");
     std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
-    let mut smtpd = Command::new(r.join("target/release/smtpd"))
+    let mut smtpd = Command::new(target_dir().join("release/smtpd"))
         .arg("serve")
         .arg("--config")
         .arg(&cfg_path)
