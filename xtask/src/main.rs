@@ -130,22 +130,6 @@ fn target_dir_from(var: Option<std::ffi::OsString>) -> PathBuf {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn target_dir_follows_cargo_target_dir() {
-        assert_eq!(target_dir_from(None), root().join("target"));
-        assert_eq!(target_dir_from(Some("".into())), root().join("target"));
-        assert_eq!(
-            target_dir_from(Some("/tmp/elsewhere".into())),
-            PathBuf::from("/tmp/elsewhere")
-        );
-        assert_eq!(target_dir_from(Some("tgt".into())), root().join("tgt"));
-    }
-}
-
 fn run(dir: &Path, program: &str, args: &[&str]) -> Result<(), String> {
     eprintln!("$ {program} {}", args.join(" "));
     let status = Command::new(program)
@@ -491,4 +475,20 @@ fn peers() -> Result<(), String> {
     let _ = sink.wait();
     let _ = std::fs::remove_dir_all(dir);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_dir_follows_cargo_target_dir() {
+        assert_eq!(target_dir_from(None), root().join("target"));
+        assert_eq!(target_dir_from(Some("".into())), root().join("target"));
+        assert_eq!(
+            target_dir_from(Some("/tmp/elsewhere".into())),
+            PathBuf::from("/tmp/elsewhere")
+        );
+        assert_eq!(target_dir_from(Some("tgt".into())), root().join("tgt"));
+    }
 }
