@@ -179,9 +179,17 @@ pub struct LoginPassword {
     pub password: Password,
 }
 
+impl Zeroize for LoginPassword {
+    /// Wipes both the login and the password (what `Drop` does).
+    fn zeroize(&mut self) {
+        self.login.zeroize();
+        self.password.zeroize();
+    }
+}
+
 impl Drop for LoginPassword {
     fn drop(&mut self) {
-        self.login.zeroize();
+        self.zeroize();
     }
 }
 

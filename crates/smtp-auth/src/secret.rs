@@ -29,6 +29,12 @@ impl<T: Zeroize> From<T> for Secret<T> {
     }
 }
 
+impl<T: Zeroize> Zeroize for Secret<T> {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl<T: Zeroize> Drop for Secret<T> {
     fn drop(&mut self) {
         self.0.zeroize();

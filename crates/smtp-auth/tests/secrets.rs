@@ -98,3 +98,36 @@ fn exchanges_and_steps_in_flight() {
     let s = ScramSha256Server::default();
     assert_hidden(&format!("{s:?}"));
 }
+
+/// A value that records being wiped: the probe that shows `Secret` calls `zeroize` on drop.
+#[derive(Clone, Default)]
+struct Probe(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl zeroize::Zeroize for Probe {
+    fn zeroize(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn secrets_are_wiped_on_drop() {
+    use zeroize::Zeroize;
+    let probe = Probe::default();
+    let wiped = || probe.0.load(std::sync::atomic::Ordering::SeqCst);
+    let s = Secret::new(probe.clone());
+    let copy = s.clone();
+    assert_eq!(wiped(), 0);
+    drop(s);
+    assert_eq!(wiped(), 1, "dropping a Secret wipes its value");
+    drop(copy);
+    assert_eq!(wiped(), 2, "and every clone wipes its own");
+
+    // LoginPassword: its Zeroize (which its Drop calls) wipes the login and the password.
+    let mut lp = LoginPassword {
+        login: "alice".into(),
+        password: Password::new(PW.to_owned()),
+    };
+    lp.zeroize();
+    assert!(lp.login.is_empty());
+    assert!(lp.password.expose_secret().is_empty());
+}
