@@ -45,9 +45,12 @@ impl Authenticator for Accounts {
     }
 }
 
+/// (authenticated, login_data, the account id in auth_data, auth_mechanism)
+type SessionFacts = (bool, Option<String>, Option<u32>, Option<String>);
+
 /// Records the session as the DATA hook sees it.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(bool, Option<String>, Option<u32>, Option<String>)>>>);
+struct Seen(Arc<Mutex<Vec<SessionFacts>>>);
 
 impl Handler for Seen {
     async fn data(&self, session: &Session, _envelope: &Envelope) -> Reply {
