@@ -14,6 +14,12 @@
 //!   [`smtp_auth::ServerMechanism`] or replaces PLAIN/LOGIN by name;
 //!   [`ServerConfigBuilder::exclude_mechanism`] removes one.
 //!
+//! Runnable examples, each driven by a test (`tests/examples.rs`): `examples/minimal.rs` (a
+//! handler and an authenticator), `examples/custom_mechanism.rs` (a SASL mechanism of your
+//! own), `examples/handle_auth.rs` (the `handle_auth` hook running an exchange itself) and
+//! `examples/relayer.rs` (an authenticated relayer on top of these crates); run one with
+//! `cargo run -p smtp-server --example minimal`.
+//!
 //! ## Example
 //!
 //! ```
