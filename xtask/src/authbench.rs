@@ -228,6 +228,7 @@ fn start(smtpd: &Path, dir: &Path, users: &Path, cache: bool) -> Result<Server, 
 auth_require_tls = false
 auth_failure_delay_ms = 0
 max_connections = 4096
+max_connections_per_ip = 0
 max_auth_failures_per_ip = 1000000
 max_auth_failures_per_user = 0
 sender_login = "any"

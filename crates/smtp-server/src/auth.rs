@@ -185,6 +185,69 @@ impl<K: std::hash::Hash + Eq + Clone> Bounded<K> {
     }
 }
 
+/// The key of every per-address limit: an IPv4 address as is (also when it arrives
+/// IPv4-mapped), an IPv6 address by its /64, since one host or customer usually holds a whole
+/// /64.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(o))
+            }
+        },
+    }
+}
+
+/// Connections per address (IPv6: per /64) in progress; an entry exists only while it has
+/// connections, so the table is bounded by `max_connections`.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionCounts {
+    map: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One counted connection; uncounted when dropped.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    counts: Arc<ConnectionCounts>,
+    key: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl ConnectionCounts {
+    /// A slot for `ip`, or `None` when it already has `max` (0: no limit).
+    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ConnectionSlot> {
+        let key = address_key(ip);
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key).or_insert(0);
+        if max > 0 && *n >= max {
+            if *n == 0 {
+                map.remove(&key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+}
+
 fn user_key(user: &str) -> String {
     let mut end = user.len().min(MAX_USER_KEY);
     while !user.is_char_boundary(end) {
@@ -214,7 +277,7 @@ impl AuthLimiter {
     /// True when `ip` has reached its limit.
     pub fn ip_blocked(&self, ip: IpAddr) -> bool {
         let map = self.ips.lock().unwrap_or_else(|p| p.into_inner());
-        self.per_ip > 0 && map.count(&ip, self.window, Instant::now()) >= self.per_ip
+        self.per_ip > 0 && map.count(&address_key(ip), self.window, Instant::now()) >= self.per_ip
     }
 
     /// True when `user` has reached its limit.
@@ -229,7 +292,7 @@ impl AuthLimiter {
         let now = Instant::now();
         if self.per_ip > 0 {
             let mut map = self.ips.lock().unwrap_or_else(|p| p.into_inner());
-            map.record(ip, self.window, now);
+            map.record(address_key(ip), self.window, now);
         }
         if let Some(user) = user
             && self.per_user > 0
@@ -285,6 +348,35 @@ mod tests {
         l.record_failure(last, Some("user999"));
         assert!(l.ip_blocked(last));
         assert!(l.user_locked("user999"));
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        let l = AuthLimiter::new(2, 0, Duration::from_secs(60));
+        l.record_failure("2001:db8:1:2::10".parse().unwrap(), None);
+        l.record_failure("2001:db8:1:2:ffff::99".parse().unwrap(), None);
+        assert!(l.ip_blocked("2001:db8:1:2::1".parse().unwrap()), "same /64");
+        assert!(
+            !l.ip_blocked("2001:db8:1:3::1".parse().unwrap()),
+            "another /64"
+        );
+        assert_eq!(
+            address_key("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn connection_counts_are_per_address_and_released() {
+        let c = Arc::new(ConnectionCounts::default());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let s1 = c.acquire(a, 2).unwrap();
+        let _s2 = c.acquire(a, 2).unwrap();
+        assert!(c.acquire(a, 2).is_none());
+        assert!(c.acquire("192.0.2.2".parse().unwrap(), 2).is_some());
+        drop(s1);
+        assert!(c.acquire(a, 2).is_some());
+        assert!(c.acquire(a, 0).is_some(), "0: no limit");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub type ExternalIdentity =
 /// | `max_line_length` | 512 octets (RFC 5321 §4.5.3.1.4) |
 /// | `read_timeout` | 300 s (RFC 5321 §4.5.3.2.7) |
 /// | `max_connections` | 1024 |
+/// | `max_connections_per_ip` | 50 per address (IPv6: per /64), then 421 4.7.0 |
+/// | `max_junk_commands` | 100 NOOP/RSET/VRFY/HELP, then each counts as an error |
+/// | `max_session_duration` | 1 hour, then 421 4.4.2 at the next command |
 /// | `auth_required` | false |
 /// | `auth_require_tls` | true |
 /// | `max_auth_failures` | 3 per connection, then 421 4.7.0 |
@@ -52,6 +55,9 @@ pub struct ServerConfig {
     pub(crate) max_line_length: usize,
     pub(crate) read_timeout: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: usize,
+    pub(crate) max_junk_commands: u32,
+    pub(crate) max_session_duration: Duration,
     pub(crate) auth_required: bool,
     pub(crate) auth_require_tls: bool,
     pub(crate) max_auth_failures: u32,
@@ -106,6 +112,9 @@ impl Default for ServerConfig {
             max_line_length: smtp_proto::DEFAULT_MAX_LINE,
             read_timeout: Duration::from_secs(300),
             max_connections: 1024,
+            max_connections_per_ip: 50,
+            max_junk_commands: 100,
+            max_session_duration: Duration::from_secs(3600),
             auth_required: false,
             auth_require_tls: true,
             max_auth_failures: 3,
@@ -185,6 +194,26 @@ impl ServerConfigBuilder {
     /// Most simultaneous connections; more are answered 421 4.3.2.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.0.max_connections = n.max(1);
+        self
+    }
+    /// Most simultaneous connections from one address (IPv6: one /64), counted after the
+    /// PROXY header when PROXY protocol is on; more get 421 4.7.0 (Postfix's
+    /// `smtpd_client_connection_count_limit`). 0 turns the limit off.
+    pub fn max_connections_per_ip(mut self, n: usize) -> Self {
+        self.0.max_connections_per_ip = n;
+        self
+    }
+    /// Commands that do no work (NOOP, RSET, VRFY, HELP) a session may send before each
+    /// further one counts as an error toward `max_errors` (Postfix's
+    /// `smtpd_junk_command_limit`), so a client that only keeps its slot busy is dropped.
+    pub fn max_junk_commands(mut self, n: u32) -> Self {
+        self.0.max_junk_commands = n;
+        self
+    }
+    /// The longest a session may last; past it the next command gets 421 4.4.2 and the
+    /// connection closes (a message in progress is finished first).
+    pub fn max_session_duration(mut self, d: Duration) -> Self {
+        self.0.max_session_duration = d;
         self
     }
     /// Require AUTH before MAIL (530 5.7.0 otherwise).

@@ -46,6 +46,7 @@ fn line_bytes(line: &str) -> Bytes {
 #[derive(Debug)]
 enum End {
     Timeout,
+    SessionTooLong,
     Shutdown,
     Closed,
 }
@@ -145,6 +146,10 @@ pub(crate) struct Conn<H: Handler> {
     body_deadline: Option<tokio::time::Instant>,
     /// Messages accepted on this connection.
     messages: u32,
+    /// Commands that did no work so far (NOOP, RSET, VRFY, HELP).
+    junk: u32,
+    /// When the session must end (checked between commands).
+    session_deadline: tokio::time::Instant,
 }
 
 /// TLS facts of a finished handshake.
@@ -228,6 +233,18 @@ pub(crate) async fn run<H: Handler>(
             Err(_) => return,
         }
     }
+    // Per-address connection limit, on the real client address (after PROXY).
+    let Some(_slot) = shared.per_ip.acquire(peer.ip(), cfg.max_connections_per_ip) else {
+        tracing::warn!(peer = %peer, "refused: too many connections from this address");
+        if !cfg.implicit_tls {
+            use tokio::io::AsyncWriteExt;
+            let _ = io
+                .write_all(&replies::too_many_from_address().to_bytes())
+                .await;
+            let _ = io.shutdown().await;
+        }
+        return;
+    };
     let mut session = Session::new(peer, local);
     let mut cb = None;
     if cfg.implicit_tls {
@@ -269,6 +286,8 @@ pub(crate) async fn run<H: Handler>(
         dead: false,
         body_deadline: None,
         messages: 0,
+        junk: 0,
+        session_deadline: tokio::time::Instant::now() + cfg.max_session_duration,
     };
     tracing::debug!(peer = %conn.session.peer_addr, "connected");
     let started = tokio::time::Instant::now();
@@ -335,6 +354,13 @@ impl<H: Handler> Conn<H> {
         } else {
             self.cfg().read_timeout
         };
+        let now = tokio::time::Instant::now();
+        if idle {
+            if now >= self.session_deadline {
+                return Err(End::SessionTooLong);
+            }
+            limit = limit.min(self.session_deadline - now);
+        }
         if !idle && let Some(deadline) = self.body_deadline {
             // The whole body, not just each read, has a deadline: a client trickling one
             // byte per read timeout cannot hold the session for ever.
@@ -351,6 +377,9 @@ impl<H: Handler> Conn<H> {
             read.await
         };
         match result {
+            Err(_) if idle && tokio::time::Instant::now() >= self.session_deadline => {
+                Err(End::SessionTooLong)
+            }
             Err(_) => Err(End::Timeout),
             Ok(Some(Ok(f))) => Ok(f),
             Ok(_) => Err(End::Closed),
@@ -360,6 +389,7 @@ impl<H: Handler> Conn<H> {
     async fn end(&mut self, end: End) {
         match end {
             End::Timeout => self.send(replies::timeout()).await,
+            End::SessionTooLong => self.send(replies::session_too_long()).await,
             End::Shutdown => self.send(replies::shutting_down()).await,
             End::Closed => {}
         }
@@ -410,6 +440,25 @@ impl<H: Handler> Conn<H> {
     }
 
     async fn command(&mut self, cmd: Command) -> Flow {
+        if matches!(
+            cmd,
+            Command::Noop(_) | Command::Rset | Command::Vrfy(_) | Command::Help(_)
+        ) {
+            self.junk += 1;
+            if self.junk > self.cfg().max_junk_commands {
+                // Answered as usual, but counted toward max_errors (Postfix's
+                // smtpd_junk_command_limit): a client that only keeps its slot busy goes.
+                let flow = self.dispatch(cmd).await;
+                if flow == Flow::Close {
+                    return flow;
+                }
+                return self.protocol_error().await;
+            }
+        }
+        self.dispatch(cmd).await
+    }
+
+    async fn dispatch(&mut self, cmd: Command) -> Flow {
         if self.quiet > 0 {
             // Right after AUTH: a line may be a pipelined credential; log the verb only.
             self.quiet -= 1;

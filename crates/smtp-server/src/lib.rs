@@ -66,6 +66,7 @@ mod session;
 
 pub use auth::{
     AuthLimiter, Authenticator, BoxFuture, DEFAULT_LIMITER_CAPACITY, ProviderAuthenticator,
+    address_key,
 };
 pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 pub use conn::{AuthChannel, ChallengeResponse};

@@ -137,3 +137,17 @@ pub(crate) fn pipelined_body() -> Reply {
         "Improper pipelining: message sent before the 354 reply, refused",
     )
 }
+pub(crate) fn too_many_from_address() -> Reply {
+    r(
+        421,
+        (4, 7, 0),
+        "Too many connections from your address, try again later",
+    )
+}
+pub(crate) fn session_too_long() -> Reply {
+    r(
+        421,
+        (4, 4, 2),
+        "Maximum session duration reached, closing connection",
+    )
+}

@@ -10,7 +10,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::auth::{AuthLimiter, Authenticator, ProviderAuthenticator};
+use crate::auth::{AuthLimiter, Authenticator, ConnectionCounts, ProviderAuthenticator};
 use crate::config::ServerConfig;
 use crate::conn::{self, BoxIo};
 use crate::{Handler, replies};
@@ -20,6 +20,7 @@ pub(crate) struct Shared<H> {
     pub(crate) handler: H,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
     pub(crate) limiter: Arc<AuthLimiter>,
+    pub(crate) per_ip: Arc<ConnectionCounts>,
 }
 
 /// An SMTP server: a configuration, a [`Handler`] and optionally an [`Authenticator`].
@@ -95,6 +96,7 @@ impl<H: Handler> Server<H> {
                     self.config.auth_failure_window,
                 ))
             }),
+            per_ip: Arc::default(),
             config: self.config,
             handler: self.handler,
             authenticator: self.authenticator,

@@ -308,6 +308,9 @@ fn server_config(c: &Config, loaded: &Loaded, mode: ListenerTls) -> ServerConfig
         .max_errors(s.max_errors)
         .lenient_helo(s.lenient_helo)
         .lenient_paths(s.lenient_paths)
+        .max_connections_per_ip(s.max_connections_per_ip)
+        .max_junk_commands(s.max_junk_commands)
+        .max_session_duration(Duration::from_secs(s.max_session_duration_secs))
         .forbid_bare_newline(s.forbid_bare_newline)
         .max_data_duration(Duration::from_secs(s.max_data_duration_secs))
         .max_auth_failures_per_user(s.max_auth_failures_per_user)
@@ -335,9 +338,20 @@ pub async fn run(
 ) -> Result<(), String> {
     let loaded = load(&config)?;
     let target = match &config.delivery {
-        Delivery::Maildir { path } => Target::Maildir(
-            Maildir::open(path).map_err(|e| format!("delivery.path {}: {e}", path.display()))?,
-        ),
+        Delivery::Maildir { path } => {
+            let md = Maildir::open(path)
+                .map_err(|e| format!("delivery.path {}: {e}", path.display()))?;
+            match md.clean_tmp(&config.server.hostname) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    removed = n,
+                    dir = %path.join("tmp").display(),
+                    "removed stale files from the Maildir's tmp/ (crashed writes, or older than 36 hours)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not clean the Maildir's tmp/"),
+            }
+            Target::Maildir(md)
+        }
         Delivery::Relay(r) => Target::Relay(r.clone()),
         Delivery::Discard => Target::Discard,
     };
@@ -415,8 +429,7 @@ pub async fn run(
     let (tx, rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for l in &config.listeners {
-        let listener = tokio::net::TcpListener::bind(l.address)
-            .await
+        let listener = bind(l.address, config.server.listen_backlog)
             .map_err(|e| format!("listener {}: {e}", l.address))?;
         tracing::info!(address = %l.address, tls = ?l.tls, "listening");
         let cfg = server_config(&config, &loaded, l.tls);
@@ -473,6 +486,19 @@ async fn reload_users_on_sighup(
             ),
         }
     }
+}
+
+/// A listener with an explicit backlog (the default of `TcpListener::bind` is 128: a burst of
+/// connects while busy overflows it, and the kernel drops them silently).
+fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// One authenticator shared by every listener.

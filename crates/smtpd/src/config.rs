@@ -99,6 +99,14 @@ pub struct ServerSection {
     pub lenient_paths: bool,
     /// Refuse command lines that end with a bare LF.
     pub forbid_bare_newline: bool,
+    /// Simultaneous connections from one address (IPv6: per /64); 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// NOOP/RSET/VRFY/HELP per session before each further one counts as an error.
+    pub max_junk_commands: u32,
+    /// Seconds a session may last.
+    pub max_session_duration_secs: u64,
+    /// The listen backlog of every listener (the kernel caps it at net.core.somaxconn).
+    pub listen_backlog: u32,
 }
 
 /// Which MAIL FROM addresses an authenticated user may use (Postfix's
@@ -156,6 +164,10 @@ impl Default for ServerSection {
             auth_workers: 0,
             lenient_paths: true,
             forbid_bare_newline: false,
+            max_connections_per_ip: 50,
+            max_junk_commands: 100,
+            max_session_duration_secs: 3600,
+            listen_backlog: 1024,
         }
     }
 }
@@ -581,6 +593,16 @@ impl Config {
         }
         if s.max_connections == 0 {
             return bad("server", "max_connections", "must be greater than 0");
+        }
+        if s.max_session_duration_secs == 0 {
+            return bad(
+                "server",
+                "max_session_duration_secs",
+                "must be greater than 0",
+            );
+        }
+        if s.listen_backlog == 0 {
+            return bad("server", "listen_backlog", "must be greater than 0");
         }
         if s.max_data_duration_secs == 0 {
             return bad("server", "max_data_duration_secs", "must be greater than 0");

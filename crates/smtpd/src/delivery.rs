@@ -21,6 +21,22 @@ pub fn queue_id() -> String {
     )
 }
 
+/// The writer's pid when `name` is one of this server's own Maildir names for `host`.
+fn own_writer_pid(name: &str, host: &str) -> Option<u32> {
+    let id = name.strip_suffix(host)?.strip_suffix('.')?;
+    let (secs, rest) = id.split_once(".M")?;
+    let (_usec, rest) = rest.split_once('P')?;
+    let (pid, counter) = rest.split_once('Q')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(secs) && digits(counter))
+        .then(|| pid.parse().ok())
+        .flatten()
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// A Maildir (<https://cr.yp.to/proto/maildir.html>).
 #[derive(Debug, Clone)]
 pub struct Maildir {
@@ -36,6 +52,38 @@ impl Maildir {
         Ok(Self {
             root: root.to_path_buf(),
         })
+    }
+
+    /// Removes stale files from `tmp/` (at start): any file older than 36 hours (the Maildir
+    /// convention), and this server's own partial writes whose process is gone (names
+    /// `<secs>.M<usec>P<pid>Q<n>.<hostname>` whose pid no longer runs: a crash or `kill -9`
+    /// during a write). Returns how many were removed.
+    pub fn clean_tmp(&self, hostname: &str) -> std::io::Result<usize> {
+        let host: String = hostname
+            .chars()
+            .map(|c| if c == '/' || c == ':' { '_' } else { c })
+            .collect();
+        let old = std::time::Duration::from_secs(36 * 3600);
+        let mut removed = 0;
+        for entry in std::fs::read_dir(self.root.join("tmp"))? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if !meta.is_file() {
+                continue;
+            }
+            let stale = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > old);
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let crashed = own_writer_pid(&name, &host)
+                .is_some_and(|pid| pid != std::process::id() && !process_alive(pid));
+            if (stale || crashed) && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The root directory.
@@ -76,6 +124,37 @@ impl Maildir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_and_crashed_tmp_files_are_removed_at_start() {
+        let dir = std::env::temp_dir().join(format!("smtpd-clean-{}", queue_id()));
+        let md = Maildir::open(&dir).unwrap();
+        let tmp = dir.join("tmp");
+        // A partial write of a process that no longer exists (pid beyond pid_max).
+        std::fs::write(tmp.join("1790000000.M1P4999999Q3.mx.test"), "half a mes").unwrap();
+        // A write in progress of a live process (ours stands in for another smtpd).
+        let live = format!("1790000000.M1P{}Q4.mx.test", std::process::id());
+        std::fs::write(tmp.join(&live), "in progress").unwrap();
+        // Another program's fresh file, and a 3-day-old one.
+        std::fs::write(tmp.join("someone-else"), "x").unwrap();
+        let old = tmp.join("ancient");
+        std::fs::write(&old, "x").unwrap();
+        let three_days = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86400);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(three_days)
+            .unwrap();
+        assert_eq!(md.clean_tmp("mx.test").unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![live, "someone-else".to_string()]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn stores_atomically_into_new() {

@@ -1,0 +1,83 @@
+//! Resource limits of the `smtpd` binary: a burst of connects is greeted or refused, never left
+//! hanging (listen backlog, connection limits); stale files in the Maildir's `tmp/` are removed
+//! at start.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use e2e::{Smtpd, file_config, free_port, temp_dir};
+
+fn setup() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+}
+
+#[test]
+fn a_burst_of_connects_is_greeted_or_refused() {
+    setup();
+    let dir = temp_dir("burst");
+    let port = free_port();
+    let config = file_config(
+        &dir,
+        port,
+        "max_connections = 20\nmax_connections_per_ip = 0\nlisten_backlog = 1024",
+        false,
+    );
+    let _srv = Smtpd::start(&dir, &config, port);
+    // 300 clients at once; those within the limit hold their connection open.
+    let replies: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..300)
+            .map(|_| {
+                s.spawn(move || {
+                    let c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    let mut line = String::new();
+                    let _ = BufReader::new(&c).read_line(&mut line);
+                    std::thread::sleep(Duration::from_millis(500));
+                    line.trim_end().to_owned()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let greeted = replies.iter().filter(|r| r.starts_with("220 ")).count();
+    let refused = replies
+        .iter()
+        .filter(|r| *r == "421 4.3.2 Too many connections, try again later")
+        .count();
+    assert_eq!(greeted + refused, 300, "none left hanging: {replies:?}");
+    assert!(
+        greeted >= 20 && refused > 0,
+        "{greeted} greeted, {refused} refused"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn stale_tmp_files_are_removed_at_start() {
+    setup();
+    let dir = temp_dir("stale-tmp");
+    let port = free_port();
+    let tmp = dir.join("Maildir").join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    // A write cut short by kill -9 (its process is gone), and a 3-day-old file.
+    std::fs::write(tmp.join("1790000000.M1P4999999Q0.mx.test"), "Subject: half").unwrap();
+    let old = tmp.join("1234.other-program");
+    std::fs::write(&old, "x").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 86400))
+        .unwrap();
+    std::fs::write(tmp.join("fresh.other-program"), "x").unwrap();
+    let srv = Smtpd::start(&dir, &file_config(&dir, port, "", false), port);
+    srv.wait_for_log("removed stale files", 1);
+    assert!(srv.log().contains("removed=2"), "{}", srv.log());
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["fresh.other-program".to_string()]);
+    let _ = std::fs::remove_dir_all(dir);
+}
