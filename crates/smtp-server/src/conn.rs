@@ -30,6 +30,28 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 pub(crate) type BoxIo = Box<dyn Io>;
 type Transport = Framed<BoxIo, SmtpCodec>;
 
+/// The read buffer an idle connection starts with and shrinks back to: one command line fits
+/// twice; DATA and BDAT grow it while they need it.
+const IDLE_READ_BUFFER: usize = 1024;
+/// A buffer larger than this is given back once it is empty.
+const SHRINK_ABOVE: usize = 8 * 1024;
+
+/// A transport with a small read buffer (tokio-util's default is 8 KiB).
+fn framed(io: BoxIo, codec: SmtpCodec) -> Transport {
+    Framed::with_capacity(io, codec, IDLE_READ_BUFFER)
+}
+
+/// Gives back buffers that grew for a large reply or message, once they are empty, so an idle
+/// connection costs little whatever it did before.
+fn shrink(t: &mut Transport) {
+    if t.read_buffer().is_empty() && t.read_buffer().capacity() > SHRINK_ABOVE {
+        *t.read_buffer_mut() = BytesMut::with_capacity(IDLE_READ_BUFFER);
+    }
+    if t.write_buffer().is_empty() && t.write_buffer().capacity() > SHRINK_ABOVE {
+        *t.write_buffer_mut() = BytesMut::new();
+    }
+}
+
 /// Flushes what was fed (the item type only picks the `Sink` impl).
 async fn flush(t: &mut Transport) -> std::io::Result<()> {
     SinkExt::<Bytes>::flush(t).await
@@ -223,7 +245,7 @@ pub(crate) async fn run<H: Handler>(
     let mut io = io;
     let mut peer = peer;
     if cfg.proxy_protocol {
-        match timeout(cfg.read_timeout, crate::proxy::read_header(&mut io)).await {
+        match timeout(cfg.read_timeout, Box::pin(crate::proxy::read_header(&mut io))).await {
             Ok(Ok(Some(src))) => peer = src,
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
@@ -252,7 +274,7 @@ pub(crate) async fn run<H: Handler>(
             tracing::error!("implicit TLS configured without a TLS configuration");
             return;
         };
-        match accept_tls(tls, io, cfg.read_timeout, true).await {
+        match Box::pin(accept_tls(tls, io, cfg.read_timeout, true)).await {
             Some((tls_io, info, binding)) => {
                 io = tls_io;
                 session.tls = Some(info);
@@ -268,7 +290,7 @@ pub(crate) async fn run<H: Handler>(
         forbid_bare_newline: cfg.forbid_bare_newline,
         ..Default::default()
     });
-    let transport = Framed::new(io, codec);
+    let transport = framed(io, codec);
     let mut conn = Conn {
         shared: shared.clone(),
         transport,
@@ -293,7 +315,7 @@ pub(crate) async fn run<H: Handler>(
     let started = tokio::time::Instant::now();
     conn.serve().await;
     let _ = flush(&mut conn.transport).await;
-    shared.handler.disconnect(&conn.session).await;
+    Box::pin(shared.handler.disconnect(&conn.session)).await;
     // The one line per connection.
     tracing::info!(
         peer = %conn.session.peer_addr,
@@ -345,6 +367,9 @@ impl<H: Handler> Conn<H> {
             return Err(End::Closed);
         }
         self.flush_if_idle().await.map_err(|_| End::Closed)?;
+        if idle {
+            shrink(&mut self.transport);
+        }
         let shutting_down = *self.shutdown.borrow();
         if idle && shutting_down {
             return Err(End::Shutdown);
@@ -396,7 +421,7 @@ impl<H: Handler> Conn<H> {
     }
 
     async fn serve(&mut self) {
-        match self.shared.handler.connect(&self.session).await {
+        match Box::pin(self.shared.handler.connect(&self.session)).await {
             Some(r) if !r.code().is_positive() => {
                 self.send(r).await;
                 return;
@@ -473,37 +498,39 @@ impl<H: Handler> Conn<H> {
                 self.send(replies::lmtp_ehlo()).await;
             }
             Command::Lhlo(_) if !lmtp => self.send(replies::not_lmtp()).await,
-            Command::Ehlo(h) | Command::Lhlo(h) => self.greet(h, true).await,
-            Command::Helo(h) => self.greet(h, false).await,
-            Command::Mail { from, params } => self.mail(from, params).await,
-            Command::Rcpt { to, params } => self.rcpt(to, params).await,
-            Command::Data => return self.data().await,
-            Command::Bdat { size, last } => return self.bdat(size, last).await,
+            // The larger steps are boxed: an idle connection's task then holds only the
+            // small state of waiting for a command, not the largest step's.
+            Command::Ehlo(h) | Command::Lhlo(h) => Box::pin(self.greet(h, true)).await,
+            Command::Helo(h) => Box::pin(self.greet(h, false)).await,
+            Command::Mail { from, params } => Box::pin(self.mail(from, params)).await,
+            Command::Rcpt { to, params } => Box::pin(self.rcpt(to, params)).await,
+            Command::Data => return Box::pin(self.data()).await,
+            Command::Bdat { size, last } => return Box::pin(self.bdat(size, last)).await,
             Command::Rset => {
                 self.reset_transaction();
-                let r = self.shared.handler.rset(&self.session).await;
+                let r = Box::pin(self.shared.handler.rset(&self.session)).await;
                 self.send(r.unwrap_or_else(replies::ok)).await;
             }
             Command::Noop(_) => {
-                let r = self.shared.handler.noop(&self.session).await;
+                let r = Box::pin(self.shared.handler.noop(&self.session)).await;
                 self.send(r.unwrap_or_else(replies::ok)).await;
             }
             Command::Vrfy(arg) => {
-                let r = self.shared.handler.vrfy(&self.session, &arg).await;
+                let r = Box::pin(self.shared.handler.vrfy(&self.session, &arg)).await;
                 self.send(r.unwrap_or_else(replies::vrfy)).await;
             }
             Command::Expn(_) => self.send(replies::expn()).await,
             Command::Help(_) => self.send(replies::help()).await,
             Command::Quit => {
-                let r = self.shared.handler.quit(&self.session).await;
+                let r = Box::pin(self.shared.handler.quit(&self.session)).await;
                 self.send(r.unwrap_or_else(replies::bye)).await;
                 return Flow::Close;
             }
-            Command::StartTls => return self.starttls().await,
+            Command::StartTls => return Box::pin(self.starttls()).await,
             Command::Auth {
                 mechanism,
                 initial_response,
-            } => return self.auth(mechanism, initial_response).await,
+            } => return Box::pin(self.auth(mechanism, initial_response)).await,
             _ => {
                 self.send(replies::unknown_command()).await;
                 return self.protocol_error().await;
@@ -767,7 +794,7 @@ impl<H: Handler> Conn<H> {
         self.channel_binding = binding;
         let mut codec = parts.codec;
         codec.set_mode(Mode::Command);
-        self.transport = Framed::new(io, codec);
+        self.transport = framed(io, codec);
         self.session.reset_after_tls();
         self.session.tls = Some(info);
         self.reset_transaction();
@@ -1047,3 +1074,4 @@ impl<H: Handler> Conn<H> {
 
 /// Commands logged by verb only after an AUTH command (LOGIN sends two credential lines).
 const QUIET_AFTER_AUTH: u8 = 3;
+
