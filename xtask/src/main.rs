@@ -12,6 +12,9 @@
 //!   p50/p99, server CPU per session, peak RSS at 1, 20 and 100 concurrent sessions; argon2id
 //!   with and without the credential cache against a minimal-cost hash; a wrong-password
 //!   flood). Also the last part of a full `cargo xtask bench`.
+//! - `cargo xtask soak [--connections N] [--big]`: the release smtpd holding 10,000 idle
+//!   connections, mail through them in waves, RSS per idle connection, peak and after the
+//!   burst; `--big`: 100 concurrent 31 MiB messages, peak RSS.
 //! - `cargo xtask fuzz [--seconds N] [--smoke]`: each fuzz target for N seconds (default 30)
 //!   with the installed nightly and cargo-fuzz (installed from crates.io when missing). With
 //!   `--smoke` (CI), a machine without a nightly or without crates.io skips the run with a
@@ -21,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod authbench;
+mod soak;
 
 /// Fuzz targets: (crate directory, target name, optional dictionary).
 const FUZZ_TARGETS: &[(&str, &str, Option<&str>)] = &[
@@ -85,6 +89,8 @@ fn main() -> ExitCode {
         Some("bench") if args.iter().any(|a| a == "--peers") => peers(),
         Some("bench") if args.iter().any(|a| a == "--auth") => authbench::auth(),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        Some("soak") => soak::soak(&args[1..]),
+        Some("soak-run") => soak::soak_run(&args[1..]),
         Some("fuzz") => {
             let secs = args
                 .iter()
@@ -96,7 +102,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | conformance | bench [--quick | --peers | --auth] | fuzz [--seconds N] [--smoke]>"
+                "usage: cargo xtask <ci | conformance | bench [--quick | --peers | --auth] | soak [--connections N] [--big] | fuzz [--seconds N] [--smoke]>"
             );
             return ExitCode::from(2);
         }

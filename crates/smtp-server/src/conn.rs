@@ -33,8 +33,10 @@ type Transport = Framed<BoxIo, SmtpCodec>;
 /// The read buffer an idle connection starts with and shrinks back to: one command line fits
 /// twice; DATA and BDAT grow it while they need it.
 const IDLE_READ_BUFFER: usize = 1024;
+/// The read buffer a message body is read with (given back after it).
+const BODY_READ_BUFFER: usize = 16 * 1024;
 /// A buffer larger than this is given back once it is empty.
-const SHRINK_ABOVE: usize = 8 * 1024;
+const SHRINK_ABOVE: usize = 4 * 1024;
 
 /// A transport with a small read buffer (tokio-util's default is 8 KiB).
 fn framed(io: BoxIo, codec: SmtpCodec) -> Transport {
@@ -245,7 +247,12 @@ pub(crate) async fn run<H: Handler>(
     let mut io = io;
     let mut peer = peer;
     if cfg.proxy_protocol {
-        match timeout(cfg.read_timeout, Box::pin(crate::proxy::read_header(&mut io))).await {
+        match timeout(
+            cfg.read_timeout,
+            Box::pin(crate::proxy::read_header(&mut io)),
+        )
+        .await
+        {
             Ok(Ok(Some(src))) => peer = src,
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
@@ -636,6 +643,7 @@ impl<H: Handler> Conn<H> {
         let early = !self.transport.read_buffer().is_empty();
         self.send(replies::start_data()).await;
         self.start_body();
+        self.transport.read_buffer_mut().reserve(BODY_READ_BUFFER);
         let decoder = DataDecoder::new(self.cfg().max_message_size, self.cfg().bare_policy);
         self.transport.codec_mut().set_mode(Mode::Data(decoder));
         let mut body = BytesMut::new();
@@ -677,6 +685,7 @@ impl<H: Handler> Conn<H> {
         }
         // The chunk's octets are read in every case, so the stream stays in sync.
         self.start_body();
+        self.transport.read_buffer_mut().reserve(BODY_READ_BUFFER);
         self.transport.codec_mut().set_mode(Mode::bdat(size));
         let max = self.cfg().max_message_size;
         loop {
@@ -1074,4 +1083,3 @@ impl<H: Handler> Conn<H> {
 
 /// Commands logged by verb only after an AUTH command (LOGIN sends two credential lines).
 const QUIET_AFTER_AUTH: u8 = 3;
-
