@@ -81,3 +81,47 @@ fn stale_tmp_files_are_removed_at_start() {
     assert_eq!(left, vec!["fresh.other-program".to_string()]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_large_message_is_spooled_and_lands_whole_in_the_maildir() {
+    setup();
+    let dir = temp_dir("spool-e2e");
+    let port = free_port();
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let config = file_config(
+        &dir,
+        port,
+        &format!("spool_threshold = 65536\nspool_dir = {spool:?}"),
+        false,
+    );
+    let _srv = Smtpd::start(&dir, &config, port);
+    // About 3 MiB with dot-leading lines, through Python's smtplib.
+    let out = e2e::python(&format!(
+        r#"
+import smtplib
+lines = []
+for i in range(60000):
+    lines.append(('.' if i % 50 == 0 else '') + 'line %06d of a large message, filled up with text' % i)
+body = 'Subject: large\r\n\r\n' + '\r\n'.join(lines) + '\r\n'
+open({body_path:?}, 'w', newline='').write(body)
+s = smtplib.SMTP('127.0.0.1', {port}, timeout=60)
+s.login('alice', 'wonder land')
+print(s.sendmail('alice@mx.test', ['bob@example.org'], body))
+s.quit()
+"#,
+        body_path = dir.join("sent.txt")
+    ));
+    assert_eq!(out, "{}\n");
+    let sent = std::fs::read_to_string(dir.join("sent.txt")).unwrap();
+    let got = e2e::maildir_messages(&dir.join("Maildir"));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].ends_with(&sent), "the body arrived whole and exact");
+    assert!(got[0].starts_with("Received: "));
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "no spool file left"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

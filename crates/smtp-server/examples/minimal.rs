@@ -27,6 +27,11 @@ pub struct Inbox(pub Arc<Mutex<Vec<Message>>>);
 
 impl Handler for Inbox {
     async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
+        // The body is in memory when small and in a spool file when large; this handler
+        // wants the bytes (fine for the sizes it accepts).
+        let Ok(content) = envelope.body.to_bytes().await else {
+            return Reply::simple(451, Some((4, 3, 0)), "Cannot read the message");
+        };
         let message = Message {
             login: session.login_data.clone(),
             from: envelope
@@ -35,7 +40,7 @@ impl Handler for Inbox {
                 .map(|f| f.to_string())
                 .unwrap_or_default(),
             to: envelope.rcpt_to.iter().map(|t| t.to_string()).collect(),
-            content: envelope.content.to_vec(),
+            content: content.to_vec(),
         };
         self.0.lock().unwrap().push(message);
         Reply::simple(250, Some((2, 0, 0)), "Kept")

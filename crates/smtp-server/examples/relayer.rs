@@ -70,7 +70,7 @@ impl Relay {
             }
         }
         let mut body = BytesMut::new();
-        encode_data(&envelope.content, &mut body);
+        encode_data(&envelope.body.to_bytes().await?, &mut body);
         io.write_all(&body).await?;
         let r = reply(&mut io, &mut buf).await?;
         let _ = io.write_all(b"QUIT\r\n").await;

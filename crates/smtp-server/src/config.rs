@@ -20,6 +20,9 @@ pub type ExternalIdentity =
 /// | `max_recipients` | 100 |
 /// | `max_line_length` | 512 octets (RFC 5321 §4.5.3.1.4) |
 /// | `read_timeout` | 300 s (RFC 5321 §4.5.3.2.7) |
+/// | `spool_threshold` | 1 MiB: larger message bodies go to a spool file as they arrive |
+/// | `spool_dir` | the system's temporary directory |
+/// | `memory_budget` | 64 MiB for all message bodies in memory; beyond it bodies are spooled |
 /// | `max_connections` | 1024 |
 /// | `max_connections_per_ip` | 50 per address (IPv6: per /64), then 421 4.7.0 |
 /// | `max_junk_commands` | 100 NOOP/RSET/VRFY/HELP, then each counts as an error |
@@ -55,6 +58,9 @@ pub struct ServerConfig {
     pub(crate) max_line_length: usize,
     pub(crate) read_timeout: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) spool_threshold: usize,
+    pub(crate) spool_dir: std::path::PathBuf,
+    pub(crate) memory_budget: u64,
     pub(crate) max_connections_per_ip: usize,
     pub(crate) max_junk_commands: u32,
     pub(crate) max_session_duration: Duration,
@@ -112,6 +118,9 @@ impl Default for ServerConfig {
             max_line_length: smtp_proto::DEFAULT_MAX_LINE,
             read_timeout: Duration::from_secs(300),
             max_connections: 1024,
+            spool_threshold: 1024 * 1024,
+            spool_dir: std::env::temp_dir(),
+            memory_budget: 64 * 1024 * 1024,
             max_connections_per_ip: 50,
             max_junk_commands: 100,
             max_session_duration: Duration::from_secs(3600),
@@ -214,6 +223,23 @@ impl ServerConfigBuilder {
     /// connection closes (a message in progress is finished first).
     pub fn max_session_duration(mut self, d: Duration) -> Self {
         self.0.max_session_duration = d;
+        self
+    }
+    /// Message bodies larger than this many octets are written to a spool file while they
+    /// arrive instead of being held in memory.
+    pub fn spool_threshold(mut self, n: usize) -> Self {
+        self.0.spool_threshold = n;
+        self
+    }
+    /// Where spool files are written (removed once the message is handled).
+    pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.0.spool_dir = dir.into();
+        self
+    }
+    /// The most octets of message bodies held in memory by the whole server; a body that
+    /// would go past it is spooled, whatever its size.
+    pub fn memory_budget(mut self, n: u64) -> Self {
+        self.0.memory_budget = n;
         self
     }
     /// Require AUTH before MAIL (530 5.7.0 otherwise).

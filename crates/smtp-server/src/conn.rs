@@ -19,6 +19,7 @@ use tokio::time::timeout;
 use tokio_util::codec::Framed;
 
 use crate::Handler;
+use crate::body::{Body, BodySink};
 use crate::protocol;
 use crate::replies;
 use crate::server::Shared;
@@ -147,7 +148,7 @@ pub(crate) struct Conn<H: Handler> {
     envelope: Envelope,
     shutdown: watch::Receiver<bool>,
     /// A BDAT transaction's content so far, and the error that refuses it.
-    bdat_body: BytesMut,
+    bdat_body: Option<BodySink>,
     bdat_error: Option<Reply>,
     /// The user named in the AUTH exchange in progress, for the log line of its outcome.
     auth_user: Option<String>,
@@ -304,7 +305,7 @@ pub(crate) async fn run<H: Handler>(
         session,
         envelope: Envelope::default(),
         shutdown,
-        bdat_body: BytesMut::new(),
+        bdat_body: None,
         bdat_error: None,
         auth_user: None,
         auth_refused: false,
@@ -566,7 +567,7 @@ impl<H: Handler> Conn<H> {
     fn reset_transaction(&mut self) {
         self.body_deadline = None;
         self.envelope = Envelope::default();
-        self.bdat_body = BytesMut::new();
+        self.bdat_body = None;
         self.bdat_error = None;
     }
 
@@ -646,10 +647,19 @@ impl<H: Handler> Conn<H> {
         self.transport.read_buffer_mut().reserve(BODY_READ_BUFFER);
         let decoder = DataDecoder::new(self.cfg().max_message_size, self.cfg().bare_policy);
         self.transport.codec_mut().set_mode(Mode::Data(decoder));
-        let mut body = BytesMut::new();
+        let mut body = self.body_sink();
+        let mut spool_error = None;
         let end = loop {
             match self.next_frame(false).await {
-                Ok(Frame::DataChunk(c)) => body.extend_from_slice(&c),
+                Ok(Frame::DataChunk(c)) => {
+                    // After a spool error the rest is read and dropped, so the stream stays
+                    // in sync, and the message is refused at its end.
+                    if spool_error.is_none()
+                        && let Err(e) = body.push(&c).await
+                    {
+                        spool_error = Some(e);
+                    }
+                }
                 Ok(Frame::DataEnd(end)) => break end,
                 Ok(_) => {}
                 Err(e) => {
@@ -674,7 +684,7 @@ impl<H: Handler> Conn<H> {
             self.send(replies::pipelined_body()).await;
             return Flow::Continue;
         }
-        self.deliver(body.freeze()).await;
+        self.finish_body(body, spool_error).await;
         Flow::Continue
     }
 
@@ -694,11 +704,21 @@ impl<H: Handler> Conn<H> {
                     if refused.is_some() || self.bdat_error.is_some() {
                         continue;
                     }
-                    if self.bdat_body.len() as u64 + c.len() as u64 > max {
+                    let sink = match self.bdat_body.take() {
+                        Some(s) => s,
+                        None => self.body_sink(),
+                    };
+                    if sink.len() + c.len() as u64 > max {
                         self.bdat_error = Some(replies::size_exceeded());
-                        self.bdat_body = BytesMut::new();
                     } else {
-                        self.bdat_body.extend_from_slice(&c);
+                        let mut sink = sink;
+                        match sink.push(&c).await {
+                            Ok(()) => self.bdat_body = Some(sink),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot spool the message");
+                                self.bdat_error = Some(replies::local_error());
+                            }
+                        }
                     }
                 }
                 Ok(Frame::BdatEnd) => break,
@@ -726,14 +746,45 @@ impl<H: Handler> Conn<H> {
             self.send(r).await;
             return Flow::Continue;
         }
-        let body = std::mem::take(&mut self.bdat_body).freeze();
-        self.deliver(body).await;
+        let body = match self.bdat_body.take() {
+            Some(b) => b,
+            None => self.body_sink(), // BDAT 0 LAST: an empty message
+        };
+        self.finish_body(body, None).await;
         Flow::Continue
     }
 
-    async fn deliver(&mut self, content: Bytes) {
-        self.envelope.content = content;
-        let size = self.envelope.content.len();
+    fn body_sink(&self) -> BodySink {
+        BodySink::new(
+            self.cfg().spool_threshold,
+            self.cfg().spool_dir.clone(),
+            self.shared.budget.clone(),
+        )
+    }
+
+    /// Hands a received body to the handler, or refuses the message (451) when it could not
+    /// be stored.
+    async fn finish_body(&mut self, sink: BodySink, error: Option<std::io::Error>) {
+        let stored = match error {
+            Some(e) => Err(e),
+            None => sink.finish().await,
+        };
+        match stored {
+            Ok((body, hold)) => {
+                self.deliver(body).await;
+                drop(hold);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot spool the message: refused");
+                self.reset_transaction();
+                self.send(replies::local_error()).await;
+            }
+        }
+    }
+
+    async fn deliver(&mut self, body: Body) {
+        self.envelope.body = body;
+        let size = self.envelope.body.len();
         if self.cfg().lmtp {
             let n = self.envelope.rcpt_to.len();
             let mut replies = self

@@ -86,7 +86,7 @@ pub trait Handler: Send + Sync + 'static {
         async { None }
     }
 
-    /// A complete message: `envelope.content` holds it. The reply is sent as is; return a
+    /// A complete message: `envelope.body` holds it (in memory, or spooled when large). The reply is sent as is; return a
     /// 250 only once the message is safe.
     fn data(&self, session: &Session, envelope: &Envelope) -> impl Future<Output = Reply> + Send {
         let _ = (session, envelope);

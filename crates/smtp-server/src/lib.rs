@@ -31,7 +31,7 @@
 //!
 //! impl Handler for Print {
 //!     async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
-//!         println!("{:?} sent {} octets", session.login_data, envelope.content.len());
+//!         println!("{:?} sent {} octets", session.login_data, envelope.body.len());
 //!         Reply::simple(250, Some((2, 0, 0)), "OK")
 //!     }
 //! }
@@ -53,6 +53,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod body;
 mod config;
 mod conn;
 mod handler;
@@ -68,6 +69,7 @@ pub use auth::{
     AuthLimiter, Authenticator, BoxFuture, DEFAULT_LIMITER_CAPACITY, ProviderAuthenticator,
     address_key,
 };
+pub use body::{Body, SpoolFile};
 pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 pub use conn::{AuthChannel, ChallengeResponse};
 pub use handler::{AcceptAll, Handler};

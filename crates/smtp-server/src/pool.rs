@@ -116,8 +116,11 @@ impl VerifyPool {
                 counters.skipped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let _ = tx.send(f());
+            let result = f();
+            // Counted before the caller can see the result, so a caller that awaited its job
+            // always finds it counted.
             counters.completed.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(result);
         });
         let counters = &self.inner.counters;
         counters.queued.fetch_add(1, Ordering::Relaxed);

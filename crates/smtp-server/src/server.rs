@@ -21,6 +21,7 @@ pub(crate) struct Shared<H> {
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
     pub(crate) limiter: Arc<AuthLimiter>,
     pub(crate) per_ip: Arc<ConnectionCounts>,
+    pub(crate) budget: Arc<crate::body::MemoryBudget>,
 }
 
 /// An SMTP server: a configuration, a [`Handler`] and optionally an [`Authenticator`].
@@ -97,6 +98,7 @@ impl<H: Handler> Server<H> {
                 ))
             }),
             per_ip: Arc::default(),
+            budget: Arc::new(crate::body::MemoryBudget::new(self.config.memory_budget)),
             config: self.config,
             handler: self.handler,
             authenticator: self.authenticator,

@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use smtp_auth::{AuthData, AuthProgress};
+
+use crate::body::Body;
 use smtp_proto::{AuthParam, ForwardPath, MailParameters, RcptParameters, ReversePath};
 
 /// Facts about the TLS layer of a session.
@@ -90,8 +91,9 @@ pub struct Envelope {
     pub rcpt_to: Vec<ForwardPath>,
     /// Each accepted recipient's parameters, in the same order.
     pub rcpt_params: Vec<RcptParameters>,
-    /// The message content (after dot-unstuffing), set before the DATA hook runs.
-    pub content: Bytes,
+    /// The message (after dot-unstuffing or BDAT reassembly), set before the DATA hook runs:
+    /// in memory when it is small, in a spool file when it is large (see [`Body`]).
+    pub body: Body,
     /// The AUTH= parameter of MAIL (RFC 4954 §5), recorded as given.
     pub auth: Option<AuthParam>,
     /// True when the message arrived with BDAT.

@@ -73,19 +73,24 @@ impl Handler for App {
             self.lmtp,
             SystemTime::now(),
         );
-        let size = envelope.content.len();
+        let size = envelope.body.len();
         let rcpts: Vec<String> = envelope.rcpt_to.iter().map(|r| r.to_string()).collect();
         let outcome = match &*self.target {
             Target::Discard => Ok(()),
             Target::Maildir(md) => {
-                let (md, content, host, id2) = (
+                let (md, body, host, id2) = (
                     md.clone(),
-                    envelope.content.clone(),
+                    envelope.body.clone(),
                     self.hostname.clone(),
                     id.clone(),
                 );
+                // The header, then the body streamed from memory or its spool file.
                 match tokio::task::spawn_blocking(move || {
-                    md.store(&id2, &host, &[header.as_bytes(), &content])
+                    let mut message = std::io::Read::chain(
+                        std::io::Cursor::new(header.into_bytes()),
+                        body.blocking_reader()?,
+                    );
+                    md.store_from(&id2, &host, &mut message)
                 })
                 .await
                 {
@@ -96,7 +101,18 @@ impl Handler for App {
             }
             Target::Relay(cfg) => {
                 let mut message = header.into_bytes();
-                message.extend_from_slice(&envelope.content);
+                // The relay sends the message from memory (bounded by max_message_size).
+                match envelope.body.to_bytes().await {
+                    Ok(b) => message.extend_from_slice(&b),
+                    Err(e) => {
+                        tracing::error!(queue_id = %id, error = %e, "cannot read the spooled message");
+                        return Reply::simple(
+                            451,
+                            Some((4, 3, 0)),
+                            "Local error in processing, try again later",
+                        );
+                    }
+                }
                 let from = envelope
                     .mail_from
                     .as_ref()
@@ -311,6 +327,9 @@ fn server_config(c: &Config, loaded: &Loaded, mode: ListenerTls) -> ServerConfig
         .max_connections_per_ip(s.max_connections_per_ip)
         .max_junk_commands(s.max_junk_commands)
         .max_session_duration(Duration::from_secs(s.max_session_duration_secs))
+        .spool_threshold(s.spool_threshold)
+        .memory_budget(s.memory_budget)
+        .spool_dir(s.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
         .forbid_bare_newline(s.forbid_bare_newline)
         .max_data_duration(Duration::from_secs(s.max_data_duration_secs))
         .max_auth_failures_per_user(s.max_auth_failures_per_user)

@@ -107,6 +107,12 @@ pub struct ServerSection {
     pub max_session_duration_secs: u64,
     /// The listen backlog of every listener (the kernel caps it at net.core.somaxconn).
     pub listen_backlog: u32,
+    /// Message bodies larger than this many octets are spooled to disk as they arrive.
+    pub spool_threshold: usize,
+    /// Where spool files go (default: the system's temporary directory).
+    pub spool_dir: Option<PathBuf>,
+    /// The most octets of message bodies held in memory by the whole server.
+    pub memory_budget: u64,
 }
 
 /// Which MAIL FROM addresses an authenticated user may use (Postfix's
@@ -168,6 +174,9 @@ impl Default for ServerSection {
             max_junk_commands: 100,
             max_session_duration_secs: 3600,
             listen_backlog: 1024,
+            spool_threshold: 1024 * 1024,
+            spool_dir: None,
+            memory_budget: 64 * 1024 * 1024,
         }
     }
 }

@@ -1,7 +1,6 @@
 //! Delivery: Maildir (atomic: tmp/, fsync, rename into new/, fsync the directory, all before
 //! the 250), relay to an upstream server, or discard.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -93,6 +92,18 @@ impl Maildir {
 
     /// Writes one message durably; returns its path in `new/`. Blocking.
     pub fn store(&self, id: &str, hostname: &str, parts: &[&[u8]]) -> std::io::Result<PathBuf> {
+        let joined: Vec<u8> = parts.concat();
+        self.store_from(id, hostname, &mut &joined[..])
+    }
+
+    /// Writes one message durably from a reader (a spooled body is copied through a small
+    /// buffer, never held whole); returns its path in `new/`. Blocking.
+    pub fn store_from(
+        &self,
+        id: &str,
+        hostname: &str,
+        message: &mut dyn std::io::Read,
+    ) -> std::io::Result<PathBuf> {
         let host: String = hostname
             .chars()
             .map(|c| if c == '/' || c == ':' { '_' } else { c })
@@ -105,9 +116,7 @@ impl Maildir {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)?;
-            for p in parts {
-                f.write_all(p)?;
-            }
+            std::io::copy(message, &mut f)?;
             f.sync_all()?;
             drop(f);
             std::fs::rename(&tmp, &new)?;

@@ -39,6 +39,7 @@ impl Recorder {
 
 impl Handler for Recorder {
     async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
+        let content = envelope.body.to_bytes().await.unwrap().to_vec();
         self.messages.lock().unwrap().push(Delivered {
             from: envelope
                 .mail_from
@@ -46,7 +47,7 @@ impl Handler for Recorder {
                 .map(|f| f.to_string())
                 .unwrap_or_default(),
             to: envelope.rcpt_to.iter().map(|t| t.to_string()).collect(),
-            content: envelope.content.to_vec(),
+            content,
             login: session.login_data.clone(),
             authenticated: session.authenticated,
             auth: envelope.auth.clone(),

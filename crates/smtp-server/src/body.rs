@@ -1,0 +1,332 @@
+//! Message bodies that do not pile up in memory: [`Body`] is either the bytes themselves (a
+//! small message) or a spool file (a large one, or any one while the server-wide budget for
+//! in-memory bodies is spent). The server fills it while the message arrives ([`BodySink`]);
+//! the handler reads it as bytes or as a stream. A spool file is removed when the last `Body`
+//! holding it is dropped, so a refused message or a dropped connection leaves nothing behind.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter};
+
+/// A spool file; removed from disk when dropped.
+#[derive(Debug)]
+pub struct SpoolFile {
+    path: PathBuf,
+    len: u64,
+}
+
+impl SpoolFile {
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A message body (after dot-unstuffing or BDAT reassembly).
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// In memory.
+    Memory(Bytes),
+    /// In a spool file (removed once every clone of this `Body` is dropped).
+    Spooled(Arc<SpoolFile>),
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Self::Memory(Bytes::new())
+    }
+}
+
+impl Body {
+    /// Its length in octets.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Memory(b) => b.len() as u64,
+            Self::Spooled(f) => f.len,
+        }
+    }
+
+    /// True when it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, when the body is in memory.
+    pub fn as_memory(&self) -> Option<&Bytes> {
+        match self {
+            Self::Memory(b) => Some(b),
+            Self::Spooled(_) => None,
+        }
+    }
+
+    /// The spool file's path, when the body is spooled.
+    pub fn spool_path(&self) -> Option<&Path> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Spooled(f) => Some(f.path()),
+        }
+    }
+
+    /// The whole body as bytes (read from the spool file when needed: mind the size).
+    pub async fn to_bytes(&self) -> io::Result<Bytes> {
+        match self {
+            Self::Memory(b) => Ok(b.clone()),
+            Self::Spooled(f) => tokio::fs::read(&f.path).await.map(Bytes::from),
+        }
+    }
+
+    /// The body as a stream.
+    pub async fn reader(&self) -> io::Result<Box<dyn AsyncRead + Send + Unpin>> {
+        Ok(match self {
+            Self::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
+            Self::Spooled(f) => Box::new(tokio::fs::File::open(&f.path).await?),
+        })
+    }
+
+    /// The body as a blocking reader (for a writer on a blocking thread).
+    pub fn blocking_reader(&self) -> io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(match self {
+            Self::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
+            Self::Spooled(f) => Box::new(std::fs::File::open(&f.path)?),
+        })
+    }
+}
+
+/// The server-wide budget for message bytes held in memory.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    fn try_take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u + n <= self.limit).then_some(u + n)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes held now.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// Budget bytes held by a body in memory; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct BudgetHold {
+    budget: Arc<MemoryBudget>,
+    n: u64,
+}
+
+impl Drop for BudgetHold {
+    fn drop(&mut self) {
+        self.budget.give_back(self.n);
+    }
+}
+
+/// A spool file being written; removed if it is never finished.
+struct Spooling {
+    file: BufWriter<tokio::fs::File>,
+    guard: SpoolFile,
+}
+
+/// Collects a body as it arrives: in memory up to `threshold` octets and while the budget
+/// allows, in a spool file beyond.
+pub(crate) struct BodySink {
+    threshold: usize,
+    dir: PathBuf,
+    budget: Arc<MemoryBudget>,
+    memory: BytesMut,
+    held: u64,
+    spool: Option<Spooling>,
+    len: u64,
+}
+
+fn spool_name() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "smtp-spool-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl BodySink {
+    pub(crate) fn new(threshold: usize, dir: PathBuf, budget: Arc<MemoryBudget>) -> Self {
+        Self {
+            threshold,
+            dir,
+            budget,
+            memory: BytesMut::new(),
+            held: 0,
+            spool: None,
+            len: 0,
+        }
+    }
+
+    /// Octets so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Adds a piece of the body.
+    pub(crate) async fn push(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.len += chunk.len() as u64;
+        if let Some(s) = &mut self.spool {
+            return s.file.write_all(chunk).await;
+        }
+        let n = chunk.len() as u64;
+        if self.memory.len() + chunk.len() <= self.threshold && self.budget.try_take(n) {
+            self.held += n;
+            self.memory.extend_from_slice(chunk);
+            return Ok(());
+        }
+        // Spill: too large for memory, or the server's budget is spent.
+        let path = self.dir.join(spool_name());
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await?;
+        let mut spool = Spooling {
+            file: BufWriter::with_capacity(64 * 1024, file),
+            guard: SpoolFile { path, len: 0 },
+        };
+        spool.file.write_all(&self.memory).await?;
+        spool.file.write_all(chunk).await?;
+        self.memory = BytesMut::new();
+        self.budget.give_back(self.held);
+        self.held = 0;
+        self.spool = Some(spool);
+        Ok(())
+    }
+
+    /// The body, and the budget it holds while in memory.
+    pub(crate) async fn finish(mut self) -> io::Result<(Body, Option<BudgetHold>)> {
+        match self.spool.take() {
+            Some(mut s) => {
+                s.file.flush().await?;
+                s.guard.len = self.len;
+                Ok((Body::Spooled(Arc::new(s.guard)), None))
+            }
+            None => {
+                let hold = BudgetHold {
+                    budget: self.budget.clone(),
+                    n: std::mem::take(&mut self.held),
+                };
+                Ok((
+                    Body::Memory(std::mem::take(&mut self.memory).freeze()),
+                    Some(hold),
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for BodySink {
+    fn drop(&mut self) {
+        // A body that was never finished (refused, connection gone): its budget goes back;
+        // its spool file, if any, is removed by `SpoolFile`'s drop.
+        self.budget.give_back(self.held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("smtp-body-{}", spool_name()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn small_bodies_stay_in_memory_and_large_ones_spill_to_disk() {
+        let d = dir();
+        let budget = Arc::new(MemoryBudget::new(1 << 20));
+        let mut small = BodySink::new(1024, d.clone(), budget.clone());
+        small.push(b"hello ").await.unwrap();
+        small.push(b"world").await.unwrap();
+        let (body, hold) = small.finish().await.unwrap();
+        assert_eq!(body.as_memory().unwrap(), &b"hello world"[..]);
+        assert_eq!(budget.used(), 11);
+        drop(hold);
+        assert_eq!(budget.used(), 0);
+
+        let mut big = BodySink::new(1024, d.clone(), budget.clone());
+        let mut expected = Vec::new();
+        for i in 0..100u8 {
+            let chunk = vec![b'a' + i % 26; 100];
+            expected.extend_from_slice(&chunk);
+            big.push(&chunk).await.unwrap();
+        }
+        let (body, hold) = big.finish().await.unwrap();
+        assert!(hold.is_none());
+        assert_eq!(budget.used(), 0, "spilling gave the budget back");
+        let path = body.spool_path().unwrap().to_path_buf();
+        assert_eq!(body.len(), 10_000);
+        assert_eq!(body.to_bytes().await.unwrap(), expected);
+        let mut streamed = Vec::new();
+        body.reader()
+            .await
+            .unwrap()
+            .read_to_end(&mut streamed)
+            .await
+            .unwrap();
+        assert_eq!(streamed, expected);
+        let copy = body.clone();
+        drop(body);
+        assert!(path.exists(), "a clone keeps the file");
+        drop(copy);
+        assert!(!path.exists(), "the last one removes it");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_spills_and_an_unfinished_body_leaves_nothing() {
+        let d = dir();
+        let budget = Arc::new(MemoryBudget::new(100));
+        let mut a = BodySink::new(1 << 20, d.clone(), budget.clone());
+        a.push(&[b'x'; 80]).await.unwrap();
+        let mut b = BodySink::new(1 << 20, d.clone(), budget.clone());
+        b.push(&[b'y'; 80]).await.unwrap(); // over the budget: spooled
+        assert_eq!(budget.used(), 80);
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        drop(b); // never finished
+        drop(a);
+        assert_eq!(budget.used(), 0);
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
