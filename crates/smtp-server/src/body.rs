@@ -12,17 +12,36 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter};
 
-/// A spool file; removed from disk when dropped.
+/// Where a handler wants a message's body written while it arrives (see
+/// [`Handler::body_target`](crate::Handler::body_target)): a new file at `path` that starts with
+/// `prefix` (a trace header, say). The body is then never held in memory and never copied: the
+/// handler can rename the finished file into place.
+#[derive(Debug, Clone)]
+pub struct BodyTarget {
+    /// The file to create (it must not exist).
+    pub path: PathBuf,
+    /// Octets written before the body (not part of [`Body`]'s contents).
+    pub prefix: Bytes,
+}
+
+/// A spool file; removed from disk when dropped (unless the handler moved it away first).
 #[derive(Debug)]
 pub struct SpoolFile {
     path: PathBuf,
     len: u64,
+    /// Octets before the body (a handler's prefix).
+    offset: u64,
 }
 
 impl SpoolFile {
     /// Where it is.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The octets before the body: a [`BodyTarget`]'s prefix.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 }
 
@@ -81,7 +100,9 @@ impl Body {
     pub async fn to_bytes(&self) -> io::Result<Bytes> {
         match self {
             Self::Memory(b) => Ok(b.clone()),
-            Self::Spooled(f) => tokio::fs::read(&f.path).await.map(Bytes::from),
+            Self::Spooled(f) => tokio::fs::read(&f.path)
+                .await
+                .map(|v| Bytes::from(v).slice(f.offset as usize..)),
         }
     }
 
@@ -89,7 +110,12 @@ impl Body {
     pub async fn reader(&self) -> io::Result<Box<dyn AsyncRead + Send + Unpin>> {
         Ok(match self {
             Self::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
-            Self::Spooled(f) => Box::new(tokio::fs::File::open(&f.path).await?),
+            Self::Spooled(f) => {
+                use tokio::io::AsyncSeekExt;
+                let mut file = tokio::fs::File::open(&f.path).await?;
+                file.seek(std::io::SeekFrom::Start(f.offset)).await?;
+                Box::new(file)
+            }
         })
     }
 
@@ -97,7 +123,12 @@ impl Body {
     pub fn blocking_reader(&self) -> io::Result<Box<dyn std::io::Read + Send>> {
         Ok(match self {
             Self::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
-            Self::Spooled(f) => Box::new(std::fs::File::open(&f.path)?),
+            Self::Spooled(f) => {
+                use std::io::Seek;
+                let mut file = std::fs::File::open(&f.path)?;
+                file.seek(std::io::SeekFrom::Start(f.offset))?;
+                Box::new(file)
+            }
         })
     }
 }
@@ -165,6 +196,8 @@ pub(crate) struct BodySink {
     held: u64,
     spool: Option<Spooling>,
     len: u64,
+    /// The handler's target, opened at the first octet.
+    target: Option<BodyTarget>,
 }
 
 fn spool_name() -> String {
@@ -190,7 +223,41 @@ impl BodySink {
             held: 0,
             spool: None,
             len: 0,
+            target: None,
         }
+    }
+
+    /// Writes the body into the handler's file instead (straight, whatever its size).
+    pub(crate) fn with_target(mut self, target: Option<BodyTarget>) -> Self {
+        self.target = target;
+        self
+    }
+
+    async fn open(&mut self) -> io::Result<()> {
+        let (path, prefix) = match self.target.take() {
+            Some(t) => (t.path, t.prefix),
+            None => (self.dir.join(spool_name()), Bytes::new()),
+        };
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await?;
+        let mut spool = Spooling {
+            file: BufWriter::with_capacity(64 * 1024, file),
+            guard: SpoolFile {
+                path,
+                len: 0,
+                offset: prefix.len() as u64,
+            },
+        };
+        spool.file.write_all(&prefix).await?;
+        spool.file.write_all(&self.memory).await?;
+        self.memory = BytesMut::new();
+        self.budget.give_back(self.held);
+        self.held = 0;
+        self.spool = Some(spool);
+        Ok(())
     }
 
     /// Octets so far.
@@ -201,6 +268,9 @@ impl BodySink {
     /// Adds a piece of the body.
     pub(crate) async fn push(&mut self, chunk: &[u8]) -> io::Result<()> {
         self.len += chunk.len() as u64;
+        if self.spool.is_none() && self.target.is_some() {
+            self.open().await?;
+        }
         if let Some(s) = &mut self.spool {
             return s.file.write_all(chunk).await;
         }
@@ -211,27 +281,19 @@ impl BodySink {
             return Ok(());
         }
         // Spill: too large for memory, or the server's budget is spent.
-        let path = self.dir.join(spool_name());
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await?;
-        let mut spool = Spooling {
-            file: BufWriter::with_capacity(64 * 1024, file),
-            guard: SpoolFile { path, len: 0 },
-        };
-        spool.file.write_all(&self.memory).await?;
-        spool.file.write_all(chunk).await?;
-        self.memory = BytesMut::new();
-        self.budget.give_back(self.held);
-        self.held = 0;
-        self.spool = Some(spool);
-        Ok(())
+        self.open().await?;
+        match &mut self.spool {
+            Some(s) => s.file.write_all(chunk).await,
+            None => Err(io::ErrorKind::Other.into()),
+        }
     }
 
     /// The body, and the budget it holds while in memory.
     pub(crate) async fn finish(mut self) -> io::Result<(Body, Option<BudgetHold>)> {
+        if self.spool.is_none() && self.target.is_some() {
+            // An empty body still gets its file (with the prefix).
+            self.open().await?;
+        }
         match self.spool.take() {
             Some(mut s) => {
                 s.file.flush().await?;

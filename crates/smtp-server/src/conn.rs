@@ -647,7 +647,13 @@ impl<H: Handler> Conn<H> {
         self.transport.read_buffer_mut().reserve(BODY_READ_BUFFER);
         let decoder = DataDecoder::new(self.cfg().max_message_size, self.cfg().bare_policy);
         self.transport.codec_mut().set_mode(Mode::Data(decoder));
-        let mut body = self.body_sink();
+        let target = Box::pin(
+            self.shared
+                .handler
+                .body_target(&self.session, &self.envelope),
+        )
+        .await;
+        let mut body = self.body_sink().with_target(target);
         let mut spool_error = None;
         let end = loop {
             match self.next_frame(false).await {
@@ -706,7 +712,15 @@ impl<H: Handler> Conn<H> {
                     }
                     let sink = match self.bdat_body.take() {
                         Some(s) => s,
-                        None => self.body_sink(),
+                        None => {
+                            let target = Box::pin(
+                                self.shared
+                                    .handler
+                                    .body_target(&self.session, &self.envelope),
+                            )
+                            .await;
+                            self.body_sink().with_target(target)
+                        }
                     };
                     if sink.len() + c.len() as u64 > max {
                         self.bdat_error = Some(replies::size_exceeded());

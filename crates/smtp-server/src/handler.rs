@@ -86,6 +86,21 @@ pub trait Handler: Send + Sync + 'static {
         async { None }
     }
 
+    /// Chooses where the body of the message about to arrive (DATA, or the first BDAT chunk) is
+    /// written: `Some(target)` writes it straight into `target.path`, after `target.prefix`,
+    /// whatever its size, so a handler that stores messages in files (a Maildir's `tmp/`)
+    /// can rename the finished file into place instead of copying it. `None` (the default):
+    /// in memory when small, in a spool file when large. A refused or abandoned message's file
+    /// is removed.
+    fn body_target(
+        &self,
+        session: &Session,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Option<crate::BodyTarget>> + Send {
+        let _ = (session, envelope);
+        async { None }
+    }
+
     /// A complete message: `envelope.body` holds it (in memory, or spooled when large). The reply is sent as is; return a
     /// 250 only once the message is safe.
     fn data(&self, session: &Session, envelope: &Envelope) -> impl Future<Output = Reply> + Send {

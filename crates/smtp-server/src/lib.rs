@@ -69,7 +69,7 @@ pub use auth::{
     AuthLimiter, Authenticator, BoxFuture, DEFAULT_LIMITER_CAPACITY, ProviderAuthenticator,
     address_key,
 };
-pub use body::{Body, SpoolFile};
+pub use body::{Body, BodyTarget, SpoolFile};
 pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 pub use conn::{AuthChannel, ChallengeResponse};
 pub use handler::{AcceptAll, Handler};

@@ -231,3 +231,92 @@ async fn past_the_memory_budget_small_bodies_are_spooled_too() {
     srv.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Writes every body straight into `dir/<n>.msg` after a prefix, and moves it to
+/// `dir/done-<n>` when accepted.
+#[derive(Clone)]
+struct Files(PathBuf, Arc<std::sync::atomic::AtomicUsize>, Keep);
+
+impl Handler for Files {
+    async fn body_target(
+        &self,
+        _session: &Session,
+        _envelope: &Envelope,
+    ) -> Option<smtp_server::BodyTarget> {
+        let n = self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(smtp_server::BodyTarget {
+            path: self.0.join(format!("{n}.msg")),
+            prefix: bytes::Bytes::from_static(b"X-Prefix: 1\r\n"),
+        })
+    }
+
+    async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
+        let r = self.2.data(session, envelope).await;
+        let path = envelope
+            .body
+            .spool_path()
+            .expect("written to the target")
+            .to_path_buf();
+        let done = self.0.join(format!(
+            "done-{}",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::rename(&path, &done).unwrap();
+        r
+    }
+}
+
+#[tokio::test]
+async fn a_handlers_body_target_gets_the_body_straight_and_can_keep_the_file() {
+    let dir = spool_dir("target");
+    let keep = Keep::default();
+    let cfg = plain_config().max_message_size(100 * 1024).build();
+    let srv = start(Server::new(
+        cfg,
+        Files(dir.clone(), Arc::default(), keep.clone()),
+    ))
+    .await;
+    let (plain, wire) = body(100); // small: it still goes to the file, not to memory
+    let mut c = session(srv.addr).await;
+    c.cmd("MAIL FROM:<a@example.org>").await;
+    c.cmd("RCPT TO:<b@example.org>").await;
+    c.cmd("DATA").await;
+    c.send_bytes(&wire).await;
+    assert_eq!(c.reply().await, "250 2.0.0 OK");
+    // The handler's Body excludes the prefix; the file holds prefix + body, moved by the handler.
+    assert_eq!(keep.0.lock().unwrap()[0], (true, plain.clone()));
+    let mut expected = b"X-Prefix: 1\r\n".to_vec();
+    expected.extend_from_slice(&plain);
+    assert_eq!(std::fs::read(dir.join("done-0.msg")).unwrap(), expected);
+    // A refused message (too large) and an abandoned one leave no file behind.
+    let (_, big) = body(5_000);
+    c.cmd("MAIL FROM:<a@example.org>").await;
+    c.cmd("RCPT TO:<b@example.org>").await;
+    c.cmd("DATA").await;
+    c.send_bytes(&big).await;
+    assert_eq!(
+        c.reply().await,
+        "552 5.3.4 Message size exceeds fixed limit"
+    );
+    c.cmd("MAIL FROM:<a@example.org>").await;
+    c.cmd("RCPT TO:<b@example.org>").await;
+    c.cmd("DATA").await;
+    c.send_bytes(&wire[..1000]).await;
+    for _ in 0..200 {
+        if dir.join("2.msg").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(dir.join("2.msg").exists(), "written while it arrives");
+    drop(c);
+    for _ in 0..200 {
+        if !dir.join("2.msg").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(files_in(&dir), 1, "only the accepted message stays");
+    srv.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

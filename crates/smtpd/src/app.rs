@@ -11,8 +11,8 @@ use smtp_auth::{CacheConfig, CredentialCache};
 use smtp_auth_http::HttpAuthProvider;
 use smtp_proto::{BarePolicy, MailParameters, Reply, ReversePath};
 use smtp_server::{
-    AuthLimiter, Authenticator, Envelope, Handler, ProviderAuthenticator, Server, ServerConfig,
-    Session,
+    AuthLimiter, Authenticator, BodyTarget, Envelope, Handler, ProviderAuthenticator, Server,
+    ServerConfig, Session,
 };
 use tokio::sync::watch;
 use tower_layer::Layer as _;
@@ -63,7 +63,60 @@ impl Handler for App {
         ))
     }
 
+    /// Maildir: the body is written straight into `tmp/`, after the `Received:` header, while
+    /// it arrives; `data` then only renames it into `new/` (no second copy).
+    async fn body_target(&self, session: &Session, envelope: &Envelope) -> Option<BodyTarget> {
+        let Target::Maildir(md) = &*self.target else {
+            return None;
+        };
+        let id = queue_id();
+        let header = received::header(
+            session,
+            envelope,
+            &self.hostname,
+            &id,
+            self.lmtp,
+            SystemTime::now(),
+        );
+        Some(BodyTarget {
+            path: md.tmp_path(&id, &self.hostname),
+            prefix: bytes::Bytes::from(header),
+        })
+    }
+
     async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
+        // A body already written into the Maildir's tmp/ (see body_target) is committed.
+        if let (Target::Maildir(md), Some(path)) = (&*self.target, envelope.body.spool_path())
+            && path.parent() == Some(&md.root().join("tmp"))
+        {
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(&format!(".{}", self.hostname)))
+                .unwrap_or("")
+                .to_owned();
+            let (md, path) = (md.clone(), path.to_path_buf());
+            let size = envelope.body.len();
+            let rcpts: Vec<String> = envelope.rcpt_to.iter().map(|r| r.to_string()).collect();
+            let committed = match tokio::task::spawn_blocking(move || md.commit(&path)).await {
+                Ok(r) => r.map_err(|e| format!("maildir: {e}")),
+                Err(e) => Err(format!("maildir task: {e}")),
+            };
+            return match committed {
+                Ok(_) => {
+                    tracing::info!(queue_id = %id, size, recipients = ?rcpts, user = session.login_data.as_deref().unwrap_or(""), "delivered");
+                    Reply::simple(250, Some((2, 0, 0)), &format!("OK: queued as {id}"))
+                }
+                Err(e) => {
+                    tracing::error!(queue_id = %id, error = %e, "delivery failed");
+                    Reply::simple(
+                        451,
+                        Some((4, 3, 0)),
+                        "Local error in processing, try again later",
+                    )
+                }
+            };
+        }
         let id = queue_id();
         let header = received::header(
             session,

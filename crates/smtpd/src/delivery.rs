@@ -20,6 +20,14 @@ pub fn queue_id() -> String {
     )
 }
 
+/// A host name as it may appear in a Maildir file name.
+fn sanitize(hostname: &str) -> String {
+    hostname
+        .chars()
+        .map(|c| if c == '/' || c == ':' { '_' } else { c })
+        .collect()
+}
+
 /// The writer's pid when `name` is one of this server's own Maildir names for `host`.
 fn own_writer_pid(name: &str, host: &str) -> Option<u32> {
     let id = name.strip_suffix(host)?.strip_suffix('.')?;
@@ -58,10 +66,7 @@ impl Maildir {
     /// `<secs>.M<usec>P<pid>Q<n>.<hostname>` whose pid no longer runs: a crash or `kill -9`
     /// during a write). Returns how many were removed.
     pub fn clean_tmp(&self, hostname: &str) -> std::io::Result<usize> {
-        let host: String = hostname
-            .chars()
-            .map(|c| if c == '/' || c == ':' { '_' } else { c })
-            .collect();
+        let host = sanitize(hostname);
         let old = std::time::Duration::from_secs(36 * 3600);
         let mut removed = 0;
         for entry in std::fs::read_dir(self.root.join("tmp"))? {
@@ -90,6 +95,29 @@ impl Maildir {
         &self.root
     }
 
+    /// The `tmp/` path of message `id` (where a body can be written while it arrives).
+    pub fn tmp_path(&self, id: &str, hostname: &str) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("{id}.{}", sanitize(hostname)))
+    }
+
+    /// Delivers a message written completely at `tmp` (a path from [`Maildir::tmp_path`]):
+    /// fsync, rename into `new/`, fsync the directory. Blocking.
+    pub fn commit(&self, tmp: &Path) -> std::io::Result<PathBuf> {
+        let name = tmp
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("no file name"))?;
+        if tmp.parent() != Some(&self.root.join("tmp")) {
+            return Err(std::io::Error::other("not in this Maildir's tmp/"));
+        }
+        std::fs::File::open(tmp)?.sync_all()?;
+        let new = self.root.join("new").join(name);
+        std::fs::rename(tmp, &new)?;
+        std::fs::File::open(self.root.join("new"))?.sync_all()?;
+        Ok(new)
+    }
+
     /// Writes one message durably; returns its path in `new/`. Blocking.
     pub fn store(&self, id: &str, hostname: &str, parts: &[&[u8]]) -> std::io::Result<PathBuf> {
         let joined: Vec<u8> = parts.concat();
@@ -104,11 +132,7 @@ impl Maildir {
         hostname: &str,
         message: &mut dyn std::io::Read,
     ) -> std::io::Result<PathBuf> {
-        let host: String = hostname
-            .chars()
-            .map(|c| if c == '/' || c == ':' { '_' } else { c })
-            .collect();
-        let name = format!("{id}.{host}");
+        let name = format!("{id}.{}", sanitize(hostname));
         let tmp = self.root.join("tmp").join(&name);
         let new = self.root.join("new").join(&name);
         let result = (|| {
