@@ -125,3 +125,71 @@ s.quit()
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_large_spooled_message_is_relayed_streamed_and_exact() {
+    setup();
+    let up_dir = temp_dir("relay-big-up");
+    let up_port = free_port();
+    let _up = Smtpd::start(
+        &up_dir,
+        &file_config(&up_dir, up_port, "sender_login = \"any\"", false),
+        up_port,
+    );
+    let dir = temp_dir("relay-big-edge");
+    let port = free_port();
+    let users = e2e::users_file(&dir, &[("alice", "wonder land")]);
+    let edge = format!(
+        r#"
+[server]
+hostname = "edge.test"
+auth_require_tls = false
+spool_threshold = 65536
+spool_dir = {spool:?}
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "file"
+users_file = {users:?}
+[delivery]
+kind = "relay"
+host = "127.0.0.1"
+port = {up_port}
+username = "bob"
+password = "builder"
+timeout_secs = 30
+"#,
+        spool = dir.clone()
+    );
+    let _edge = Smtpd::start(&dir, &edge, port);
+    let out = e2e::python(&format!(
+        r#"
+import smtplib
+lines = [('.' if i % 40 == 0 else '') + 'relayed line %06d with some text in it' % i for i in range(50000)]
+body = 'Subject: big relay\r\n\r\n' + '\r\n'.join(lines) + '\r\n'
+open({sent:?}, 'w', newline='').write(body)
+s = smtplib.SMTP('127.0.0.1', {port}, timeout=60)
+s.login('alice', 'wonder land')
+print(s.sendmail('alice@edge.test', ['erin@example.org'], body))
+s.quit()
+"#,
+        sent = dir.join("sent.txt")
+    ));
+    assert_eq!(out, "{}\n");
+    let sent = std::fs::read_to_string(dir.join("sent.txt")).unwrap();
+    let got = e2e::maildir_messages(&up_dir.join("Maildir"));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].ends_with(&sent), "exact after the relay");
+    assert_eq!(got[0].matches("Received: ").count(), 2);
+    let leftovers = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .map(|e| e.file_name().to_string_lossy().starts_with("smtp-spool-"))
+                .unwrap_or(false)
+        })
+        .count();
+    assert_eq!(leftovers, 0, "the spool file went after the relay");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(up_dir);
+}

@@ -260,34 +260,109 @@ impl DataDecoder {
 /// a body with CRLF line endings.
 pub fn encode_data(body: &[u8], out: &mut BytesMut) {
     out.reserve(body.len() + body.len() / 64 + 5);
-    let mut line_start = true;
-    let mut rest = body;
-    while !rest.is_empty() {
-        if line_start && rest[0] == b'.' {
-            out.extend_from_slice(b".");
+    let mut e = DataEncoder::new();
+    e.encode(body, out);
+    e.finish(out);
+}
+
+/// [`encode_data`] for a body that arrives in pieces (a relay reading a spool file): the same
+/// output whatever the split, with memory bounded by the piece.
+#[derive(Debug, Clone)]
+pub struct DataEncoder {
+    line_start: bool,
+    last: Option<u8>,
+    prev: Option<u8>,
+}
+
+impl Default for DataEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DataEncoder {
+    /// At the start of a body.
+    pub fn new() -> Self {
+        Self {
+            line_start: true,
+            last: None,
+            prev: None,
         }
-        match memchr::memchr(b'\n', rest) {
-            Some(i) => {
-                out.extend_from_slice(&rest[..=i]);
-                line_start = i > 0 && rest[i - 1] == b'\r';
-                rest = &rest[i + 1..];
+    }
+
+    /// Dot-stuffs the next piece of the body into `out`.
+    pub fn encode(&mut self, piece: &[u8], out: &mut BytesMut) {
+        let mut rest = piece;
+        while !rest.is_empty() {
+            if self.line_start && rest[0] == b'.' {
+                out.extend_from_slice(b".");
             }
-            None => {
-                out.extend_from_slice(rest);
-                line_start = false;
-                rest = &[];
+            match memchr::memchr(b'\n', rest) {
+                Some(i) => {
+                    out.extend_from_slice(&rest[..=i]);
+                    let before = if i > 0 { Some(rest[i - 1]) } else { self.last };
+                    self.line_start = before == Some(b'\r');
+                    self.prev = before;
+                    self.last = Some(b'\n');
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    out.extend_from_slice(rest);
+                    self.line_start = false;
+                    self.prev = if rest.len() > 1 {
+                        Some(rest[rest.len() - 2])
+                    } else {
+                        self.last
+                    };
+                    self.last = rest.last().copied();
+                    rest = &[];
+                }
             }
         }
     }
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+
+    /// Ends the body: CRLF if it did not end with one, then `.CRLF`.
+    pub fn finish(self, out: &mut BytesMut) {
+        let ends_crlf = self.last == Some(b'\n') && self.prev == Some(b'\r');
+        if self.last.is_some() && !ends_crlf {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
     }
-    out.extend_from_slice(b".\r\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_streaming_encoder_matches_encode_data_whatever_the_split() {
+        let bodies: &[&[u8]] = &[
+            b"",
+            b".",
+            b"a\r\n.b\r\n..c\r\n",
+            b".start\r\nmid\r\n.\r\nend",
+            b"line\n.bare lf\r\n.\r",
+            b"\r\n.\r\n",
+            b"x\r",
+        ];
+        for body in bodies {
+            let mut whole = BytesMut::new();
+            encode_data(body, &mut whole);
+            for split in 0..=body.len() {
+                for step in 1..=3 {
+                    let mut e = DataEncoder::new();
+                    let mut out = BytesMut::new();
+                    e.encode(&body[..split], &mut out);
+                    for piece in body[split..].chunks(step) {
+                        e.encode(piece, &mut out);
+                    }
+                    e.finish(&mut out);
+                    assert_eq!(out, whole, "{body:?} split at {split}, step {step}");
+                }
+            }
+        }
+    }
 
     /// Feeds `input` in pieces of `step` bytes; returns the content, the end and the leftover.
     fn run(

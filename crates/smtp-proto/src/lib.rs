@@ -76,7 +76,9 @@ mod reply;
 
 pub use bdat::{BdatDecoder, BdatEvent};
 pub use command::{Command, InitialResponse, Mechanism, ParseOptions};
-pub use data::{BarePolicy, DataDecoder, DataEnd, DataEvent, DataVerdict, encode_data};
+pub use data::{
+    BarePolicy, DataDecoder, DataEncoder, DataEnd, DataEvent, DataVerdict, encode_data,
+};
 pub use ehlo::{EhloResponse, Extension};
 pub use error::ProtoError;
 pub use line::{DEFAULT_MAX_LINE, LineDecoder, LineEvent};

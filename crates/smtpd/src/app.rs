@@ -153,25 +153,22 @@ impl Handler for App {
                 }
             }
             Target::Relay(cfg) => {
-                let mut message = header.into_bytes();
-                // The relay sends the message from memory (bounded by max_message_size).
-                match envelope.body.to_bytes().await {
-                    Ok(b) => message.extend_from_slice(&b),
-                    Err(e) => {
-                        tracing::error!(queue_id = %id, error = %e, "cannot read the spooled message");
-                        return Reply::simple(
-                            451,
-                            Some((4, 3, 0)),
-                            "Local error in processing, try again later",
-                        );
-                    }
-                }
                 let from = envelope
                     .mail_from
                     .as_ref()
                     .map(|f| f.to_string())
                     .unwrap_or_else(|| "<>".into());
-                match relay::relay(cfg, &self.hostname, &from, &rcpts, &message).await {
+                // Streamed from memory or the spool file, never loaded whole.
+                match relay::relay(
+                    cfg,
+                    &self.hostname,
+                    &from,
+                    &rcpts,
+                    header.as_bytes(),
+                    &envelope.body,
+                )
+                .await
+                {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         tracing::warn!(queue_id = %id, error = %e.detail, "relay failed");

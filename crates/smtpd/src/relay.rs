@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use smtp_auth::ClientMechanism;
 use smtp_auth::mechanism::PlainClient;
-use smtp_proto::{EhloResponse, Reply, ReplyParser, encode_data};
+use smtp_proto::{DataEncoder, EhloResponse, Reply, ReplyParser};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -128,14 +128,16 @@ fn tls_config(cfg: &RelaySection) -> Result<Arc<rustls::ClientConfig>, RelayErro
     Ok(Arc::new(config))
 }
 
-/// Relays one message: EHLO, STARTTLS (when configured), AUTH PLAIN (when configured), MAIL,
-/// RCPT for each recipient, DATA, QUIT.
+/// Relays one message (`header` then `body`, streamed from memory or its spool file in 64 KiB
+/// pieces): EHLO, STARTTLS (when configured), AUTH PLAIN (when configured), MAIL, RCPT for each
+/// recipient, DATA, QUIT.
 pub async fn relay(
     cfg: &RelaySection,
     helo: &str,
     from: &str,
     to: &[String],
-    message: &[u8],
+    header: &[u8],
+    body: &smtp_server::Body,
 ) -> Result<(), RelayError> {
     let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
     let tcp = tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port)))
@@ -192,8 +194,26 @@ pub async fn relay(
         up.cmd(&format!("RCPT TO:{rcpt}"), "RCPT", 2).await?;
     }
     up.cmd("DATA", "DATA", 3).await?;
+    let mut encoder = DataEncoder::new();
     let mut wire = BytesMut::new();
-    encode_data(message, &mut wire);
+    encoder.encode(header, &mut wire);
+    let mut reader = body
+        .reader()
+        .await
+        .map_err(|e| RelayError::temp(format!("reading the message: {e}")))?;
+    let mut piece = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::io::AsyncReadExt::read(&mut reader, &mut piece)
+            .await
+            .map_err(|e| RelayError::temp(format!("reading the message: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        encoder.encode(&piece[..n], &mut wire);
+        up.send(&wire).await?;
+        wire.clear();
+    }
+    encoder.finish(&mut wire);
     up.send(&wire).await?;
     let r = up.reply().await?;
     if r.code().class() != 2 {
