@@ -95,7 +95,7 @@ async fn junk_commands_count_as_errors_past_the_limit() {
 #[tokio::test]
 async fn a_session_ends_at_its_maximum_duration() {
     let cfg = plain_config()
-        .max_session_duration(Duration::from_millis(300))
+        .max_session_duration(Duration::from_secs(1))
         .build();
     let srv = start(Server::new(cfg, Recorder::default())).await;
     let mut c = Client::connect(srv.addr).await;

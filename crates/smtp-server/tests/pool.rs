@@ -11,6 +11,16 @@ use common::{Client, Recorder, b64, plain_config, start};
 use smtp_auth::{AuthDecision, AuthRequest, provider_fn};
 use smtp_server::{Server, VerifyPool};
 
+/// Counts sessions that ended.
+#[derive(Clone, Default)]
+struct Disconnects(Arc<std::sync::atomic::AtomicUsize>);
+
+impl smtp_server::Handler for Disconnects {
+    async fn disconnect(&self, _session: &smtp_server::Session) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 fn plain(user: &str, pw: &str) -> String {
     b64(format!("\0{user}\0{pw}").as_bytes())
 }
@@ -89,7 +99,8 @@ async fn a_queued_login_past_auth_timeout_is_454_and_a_leaver_is_skipped() {
         // hang-up can skip it.
         .auth_timeout(Duration::from_secs(1))
         .build();
-    let srv = start(Server::new(cfg, Recorder::default()).provider(provider)).await;
+    let gone = Disconnects::default();
+    let srv = start(Server::new(cfg, gone.clone()).provider(provider)).await;
 
     // A holds the only worker (past its own timeout: it gets 454 too, the worker stays busy).
     let mut a = Client::connect(srv.addr).await;
@@ -116,7 +127,15 @@ async fn a_queued_login_past_auth_timeout_is_454_and_a_leaver_is_skipped() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(c);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The server notices the hang-up at once (its session ends), well before C's own 1 s
+    // timeout could drop the check.
+    for _ in 0..100 {
+        if gone.0.load(std::sync::atomic::Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(gone.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(
         a.reply().await,
         "454 4.7.0 Temporary authentication failure"
