@@ -33,7 +33,7 @@ fn a_burst_of_connects_is_greeted_or_refused() {
                     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
                     let mut line = String::new();
                     let _ = BufReader::new(&c).read_line(&mut line);
-                    std::thread::sleep(Duration::from_millis(500));
+                    std::thread::sleep(Duration::from_secs(2));
                     line.trim_end().to_owned()
                 })
             })
