@@ -192,7 +192,8 @@ pub(crate) struct BodySink {
     threshold: usize,
     dir: PathBuf,
     budget: Arc<MemoryBudget>,
-    memory: BytesMut,
+    /// The body while in memory; its capacity (not only its length) is what the budget holds.
+    memory: Vec<u8>,
     held: u64,
     spool: Option<Spooling>,
     len: u64,
@@ -219,7 +220,7 @@ impl BodySink {
             threshold,
             dir,
             budget,
-            memory: BytesMut::new(),
+            memory: Vec::new(),
             held: 0,
             spool: None,
             len: 0,
@@ -253,7 +254,7 @@ impl BodySink {
         };
         spool.file.write_all(&prefix).await?;
         spool.file.write_all(&self.memory).await?;
-        self.memory = BytesMut::new();
+        self.memory = Vec::new();
         self.budget.give_back(self.held);
         self.held = 0;
         self.spool = Some(spool);
@@ -274,11 +275,34 @@ impl BodySink {
         if let Some(s) = &mut self.spool {
             return s.file.write_all(chunk).await;
         }
-        let n = chunk.len() as u64;
-        if self.memory.len() + chunk.len() <= self.threshold && self.budget.try_take(n) {
-            self.held += n;
-            self.memory.extend_from_slice(chunk);
-            return Ok(());
+        let needed = self.memory.len() + chunk.len();
+        if needed <= self.threshold {
+            // Grow by doubling, capped at the threshold, and take the budget for the capacity
+            // itself: the budget bounds memory, not just the octets written into it.
+            let cap = self.memory.capacity();
+            let new_cap = if needed > cap {
+                needed.max((cap * 2).min(self.threshold))
+            } else {
+                cap
+            };
+            let extra = (new_cap - cap) as u64;
+            if extra == 0 || self.budget.try_take(extra) {
+                if extra > 0 {
+                    self.held += extra;
+                    self.memory.reserve_exact(new_cap - self.memory.len());
+                    // reserve_exact may round up: hold that too when the budget allows.
+                    let over = (self.memory.capacity() - new_cap) as u64;
+                    if over > 0 {
+                        if self.budget.try_take(over) {
+                            self.held += over;
+                        } else {
+                            self.memory.shrink_to(new_cap);
+                        }
+                    }
+                }
+                self.memory.extend_from_slice(chunk);
+                return Ok(());
+            }
         }
         // Spill: too large for memory, or the server's budget is spent.
         self.open().await?;
@@ -306,7 +330,7 @@ impl BodySink {
                     n: std::mem::take(&mut self.held),
                 };
                 Ok((
-                    Body::Memory(std::mem::take(&mut self.memory).freeze()),
+                    Body::Memory(Bytes::from(std::mem::take(&mut self.memory))),
                     Some(hold),
                 ))
             }
@@ -342,7 +366,8 @@ mod tests {
         small.push(b"world").await.unwrap();
         let (body, hold) = small.finish().await.unwrap();
         assert_eq!(body.as_memory().unwrap(), &b"hello world"[..]);
-        assert_eq!(budget.used(), 11);
+        // The budget holds the buffer's capacity: 11 octets grew it to 12.
+        assert_eq!(budget.used(), 12);
         drop(hold);
         assert_eq!(budget.used(), 0);
 
