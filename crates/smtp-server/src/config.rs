@@ -22,7 +22,7 @@ pub type ExternalIdentity =
 /// | `read_timeout` | 300 s (RFC 5321 §4.5.3.2.7) |
 /// | `spool_threshold` | 1 MiB: larger message bodies go to a spool file as they arrive |
 /// | `spool_dir` | the system's temporary directory |
-/// | `memory_budget` | 64 MiB for all message bodies in memory; beyond it bodies are spooled |
+/// | `memory_budget` | 16 MiB for all message bodies in memory; beyond it bodies are spooled |
 /// | `max_connections` | 1024 |
 /// | `max_connections_per_ip` | 50 per address (IPv6: per /64), then 421 4.7.0 |
 /// | `max_junk_commands` | 100 NOOP/RSET/VRFY/HELP, then each counts as an error |
@@ -120,7 +120,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             spool_threshold: 1024 * 1024,
             spool_dir: std::env::temp_dir(),
-            memory_budget: 64 * 1024 * 1024,
+            memory_budget: 16 * 1024 * 1024,
             max_connections_per_ip: 50,
             max_junk_commands: 100,
             max_session_duration: Duration::from_secs(3600),

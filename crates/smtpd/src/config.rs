@@ -176,7 +176,7 @@ impl Default for ServerSection {
             listen_backlog: 1024,
             spool_threshold: 1024 * 1024,
             spool_dir: None,
-            memory_budget: 64 * 1024 * 1024,
+            memory_budget: 16 * 1024 * 1024,
         }
     }
 }
