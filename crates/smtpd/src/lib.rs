@@ -17,6 +17,12 @@
 
 #![forbid(unsafe_code)]
 
+/// jemalloc with background threads instead of glibc's malloc: memory freed after a burst
+/// (connections, messages) goes back to the system within seconds; glibc keeps it. Figures in
+/// docs/performance.md (`cargo xtask soak`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod app;
 pub mod cli;
 pub mod config;
