@@ -102,20 +102,7 @@ impl Handler for App {
                 Ok(r) => r.map_err(|e| format!("maildir: {e}")),
                 Err(e) => Err(format!("maildir task: {e}")),
             };
-            return match committed {
-                Ok(_) => {
-                    tracing::info!(queue_id = %id, size, recipients = ?rcpts, user = session.login_data.as_deref().unwrap_or(""), "delivered");
-                    Reply::simple(250, Some((2, 0, 0)), &format!("OK: queued as {id}"))
-                }
-                Err(e) => {
-                    tracing::error!(queue_id = %id, error = %e, "delivery failed");
-                    Reply::simple(
-                        451,
-                        Some((4, 3, 0)),
-                        "Local error in processing, try again later",
-                    )
-                }
-            };
+            return delivered(session, &id, size, &rcpts, committed.map(|_| ()));
         }
         let id = queue_id();
         let header = received::header(
@@ -177,19 +164,30 @@ impl Handler for App {
                 }
             }
         };
-        match outcome {
-            Ok(()) => {
-                tracing::info!(queue_id = %id, size, recipients = ?rcpts, user = session.login_data.as_deref().unwrap_or(""), "delivered");
-                Reply::simple(250, Some((2, 0, 0)), &format!("OK: queued as {id}"))
-            }
-            Err(e) => {
-                tracing::error!(queue_id = %id, error = %e, "delivery failed");
-                Reply::simple(
-                    451,
-                    Some((4, 3, 0)),
-                    "Local error in processing, try again later",
-                )
-            }
+        delivered(session, &id, size, &rcpts, outcome)
+    }
+}
+
+/// The reply and the log line for a delivery's outcome.
+fn delivered(
+    session: &Session,
+    id: &str,
+    size: u64,
+    rcpts: &[String],
+    outcome: Result<(), String>,
+) -> Reply {
+    match outcome {
+        Ok(()) => {
+            tracing::info!(queue_id = %id, size, recipients = ?rcpts, user = session.login_data.as_deref().unwrap_or(""), "delivered");
+            Reply::simple(250, Some((2, 0, 0)), &format!("OK: queued as {id}"))
+        }
+        Err(e) => {
+            tracing::error!(queue_id = %id, error = %e, "delivery failed");
+            Reply::simple(
+                451,
+                Some((4, 3, 0)),
+                "Local error in processing, try again later",
+            )
         }
     }
 }
