@@ -178,9 +178,7 @@ fn drive(
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    Some(crate::soak::rss_kib(pid, "VmHWM:")).filter(|k| *k > 0)
 }
 
 fn hash(smtpd: &Path, params: Option<&str>) -> Result<String, String> {

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::{free_port, root, run, target_dir, wait_port};
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `VmHWM:`), 0 when unreadable.
+pub(crate) fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -190,7 +190,7 @@ struct Spooling {
 /// allows, in a spool file beyond.
 pub(crate) struct BodySink {
     threshold: usize,
-    dir: PathBuf,
+    dir: Arc<Path>,
     budget: Arc<MemoryBudget>,
     /// The body while in memory; its capacity (not only its length) is what the budget holds.
     memory: Vec<u8>,
@@ -215,7 +215,7 @@ fn spool_name() -> String {
 }
 
 impl BodySink {
-    pub(crate) fn new(threshold: usize, dir: PathBuf, budget: Arc<MemoryBudget>) -> Self {
+    pub(crate) fn new(threshold: usize, dir: Arc<Path>, budget: Arc<MemoryBudget>) -> Self {
         Self {
             threshold,
             dir,
@@ -361,7 +361,7 @@ mod tests {
     async fn small_bodies_stay_in_memory_and_large_ones_spill_to_disk() {
         let d = dir();
         let budget = Arc::new(MemoryBudget::new(1 << 20));
-        let mut small = BodySink::new(1024, d.clone(), budget.clone());
+        let mut small = BodySink::new(1024, Arc::from(d.as_path()), budget.clone());
         small.push(b"hello ").await.unwrap();
         small.push(b"world").await.unwrap();
         let (body, hold) = small.finish().await.unwrap();
@@ -371,7 +371,7 @@ mod tests {
         drop(hold);
         assert_eq!(budget.used(), 0);
 
-        let mut big = BodySink::new(1024, d.clone(), budget.clone());
+        let mut big = BodySink::new(1024, Arc::from(d.as_path()), budget.clone());
         let mut expected = Vec::new();
         for i in 0..100u8 {
             let chunk = vec![b'a' + i % 26; 100];
@@ -404,9 +404,9 @@ mod tests {
     async fn a_spent_budget_spills_and_an_unfinished_body_leaves_nothing() {
         let d = dir();
         let budget = Arc::new(MemoryBudget::new(100));
-        let mut a = BodySink::new(1 << 20, d.clone(), budget.clone());
+        let mut a = BodySink::new(1 << 20, Arc::from(d.as_path()), budget.clone());
         a.push(&[b'x'; 80]).await.unwrap();
-        let mut b = BodySink::new(1 << 20, d.clone(), budget.clone());
+        let mut b = BodySink::new(1 << 20, Arc::from(d.as_path()), budget.clone());
         b.push(&[b'y'; 80]).await.unwrap(); // over the budget: spooled
         assert_eq!(budget.used(), 80);
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);

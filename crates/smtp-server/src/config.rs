@@ -59,7 +59,7 @@ pub struct ServerConfig {
     pub(crate) read_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) spool_threshold: usize,
-    pub(crate) spool_dir: std::path::PathBuf,
+    pub(crate) spool_dir: Arc<std::path::Path>,
     pub(crate) memory_budget: u64,
     pub(crate) max_connections_per_ip: usize,
     pub(crate) max_junk_commands: u32,
@@ -119,7 +119,7 @@ impl Default for ServerConfig {
             read_timeout: Duration::from_secs(300),
             max_connections: 1024,
             spool_threshold: 1024 * 1024,
-            spool_dir: std::env::temp_dir(),
+            spool_dir: Arc::from(std::env::temp_dir()),
             memory_budget: 16 * 1024 * 1024,
             max_connections_per_ip: 50,
             max_junk_commands: 100,
@@ -233,7 +233,7 @@ impl ServerConfigBuilder {
     }
     /// Where spool files are written (removed once the message is handled).
     pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        self.0.spool_dir = dir.into();
+        self.0.spool_dir = Arc::from(dir.into());
         self
     }
     /// The most octets of message bodies held in memory by the whole server; a body that

@@ -21,7 +21,7 @@ mod handle_auth;
 mod relayer;
 
 use base64::Engine as _;
-use common::{Client, b64, start};
+use common::{Client, b64, python, start};
 
 fn unb64(reply: &str) -> String {
     let text = reply
@@ -33,22 +33,6 @@ fn unb64(reply: &str) -> String {
             .unwrap(),
     )
     .unwrap()
-}
-
-/// Runs a Python script; its stdout.
-async fn python(script: String) -> String {
-    let out = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test]

@@ -3,24 +3,9 @@
 
 mod common;
 
-use common::{Recorder, start, tls_configs};
+use common::{Recorder, python, start, tls_configs};
 use smtp_auth::MemoryProvider;
 use smtp_server::{Server, ServerConfig};
-
-async fn python(script: String) -> String {
-    let out = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[tokio::test]
 async fn starttls_login_and_sendmail() {

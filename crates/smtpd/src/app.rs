@@ -39,6 +39,20 @@ pub struct App {
     senders: SenderPolicy,
 }
 
+impl App {
+    /// The `Received:` header of message `id`, stamped now.
+    fn received(&self, session: &Session, envelope: &Envelope, id: &str) -> String {
+        received::header(
+            session,
+            envelope,
+            &self.hostname,
+            id,
+            self.lmtp,
+            SystemTime::now(),
+        )
+    }
+}
+
 impl Handler for App {
     async fn mail(
         &self,
@@ -70,14 +84,7 @@ impl Handler for App {
             return None;
         };
         let id = queue_id();
-        let header = received::header(
-            session,
-            envelope,
-            &self.hostname,
-            &id,
-            self.lmtp,
-            SystemTime::now(),
-        );
+        let header = self.received(session, envelope, &id);
         Some(BodyTarget {
             path: md.tmp_path(&id, &self.hostname),
             prefix: bytes::Bytes::from(header),
@@ -89,12 +96,7 @@ impl Handler for App {
         if let (Target::Maildir(md), Some(path)) = (&*self.target, envelope.body.spool_path())
             && path.parent() == Some(&md.root().join("tmp"))
         {
-            let id = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(&format!(".{}", self.hostname)))
-                .unwrap_or("")
-                .to_owned();
+            let id = md.queue_id_of(path, &self.hostname).unwrap_or_default();
             let (md, path) = (md.clone(), path.to_path_buf());
             let size = envelope.body.len();
             let rcpts: Vec<String> = envelope.rcpt_to.iter().map(|r| r.to_string()).collect();
@@ -105,14 +107,7 @@ impl Handler for App {
             return delivered(session, &id, size, &rcpts, committed.map(|_| ()));
         }
         let id = queue_id();
-        let header = received::header(
-            session,
-            envelope,
-            &self.hostname,
-            &id,
-            self.lmtp,
-            SystemTime::now(),
-        );
+        let header = self.received(session, envelope, &id);
         let size = envelope.body.len();
         let rcpts: Vec<String> = envelope.rcpt_to.iter().map(|r| r.to_string()).collect();
         let outcome = match &*self.target {

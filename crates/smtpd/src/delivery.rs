@@ -102,6 +102,13 @@ impl Maildir {
             .join(format!("{id}.{}", sanitize(hostname)))
     }
 
+    /// The queue id of a message file this server named with [`Maildir::tmp_path`].
+    pub fn queue_id_of(&self, path: &Path, hostname: &str) -> Option<String> {
+        let name = path.file_name()?.to_str()?;
+        let id = name.strip_suffix(&sanitize(hostname))?.strip_suffix('.')?;
+        Some(id.to_owned())
+    }
+
     /// Delivers a message written completely at `tmp` (a path from [`Maildir::tmp_path`]):
     /// fsync, rename into `new/`, fsync the directory. Blocking.
     pub fn commit(&self, tmp: &Path) -> std::io::Result<PathBuf> {
