@@ -170,9 +170,15 @@ impl AuthExchange {
         let initial = match initial_response {
             None => None,
             Some(b"=") => Some(SecretBytes::new(Vec::new())),
-            Some(text) => match self.decode(text) {
-                Ok(bytes) => Some(bytes),
-                Err(status) => return Ok(self.finish(AuthResult::failure(status))),
+            // `*` cancels a response to a challenge, not an initial response: there it is
+            // just not base64.
+            Some(b"*") => return Ok(self.finish(AuthResult::failure(AuthStatus::Undecodable))),
+            Some(text) => match crate::smtp::decode_response(text, self.max_response) {
+                crate::smtp::Response::Data(bytes) => Some(bytes),
+                other => {
+                    let status = other.failure().unwrap_or(AuthStatus::Malformed);
+                    return Ok(self.finish(AuthResult::failure(status)));
+                }
             },
         };
         let step = mech.start(&self.info, initial);
@@ -186,12 +192,12 @@ impl AuthExchange {
             return Err(ExchangeError::NotAwaitingResponse);
         }
         // RFC 4954 §4: "*" cancels the exchange.
-        if line == b"*" {
-            return Ok(self.finish(AuthResult::failure(AuthStatus::Cancelled)));
-        }
-        let bytes = match self.decode(line) {
-            Ok(b) => b,
-            Err(status) => return Ok(self.finish(AuthResult::failure(status))),
+        let bytes = match crate::smtp::decode_response(line, self.max_response) {
+            crate::smtp::Response::Data(b) => b,
+            other => {
+                let status = other.failure().unwrap_or(AuthStatus::Malformed);
+                return Ok(self.finish(AuthResult::failure(status)));
+            }
         };
         let step = match self.mechanism.as_mut() {
             Some(m) => m.respond(&self.info, bytes),
@@ -223,16 +229,6 @@ impl AuthExchange {
             None => return Err(ExchangeError::NotAwaitingLookup),
         };
         Ok(self.track(step))
-    }
-
-    fn decode(&self, text: &[u8]) -> Result<SecretBytes, AuthStatus> {
-        if text.len() > self.max_response {
-            return Err(AuthStatus::TooLong);
-        }
-        STANDARD
-            .decode(text)
-            .map(SecretBytes::new)
-            .map_err(|_| AuthStatus::Undecodable)
     }
 
     fn finish(&mut self, result: AuthResult) -> Step {

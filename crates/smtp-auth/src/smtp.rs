@@ -1,8 +1,53 @@
 //! The SMTP face of the core (RFC 4954): challenges as `334` lines and results as replies.
 //! The only SMTP-specific module; an IMAP driver would write its own few lines instead.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
 use crate::exchange::encode_challenge;
 use crate::result::{AuthResult, AuthStatus};
+use crate::secret::SecretBytes;
+
+/// A client's SASL response line (RFC 4954 §4), read: the one decoder of every path that takes
+/// one (the built-in exchange and a server's own `handle_auth` hook alike).
+#[derive(Debug)]
+pub enum Response {
+    /// The decoded octets.
+    Data(SecretBytes),
+    /// The client sent `*`: the exchange is cancelled.
+    Cancelled,
+    /// The line was not base64.
+    Undecodable,
+    /// The line was longer than allowed.
+    TooLong,
+}
+
+impl Response {
+    /// The status an exchange ends with for this response, when it ends it.
+    pub fn failure(&self) -> Option<AuthStatus> {
+        match self {
+            Self::Data(_) => None,
+            Self::Cancelled => Some(AuthStatus::Cancelled),
+            Self::Undecodable => Some(AuthStatus::Undecodable),
+            Self::TooLong => Some(AuthStatus::TooLong),
+        }
+    }
+}
+
+/// Reads a response line (without its CRLF) of at most `max` octets: `*` cancels, anything
+/// else must be base64.
+pub fn decode_response(line: &[u8], max: usize) -> Response {
+    if line == b"*" {
+        return Response::Cancelled;
+    }
+    if line.len() > max {
+        return Response::TooLong;
+    }
+    match STANDARD.decode(line) {
+        Ok(b) => Response::Data(SecretBytes::new(b)),
+        Err(_) => Response::Undecodable,
+    }
+}
 
 /// The standard reply for a status: code, enhanced code (RFC 3463) and text.
 pub fn status_reply(status: AuthStatus) -> (u16, (u8, u16, u16), &'static str) {
@@ -41,6 +86,16 @@ pub fn challenge_line(challenge: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn responses() {
+        assert!(matches!(decode_response(b"*", 10), Response::Cancelled));
+        assert!(matches!(decode_response(b"AGEAYg==", 10), Response::Data(d) if d.expose_secret() == b"\0a\0b"));
+        assert!(matches!(decode_response(b"not base64!", 100), Response::Undecodable));
+        assert!(matches!(decode_response(b"AGEAYg==", 4), Response::TooLong));
+        assert_eq!(decode_response(b"*", 1).failure(), Some(AuthStatus::Cancelled));
+        assert_eq!(decode_response(b"", 1).failure(), None);
+    }
 
     #[test]
     fn lines() {

@@ -1,4 +1,6 @@
-//! A tokio-util [`Decoder`]/[`Encoder`] for the server side of an SMTP connection.
+//! The server side of an SMTP connection's framing: [`SmtpCodec::decode_frame`] turns input
+//! bytes into [`Frame`]s with no runtime at all (a sans-IO session drives it directly); with the
+//! `codec` feature the same type is a tokio-util `Decoder`/`Encoder`.
 //!
 //! The server switches the codec's [`Mode`] as the session moves between phases: command lines,
 //! one SASL response line, a DATA body, or a BDAT chunk of `n` octets. Bodies come out as
@@ -9,22 +11,22 @@
 //! use bytes::BytesMut;
 //! use smtp_proto::codec::{Frame, Mode, SmtpCodec};
 //! use smtp_proto::{Command, Reply};
-//! use tokio_util::codec::{Decoder, Encoder};
 //!
 //! let mut codec = SmtpCodec::default();
 //! let mut buf = BytesMut::from(&b"DATA\r\nHello\r\n.\r\nQUIT\r\n"[..]);
-//! assert!(matches!(codec.decode(&mut buf).unwrap(), Some(Frame::Command(Ok(Command::Data)))));
+//! assert!(matches!(codec.decode_frame(&mut buf), Some(Frame::Command(Ok(Command::Data)))));
 //! codec.set_mode(Mode::data(1024));
-//! assert!(matches!(codec.decode(&mut buf).unwrap(), Some(Frame::DataChunk(c)) if &c[..] == b"Hello\r\n"));
-//! assert!(matches!(codec.decode(&mut buf).unwrap(), Some(Frame::DataEnd(_))));
-//! assert!(matches!(codec.decode(&mut buf).unwrap(), Some(Frame::Command(Ok(Command::Quit)))));
+//! assert!(matches!(codec.decode_frame(&mut buf), Some(Frame::DataChunk(c)) if &c[..] == b"Hello\r\n"));
+//! assert!(matches!(codec.decode_frame(&mut buf), Some(Frame::DataEnd(_))));
+//! assert!(matches!(codec.decode_frame(&mut buf), Some(Frame::Command(Ok(Command::Quit)))));
 //!
 //! let mut out = BytesMut::new();
-//! codec.encode(&Reply::simple(221, Some((2, 0, 0)), "Bye"), &mut out).unwrap();
+//! Reply::simple(221, Some((2, 0, 0)), "Bye").encode(&mut out);
 //! assert_eq!(&out[..], b"221 2.0.0 Bye\r\n");
 //! ```
 
 use bytes::{Bytes, BytesMut};
+#[cfg(feature = "codec")]
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::ProtoError;
@@ -32,6 +34,7 @@ use crate::bdat::{BdatDecoder, BdatEvent};
 use crate::command::{Command, ParseOptions};
 use crate::data::{BarePolicy, DataDecoder, DataEnd, DataEvent};
 use crate::line::{DEFAULT_MAX_LINE, LineDecoder, LineEvent};
+#[cfg(feature = "codec")]
 use crate::reply::Reply;
 
 /// The minimum SASL response line the codec accepts (RFC 4954 §4: at least 12288 octets).
@@ -101,6 +104,7 @@ pub enum Frame {
 }
 
 /// The codec's I/O error: only the transport's own errors (protocol errors are frames).
+#[cfg(feature = "codec")]
 pub type CodecError = std::io::Error;
 
 /// The server-side SMTP codec.
@@ -165,12 +169,10 @@ impl SmtpCodec {
     }
 }
 
-impl Decoder for SmtpCodec {
-    type Item = Frame;
-    type Error = CodecError;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        Ok(match &mut self.mode {
+impl SmtpCodec {
+    /// The next frame in `buf` (consumed from it), or `None` until more input arrives.
+    pub fn decode_frame(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        match &mut self.mode {
             Mode::Command => {
                 // An AUTH line may be as long as a SASL response; any other command keeps the
                 // RFC 5321 limit. A line stays with the decoder that began it.
@@ -180,7 +182,7 @@ impl Decoder for SmtpCodec {
                     false
                 } else if buf.len() < 5 {
                     if !buf.contains(&b'\n') {
-                        return Ok(None);
+                        return None;
                     }
                     false
                 } else {
@@ -193,7 +195,7 @@ impl Decoder for SmtpCodec {
                 };
                 let options = self.options;
                 let (frame, verb) = match lines.decode(buf) {
-                    None => return Ok(None),
+                    None => return None,
                     Some(LineEvent::Line(_))
                         if options.forbid_bare_newline && lines.last_line_bare_lf() =>
                     {
@@ -232,10 +234,21 @@ impl Decoder for SmtpCodec {
                 }
                 None => None,
             },
-        })
+        }
     }
 }
 
+#[cfg(feature = "codec")]
+impl Decoder for SmtpCodec {
+    type Item = Frame;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        Ok(self.decode_frame(buf))
+    }
+}
+
+#[cfg(feature = "codec")]
 impl Encoder<Reply> for SmtpCodec {
     type Error = CodecError;
     fn encode(&mut self, item: Reply, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -244,6 +257,7 @@ impl Encoder<Reply> for SmtpCodec {
     }
 }
 
+#[cfg(feature = "codec")]
 impl Encoder<&Reply> for SmtpCodec {
     type Error = CodecError;
     fn encode(&mut self, item: &Reply, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -253,6 +267,7 @@ impl Encoder<&Reply> for SmtpCodec {
 }
 
 /// Raw bytes (e.g. a `334` challenge line built elsewhere) pass through unchanged.
+#[cfg(feature = "codec")]
 impl Encoder<Bytes> for SmtpCodec {
     type Error = CodecError;
     fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -267,7 +282,7 @@ mod tests {
 
     fn frames(codec: &mut SmtpCodec, buf: &mut BytesMut) -> Vec<Frame> {
         let mut out = Vec::new();
-        while let Some(f) = codec.decode(buf).unwrap() {
+        while let Some(f) = codec.decode_frame(buf) {
             out.push(f);
         }
         out
@@ -320,15 +335,15 @@ mod tests {
         let f = frames(&mut c, &mut BytesMut::from(&b"auth\r\n"[..]));
         assert!(matches!(f[..], [Frame::Command(Err(_))]));
         assert_eq!(c.error_verb(), Some("AUTH"));
-        let _ = c.decode(&mut buf).unwrap();
+        let _ = c.decode_frame(&mut buf);
         assert!(matches!(
-            c.decode(&mut buf).unwrap(),
+            c.decode_frame(&mut buf),
             Some(Frame::Command(Err(_)))
         ));
         assert_eq!(c.error_verb(), Some("MAIL"));
         // An unknown verb parses (as Command::Unknown); a good command clears the verb.
         assert!(matches!(
-            c.decode(&mut buf).unwrap(),
+            c.decode_frame(&mut buf),
             Some(Frame::Command(Ok(_)))
         ));
         assert_eq!(c.error_verb(), None);
@@ -414,12 +429,12 @@ mod tests {
         buf.extend_from_slice(&[b'A'; 12288]);
         buf.extend_from_slice(b"\r\n");
         assert!(
-            matches!(c.decode(&mut buf).unwrap(), Some(Frame::SaslResponse(Ok(l))) if l.len() == 12288)
+            matches!(c.decode_frame(&mut buf), Some(Frame::SaslResponse(Ok(l))) if l.len() == 12288)
         );
         buf.extend_from_slice(&[b'A'; 13000]);
         buf.extend_from_slice(b"\r\n");
         assert_eq!(
-            c.decode(&mut buf).unwrap(),
+            c.decode_frame(&mut buf),
             Some(Frame::SaslResponse(Err(ProtoError::LineTooLong)))
         );
     }
@@ -429,7 +444,7 @@ mod tests {
         let mut c = SmtpCodec::default();
         let mut buf = BytesMut::from(&b"BDAT 5 LAST\r\nab\r\n.QUIT\r\n"[..]);
         assert_eq!(
-            c.decode(&mut buf).unwrap(),
+            c.decode_frame(&mut buf),
             Some(Frame::Command(Ok(Command::Bdat {
                 size: 5,
                 last: true

@@ -17,8 +17,8 @@
 //! - Framing: [`LineDecoder`] bounds command lines (512 octets by default) and drops overlong
 //!   ones in bounded memory; [`DataDecoder`] un-stuffs DATA bodies and ends only at CRLF.CRLF,
 //!   refusing bare CR/LF (SMTP smuggling) by default; [`BdatDecoder`] reads exact BDAT chunks.
-//! - With the `codec` feature, `codec::SmtpCodec` is a tokio-util `Decoder`/`Encoder` whose mode
-//!   the server switches between command lines, SASL lines, DATA and BDAT.
+//! - [`codec::SmtpCodec`] frames a server's input by mode (command lines, SASL lines, DATA,
+//!   BDAT) with no runtime; with the `codec` feature it is also a tokio-util `Decoder`/`Encoder`.
 //!
 //! ## Example
 //!
@@ -63,7 +63,6 @@
 #![forbid(unsafe_code)]
 
 mod bdat;
-#[cfg(feature = "codec")]
 pub mod codec;
 mod command;
 mod data;
