@@ -90,10 +90,18 @@ mod tests {
     #[test]
     fn responses() {
         assert!(matches!(decode_response(b"*", 10), Response::Cancelled));
-        assert!(matches!(decode_response(b"AGEAYg==", 10), Response::Data(d) if d.expose_secret() == b"\0a\0b"));
-        assert!(matches!(decode_response(b"not base64!", 100), Response::Undecodable));
+        assert!(
+            matches!(decode_response(b"AGEAYg==", 10), Response::Data(d) if d.expose_secret() == b"\0a\0b")
+        );
+        assert!(matches!(
+            decode_response(b"not base64!", 100),
+            Response::Undecodable
+        ));
         assert!(matches!(decode_response(b"AGEAYg==", 4), Response::TooLong));
-        assert_eq!(decode_response(b"*", 1).failure(), Some(AuthStatus::Cancelled));
+        assert_eq!(
+            decode_response(b"*", 1).failure(),
+            Some(AuthStatus::Cancelled)
+        );
         assert_eq!(decode_response(b"", 1).failure(), None);
     }
 

@@ -205,12 +205,14 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
 /// Connections per address (IPv6: per /64) in progress; an entry exists only while it has
 /// connections, so the table is bounded by `max_connections`.
 #[derive(Debug, Default)]
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) struct ConnectionCounts {
     map: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One counted connection; uncounted when dropped.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) struct ConnectionSlot {
     counts: Arc<ConnectionCounts>,
     key: IpAddr,
@@ -228,6 +230,7 @@ impl Drop for ConnectionSlot {
     }
 }
 
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 impl ConnectionCounts {
     /// A slot for `ip`, or `None` when it already has `max` (0: no limit).
     pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ConnectionSlot> {

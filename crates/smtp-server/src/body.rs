@@ -7,9 +7,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+#[cfg(feature = "tokio")]
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
+#[cfg(feature = "tokio")]
 use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter};
 
 /// Where a handler wants a message's body written while it arrives (see
@@ -97,6 +99,7 @@ impl Body {
     }
 
     /// The whole body as bytes (read from the spool file when needed: mind the size).
+    #[cfg(feature = "tokio")]
     pub async fn to_bytes(&self) -> io::Result<Bytes> {
         match self {
             Self::Memory(b) => Ok(b.clone()),
@@ -107,6 +110,7 @@ impl Body {
     }
 
     /// The body as a stream.
+    #[cfg(feature = "tokio")]
     pub async fn reader(&self) -> io::Result<Box<dyn AsyncRead + Send + Unpin>> {
         Ok(match self {
             Self::Memory(b) => Box::new(std::io::Cursor::new(b.clone())),
@@ -133,6 +137,7 @@ impl Body {
     }
 }
 
+#[cfg(feature = "tokio")]
 /// The server-wide budget for message bytes held in memory.
 #[derive(Debug)]
 pub(crate) struct MemoryBudget {
@@ -140,6 +145,7 @@ pub(crate) struct MemoryBudget {
     used: AtomicU64,
 }
 
+#[cfg(feature = "tokio")]
 impl MemoryBudget {
     pub(crate) fn new(limit: u64) -> Self {
         Self {
@@ -167,6 +173,7 @@ impl MemoryBudget {
     }
 }
 
+#[cfg(feature = "tokio")]
 /// Budget bytes held by a body in memory; given back when dropped.
 #[derive(Debug)]
 pub(crate) struct BudgetHold {
@@ -174,12 +181,14 @@ pub(crate) struct BudgetHold {
     n: u64,
 }
 
+#[cfg(feature = "tokio")]
 impl Drop for BudgetHold {
     fn drop(&mut self) {
         self.budget.give_back(self.n);
     }
 }
 
+#[cfg(feature = "tokio")]
 /// A spool file being written; removed if it is never finished.
 struct Spooling {
     file: BufWriter<tokio::fs::File>,
@@ -188,6 +197,7 @@ struct Spooling {
 
 /// Collects a body as it arrives: in memory up to `threshold` octets and while the budget
 /// allows, in a spool file beyond.
+#[cfg(feature = "tokio")]
 pub(crate) struct BodySink {
     threshold: usize,
     dir: Arc<Path>,
@@ -201,6 +211,7 @@ pub(crate) struct BodySink {
     target: Option<BodyTarget>,
 }
 
+#[cfg(feature = "tokio")]
 fn spool_name() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let nanos = std::time::SystemTime::now()
@@ -214,6 +225,7 @@ fn spool_name() -> String {
     )
 }
 
+#[cfg(feature = "tokio")]
 impl BodySink {
     pub(crate) fn new(threshold: usize, dir: Arc<Path>, budget: Arc<MemoryBudget>) -> Self {
         Self {
@@ -259,11 +271,6 @@ impl BodySink {
         self.held = 0;
         self.spool = Some(spool);
         Ok(())
-    }
-
-    /// Octets so far.
-    pub(crate) fn len(&self) -> u64 {
-        self.len
     }
 
     /// Adds a piece of the body.
@@ -338,6 +345,7 @@ impl BodySink {
     }
 }
 
+#[cfg(feature = "tokio")]
 impl Drop for BodySink {
     fn drop(&mut self) {
         // A body that was never finished (refused, connection gone): its budget goes back;
@@ -346,7 +354,7 @@ impl Drop for BodySink {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tokio"))]
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;

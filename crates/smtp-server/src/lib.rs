@@ -55,13 +55,19 @@
 mod auth;
 mod body;
 mod config;
+#[cfg(feature = "tokio")]
 mod conn;
+#[cfg(feature = "tokio")]
 mod handler;
+#[cfg(feature = "tokio")]
 mod io;
+pub mod machine;
+#[cfg(feature = "tokio")]
 mod pool;
 mod protocol;
 pub mod proxy;
 mod replies;
+#[cfg(feature = "tokio")]
 mod server;
 mod session;
 
@@ -71,8 +77,12 @@ pub use auth::{
 };
 pub use body::{Body, BodyTarget, SpoolFile};
 pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
+#[cfg(feature = "tokio")]
 pub use conn::{AuthChannel, ChallengeResponse};
+#[cfg(feature = "tokio")]
 pub use handler::{AcceptAll, Handler};
+#[cfg(feature = "tokio")]
 pub use pool::{DEFAULT_MAX_QUEUE, VerifyPool, default_workers};
+#[cfg(feature = "tokio")]
 pub use server::{Server, bind};
 pub use session::{Envelope, Session, TlsInfo};

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+#[cfg(feature = "tokio")]
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The v2 signature.
@@ -11,6 +12,7 @@ const V2_SIG: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// The longest v1 header, CRLF included.
 const V1_MAX: usize = 107;
 /// The largest v2 address block we accept.
+#[cfg(feature = "tokio")]
 const V2_MAX_BODY: usize = 2048;
 
 /// A malformed or missing PROXY header.
@@ -123,6 +125,7 @@ pub fn parse_v2(header: &[u8; 16], body: &[u8]) -> Result<Option<SocketAddr>, Pr
 }
 
 /// Reads one PROXY header (v1 or v2) from `io`.
+#[cfg(feature = "tokio")]
 pub(crate) async fn read_header<R: AsyncRead + Unpin>(
     io: &mut R,
 ) -> Result<Option<SocketAddr>, ProxyError> {
@@ -292,6 +295,7 @@ mod tests {
         assert!(parse_v2(&h, &body).is_err());
     }
 
+    #[cfg(feature = "tokio")]
     #[tokio::test]
     async fn reads_exactly_the_header() {
         let data = b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 587\r\nEHLO x\r\n".to_vec();

@@ -1,4 +1,5 @@
 //! The one table of this crate's reply texts. Each function names its RFC meaning.
+#![cfg_attr(not(feature = "tokio"), allow(dead_code))]
 
 use smtp_proto::Reply;
 

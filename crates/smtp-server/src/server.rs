@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -16,7 +17,7 @@ use crate::conn::{self, BoxIo};
 use crate::{Handler, replies};
 
 pub(crate) struct Shared<H> {
-    pub(crate) config: ServerConfig,
+    pub(crate) config: Arc<ServerConfig>,
     pub(crate) handler: H,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
     pub(crate) limiter: Arc<AuthLimiter>,
@@ -26,17 +27,14 @@ pub(crate) struct Shared<H> {
 
 /// An SMTP server: a configuration, a [`Handler`] and optionally an [`Authenticator`].
 pub struct Server<H> {
-    config: ServerConfig,
-    handler: H,
-    authenticator: Option<Arc<dyn Authenticator>>,
-    limiter: Option<Arc<AuthLimiter>>,
+    shared: Shared<H>,
 }
 
 impl<H> std::fmt::Debug for Server<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("config", &self.config)
-            .field("authenticator", &self.authenticator.is_some())
+            .field("config", &self.shared.config)
+            .field("authenticator", &self.shared.authenticator.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -45,10 +43,18 @@ impl<H: Handler> Server<H> {
     /// A server with no authenticator: AUTH is parsed and every attempt gets 535 5.7.8.
     pub fn new(config: ServerConfig, handler: H) -> Self {
         Self {
-            config,
-            handler,
-            authenticator: None,
-            limiter: None,
+            shared: Shared {
+                limiter: Arc::new(AuthLimiter::new(
+                    config.max_auth_failures_per_ip,
+                    config.max_auth_failures_per_user,
+                    config.auth_failure_window,
+                )),
+                per_ip: Arc::default(),
+                budget: Arc::new(crate::body::MemoryBudget::new(config.memory_budget)),
+                config: Arc::new(config),
+                handler,
+                authenticator: None,
+            },
         }
     }
 
@@ -56,14 +62,28 @@ impl<H: Handler> Server<H> {
     /// so failures count once across all of them. Without it the server makes its own from
     /// `max_auth_failures_per_ip`, `max_auth_failures_per_user` and the window.
     pub fn limiter(mut self, limiter: Arc<AuthLimiter>) -> Self {
-        self.limiter = Some(limiter);
+        self.shared.limiter = limiter;
         self
     }
 
     /// Sets the authenticator (aiosmtpd's `authenticator=`).
     pub fn authenticator(mut self, a: impl Authenticator) -> Self {
-        self.authenticator = Some(Arc::new(a));
+        self.shared.authenticator = Some(Arc::new(a));
         self
+    }
+
+    /// Serves one connection that is already open (hyper-style): a TCP stream accepted
+    /// elsewhere, a Unix socket, or an in-memory `tokio::io::duplex` in a test. `peer` and
+    /// `local` are the addresses the session reports (PROXY protocol, when on, replaces
+    /// `peer`). Every write is bounded by `read_timeout`; there is no shutdown signal (drop
+    /// the future to end the connection). Connections served this way share the server's
+    /// AUTH limiter, per-address counts and memory budget.
+    pub async fn serve_connection<I>(&self, io: I, peer: SocketAddr, local: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let io = crate::io::WriteDeadline::new(io, self.shared.config.read_timeout);
+        conn::run(&self.shared, Box::new(io) as BoxIo, peer, local, None).await;
     }
 
     /// Sets an `AuthProvider` service as the authenticator (Ok → 235, Invalid → 535,
@@ -88,21 +108,8 @@ impl<H: Handler> Server<H> {
         listener: TcpListener,
         signal: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let grace = self.config.shutdown_grace;
-        let shared = Arc::new(Shared {
-            limiter: self.limiter.unwrap_or_else(|| {
-                Arc::new(AuthLimiter::new(
-                    self.config.max_auth_failures_per_ip,
-                    self.config.max_auth_failures_per_user,
-                    self.config.auth_failure_window,
-                ))
-            }),
-            per_ip: Arc::default(),
-            budget: Arc::new(crate::body::MemoryBudget::new(self.config.memory_budget)),
-            config: self.config,
-            handler: self.handler,
-            authenticator: self.authenticator,
-        });
+        let grace = self.shared.config.shutdown_grace;
+        let shared = Arc::new(self.shared);
         let (tx, rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(shared.config.max_connections));
         let mut sessions = JoinSet::new();
@@ -135,7 +142,7 @@ impl<H: Handler> Server<H> {
                             let _permit = permit;
                             let timeout = shared.config.read_timeout;
                             let io = crate::io::WriteDeadline::new(stream, timeout);
-                            conn::run(shared, Box::new(io) as BoxIo, peer, local, rx).await;
+                            conn::run(&shared, Box::new(io) as BoxIo, peer, local, Some(rx)).await;
                         }
                         .instrument(span),
                     );

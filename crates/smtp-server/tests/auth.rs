@@ -1,4 +1,5 @@
 //! AUTH over real sockets: every reply of RFC 4954 the server sends, with exact texts.
+#![cfg(feature = "tokio")]
 
 mod common;
 

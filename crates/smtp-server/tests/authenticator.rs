@@ -1,5 +1,6 @@
 //! An `Authenticator` implemented by hand (aiosmtpd's `authenticator` callback): how its
 //! `message`, `auth_data` and failures reach the client and the session.
+#![cfg(feature = "tokio")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The examples in `examples/`, each driven by a real client on 127.0.0.1: Python's smtplib
 //! for the minimal server and the relayer, raw transcripts for the custom mechanism and the
 //! `handle_auth` hook.
+#![cfg(feature = "tokio")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! A custom mechanism hook and a whole-AUTH hook (`handle_AUTH`), each used end to end.
+#![cfg(feature = "tokio")]
 
 mod common;
 

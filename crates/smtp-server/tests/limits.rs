@@ -1,5 +1,6 @@
 //! Connection limits crossed with short configured values: connections per address (IPv6 per
 //! /64, after the PROXY header), commands that do no work, and the session's total duration.
+#![cfg(feature = "tokio")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Bounded verification through a real server: more concurrent logins than workers all
 //! succeed; a login that waits past `auth_timeout` gets 454 4.7.0; a client that hangs up
 //! while queued gives up its place (its check never runs).
+#![cfg(feature = "tokio")]
 
 mod common;
 

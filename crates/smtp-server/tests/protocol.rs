@@ -1,5 +1,6 @@
 //! Raw-socket transcripts: pipelining, DATA and BDAT, smuggling, limits, timeouts, LMTP,
 //! shutdown.
+#![cfg(feature = "tokio")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! AUTH, refused credentials counted however the exchange ends, one limiter per process with
 //! a per-user limit, the authzid rule, long initial responses, improper pipelining after DATA
 //! and SCRAM-SHA-256-PLUS bound to the TLS session.
+#![cfg(feature = "tokio")]
 
 mod common;
 

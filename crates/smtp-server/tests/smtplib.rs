@@ -1,5 +1,6 @@
 //! Python's smtplib as a real client: login() with PLAIN and LOGIN, starttls(), sendmail();
 //! each checked against what the handler got.
+#![cfg(feature = "tokio")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Message bodies stream to a spool file above `spool_threshold` or past the server-wide
 //! `memory_budget`: the exact bytes reach the handler, and a delivered, refused or abandoned
 //! message leaves nothing in the spool directory.
+#![cfg(feature = "tokio")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! TLS with certificates made in the test: STARTTLS then AUTH, the STARTTLS injection case
 //! (CVE-2011-0411), and implicit TLS.
+#![cfg(feature = "tokio")]
 
 mod common;
 
