@@ -32,6 +32,7 @@ const FUZZ_TARGETS: &[(&str, &str, Option<&str>)] = &[
     ("crates/smtp-proto", "data", None),
     ("crates/smtp-proto", "reply", None),
     ("crates/smtp-auth", "exchange", None),
+    ("crates/smtp-server", "session", Some("fuzz/session.dict")),
 ];
 
 /// Benchmarks: (package, bench target).
