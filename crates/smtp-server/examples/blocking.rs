@@ -68,13 +68,17 @@ fn session(
     seq: &AtomicU64,
 ) -> std::io::Result<()> {
     let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
-    let mut m = Machine::new(cfg, peer, local, Instant::now()).with_limiter(limiter);
+    let mut m = Machine::new(cfg, peer, local, Instant::now());
+    m.set_limiter(limiter);
     let mut body = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
         m.now(Instant::now());
         match m.next() {
-            Event::Send(bytes) => stream.write_all(&bytes)?,
+            Event::Send => {
+                stream.write_all(m.output())?;
+                m.sent();
+            }
             Event::Wait { deadline, read } => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {

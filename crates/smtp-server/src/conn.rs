@@ -40,6 +40,13 @@ async fn write(io: &mut BoxIo, bytes: &[u8]) -> std::io::Result<()> {
     io.flush().await
 }
 
+/// Sends the machine's output.
+async fn send(io: &mut BoxIo, machine: &mut Machine) -> std::io::Result<()> {
+    write(io, machine.output()).await?;
+    machine.sent();
+    Ok(())
+}
+
 /// One read into the machine: false when the client is gone.
 async fn read(io: &mut BoxIo, machine: &mut Machine) -> bool {
     matches!(io.read_buf(machine.input_buffer()).await, Ok(n) if n > 0)
@@ -80,10 +87,7 @@ impl AuthChannel<'_> {
     /// Sends one reply line (without CRLF; CR and LF are removed) and flushes it.
     pub async fn push(&mut self, line: &str) -> std::io::Result<()> {
         self.machine.auth_push(line).map_err(wrong_state)?;
-        match self.machine.take_output() {
-            Some(out) => write(self.io, &out).await,
-            None => Ok(()),
-        }
+        send(self.io, self.machine).await
     }
 
     /// Sends `334 <base64(challenge)>` and reads the client's response line.
@@ -94,7 +98,7 @@ impl AuthChannel<'_> {
         loop {
             self.machine.now(now());
             match self.machine.next() {
-                Event::Send(out) => write(self.io, &out).await?,
+                Event::Send => send(self.io, self.machine).await?,
                 Event::Wait { deadline, read: r } => {
                     if r {
                         tokio::select! {
@@ -222,8 +226,9 @@ pub(crate) async fn run<H: Handler>(
         return;
     };
     let started = tokio::time::Instant::now();
-    let mut machine =
-        Machine::new(cfg.clone(), peer, local, now()).with_limiter(shared.limiter.clone());
+    // Boxed: the session's state stays put while the task's future moves and waits.
+    let mut machine = Box::new(Machine::new(cfg.clone(), peer, local, now()));
+    machine.set_limiter(shared.limiter.clone());
     if cfg.implicit_tls {
         let Some(tls) = cfg.tls.clone() else {
             tracing::error!("implicit TLS configured without a TLS configuration");
@@ -232,7 +237,7 @@ pub(crate) async fn run<H: Handler>(
         match Box::pin(accept_tls(tls, io, cfg.read_timeout, true)).await {
             Some((tls_io, info, binding)) => {
                 io = tls_io;
-                machine = machine.with_tls(info, binding);
+                machine.set_tls(info, binding);
             }
             None => return,
         }
@@ -266,7 +271,7 @@ pub(crate) async fn run<H: Handler>(
 struct Driver<'s, H: Handler> {
     shared: &'s Shared<H>,
     io: BoxIo,
-    machine: Machine,
+    machine: Box<Machine>,
     /// The server's shutdown signal (until it fired and was passed on).
     shutdown: Option<watch::Receiver<bool>>,
     /// Where the message being received is stored.
@@ -280,8 +285,8 @@ impl<H: Handler> Driver<'_, H> {
         loop {
             self.machine.now(now());
             match self.machine.next() {
-                Event::Send(out) => {
-                    if write(&mut self.io, &out).await.is_err() {
+                Event::Send => {
+                    if send(&mut self.io, &mut self.machine).await.is_err() {
                         // The client is not reading its replies.
                         return;
                     }
@@ -363,16 +368,24 @@ impl<H: Handler> Driver<'_, H> {
                 let r = h.connect(m.session()).await;
                 m.answer(r)
             }
-            Call::Hello { name, .. } => {
-                let r = h.ehlo(m.session(), &name).await;
+            Call::Hello { .. } => {
+                let r = h
+                    .ehlo(m.session(), m.hello_name().unwrap_or_default())
+                    .await;
                 m.answer(r)
             }
-            Call::Mail { from, params } => {
-                let r = h.mail(m.session(), m.envelope(), &from, &params).await;
+            Call::Mail => {
+                let r = match m.mail_request() {
+                    Some((from, params)) => h.mail(m.session(), m.envelope(), from, params).await,
+                    None => None,
+                };
                 m.answer(r)
             }
-            Call::Rcpt { to, params } => {
-                let r = h.rcpt(m.session(), m.envelope(), &to, &params).await;
+            Call::Rcpt => {
+                let r = match m.rcpt_request() {
+                    Some((to, params)) => h.rcpt(m.session(), m.envelope(), to, params).await,
+                    None => None,
+                };
                 m.answer(r)
             }
             Call::Rset => {

@@ -29,14 +29,17 @@
 //! assert!(matches!(m.next(), Event::Call(Call::Connect)));
 //! m.answer(None).unwrap(); // the connect hook accepts
 //! match m.next() {
-//!     Event::Send(bytes) => assert_eq!(&bytes[..], b"220 localhost ESMTP ready\r\n"),
+//!     Event::Send => assert_eq!(m.output(), b"220 localhost ESMTP ready\r\n"),
 //!     other => panic!("{other:?}"),
 //! }
+//! m.sent();
 //! assert!(matches!(m.next(), Event::Wait { read: true, .. }));
 //! m.enqueue_input(b"QUIT\r\n");
 //! assert!(matches!(m.next(), Event::Call(Call::Quit)));
 //! m.answer(None).unwrap();
-//! assert!(matches!(m.next(), Event::Send(b) if &b[..] == b"221 2.0.0 Bye\r\n"));
+//! assert!(matches!(m.next(), Event::Send));
+//! assert_eq!(m.output(), b"221 2.0.0 Bye\r\n");
+//! m.sent();
 //! assert!(matches!(m.next(), Event::Close));
 //! // A late answer is an error, not a panic.
 //! assert!(m.answer(None).is_err());
@@ -72,6 +75,8 @@ const IDLE_READ_BUFFER: usize = 1024;
 const BODY_READ_BUFFER: usize = 16 * 1024;
 /// A buffer larger than this is given back once it is empty.
 const SHRINK_ABOVE: usize = 4 * 1024;
+/// The reply buffer a connection starts with (and returns to after a large reply).
+const OUTPUT_BUFFER: usize = 512;
 /// Replies are sent once this many octets wait, even inside a pipelined batch.
 const SEND_ABOVE: usize = 16 * 1024;
 /// Commands logged by verb only after an AUTH command (LOGIN sends two credential lines).
@@ -83,8 +88,9 @@ const MAX_READ_AHEAD: usize = 64 * 1024;
 /// What the driver must do next.
 #[derive(Debug)]
 pub enum Event {
-    /// Write these octets to the client, then call [`Machine::next`] again.
-    Send(Bytes),
+    /// Write [`Machine::output`] to the client and say so with [`Machine::sent`] (until then
+    /// the machine asks again). The buffer is reused: replies cost no allocation.
+    Send,
     /// Call a hook and give its answer with the method the [`Call`] names.
     Call(Call),
     /// A message body begins (DATA's 354, or the first BDAT chunk): prepare its storage.
@@ -117,27 +123,18 @@ pub enum Call {
     /// A client connected (before the greeting): [`Machine::answer`]; a non-2xx reply refuses
     /// the connection.
     Connect,
-    /// HELO, EHLO or LHLO: [`Machine::answer`]; a non-2xx reply refuses the greeting.
+    /// HELO, EHLO or LHLO with the name [`Machine::hello_name`] returns: [`Machine::answer`];
+    /// a non-2xx reply refuses the greeting.
     Hello {
-        /// The name the client gave.
-        name: String,
         /// EHLO or LHLO.
         extended: bool,
     },
-    /// MAIL FROM, already valid for the session: [`Machine::answer`].
-    Mail {
-        /// The reverse-path.
-        from: ReversePath,
-        /// Its parameters.
-        params: MailParameters,
-    },
-    /// RCPT TO, already valid for the transaction: [`Machine::answer`].
-    Rcpt {
-        /// The forward-path.
-        to: ForwardPath,
-        /// Its parameters.
-        params: RcptParameters,
-    },
+    /// MAIL FROM ([`Machine::mail_request`]), already valid for the session:
+    /// [`Machine::answer`].
+    Mail,
+    /// RCPT TO ([`Machine::rcpt_request`]), already valid for the transaction:
+    /// [`Machine::answer`].
+    Rcpt,
     /// RSET (the transaction is already reset): [`Machine::answer`].
     Rset,
     /// NOOP: [`Machine::answer`].
@@ -256,6 +253,16 @@ enum State {
     Closed,
 }
 
+/// The command a hook decides on.
+#[derive(Debug, Default)]
+enum Pending {
+    #[default]
+    None,
+    Hello(String),
+    Mail(ReversePath, MailParameters),
+    Rcpt(ForwardPath, RcptParameters),
+}
+
 /// An AUTH exchange in progress.
 struct AuthRun {
     mechanism: String,
@@ -272,7 +279,8 @@ struct AuthRun {
 /// One SMTP session, sans-IO. See the [module documentation](self).
 pub struct Machine {
     cfg: Arc<ServerConfig>,
-    limiter: Arc<AuthLimiter>,
+    /// The AUTH failure limiter (the session's own, made at its first AUTH, unless shared).
+    limiter: Option<Arc<AuthLimiter>>,
     session: Session,
     envelope: Envelope,
     codec: SmtpCodec,
@@ -286,9 +294,8 @@ pub struct Machine {
     waiting_since: Option<Instant>,
     /// When the current call must be answered (AUTH verification and lookups).
     call_deadline: Option<Instant>,
-    pending_hello: Option<String>,
-    pending_mail: Option<(ReversePath, MailParameters)>,
-    pending_rcpt: Option<(ForwardPath, RcptParameters)>,
+    /// The command a hook is asked about (HELO, MAIL, RCPT), applied if it accepts.
+    pending: Pending,
     auth: Option<AuthRun>,
     channel_binding: Option<Vec<u8>>,
     /// Commands still to be logged by verb only.
@@ -329,18 +336,13 @@ fn push_line(out: &mut BytesMut, line: &str) {
 
 impl Machine {
     /// A session for a client at `peer` connected to `local`, starting at `now`, with its own
-    /// AUTH failure limiter (see [`Machine::with_limiter`] to share one).
+    /// AUTH failure limiter (see [`Machine::set_limiter`] to share one).
     pub fn new(
         config: Arc<ServerConfig>,
         peer: SocketAddr,
         local: SocketAddr,
         now: Instant,
     ) -> Self {
-        let limiter = Arc::new(AuthLimiter::new(
-            config.max_auth_failures_per_ip,
-            config.max_auth_failures_per_user,
-            config.auth_failure_window,
-        ));
         let mut codec = SmtpCodec::new(config.max_line_length, DEFAULT_MAX_SASL_LINE);
         codec.set_parse_options(smtp_proto::ParseOptions {
             lenient_helo: config.lenient_helo,
@@ -351,21 +353,19 @@ impl Machine {
         Self {
             session_deadline: now + config.max_session_duration,
             cfg: config,
-            limiter,
+            limiter: None,
             session: Session::new(peer, local),
             envelope: Envelope::default(),
             codec,
             input: BytesMut::with_capacity(IDLE_READ_BUFFER),
             input_closed: false,
-            output: BytesMut::new(),
+            output: BytesMut::with_capacity(OUTPUT_BUFFER),
             events: VecDeque::new(),
             state: State::Start,
             now,
             waiting_since: None,
             call_deadline: None,
-            pending_hello: None,
-            pending_mail: None,
-            pending_rcpt: None,
+            pending: Pending::None,
             auth: None,
             channel_binding: None,
             quiet: 0,
@@ -381,18 +381,28 @@ impl Machine {
         }
     }
 
-    /// Counts AUTH failures in `limiter`, shared with other sessions (and servers).
-    pub fn with_limiter(mut self, limiter: Arc<AuthLimiter>) -> Self {
-        self.limiter = limiter;
-        self
+    /// Counts AUTH failures in `limiter`, shared with other sessions (and servers); without
+    /// it the session counts its own from the configuration's limits.
+    pub fn set_limiter(&mut self, limiter: Arc<AuthLimiter>) {
+        self.limiter = Some(limiter);
     }
 
     /// The session begins inside TLS (implicit TLS, RFC 8314): its facts and its
-    /// `tls-exporter` channel binding.
-    pub fn with_tls(mut self, info: TlsInfo, channel_binding: Option<Vec<u8>>) -> Self {
+    /// `tls-exporter` channel binding. Call it before the first [`Machine::next`].
+    pub fn set_tls(&mut self, info: TlsInfo, channel_binding: Option<Vec<u8>>) {
         self.session.tls = Some(info);
         self.channel_binding = channel_binding;
-        self
+    }
+
+    fn limiter(&mut self) -> &AuthLimiter {
+        let cfg = &self.cfg;
+        self.limiter.get_or_insert_with(|| {
+            Arc::new(AuthLimiter::new(
+                cfg.max_auth_failures_per_ip,
+                cfg.max_auth_failures_per_user,
+                cfg.auth_failure_window,
+            ))
+        })
     }
 
     /// The session as the hooks see it.
@@ -403,6 +413,30 @@ impl Machine {
     /// The mail transaction as the hooks see it.
     pub fn envelope(&self) -> &Envelope {
         &self.envelope
+    }
+
+    /// The name of the HELO/EHLO/LHLO a [`Call::Hello`] asks about.
+    pub fn hello_name(&self) -> Option<&str> {
+        match &self.pending {
+            Pending::Hello(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The reverse-path and parameters a [`Call::Mail`] asks about.
+    pub fn mail_request(&self) -> Option<(&ReversePath, &MailParameters)> {
+        match &self.pending {
+            Pending::Mail(from, params) => Some((from, params)),
+            _ => None,
+        }
+    }
+
+    /// The forward-path and parameters a [`Call::Rcpt`] asks about.
+    pub fn rcpt_request(&self) -> Option<(&ForwardPath, &RcptParameters)> {
+        match &self.pending {
+            Pending::Rcpt(to, params) => Some((to, params)),
+            _ => None,
+        }
     }
 
     /// Messages accepted so far.
@@ -474,9 +508,17 @@ impl Machine {
         }
     }
 
-    /// Takes the replies queued so far (a `handle_auth` hook's pushed lines, say).
-    pub fn take_output(&mut self) -> Option<Bytes> {
-        (!self.output.is_empty()).then(|| self.output.split().freeze())
+    /// The octets to send (after [`Event::Send`], or a `handle_auth` hook's pushed lines).
+    pub fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    /// The octets of [`Machine::output`] were sent.
+    pub fn sent(&mut self) {
+        self.output.clear();
+        if self.output.capacity() > SHRINK_ABOVE {
+            self.output = BytesMut::with_capacity(OUTPUT_BUFFER);
+        }
     }
 
     fn send(&mut self, reply: &Reply) {
@@ -500,7 +542,7 @@ impl Machine {
                 return e;
             }
             if self.output.len() > SEND_ABOVE {
-                return Event::Send(self.output.split().freeze());
+                return Event::Send;
             }
             match self.state {
                 State::Start => {
@@ -524,8 +566,8 @@ impl Machine {
                     return Event::Pending;
                 }
                 State::Closing => {
-                    if let Some(out) = self.take_output() {
-                        return Event::Send(out);
+                    if !self.output.is_empty() {
+                        return Event::Send;
                     }
                     self.state = State::Closed;
                     self.discard_body();
@@ -536,8 +578,8 @@ impl Machine {
                 }
                 State::Closed => return Event::Close,
                 State::AuthDelay { until, close } => {
-                    if let Some(out) = self.take_output() {
-                        return Event::Send(out);
+                    if !self.output.is_empty() {
+                        return Event::Send;
                     }
                     if self.now < until {
                         return Event::Wait {
@@ -646,8 +688,8 @@ impl Machine {
     /// Needs input: flush, then wait (or end on EOF or a passed deadline). `None` when the
     /// session moved on (to closing).
     fn wait(&mut self, idle: bool) -> Option<Event> {
-        if let Some(out) = self.take_output() {
-            return Some(Event::Send(out));
+        if !self.output.is_empty() {
+            return Some(Event::Send);
         }
         if self.input_closed {
             self.after_hangup();
@@ -824,9 +866,8 @@ impl Machine {
     fn hello(&mut self, host: Host, extended: bool) {
         // RFC 5321 §4.1.4: a greeting resets the transaction like RSET.
         self.reset_transaction();
-        let name = host.to_string();
-        self.pending_hello = Some(name.clone());
-        self.call(Awaiting::Hello { extended }, Call::Hello { name, extended });
+        self.pending = Pending::Hello(host.to_string());
+        self.call(Awaiting::Hello { extended }, Call::Hello { extended });
     }
 
     fn mail(&mut self, from: ReversePath, params: MailParameters) {
@@ -836,8 +877,8 @@ impl Machine {
             self.send(&r);
             return;
         }
-        self.pending_mail = Some((from.clone(), params.clone()));
-        self.call(Awaiting::Mail, Call::Mail { from, params });
+        self.pending = Pending::Mail(from, params);
+        self.call(Awaiting::Mail, Call::Mail);
     }
 
     fn rcpt(&mut self, to: ForwardPath, params: RcptParameters) {
@@ -845,8 +886,8 @@ impl Machine {
             self.send(&r);
             return;
         }
-        self.pending_rcpt = Some((to.clone(), params.clone()));
-        self.call(Awaiting::Rcpt, Call::Rcpt { to, params });
+        self.pending = Pending::Rcpt(to, params);
+        self.call(Awaiting::Rcpt, Call::Rcpt);
     }
 
     fn start_body(&mut self) {
@@ -1023,8 +1064,7 @@ impl Machine {
         }
         self.state = State::Awaiting(Awaiting::Tls);
         // The 220 goes out before the handshake.
-        let out = self.output.split().freeze();
-        self.events.push_back(Event::Send(out));
+        self.events.push_back(Event::Send);
         self.events.push_back(Event::Call(Call::StartTls));
     }
 
@@ -1058,7 +1098,7 @@ impl Machine {
         // Whatever happens next, the lines that follow may be credentials.
         self.quiet = QUIET_AFTER_AUTH;
         let ip = self.session.peer_addr.ip();
-        if self.limiter.ip_blocked(ip) {
+        if self.limiter().ip_blocked(ip) {
             tracing::warn!(remote_ip = %ip, "AUTH refused: too many failures from this address");
             self.close_after(Some(&replies::too_many_auth_failures()));
             return;
@@ -1073,8 +1113,8 @@ impl Machine {
             authenticator: None,
         });
         // The replies so far go out before a hook may talk to the client itself.
-        if let Some(out) = self.take_output() {
-            self.events.push_back(Event::Send(out));
+        if !self.output.is_empty() {
+            self.events.push_back(Event::Send);
         }
         self.call(
             Awaiting::HandleAuth,
@@ -1086,7 +1126,7 @@ impl Machine {
     }
 
     /// Queues a reply line from a `handle_auth` hook (without CRLF; CR and LF are removed);
-    /// send it with [`Machine::take_output`].
+    /// send it with [`Machine::output`] and [`Machine::sent`].
     pub fn auth_push(&mut self, line: &str) -> Result<(), WrongState> {
         if !matches!(self.state, State::Awaiting(Awaiting::HandleAuth)) {
             return Err(WrongState { given: "auth_push" });
@@ -1160,7 +1200,7 @@ impl Machine {
             }
             Step::Verify(req) => {
                 run.user = Some(req.username.clone());
-                if self.limiter.user_locked(&req.username) {
+                if self.limiter().user_locked(&req.username) {
                     let r = self.locked_out(&req.username);
                     self.verify_result(r);
                 } else {
@@ -1170,7 +1210,7 @@ impl Machine {
             }
             Step::Lookup(req) => {
                 run.user = Some(req.username.clone());
-                if self.limiter.user_locked(&req.username) {
+                if self.limiter().user_locked(&req.username) {
                     let r = self.locked_out(&req.username);
                     if let Some(run) = self.auth.as_mut() {
                         run.authenticator = Some(r);
@@ -1349,7 +1389,7 @@ impl Machine {
         }
         self.session.auth_failures += 1;
         let user = user.filter(|_| status == AuthStatus::Invalid);
-        self.limiter.record_failure(ip, user);
+        self.limiter().record_failure(ip, user);
         true
     }
 
@@ -1378,34 +1418,34 @@ impl Machine {
             },
             Awaiting::Hello { extended } => match refused {
                 Some(r) => {
-                    self.pending_hello = None;
+                    self.pending = Pending::None;
                     self.send(&r);
                 }
                 None => self.greeted(extended),
             },
             Awaiting::Mail => {
-                let pending = self.pending_mail.take();
+                let pending = std::mem::take(&mut self.pending);
                 match (refused, pending) {
                     (Some(r), _) => self.send(&r),
-                    (None, Some((from, params))) => {
+                    (None, Pending::Mail(from, params)) => {
                         self.envelope.auth = params.auth.clone();
                         self.envelope.mail_from = Some(from);
                         self.envelope.mail_params = params;
                         self.send(&reply.unwrap_or_else(replies::sender_ok));
                     }
-                    (None, None) => {}
+                    (None, _) => {}
                 }
             }
             Awaiting::Rcpt => {
-                let pending = self.pending_rcpt.take();
+                let pending = std::mem::take(&mut self.pending);
                 match (refused, pending) {
                     (Some(r), _) => self.send(&r),
-                    (None, Some((to, params))) => {
+                    (None, Pending::Rcpt(to, params)) => {
                         self.envelope.rcpt_to.push(to);
                         self.envelope.rcpt_params.push(params);
                         self.send(&reply.unwrap_or_else(replies::recipient_ok));
                     }
-                    (None, None) => {}
+                    (None, _) => {}
                 }
             }
             Awaiting::Rset | Awaiting::Noop => {
@@ -1426,7 +1466,7 @@ impl Machine {
     }
 
     fn greeted(&mut self, extended: bool) {
-        let Some(name) = self.pending_hello.take() else {
+        let Pending::Hello(name) = std::mem::take(&mut self.pending) else {
             return;
         };
         self.session.helo_name = Some(name);

@@ -94,7 +94,11 @@ impl Harness {
     fn run(&mut self) {
         loop {
             match self.m.next() {
-                Event::Send(b) => self.out.push_str(std::str::from_utf8(&b).unwrap()),
+                Event::Send => {
+                    self.out
+                        .push_str(std::str::from_utf8(self.m.output()).unwrap());
+                    self.m.sent();
+                }
                 Event::Wait { deadline, read } => {
                     self.wait = Some((deadline, read));
                     return;
@@ -122,7 +126,11 @@ impl Harness {
     fn call(&mut self, c: Call) {
         let m = &mut self.m;
         match c {
-            Call::Mail { .. } => m.answer(self.answers.mail.clone()).unwrap(),
+            Call::Mail => {
+                let (from, _) = m.mail_request().unwrap();
+                assert!(from.to_string().contains('@'));
+                m.answer(self.answers.mail.clone()).unwrap()
+            }
             Call::StoreMessage => {
                 let body = std::mem::take(&mut self.body);
                 m.answer_stored(Some(Body::Memory(Bytes::from(body))))
@@ -195,7 +203,10 @@ fn a_pipelined_transaction_is_answered_in_one_write() {
     let mut sends = Vec::new();
     loop {
         match h.m.next() {
-            Event::Send(b) => sends.push(String::from_utf8(b.to_vec()).unwrap()),
+            Event::Send => {
+                sends.push(String::from_utf8(h.m.output().to_vec()).unwrap());
+                h.m.sent();
+            }
             Event::Call(c) => h.call(c),
             Event::MessageStart => {}
             _ => break,

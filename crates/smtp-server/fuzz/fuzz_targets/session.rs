@@ -70,9 +70,10 @@ fn drive(cfg: &Arc<ServerConfig>, input: &[u8], cuts: &[usize], seed: u64, jumps
     let mut closed = false;
     for _ in 0..200_000 {
         match m.next() {
-            Event::Send(b) => {
+            Event::Send => {
                 assert!(!closed, "a reply after the close");
-                out.extend_from_slice(&b);
+                out.extend_from_slice(m.output());
+                m.sent();
             }
             Event::Wait { deadline, read } => {
                 if read && jumps && clock.below(8) == 0 {
