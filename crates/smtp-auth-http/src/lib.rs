@@ -1,7 +1,7 @@
 //! # smtp-auth-http
 //!
 //! An [`AuthProvider`](smtp_auth::AuthProvider) that asks an HTTP service, the Rust form of the
-//! `smtpauth` seed's `newHTTPAuthProvider(url, bearerToken = "", timeoutMs = 1200)`.
+//! `smtpauth`'s `newHTTPAuthProvider(url, bearerToken = "", timeoutMs = 1200)`.
 //!
 //! Each decision is one `POST` to the URL with `Content-Type: application/json`, the body
 //! `{"username":"...","password":"...","mechanism":"...","remoteIp":"...","heloName":"..."}`
@@ -67,7 +67,7 @@ use smtp_auth::{AuthDecision, AuthRequest, Password};
 use tower_service::Service;
 use zeroize::Zeroize;
 
-/// The seed's default timeout.
+/// `smtpauth`'s default timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1200);
 /// The largest response body read; a larger one is a `Failure`.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -113,7 +113,7 @@ impl fmt::Debug for HttpAuthProviderBuilder {
 }
 
 impl HttpAuthProviderBuilder {
-    /// Sends `Authorization: Bearer <token>`; an empty token sends none (the seed's default).
+    /// Sends `Authorization: Bearer <token>`; an empty token sends none (`smtpauth`'s default).
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         let t: String = token.into();
         self.token = (!t.is_empty()).then(|| Password::new(t));
@@ -134,8 +134,8 @@ impl HttpAuthProviderBuilder {
 
     /// Let the service decide proxy logins: the JSON gets an extra `"authzid"` field (the
     /// authorization identity the client asked for, `""` for none), and the service's
-    /// `{"ok":true}` means the user may act as it. Off by default, so the body is exactly the
-    /// seed's; then a request whose authzid names another user is refused (`Invalid`) without
+    /// `{"ok":true}` means the user may act as it. Off by default, so the body is exactly
+    /// `smtpauth`'s; then a request whose authzid names another user is refused (`Invalid`) without
     /// asking the service. Pair it with the server's `proxy_authorization(true)`.
     pub fn send_authzid(mut self, on: bool) -> Self {
         self.send_authzid = on;
@@ -241,7 +241,7 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// The JSON body, field names exactly as the seed gives them.
+/// The JSON body, field names exactly as `smtpauth` gives them.
 #[derive(serde::Serialize)]
 struct Body<'a> {
     username: &'a str,
@@ -257,7 +257,7 @@ struct Body<'a> {
 }
 
 impl HttpAuthProvider {
-    /// The seed's constructor: `newHTTPAuthProvider(url, bearerToken = "", timeoutMs = 1200)`.
+    /// `smtpauth`'s constructor: `newHTTPAuthProvider(url, bearerToken = "", timeoutMs = 1200)`.
     pub fn new(url: &str, bearer_token: &str, timeout_ms: u64) -> Result<Self, BuildError> {
         Self::builder(url)
             .bearer_token(bearer_token)
@@ -265,7 +265,7 @@ impl HttpAuthProvider {
             .build()
     }
 
-    /// A builder with the seed's defaults (no token, 1200 ms).
+    /// A builder with `smtpauth`'s defaults (no token, 1200 ms).
     pub fn builder(url: impl Into<String>) -> HttpAuthProviderBuilder {
         HttpAuthProviderBuilder {
             url: url.into(),
@@ -359,7 +359,7 @@ fn wipe(body: Bytes) {
     }
 }
 
-/// The seed's status mapping.
+/// `smtpauth`'s status mapping.
 fn map_response(status: StatusCode, body: &[u8]) -> AuthDecision {
     match status {
         // Only a JSON object with a boolean "ok" counts (serde would take `[true]` too).

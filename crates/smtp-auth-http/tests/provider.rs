@@ -146,7 +146,7 @@ async fn body_and_headers_are_exactly_as_specified() {
         String::from_utf8(seen[0].body.clone()).unwrap(),
         r#"{"username":"alice","password":"p\"w\\ü","mechanism":"PLAIN","remoteIp":"192.0.2.7","heloName":"client.example"}"#
     );
-    // No token: no Authorization header (the seed's bearerToken = "").
+    // No token: no Authorization header (`smtpauth`'s bearerToken = "").
     let p2 = HttpAuthProvider::new(&s.url(), "", 1200).unwrap();
     p2.decide(&request("pw")).await;
     assert_eq!(s.seen()[1].authorization, None);
@@ -159,14 +159,14 @@ async fn authzid_is_sent_only_when_enabled_and_foreign_ones_are_refused_otherwis
         r.authzid = Some("bob".into());
         r
     };
-    // Off (the seed's exact JSON): asking to act as bob is refused without a request.
+    // Off (`smtpauth`'s exact JSON): asking to act as bob is refused without a request.
     let off = HttpAuthProvider::new(&s.url(), "", 1200).unwrap();
     assert_eq!(
         off.decide(&as_bob(request("pw"))).await,
         AuthDecision::Invalid
     );
     assert!(s.seen().is_empty());
-    // The user's own name as authzid is no proxying: asked, with the seed's JSON.
+    // The user's own name as authzid is no proxying: asked, with `smtpauth`'s JSON.
     let mut own = request("pw");
     own.authzid = Some("alice".into());
     assert_eq!(off.decide(&own).await, AuthDecision::Ok);

@@ -1,4 +1,4 @@
-//! [`AuthDecision`] and [`AuthProgress`], the two enums of the `smtpauth` seed.
+//! [`AuthDecision`] and [`AuthProgress`], the two enums of the Nim `smtpauth` module.
 
 use std::fmt;
 
@@ -24,7 +24,7 @@ impl fmt::Display for AuthDecision {
     }
 }
 
-/// Where an exchange is: the step each mechanism waits in. The seed's `apNone`, `apPlain`,
+/// Where an exchange is: the step each mechanism waits in. `smtpauth`'s `apNone`, `apPlain`,
 /// `apLoginUser` and `apLoginPass` are [`None`](Self::None), [`Plain`](Self::Plain),
 /// [`LoginUser`](Self::LoginUser) and [`LoginPass`](Self::LoginPass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

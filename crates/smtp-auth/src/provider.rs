@@ -1,4 +1,4 @@
-//! Providers: the seed's `AuthProvider` callback as a [`tower_service::Service`], so tower's
+//! Providers: `smtpauth`'s `AuthProvider` callback as a [`tower_service::Service`], so tower's
 //! timeout, concurrency-limit, rate-limit and buffer layers compose with it; an adapter from
 //! an async closure ([`provider_fn`]); and an in-memory provider for tests and examples
 //! ([`MemoryProvider`]).

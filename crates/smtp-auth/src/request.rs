@@ -30,7 +30,7 @@ pub struct SessionInfo {
     pub channel_binding: Option<Secret<Vec<u8>>>,
 }
 
-/// A request for a credential decision: the seed's `AuthRequest`.
+/// A request for a credential decision: `smtpauth`'s `AuthRequest`.
 ///
 /// For PLAIN and LOGIN `password` is the password; for XOAUTH2 and OAUTHBEARER it is the bearer
 /// token; for EXTERNAL it is empty and `username` is the transport's identity.
@@ -42,7 +42,7 @@ pub struct AuthRequest {
     pub password: Password,
     /// The mechanism name, upper-case (`PLAIN`, `LOGIN`, ...).
     pub mechanism: String,
-    /// The client's address, as text (`""` when unknown), as in the seed.
+    /// The client's address, as text (`""` when unknown), as in `smtpauth`.
     pub remote_ip: String,
     /// The HELO/EHLO name (`""` when none was given).
     pub helo_name: String,

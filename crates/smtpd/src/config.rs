@@ -271,7 +271,7 @@ pub enum AuthSection {
         #[serde(default = "default_http_timeout")]
         timeout_ms: u64,
         /// Send the authorization identity as an extra `authzid` JSON field and let the
-        /// service decide proxy logins (off: the seed's exact JSON, foreign authzids refused).
+        /// service decide proxy logins (off: `smtpauth`'s exact JSON, foreign authzids refused).
         #[serde(default)]
         send_authzid: bool,
         /// The credential cache (on by default: the service is asked once per TTL per

@@ -1,4 +1,4 @@
-//! Relay delivery: the seed's "authenticated relayer". An SMTP client built from our own
+//! Relay delivery: aiosmtpd's "authenticated relayer". An SMTP client built from our own
 //! crates: `smtp-proto` replies and DATA encoding, `smtp-auth`'s PLAIN client, rustls for
 //! STARTTLS.
 
