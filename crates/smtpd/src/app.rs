@@ -137,15 +137,14 @@ impl Handler for App {
             Target::Relay(cfg) => {
                 let from = envelope
                     .mail_from
-                    .as_ref()
-                    .map(|f| f.to_string())
-                    .unwrap_or_else(|| "<>".into());
+                    .clone()
+                    .unwrap_or(smtp_proto::ReversePath::Null);
                 // Streamed from memory or the spool file, never loaded whole.
                 match relay::relay(
                     cfg,
                     &self.hostname,
                     &from,
-                    &rcpts,
+                    &envelope.rcpt_to,
                     header.as_bytes(),
                     &envelope.body,
                 )

@@ -1,6 +1,7 @@
 //! Relay delivery: aiosmtpd's "authenticated relayer". An SMTP client built from our own
-//! crates: `smtp-proto` replies and DATA encoding, `smtp-auth`'s PLAIN client, rustls for
-//! STARTTLS.
+//! crates: `smtp-proto` commands (`Command::encode`), replies and DATA encoding, `smtp-auth`'s
+//! PLAIN client, rustls for STARTTLS. The AUTH line is built in a buffer that is wiped once
+//! sent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +9,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use smtp_auth::ClientMechanism;
 use smtp_auth::mechanism::PlainClient;
-use smtp_proto::{DataEncoder, EhloResponse, Reply, ReplyParser};
+use smtp_proto::{
+    Command, DataEncoder, EhloResponse, ForwardPath, Host, InitialResponse, MailParameters,
+    Mechanism, RcptParameters, Reply, ReplyParser, ReversePath,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use zeroize::Zeroize;
 
 use crate::config::RelaySection;
 
@@ -88,9 +93,15 @@ impl Upstream {
             .map_err(|e| RelayError::temp(e.to_string()))
     }
 
-    /// Sends a command and expects a reply of class `want` (2 or 3).
-    async fn cmd(&mut self, line: &str, shown: &str, want: u8) -> Result<Reply, RelayError> {
-        self.send(format!("{line}\r\n").as_bytes()).await?;
+    /// Sends a command and expects a reply of class `want` (2 or 3); errors show the verb
+    /// only. The encoded line is wiped after sending (an AUTH line carries the password).
+    async fn cmd(&mut self, command: &Command, want: u8) -> Result<Reply, RelayError> {
+        let mut line = BytesMut::new();
+        command.encode(&mut line);
+        let sent = self.send(&line).await;
+        line[..].zeroize();
+        sent?;
+        let shown = command.verb();
         let r = self.reply().await?;
         if r.code().class() != want {
             return Err(RelayError {
@@ -134,11 +145,12 @@ fn tls_config(cfg: &RelaySection) -> Result<Arc<rustls::ClientConfig>, RelayErro
 pub async fn relay(
     cfg: &RelaySection,
     helo: &str,
-    from: &str,
-    to: &[String],
+    from: &ReversePath,
+    to: &[ForwardPath],
     header: &[u8],
     body: &smtp_server::Body,
 ) -> Result<(), RelayError> {
+    let helo = Host::try_from(helo).map_err(|e| RelayError::temp(format!("hostname: {e}")))?;
     let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
     let tcp = tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port)))
         .await
@@ -154,13 +166,14 @@ pub async fn relay(
     if greeting.code().get() != 220 {
         return Err(RelayError::temp(format!("greeting {}", greeting.code())));
     }
-    let mut ehlo = EhloResponse::from_reply(&up.cmd(&format!("EHLO {helo}"), "EHLO", 2).await?)
+    let ehlo_cmd = Command::Ehlo(helo);
+    let mut ehlo = EhloResponse::from_reply(&up.cmd(&ehlo_cmd, 2).await?)
         .ok_or_else(|| RelayError::temp("EHLO"))?;
     if cfg.starttls {
         if !ehlo.has("STARTTLS") {
             return Err(RelayError::temp("upstream offers no STARTTLS"));
         }
-        up.cmd("STARTTLS", "STARTTLS", 2).await?;
+        up.cmd(&Command::StartTls, 2).await?;
         if !up.buf.is_empty() {
             return Err(RelayError::temp("data after STARTTLS reply"));
         }
@@ -175,7 +188,7 @@ pub async fn relay(
         .map_err(|_| RelayError::temp("TLS timeout"))?
         .map_err(|e| RelayError::temp(format!("TLS: {e}")))?;
         up.io = Box::new(tls);
-        ehlo = EhloResponse::from_reply(&up.cmd(&format!("EHLO {helo}"), "EHLO", 2).await?)
+        ehlo = EhloResponse::from_reply(&up.cmd(&ehlo_cmd, 2).await?)
             .ok_or_else(|| RelayError::temp("EHLO"))?;
     }
     if let (Some(user), Some(pass)) = (&cfg.username, &cfg.password) {
@@ -183,17 +196,31 @@ pub async fn relay(
             return Err(RelayError::temp("upstream offers no AUTH PLAIN"));
         }
         let mut client = PlainClient::new(user, pass, None);
-        let ir = client
+        let mut ir = client
             .initial_response()
             .map(|s| smtp_auth::encode_challenge(s.expose_secret()))
             .unwrap_or_default();
-        up.cmd(&format!("AUTH PLAIN {ir}"), "AUTH PLAIN", 2).await?;
+        // InitialResponse wipes itself when dropped; the String it came from is wiped here.
+        let auth = Command::Auth {
+            mechanism: Mechanism::new("PLAIN").map_err(|e| RelayError::temp(e.to_string()))?,
+            initial_response: Some(InitialResponse::new(ir.as_bytes())),
+        };
+        ir.zeroize();
+        up.cmd(&auth, 2).await?;
     }
-    up.cmd(&format!("MAIL FROM:{from}"), "MAIL", 2).await?;
+    let mail = Command::Mail {
+        from: from.clone(),
+        params: MailParameters::default(),
+    };
+    up.cmd(&mail, 2).await?;
     for rcpt in to {
-        up.cmd(&format!("RCPT TO:{rcpt}"), "RCPT", 2).await?;
+        let rcpt = Command::Rcpt {
+            to: rcpt.clone(),
+            params: RcptParameters::default(),
+        };
+        up.cmd(&rcpt, 2).await?;
     }
-    up.cmd("DATA", "DATA", 3).await?;
+    up.cmd(&Command::Data, 3).await?;
     let mut encoder = DataEncoder::new();
     let mut wire = BytesMut::new();
     encoder.encode(header, &mut wire);
