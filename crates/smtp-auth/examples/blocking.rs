@@ -160,7 +160,7 @@ fn session(stream: TcpStream, registry: &Registry, users: &MemoryProvider) -> st
                 if let Some(line) = smtp::reply_line(&result) {
                     conn.send(&line)?;
                 }
-                if result.success {
+                if result.is_success() {
                     authenticated = result.auth_data.and_then(|d| d.login().map(str::to_owned));
                 } else {
                     failures += 1;

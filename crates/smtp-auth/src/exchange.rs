@@ -84,6 +84,8 @@ pub struct AuthExchange {
     proxy_authorization: bool,
     /// A provider's `Ok` decided this exchange (so its authzid was the provider's to judge).
     decided_ok: bool,
+    /// The deciding authenticator's success, reply line and data ([`AuthExchange::conclude`]).
+    overrides: Option<(bool, Option<String>, Option<AuthData>)>,
 }
 
 impl fmt::Debug for AuthExchange {
@@ -112,6 +114,7 @@ impl AuthExchange {
             max_response: DEFAULT_MAX_RESPONSE,
             proxy_authorization: false,
             decided_ok: false,
+            overrides: None,
         }
     }
 
@@ -206,6 +209,20 @@ impl AuthExchange {
         Ok(self.track(step))
     }
 
+    /// Resumes after [`Step::Verify`] with an authenticator's whole answer (aiosmtpd's
+    /// authenticator callback returns an `AuthResult`): its status is the decision, and when
+    /// the exchange ends as it decided, its `message` and (on success) `auth_data` replace the
+    /// mechanism's own in the final result. `handled` is ignored: only a hook that holds the
+    /// connection can reply.
+    pub fn conclude(&mut self, answer: AuthResult) -> Result<Step, ExchangeError> {
+        if self.state != State::AwaitingDecision {
+            return Err(ExchangeError::NotAwaitingDecision);
+        }
+        let decision = answer.decision();
+        self.overrides = Some((answer.is_success(), answer.message, answer.auth_data));
+        self.decide(decision)
+    }
+
     /// Resumes after [`Step::Verify`] with the provider's decision.
     pub fn decide(&mut self, decision: AuthDecision) -> Result<Step, ExchangeError> {
         if self.state != State::AwaitingDecision {
@@ -245,7 +262,7 @@ impl AuthExchange {
                 Step::Done(AuthResult::failure(AuthStatus::Invalid))
             }
             Step::Done(result)
-                if result.success
+                if result.is_success()
                     && !(self.proxy_authorization && self.decided_ok)
                     && result.auth_data.as_ref().is_some_and(|d| match d {
                         AuthData::Identity(i) => foreign_authzid(i.authzid.as_deref(), &i.login),
@@ -253,6 +270,24 @@ impl AuthExchange {
                     }) =>
             {
                 Step::Done(AuthResult::failure(AuthStatus::Invalid))
+            }
+            other => other,
+        };
+        let step = match step {
+            Step::Done(mut result) => {
+                // Only where the exchange ended as the authenticator decided: its "235 Welcome"
+                // must not answer an exchange refused afterwards (a foreign authzid).
+                if let Some((success, message, data)) = self.overrides.take()
+                    && success == result.is_success()
+                {
+                    if message.is_some() {
+                        result.message = message;
+                    }
+                    if success && data.is_some() {
+                        result.auth_data = data;
+                    }
+                }
+                Step::Done(result)
             }
             other => other,
         };

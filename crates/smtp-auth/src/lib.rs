@@ -54,7 +54,7 @@
 //! // The driver asks its provider (here synchronously; usually an awaited tower Service).
 //! let decision = users.check(&request);
 //! let Step::Done(result) = exchange.decide(decision).unwrap() else { panic!() };
-//! assert!(result.success);
+//! assert!(result.is_success());
 //! assert_eq!(smtp::reply_line(&result).unwrap(), "235 2.7.0 Authentication successful");
 //! assert_eq!(result.auth_data.unwrap().login(), Some("alice"));
 //! ```

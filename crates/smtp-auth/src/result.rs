@@ -87,18 +87,21 @@ impl fmt::Debug for AuthData {
     }
 }
 
-/// The outcome of an exchange, with aiosmtpd's four meanings plus a protocol-neutral status.
+/// The outcome of an exchange (aiosmtpd's `AuthResult`): a status plus optional overrides.
 ///
-/// - `success`: whether authentication succeeded.
+/// - `success` (aiosmtpd's attribute; here [`AuthResult::is_success`]): derived from `status`,
+///   so a result cannot say "success" with a failure's status or the other way round.
 /// - `handled`: the reply was already sent (by a hook); the server sends nothing more.
-///   Meaningful only when `success` is false.
-/// - `message`: a full reply line (`"535 5.7.8 No"`) sent as is, whatever `success` says; when
-///   `None` the server sends the standard reply for `status`.
+///   Meaningful only for a failure.
+/// - `message`: a full reply line (`"535 5.7.8 No"`) sent as is; when `None` the server sends
+///   the standard reply for `status`.
 /// - `auth_data`: saved as the session's `auth_data` on success.
+///
+/// An authenticator returns one as its decision: the exchange takes its status as the
+/// decision and its `message` and `auth_data` as overrides of the mechanism's own
+/// ([`crate::AuthExchange::conclude`]).
 #[derive(Debug, Clone)]
 pub struct AuthResult {
-    /// Whether authentication succeeded.
-    pub success: bool,
     /// Whether the reply was already sent.
     pub handled: bool,
     /// A full reply line to send as is.
@@ -110,10 +113,9 @@ pub struct AuthResult {
 }
 
 impl AuthResult {
-    /// A success with the given data.
+    /// A success with the given data (aiosmtpd's `AuthResult(success=True, auth_data=...)`).
     pub fn success(auth_data: Option<AuthData>) -> Self {
         Self {
-            success: true,
             handled: false,
             message: None,
             auth_data,
@@ -121,14 +123,33 @@ impl AuthResult {
         }
     }
 
-    /// A failure with the given status and the standard reply.
+    /// A failure with the given status and the standard reply. `AuthStatus::Success` is not a
+    /// failure's status: it is taken as `Invalid`.
     pub fn failure(status: AuthStatus) -> Self {
+        let status = match status {
+            AuthStatus::Success => AuthStatus::Invalid,
+            s => s,
+        };
         Self {
-            success: false,
             handled: false,
             message: None,
             auth_data: None,
             status,
+        }
+    }
+
+    /// Whether authentication succeeded (aiosmtpd's `success`): the status says so.
+    pub fn is_success(&self) -> bool {
+        self.status == AuthStatus::Success
+    }
+
+    /// The provider decision this result amounts to: success is `Ok`, a temporary failure is
+    /// `Failure`, anything else `Invalid`.
+    pub fn decision(&self) -> crate::AuthDecision {
+        match self.status {
+            AuthStatus::Success => crate::AuthDecision::Ok,
+            AuthStatus::TempFail => crate::AuthDecision::Failure,
+            _ => crate::AuthDecision::Invalid,
         }
     }
 
@@ -161,7 +182,7 @@ impl fmt::Display for AuthResult {
         write!(
             f,
             "AuthResult(success={}, handled={}, status={:?}, login={:?})",
-            self.success,
+            self.is_success(),
             self.handled,
             self.status,
             self.auth_data.as_ref().and_then(AuthData::login)

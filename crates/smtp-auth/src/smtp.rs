@@ -68,7 +68,7 @@ pub fn status_reply(status: AuthStatus) -> (u16, (u8, u16, u16), &'static str) {
 /// The reply line (without CRLF) to send for `result`: `None` when a hook already replied
 /// (`handled`), its `message` as is when set, else the standard reply for its status.
 pub fn reply_line(result: &AuthResult) -> Option<String> {
-    if result.handled && !result.success {
+    if result.handled && !result.is_success() {
         return None;
     }
     if let Some(m) = &result.message {

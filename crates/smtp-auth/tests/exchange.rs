@@ -145,7 +145,7 @@ fn decisions_map_to_replies() {
         let mut e = ex(Registry::default());
         e.start("PLAIN", Some(&b64(b"\0alice\0pw"))).unwrap();
         let r = done(e.decide(d).unwrap());
-        assert_eq!(r.success, d == AuthDecision::Ok);
+        assert_eq!(r.is_success(), d == AuthDecision::Ok);
         assert_eq!(smtp::reply_line(&r).unwrap(), line);
     }
 }
@@ -188,7 +188,7 @@ fn custom_mechanism_by_exact_name() {
     assert_eq!(c, b"knock knock");
     assert_eq!(e.progress(), AuthProgress::Custom);
     let r = done(e.respond(&b64(b"letmein")).unwrap());
-    assert!(r.success);
+    assert!(r.is_success());
     let data = r.auth_data.unwrap();
     assert_eq!(data.login(), Some("knocker"));
     let smtp_auth::AuthData::Custom { data, .. } = data else {
@@ -217,5 +217,86 @@ fn a_handler_mechanism_replaces_the_builtin_of_the_same_name() {
     reg.register("PLAIN", || Box::new(Knock)).unwrap();
     assert_eq!(reg.names(), vec!["PLAIN", "LOGIN"]);
     let r = done(ex(reg).start("PLAIN", Some(&b64(b"letmein"))).unwrap());
-    assert!(r.success);
+    assert!(r.is_success());
+}
+
+/// Asks for a verification, then refuses whatever the provider said (a mechanism with a
+/// check of its own after the provider's).
+struct SecondCheck;
+
+impl ServerMechanism for SecondCheck {
+    fn start(&mut self, info: &SessionInfo, _: Option<smtp_auth::SecretBytes>) -> Step {
+        Step::Verify(smtp_auth::AuthRequest::new(
+            info,
+            "X-SECOND",
+            "ann".into(),
+            smtp_auth::Secret::new("pw".into()),
+            None,
+        ))
+    }
+    fn respond(&mut self, _: &SessionInfo, _: smtp_auth::SecretBytes) -> Step {
+        Step::Done(AuthResult::failure(AuthStatus::Malformed))
+    }
+    fn decide(&mut self, _: &SessionInfo, _: AuthDecision) -> Step {
+        Step::Done(AuthResult::failure(AuthStatus::Invalid))
+    }
+}
+
+#[test]
+fn an_authenticators_answer_is_the_decision_and_its_overrides_follow_the_outcome() {
+    use smtp_auth::{AuthData, Identity};
+    // PLAIN: the authenticator's message and data replace the mechanism's on success.
+    let mut e = ex(Registry::default());
+    let step = e.start("PLAIN", Some(&b64(b"\0ann\0pw"))).unwrap();
+    assert!(matches!(step, Step::Verify(_)));
+    let data = AuthData::Identity(Identity {
+        login: "ann@example.org".into(),
+        authzid: None,
+        mechanism: "PLAIN".into(),
+    });
+    let r = done(
+        e.conclude(AuthResult::success(Some(data)).with_message("235 2.7.0 Welcome, Ann"))
+            .unwrap(),
+    );
+    assert!(r.is_success());
+    assert_eq!(smtp::reply_line(&r).unwrap(), "235 2.7.0 Welcome, Ann");
+    assert_eq!(r.auth_data.unwrap().login(), Some("ann@example.org"));
+    // A temporary failure is a Failure decision: 454.
+    let mut e = ex(Registry::default());
+    e.start("PLAIN", Some(&b64(b"\0ann\0pw"))).unwrap();
+    let r = done(
+        e.conclude(AuthResult::failure(AuthStatus::TempFail))
+            .unwrap(),
+    );
+    assert_eq!(
+        smtp::reply_line(&r).unwrap(),
+        "454 4.7.0 Temporary authentication failure"
+    );
+    // The authenticator said yes with a 235 of its own, but the mechanism refused afterwards:
+    // the client must get the refusal, not the authenticator's 235.
+    let mut reg = Registry::empty();
+    reg.register("X-SECOND", || Box::new(SecondCheck)).unwrap();
+    let mut e = ex(reg);
+    e.start("X-SECOND", None).unwrap();
+    let r = done(
+        e.conclude(AuthResult::success(None).with_message("235 2.7.0 Welcome"))
+            .unwrap(),
+    );
+    assert!(!r.is_success());
+    assert_eq!(
+        smtp::reply_line(&r).unwrap(),
+        "535 5.7.8 Authentication credentials invalid"
+    );
+    // A second answer is a wrong-state error.
+    assert!(e.conclude(AuthResult::success(None)).is_err());
+}
+
+#[test]
+fn success_is_derived_from_the_status() {
+    assert!(AuthResult::success(None).is_success());
+    // failure() cannot build a success.
+    let r = AuthResult::failure(AuthStatus::Success);
+    assert!(!r.is_success());
+    assert_eq!(r.status, AuthStatus::Invalid);
+    assert_eq!(AuthResult::handled().decision(), AuthDecision::Invalid);
 }

@@ -35,8 +35,8 @@ fn check(
         &provider,
         initial,
     );
-    prop_assert_eq!(r.success, stored == given, "status {:?}", r.status);
-    if r.success {
+    prop_assert_eq!(r.is_success(), stored == given, "status {:?}", r.status);
+    if r.is_success() {
         let data = r.auth_data.unwrap();
         prop_assert_eq!(data.login(), Some(user));
     } else {

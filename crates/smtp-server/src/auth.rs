@@ -8,9 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smtp_auth::{
-    AuthDecision, AuthRequest, AuthResult, AuthStatus, Identity, LookupRequest, LookupResult,
-};
+use smtp_auth::{AuthDecision, AuthRequest, AuthResult, AuthStatus, LookupRequest, LookupResult};
 use tower_service::Service;
 
 use crate::session::Session;
@@ -88,17 +86,14 @@ where
     fn authenticate(&self, _session: &Session, request: AuthRequest) -> BoxFuture<AuthResult> {
         let mut svc = self.provider.clone();
         Box::pin(async move {
-            let identity = Identity {
-                login: request.username.clone(),
-                authzid: request.authzid.clone(),
-                mechanism: request.mechanism.clone(),
-            };
             if poll_fn(|cx| svc.poll_ready(cx)).await.is_err() {
                 return AuthResult::failure(AuthStatus::TempFail);
             }
+            // The decision alone: the exchange records the identity it authenticated.
             match svc.call(request).await {
-                Ok(decision) => AuthResult::from_decision(decision, identity),
-                Err(_) => AuthResult::failure(AuthStatus::TempFail),
+                Ok(AuthDecision::Ok) => AuthResult::success(None),
+                Ok(AuthDecision::Invalid) => AuthResult::failure(AuthStatus::Invalid),
+                Ok(AuthDecision::Failure) | Err(_) => AuthResult::failure(AuthStatus::TempFail),
             }
         })
     }

@@ -272,8 +272,6 @@ struct AuthRun {
     user: Option<String>,
     /// A credential was refused (counted even if the client then hangs up).
     refused: bool,
-    /// What the authenticator returned (its message and data take precedence).
-    authenticator: Option<AuthResult>,
 }
 
 /// One SMTP session, sans-IO. See the [module documentation](self).
@@ -1110,7 +1108,6 @@ impl Machine {
             initial_response: initial_response.clone(),
             user: None,
             refused: false,
-            authenticator: None,
         });
         // The replies so far go out before a hook may talk to the client itself.
         if !self.output.is_empty() {
@@ -1211,10 +1208,8 @@ impl Machine {
             Step::Lookup(req) => {
                 run.user = Some(req.username.clone());
                 if self.limiter().user_locked(&req.username) {
-                    let r = self.locked_out(&req.username);
-                    if let Some(run) = self.auth.as_mut() {
-                        run.authenticator = Some(r);
-                    }
+                    // Answered like a failed lookup: 454, secret unread.
+                    let _ = self.locked_out(&req.username);
                     self.lookup_result(LookupResult::Failure);
                 } else {
                     self.call_deadline = Some(self.now + self.cfg.auth_timeout);
@@ -1253,16 +1248,18 @@ impl Machine {
         let Some(run) = self.auth.as_mut() else {
             return;
         };
-        let decision = if r.success {
-            AuthDecision::Ok
-        } else if r.status == AuthStatus::TempFail {
-            AuthDecision::Failure
-        } else {
+        if r.decision() == AuthDecision::Invalid {
             run.refused = true;
-            AuthDecision::Invalid
-        };
-        run.authenticator = Some(r);
-        let step = run.exchange.as_mut().map(|ex| ex.decide(decision));
+        }
+        if r.handled {
+            tracing::warn!(
+                "an authenticator returned handled=true, but it cannot reply itself: \
+                 the server sends the reply"
+            );
+        }
+        // One outcome: the exchange takes the authenticator's answer whole (its status as the
+        // decision, its message and data as overrides).
+        let step = run.exchange.as_mut().map(|ex| ex.conclude(r));
         match step {
             Some(Ok(s)) => self.auth_step(s),
             _ => self.auth_done(AuthResult::failure(AuthStatus::Malformed), true),
@@ -1300,36 +1297,18 @@ impl Machine {
         AuthResult::failure(AuthStatus::TempFail)
     }
 
-    /// An exchange is over: merge the authenticator's overrides (`builtin`), reply, apply.
+    /// An exchange is over (`builtin`: the server's mechanisms ran it): reply, apply.
     fn auth_done(&mut self, mut result: AuthResult, builtin: bool) {
         self.state = State::Commands;
         self.session.auth_progress = smtp_auth::AuthProgress::None;
         let Some(run) = self.auth.take() else {
             return;
         };
-        if builtin {
-            // The authenticator's own message and data take precedence.
-            if let Some(a) = run.authenticator {
-                if a.message.is_some() {
-                    result.message = a.message;
-                }
-                if result.success && a.auth_data.is_some() {
-                    result.auth_data = a.auth_data;
-                }
-                if a.handled {
-                    tracing::warn!(
-                        "an authenticator returned handled=true, but it cannot reply itself: \
-                         the server sends the reply"
-                    );
-                }
-            }
-            if result.handled {
-                // Only a handle_auth hook holds the connection and can have replied. A
-                // mechanism or authenticator that claims it did would leave the client
-                // without an answer.
-                tracing::warn!("a mechanism returned handled=true: the server sends the reply");
-                result.handled = false;
-            }
+        if builtin && result.handled {
+            // Only a handle_auth hook holds the connection and can have replied. A mechanism
+            // or authenticator that claims it did would leave the client without an answer.
+            tracing::warn!("a mechanism returned handled=true: the server sends the reply");
+            result.handled = false;
         }
         if let Some(line) = auth_smtp::reply_line(&result) {
             push_line(&mut self.output, &line);
@@ -1339,7 +1318,7 @@ impl Machine {
             .as_ref()
             .and_then(|d| d.login())
             .map(str::to_owned);
-        if result.success {
+        if result.is_success() {
             tracing::info!(
                 remote_ip = %self.session.peer_addr.ip(),
                 mechanism = run.mechanism,
