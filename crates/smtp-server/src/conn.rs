@@ -52,6 +52,40 @@ async fn read(io: &mut BoxIo, machine: &mut Machine) -> bool {
     matches!(io.read_buf(machine.input_buffer()).await, Ok(n) if n > 0)
 }
 
+/// Reads until input arrives, the deadline passes or the server shuts down (passed on to the
+/// machine once).
+async fn wait_input(
+    io: &mut BoxIo,
+    machine: &mut Machine,
+    shutdown: &mut Option<watch::Receiver<bool>>,
+    deadline: std::time::Instant,
+) {
+    let signal = async {
+        match shutdown.as_mut() {
+            Some(rx) => {
+                if rx.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let stop = tokio::select! {
+        ok = read(io, machine) => {
+            if !ok {
+                machine.input_closed();
+            }
+            false
+        }
+        _ = sleep_until(deadline) => false,
+        _ = signal => true,
+    };
+    if stop {
+        *shutdown = None;
+        machine.shutdown();
+    }
+}
+
 /// A client's answer to a challenge sent by a `handle_auth` hook.
 #[derive(Debug)]
 pub enum ChallengeResponse {
@@ -71,6 +105,7 @@ pub enum ChallengeResponse {
 pub struct AuthChannel<'a> {
     io: &'a mut BoxIo,
     machine: &'a mut Machine,
+    shutdown: &'a mut Option<watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for AuthChannel<'_> {
@@ -101,12 +136,7 @@ impl AuthChannel<'_> {
                 Event::Send => send(self.io, self.machine).await?,
                 Event::Wait { deadline, read: r } => {
                     if r {
-                        tokio::select! {
-                            ok = read(self.io, self.machine) => if !ok {
-                                self.machine.input_closed();
-                            },
-                            _ = sleep_until(deadline) => {}
-                        }
+                        wait_input(self.io, self.machine, self.shutdown, deadline).await;
                     } else {
                         sleep_until(deadline).await;
                     }
@@ -293,7 +323,13 @@ impl<H: Handler> Driver<'_, H> {
                 }
                 Event::Wait { deadline, read: r } => {
                     if r {
-                        self.wait_input(deadline).await;
+                        wait_input(
+                            &mut self.io,
+                            &mut self.machine,
+                            &mut self.shutdown,
+                            deadline,
+                        )
+                        .await;
                     } else {
                         sleep_until(deadline).await;
                     }
@@ -322,30 +358,6 @@ impl<H: Handler> Driver<'_, H> {
                 // Only inside a handle_auth hook (AuthChannel), and every call is answered
                 // before the next event: nothing to do but end.
                 Event::AuthResponse(_) | Event::Pending | Event::Close => return,
-            }
-        }
-    }
-
-    /// Reads until input arrives, the deadline passes or the server shuts down.
-    async fn wait_input(&mut self, deadline: std::time::Instant) {
-        let shutdown = async {
-            match self.shutdown.as_mut() {
-                Some(rx) => {
-                    if rx.wait_for(|s| *s).await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            ok = read(&mut self.io, &mut self.machine) => if !ok {
-                self.machine.input_closed();
-            },
-            _ = sleep_until(deadline) => {}
-            _ = shutdown => {
-                self.shutdown = None;
-                self.machine.shutdown();
             }
         }
     }
@@ -440,6 +452,7 @@ impl<H: Handler> Driver<'_, H> {
                 let mut channel = AuthChannel {
                     io: &mut self.io,
                     machine: &mut self.machine,
+                    shutdown: &mut self.shutdown,
                 };
                 let r = h.handle_auth(&mut channel, &session, &mechanism, ir).await;
                 match self.machine.answer_auth(r) {

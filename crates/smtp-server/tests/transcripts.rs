@@ -191,3 +191,88 @@ async fn a_wrong_expectation_fails() {
     let wrong = "S: 220 mx.test ESMTP ready\nC: NOOP\nS: 250 2.0.0 Fine\n";
     assert!(run(wrong).await.unwrap_err().contains("250 2.0.0 OK"));
 }
+
+/// A `handle_auth` hook that challenges once and reports what its read returned.
+struct Challenger(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Handler for Challenger {
+    async fn handle_auth(
+        &self,
+        channel: &mut smtp_server::AuthChannel<'_>,
+        _session: &Session,
+        _mechanism: &str,
+        _initial: Option<&[u8]>,
+    ) -> Option<smtp_auth::AuthResult> {
+        let got = channel.challenge(b"PIN?").await;
+        self.0.lock().unwrap().push(match &got {
+            Ok(smtp_server::ChallengeResponse::Response(r)) => {
+                format!("response {}", String::from_utf8_lossy(r.expose_secret()))
+            }
+            Ok(other) => format!("{other:?}"),
+            Err(e) => format!("error {:?}", e.kind()),
+        });
+        match got {
+            Ok(smtp_server::ChallengeResponse::Response(_)) => {
+                Some(smtp_auth::AuthResult::success(None))
+            }
+            _ => Some(smtp_auth::AuthResult::failure(
+                smtp_auth::AuthStatus::Cancelled,
+            )),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handle_auth_hook_reads_under_the_read_timeout() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let cfg = || {
+        ServerConfig::builder()
+            .hostname("mx.test")
+            .auth_require_tls(false)
+            .read_timeout(Duration::from_secs(20))
+            .build()
+    };
+    // An answer: the hook gets it, decoded by the one SASL decoder.
+    let srv = Server::new(cfg(), Challenger(seen.clone()));
+    let (client, served) = tokio::io::duplex(4096);
+    let peer = "192.0.2.7:1".parse().unwrap();
+    let script = async move {
+        let (r, mut w) = tokio::io::split(client);
+        let mut r = BufReader::new(r);
+        let mut out = String::new();
+        w.write_all(b"EHLO c\r\nAUTH X-PIN\r\n").await.unwrap();
+        while !out.ends_with("334 UElOPw==\r\n") {
+            r.read_line(&mut out).await.unwrap();
+        }
+        w.write_all(b"MTIzNA==\r\nQUIT\r\n").await.unwrap();
+        let mut rest = String::new();
+        while r.read_line(&mut rest).await.unwrap() > 0 {}
+        rest
+    };
+    let ((), rest) = tokio::join!(srv.serve_connection(served, peer, peer), script);
+    assert_eq!(
+        rest,
+        "235 2.7.0 Authentication successful\r\n221 2.0.0 Bye\r\n"
+    );
+    assert_eq!(seen.lock().unwrap().pop().unwrap(), "response 1234");
+    // No answer: the read timeout ends the session at 20 s exactly, and the hook's read fails.
+    let srv = Server::new(cfg(), Challenger(seen.clone()));
+    let (client, served) = tokio::io::duplex(4096);
+    let script = async move {
+        let (r, mut w) = tokio::io::split(client);
+        let mut r = BufReader::new(r);
+        let mut out = String::new();
+        w.write_all(b"EHLO c\r\nAUTH X-PIN\r\n").await.unwrap();
+        while !out.ends_with("334 UElOPw==\r\n") {
+            r.read_line(&mut out).await.unwrap();
+        }
+        let asked = tokio::time::Instant::now();
+        let mut rest = String::new();
+        while r.read_line(&mut rest).await.unwrap() > 0 {}
+        (rest, asked.elapsed())
+    };
+    let ((), (rest, waited)) = tokio::join!(srv.serve_connection(served, peer, peer), script);
+    assert_eq!(rest, "421 4.4.2 Timeout, closing connection\r\n");
+    assert_eq!(waited, Duration::from_secs(20));
+    assert_eq!(seen.lock().unwrap().pop().unwrap(), "error UnexpectedEof");
+}
