@@ -8,6 +8,9 @@
 //! - `cargo xtask bench --peers`: the release smtpd against Postfix's smtp-sink, both loaded
 //!   by smtp-source in the same run; server CPU time per message as the ratio (installs
 //!   Postfix's tools with apt-get when missing and running as root).
+//! - `cargo xtask bench --callgrind [--base PATH]`: the release smtpd's instructions per
+//!   message under callgrind (one message per connection, many per connection), and the ratio
+//!   against another smtpd binary given with `--base`: figures that do not drift with load.
 //! - `cargo xtask bench --auth`: AUTH at scale against the release smtpd (sessions/s, AUTH
 //!   p50/p99, server CPU per session, peak RSS at 1, 20 and 100 concurrent sessions; argon2id
 //!   with and without the credential cache against a minimal-cost hash; a wrong-password
@@ -24,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod authbench;
+mod callgrind;
 mod soak;
 
 /// Fuzz targets: (crate directory, target name, optional dictionary).
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("conformance") => conformance(),
         Some("bench") if args.iter().any(|a| a == "--peers") => peers(),
+        Some("bench") if args.iter().any(|a| a == "--callgrind") => callgrind::callgrind(&args),
         Some("bench") if args.iter().any(|a| a == "--auth") => authbench::auth(),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         Some("soak") => soak::soak(&args[1..]),
@@ -103,7 +108,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | conformance | bench [--quick | --peers | --auth] | soak [--connections N] [--big] | fuzz [--seconds N] [--smoke]>"
+                "usage: cargo xtask <ci | conformance | bench [--quick | --peers | --callgrind [--base PATH] | --auth] | soak [--connections N] [--big] | fuzz [--seconds N] [--smoke]>"
             );
             return ExitCode::from(2);
         }
