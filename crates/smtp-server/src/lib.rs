@@ -1,9 +1,18 @@
 //! # smtp-server
 //!
-//! A tokio SMTP server (RFC 5321) on `tokio_util::codec::Framed`, with aiosmtpd's AUTH
-//! framework (RFC 4954) on top of the sans-IO [`smtp_auth`] core, STARTTLS and implicit TLS
-//! (rustls), PIPELINING, CHUNKING, SMTPUTF8, LMTP, PROXY protocol and safe defaults: 5-minute
-//! read timeout, 32 MiB messages, 100 recipients, AUTH only over TLS unless told otherwise.
+//! An SMTP server (RFC 5321) with aiosmtpd's AUTH framework (RFC 4954) on top of the sans-IO
+//! [`smtp_auth`] core, STARTTLS and implicit TLS (rustls), PIPELINING, CHUNKING, SMTPUTF8, LMTP,
+//! PROXY protocol and safe defaults: 5-minute read timeout, 32 MiB messages, 100 recipients,
+//! AUTH only over TLS unless told otherwise.
+//!
+//! Two layers:
+//! - [`machine::Machine`]: the session as a state machine with no runtime, clock or I/O. It
+//!   owns every protocol rule; a driver feeds it bytes and time and acts on what
+//!   [`machine::Machine::next`] returns. Build with `default-features = false` to get it (and
+//!   [`ServerConfig`], [`AuthLimiter`]) without tokio; `examples/blocking.rs` drives it with
+//!   `std::net` and one thread per connection.
+//! - With the default `tokio` feature, the server: [`Server`] (accept loop, limits, graceful
+//!   shutdown, [`Server::serve_connection`] for any stream) and its driver.
 //!
 //! - [`ServerConfig`]: every option, documented with its default.
 //! - [`Handler`]: async hooks (connect, EHLO, MAIL, RCPT, DATA, RSET, NOOP, VRFY, QUIT,
@@ -17,7 +26,8 @@
 //! Runnable examples, each driven by a test (`tests/examples.rs`): `examples/minimal.rs` (a
 //! handler and an authenticator), `examples/custom_mechanism.rs` (a SASL mechanism of your
 //! own), `examples/handle_auth.rs` (the `handle_auth` hook running an exchange itself) and
-//! `examples/relayer.rs` (an authenticated relayer on top of these crates); run one with
+//! `examples/relayer.rs` (an authenticated relayer on top of these crates), plus
+//! `examples/blocking.rs` (the machine without a runtime, `tests/blocking.rs`); run one with
 //! `cargo run -p smtp-server --example minimal`.
 //!
 //! ## Example
