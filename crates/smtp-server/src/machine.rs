@@ -332,6 +332,33 @@ fn push_line(out: &mut BytesMut, line: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The reply for an AUTH outcome: none when a `handle_auth` hook already replied; its own
+/// `message` when that is one well-formed reply line of the outcome's kind (2xx for a success,
+/// 4xx or 5xx for a failure); else, with a warning, the standard reply for its status, so the
+/// client never reads a success the session does not have, or the reverse.
+fn auth_reply(result: &AuthResult) -> Option<Reply> {
+    if result.handled && !result.is_success() {
+        return None;
+    }
+    let (code, enhanced, text) = auth_smtp::status_reply(result.status);
+    let standard = Reply::simple(code, Some(enhanced), text);
+    let Some(message) = &result.message else {
+        return Some(standard);
+    };
+    let mut line = message.replace(['\r', '\n'], "");
+    line.push_str("\r\n");
+    match Reply::parse(line.as_bytes()) {
+        Ok(r) if (r.code().class() == 2) == result.is_success() && r.code().class() != 3 => Some(r),
+        _ => {
+            tracing::warn!(
+                status = ?result.status,
+                "an AUTH message that is not a reply of its outcome's kind: the standard reply is sent"
+            );
+            Some(standard)
+        }
+    }
+}
+
 impl Machine {
     /// A session for a client at `peer` connected to `local`, starting at `now`, with its own
     /// AUTH failure limiter (see [`Machine::set_limiter`] to share one).
@@ -1310,8 +1337,8 @@ impl Machine {
             tracing::warn!("a mechanism returned handled=true: the server sends the reply");
             result.handled = false;
         }
-        if let Some(line) = auth_smtp::reply_line(&result) {
-            push_line(&mut self.output, &line);
+        if let Some(reply) = auth_reply(&result) {
+            self.send(&reply);
         }
         let login = result
             .auth_data

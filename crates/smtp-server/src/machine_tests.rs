@@ -400,6 +400,49 @@ fn auth_success_sets_the_session_and_a_second_auth_is_503() {
 }
 
 #[test]
+fn an_auth_message_must_be_a_reply_of_its_outcomes_kind() {
+    // A success carrying a "535": the client must not read a refusal the session does not
+    // have (nor, the other way round, a 235 without being authenticated).
+    let mut h = Harness::new(config().build());
+    h.feed("EHLO c\r\n");
+    h.answers.verify = |r| {
+        let ok = AuthResult::success(Some(AuthData::Identity(Identity {
+            login: r.username.clone(),
+            authzid: None,
+            mechanism: r.mechanism.clone(),
+        })));
+        Some(ok.with_message("535 5.7.8 nope"))
+    };
+    assert_eq!(
+        h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "x"))),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert!(h.m.session().authenticated);
+    let mut h = Harness::new(config().build());
+    h.feed("EHLO c\r\n");
+    h.answers.verify =
+        |_| Some(AuthResult::failure(AuthStatus::Invalid).with_message("235 2.7.0 Come in"));
+    assert_eq!(
+        h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "x"))),
+        "535 5.7.8 Authentication credentials invalid\r\n"
+    );
+    // Not a reply line at all, or a 334 that would leave the client waiting: the standard one.
+    h.answers.verify =
+        |_| Some(AuthResult::failure(AuthStatus::Invalid).with_message("go away\r\n250 OK"));
+    assert_eq!(
+        h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "x"))),
+        "535 5.7.8 Authentication credentials invalid\r\n"
+    );
+    h.answers.verify =
+        |_| Some(AuthResult::failure(AuthStatus::TempFail).with_message("334 more?"));
+    assert_eq!(
+        h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "x"))),
+        "454 4.7.0 Temporary authentication failure\r\n"
+    );
+    assert!(!h.m.session().authenticated);
+}
+
+#[test]
 fn login_challenges_and_cancel() {
     let mut h = Harness::new(config().build());
     h.feed("EHLO c\r\n");
