@@ -392,12 +392,12 @@ fn server_config(c: &Config, loaded: &Loaded, mode: ListenerTls) -> ServerConfig
     b.build()
 }
 
-/// Runs every listener until `shutdown` completes, then shuts down gracefully.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    let loaded = load(&config)?;
+/// Builds one [`Server`] per listener from the configuration, sharing the delivery target,
+/// the authenticator (with its cache and the users file's SIGHUP reload) and one AUTH failure
+/// limiter, without binding anything: `run` binds and serves them, and a test can serve a
+/// connection of its own with `Server::serve_connection`.
+pub async fn build(config: &Config) -> Result<Vec<(std::net::SocketAddr, Server<App>)>, String> {
+    let loaded = load(config)?;
     let target = match &config.delivery {
         Delivery::Maildir { path } => {
             let md = Maildir::open(path)
@@ -487,16 +487,31 @@ pub async fn run(
         s.max_auth_failures_per_user,
         Duration::from_secs(s.auth_failure_window_secs),
     ));
+    Ok(config
+        .listeners
+        .iter()
+        .map(|l| {
+            let cfg = server_config(config, &loaded, l.tls);
+            let server = Server::new(cfg, app.clone())
+                .authenticator(Shared(authenticator.clone()))
+                .limiter(limiter.clone());
+            (l.address, server)
+        })
+        .collect())
+}
+
+/// Runs every listener until `shutdown` completes, then shuts down gracefully.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let built = build(&config).await?;
     let (tx, rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    for l in &config.listeners {
-        let listener = bind(l.address, config.server.listen_backlog)
-            .map_err(|e| format!("listener {}: {e}", l.address))?;
-        tracing::info!(address = %l.address, tls = ?l.tls, "listening");
-        let cfg = server_config(&config, &loaded, l.tls);
-        let server = Server::new(cfg, app.clone())
-            .authenticator(Shared(authenticator.clone()))
-            .limiter(limiter.clone());
+    for (l, (address, server)) in config.listeners.iter().zip(built) {
+        let listener = bind(address, config.server.listen_backlog)
+            .map_err(|e| format!("listener {address}: {e}"))?;
+        tracing::info!(address = %address, tls = ?l.tls, "listening");
         let mut rx = rx.clone();
         servers.spawn(server.serve_with_shutdown(listener, async move {
             let _ = rx.wait_for(|s| *s).await;

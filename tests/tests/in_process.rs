@@ -1,0 +1,107 @@
+//! The transcript corpus in `tests/transcripts/`, served in-process: `smtpd::app::build` makes
+//! the same `Server` the binary serves (users file, argon2 on the verification pool, sender
+//! binding, Maildir delivery), and each transcript talks to it through
+//! `Server::serve_connection` over a `tokio::io::duplex` pipe. No socket, no process; the
+//! conformance run keeps the real-socket pass over the binary.
+
+use std::path::Path;
+
+use e2e::{file_config, maildir_messages, temp_dir};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// The transcript format of `e2e::run_transcript`, over any stream.
+async fn replay(io: tokio::io::DuplexStream, text: &str) -> Result<(), String> {
+    let (r, mut w) = tokio::io::split(io);
+    let mut reader = BufReader::new(r);
+    let mut pending = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let n = n + 1;
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        if let Some(c) = line.strip_prefix("C:") {
+            pending.extend_from_slice(c.strip_prefix(' ').unwrap_or(c).as_bytes());
+            pending.extend_from_slice(b"\r\n");
+            continue;
+        }
+        if let Some(raw) = line.strip_prefix("R: ") {
+            pending.extend_from_slice(raw.replace("\\r", "\r").replace("\\n", "\n").as_bytes());
+            continue;
+        }
+        if !pending.is_empty() {
+            w.write_all(&pending)
+                .await
+                .map_err(|e| format!("line {n}: write: {e}"))?;
+            pending.clear();
+        }
+        let (exact, want) = if let Some(x) = line.strip_prefix("S: ") {
+            (true, x)
+        } else if let Some(x) = line.strip_prefix("S~ ") {
+            (false, x)
+        } else {
+            return Err(format!("line {n}: unknown line kind: {line}"));
+        };
+        let mut got = String::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            reader.read_line(&mut got),
+        )
+        .await;
+        match read {
+            Ok(Ok(k)) if k > 0 => {}
+            other => return Err(format!("line {n}: expected {want:?}, read {other:?}")),
+        }
+        let got = got.trim_end_matches(['\r', '\n']);
+        if (exact && got != want) || (!exact && !got.starts_with(want)) {
+            return Err(format!("line {n}: expected {want:?}, got {got:?}"));
+        }
+    }
+    if !pending.is_empty() {
+        w.write_all(&pending).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transcript_corpus_in_process() {
+    let dir = temp_dir("in-process");
+    // The port is never bound: build() makes the servers without listening.
+    let text = file_config(&dir, 9, "max_auth_failures = 10", false);
+    let config = smtpd::config::Config::parse(&text, "in-process.toml").expect("config");
+    let servers = smtpd::app::build(&config).await.expect("build");
+    let (_, server) = &servers[0];
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts");
+    let mut files: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 9, "the corpus is there");
+    let peer = "127.0.0.1:40000".parse().unwrap();
+    let local = "127.0.0.1:25".parse().unwrap();
+    let mut failed = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let (client, served) = tokio::io::duplex(64 * 1024);
+        // The client side is dropped when the transcript ends, which ends the session.
+        let (result, ()) = tokio::join!(
+            replay(client, &text),
+            server.serve_connection(served, peer, local)
+        );
+        if let Err(e) = result {
+            failed.push(format!("{}: {e}", f.display()));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    // The messages of the corpus reached the Maildir, each with its Received header.
+    let delivered = maildir_messages(&dir.join("Maildir"));
+    assert!(!delivered.is_empty());
+    assert!(delivered.iter().all(|m| m.starts_with("Received: from ")));
+    assert!(
+        delivered
+            .iter()
+            .any(|m| m.contains("Subject: transcript\r\n\r\n.dot-stuffed line\r\n")),
+        "{delivered:?}"
+    );
+}
