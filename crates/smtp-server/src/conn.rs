@@ -355,9 +355,14 @@ impl<H: Handler> Driver<'_, H> {
                     }
                 }
                 Event::MessageDiscard => self.sink = None,
-                // Only inside a handle_auth hook (AuthChannel), and every call is answered
-                // before the next event: nothing to do but end.
-                Event::AuthResponse(_) | Event::Pending | Event::Close => return,
+                // A call left unanswered because its deadline passed (the watch gave up):
+                // the machine answers for it once the clock is there.
+                Event::Pending => match self.machine.deadline() {
+                    Some(d) => sleep_until(d).await,
+                    None => return,
+                },
+                // Only inside a handle_auth hook (AuthChannel).
+                Event::AuthResponse(_) | Event::Close => return,
             }
         }
     }
