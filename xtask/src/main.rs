@@ -42,8 +42,32 @@ const FUZZ_TARGETS: &[(&str, &str, Option<&str>)] = &[
 /// Benchmarks: (package, bench target).
 const BENCHES: &[(&str, &str)] = &[("smtp-proto", "proto"), ("smtp-auth-http", "provider")];
 
+/// Benchmarks in crates of their own workspace (run with the main target directory, so their
+/// criterion results land beside the others): (manifest, bench target).
+const OUTSIDE_BENCHES: &[(&str, &str)] = &[("crates/smtp-proto/compare/Cargo.toml", "compare")];
+
 /// Ratios printed after a bench run: (label, subject, reference), as criterion ids.
 const RATIOS: &[(&str, &str, &str)] = &[
+    (
+        "commands vs Stalwart",
+        "compare_commands/ours",
+        "compare_commands/stalwart",
+    ),
+    (
+        "segmented stream vs Stalwart",
+        "compare_stream/ours",
+        "compare_stream/stalwart",
+    ),
+    (
+        "DATA 10 MiB vs Stalwart",
+        "compare_data_10MiB/ours",
+        "compare_data_10MiB/stalwart",
+    ),
+    (
+        "DATA 10 MiB copied vs Stalwart",
+        "compare_data_10MiB/ours_copied",
+        "compare_data_10MiB/stalwart",
+    ),
     (
         "DATA decode 1 KiB",
         "data_1KiB/decode",
@@ -199,6 +223,23 @@ fn bench(quick: bool) -> Result<(), String> {
             args.extend(["--warm-up-time", "1", "--measurement-time", "2"]);
         }
         run(&r, "cargo", &args)?;
+    }
+    for (manifest, name) in OUTSIDE_BENCHES {
+        let manifest = r.join(manifest);
+        let manifest = manifest.to_string_lossy();
+        let mut args = vec!["bench", "--manifest-path", &manifest, "--bench", name, "--"];
+        if quick {
+            args.extend(["--warm-up-time", "1", "--measurement-time", "2"]);
+        }
+        let status = Command::new("cargo")
+            .args(&args)
+            .env("CARGO_TARGET_DIR", target_dir())
+            .current_dir(&r)
+            .status()
+            .map_err(|e| format!("cargo bench {manifest}: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo bench {manifest}: {status}"));
+        }
     }
     let crit = target_dir().join("criterion");
     println!(
