@@ -16,26 +16,7 @@ pub struct Param {
 impl Param {
     /// Builds a parameter, checking the RFC 5321 keyword and value grammar.
     pub fn new(keyword: &str, value: Option<&str>) -> Result<Self, ProtoError> {
-        // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
-        let kw_ok = keyword
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-            && keyword
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !kw_ok {
-            return Err(ProtoError::ParameterSyntax("Invalid parameter keyword"));
-        }
-        // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 non-ASCII (RFC 6531 §3.3)
-        if let Some(v) = value {
-            let ok = !v.is_empty()
-                && v.chars()
-                    .all(|c| (c.is_ascii_graphic() && c != '=') || !c.is_ascii());
-            if !ok {
-                return Err(ProtoError::ParameterSyntax("Invalid parameter value"));
-            }
-        }
+        check_param(keyword, value)?;
         Ok(Self {
             keyword: keyword.to_ascii_uppercase(),
             value: value.map(str::to_owned),
@@ -62,24 +43,59 @@ impl fmt::Display for Param {
     }
 }
 
-/// Splits `esmtp-param *(SP esmtp-param)` into parameters.
-pub(crate) fn split_params(s: &str) -> Result<Vec<Param>, ProtoError> {
-    let mut out = Vec::new();
-    for word in s.split(' ') {
-        if word.is_empty() {
+/// Checks one `esmtp-param`: the RFC 5321 keyword and value grammar.
+fn check_param(keyword: &str, value: Option<&str>) -> Result<(), ProtoError> {
+    // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+    let kw = keyword.as_bytes();
+    let kw_ok = kw.first().is_some_and(u8::is_ascii_alphanumeric)
+        && kw.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-');
+    if !kw_ok {
+        return Err(ProtoError::ParameterSyntax("Invalid parameter keyword"));
+    }
+    // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 non-ASCII (RFC 6531 §3.3): on bytes,
+    // since the text is UTF-8 and every non-ASCII byte belongs to a non-ASCII character.
+    if let Some(v) = value {
+        let ok = !v.is_empty()
+            && v.bytes()
+                .all(|b| (b.is_ascii_graphic() && b != b'=') || b >= 0x80);
+        if !ok {
+            return Err(ProtoError::ParameterSyntax("Invalid parameter value"));
+        }
+    }
+    Ok(())
+}
+
+/// The parameters of `esmtp-param *(SP esmtp-param)`, borrowed from the line.
+fn raw_params(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    s.split(' ').map(|word| match word.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (word, None),
+    })
+}
+
+/// Checks a whole parameter list before any is interpreted (so the first syntax error is
+/// reported whatever follows it): each parameter's grammar, empty words, repeated keywords.
+/// Nothing is copied.
+fn check_params(s: &str) -> Result<(), ProtoError> {
+    const INLINE: usize = 8;
+    let mut seen: [&str; INLINE] = [""; INLINE];
+    let mut more: Vec<&str> = Vec::new();
+    for (n, (k, v)) in raw_params(s).enumerate() {
+        if k.is_empty() && v.is_none() {
             return Err(ProtoError::ParameterSyntax("Invalid parameter syntax"));
         }
-        let (k, v) = match word.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (word, None),
-        };
-        let p = Param::new(k, v)?;
-        if out.iter().any(|q: &Param| q.keyword == p.keyword) {
+        check_param(k, v)?;
+        let earlier = seen[..n.min(INLINE)].iter().chain(more.iter());
+        if earlier.into_iter().any(|q| q.eq_ignore_ascii_case(k)) {
             return Err(ProtoError::DuplicateParameter);
         }
-        out.push(p);
+        if n < INLINE {
+            seen[n] = k;
+        } else {
+            more.push(k);
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// xtext decoding (RFC 3461 §4): `+XX` is the octet with hex value XX (upper-case digits).
@@ -220,66 +236,75 @@ pub struct RcptParameters {
     pub other: Vec<Param>,
 }
 
-fn required<'a>(p: &'a Param, what: &'static str) -> Result<&'a str, ProtoError> {
-    p.value().ok_or(ProtoError::ParameterSyntax(what))
+fn required<'a>(v: Option<&'a str>, what: &'static str) -> Result<&'a str, ProtoError> {
+    v.ok_or(ProtoError::ParameterSyntax(what))
+}
+
+/// A parameter this crate does not type, kept with its keyword upper-cased.
+fn other(keyword: &str, value: Option<&str>) -> Param {
+    Param {
+        keyword: keyword.to_ascii_uppercase(),
+        value: value.map(str::to_owned),
+    }
 }
 
 impl MailParameters {
     /// Parses the text after the reverse-path (without the leading space).
     pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        check_params(s)?;
         let mut out = Self::default();
-        for p in split_params(s)? {
-            match p.keyword() {
-                "SIZE" => {
-                    let v = required(&p, "Invalid SIZE parameter")?;
-                    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
-                        return Err(ProtoError::ParameterSyntax("Invalid SIZE parameter"));
-                    }
-                    out.size = Some(
-                        v.parse()
-                            .map_err(|_| ProtoError::ParameterSyntax("Invalid SIZE parameter"))?,
-                    );
+        for (k, value) in raw_params(s) {
+            let is = |name: &str| k.eq_ignore_ascii_case(name);
+            if is("SIZE") {
+                let v = required(value, "Invalid SIZE parameter")?;
+                if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ProtoError::ParameterSyntax("Invalid SIZE parameter"));
                 }
-                "BODY" => {
-                    let v = required(&p, "Invalid BODY parameter")?;
-                    out.body = Some(match v.to_ascii_uppercase().as_str() {
-                        "7BIT" => BodyType::SevenBit,
-                        "8BITMIME" => BodyType::EightBitMime,
-                        "BINARYMIME" => BodyType::BinaryMime,
-                        _ => return Err(ProtoError::ParameterSyntax("Invalid BODY parameter")),
-                    });
+                out.size = Some(
+                    v.parse()
+                        .map_err(|_| ProtoError::ParameterSyntax("Invalid SIZE parameter"))?,
+                );
+            } else if is("BODY") {
+                let v = required(value, "Invalid BODY parameter")?;
+                let body = [
+                    ("7BIT", BodyType::SevenBit),
+                    ("8BITMIME", BodyType::EightBitMime),
+                    ("BINARYMIME", BodyType::BinaryMime),
+                ]
+                .into_iter()
+                .find(|(name, _)| v.eq_ignore_ascii_case(name))
+                .ok_or(ProtoError::ParameterSyntax("Invalid BODY parameter"))?;
+                out.body = Some(body.1);
+            } else if is("SMTPUTF8") {
+                if value.is_some() {
+                    return Err(ProtoError::ParameterSyntax("SMTPUTF8 takes no value"));
                 }
-                "SMTPUTF8" => {
-                    if p.value().is_some() {
-                        return Err(ProtoError::ParameterSyntax("SMTPUTF8 takes no value"));
-                    }
-                    out.smtputf8 = true;
+                out.smtputf8 = true;
+            } else if is("AUTH") {
+                let v = required(value, "Invalid AUTH parameter")?;
+                out.auth = Some(if v == "<>" {
+                    AuthParam::Unknown
+                } else {
+                    AuthParam::Identity(xtext_decode(v)?)
+                });
+            } else if is("RET") {
+                let v = required(value, "Invalid RET parameter")?;
+                out.ret = Some(if v.eq_ignore_ascii_case("FULL") {
+                    Ret::Full
+                } else if v.eq_ignore_ascii_case("HDRS") {
+                    Ret::Headers
+                } else {
+                    return Err(ProtoError::ParameterSyntax("Invalid RET parameter"));
+                });
+            } else if is("ENVID") {
+                let v = xtext_decode(required(value, "Invalid ENVID parameter")?)?;
+                // RFC 3461 §4.4: at most 100 characters of printable ASCII.
+                if v.len() > 100 || !v.bytes().all(|b| (32..=126).contains(&b)) {
+                    return Err(ProtoError::ParameterSyntax("Invalid ENVID parameter"));
                 }
-                "AUTH" => {
-                    let v = required(&p, "Invalid AUTH parameter")?;
-                    out.auth = Some(if v == "<>" {
-                        AuthParam::Unknown
-                    } else {
-                        AuthParam::Identity(xtext_decode(v)?)
-                    });
-                }
-                "RET" => {
-                    let v = required(&p, "Invalid RET parameter")?;
-                    out.ret = Some(match v.to_ascii_uppercase().as_str() {
-                        "FULL" => Ret::Full,
-                        "HDRS" => Ret::Headers,
-                        _ => return Err(ProtoError::ParameterSyntax("Invalid RET parameter")),
-                    });
-                }
-                "ENVID" => {
-                    let v = xtext_decode(required(&p, "Invalid ENVID parameter")?)?;
-                    // RFC 3461 §4.4: at most 100 characters of printable ASCII.
-                    if v.len() > 100 || !v.bytes().all(|b| (32..=126).contains(&b)) {
-                        return Err(ProtoError::ParameterSyntax("Invalid ENVID parameter"));
-                    }
-                    out.envid = Some(v);
-                }
-                _ => out.other.push(p),
+                out.envid = Some(v);
+            } else {
+                out.other.push(other(k, value));
             }
         }
         Ok(out)
@@ -332,47 +357,49 @@ impl fmt::Display for MailParameters {
 impl RcptParameters {
     /// Parses the text after the forward-path (without the leading space).
     pub fn parse(s: &str) -> Result<Self, ProtoError> {
+        check_params(s)?;
         let mut out = Self::default();
-        for p in split_params(s)? {
-            match p.keyword() {
-                "NOTIFY" => {
-                    const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid NOTIFY parameter");
-                    let v = required(&p, "Invalid NOTIFY parameter")?.to_ascii_uppercase();
-                    let mut n = Notify::default();
-                    if v == "NEVER" {
-                        n.never = true;
-                    } else {
-                        for item in v.split(',') {
-                            let slot = match item {
-                                "SUCCESS" => &mut n.success,
-                                "FAILURE" => &mut n.failure,
-                                "DELAY" => &mut n.delay,
-                                _ => return Err(ERR),
-                            };
-                            if *slot {
-                                return Err(ERR);
-                            }
-                            *slot = true;
+        for (k, value) in raw_params(s) {
+            if k.eq_ignore_ascii_case("NOTIFY") {
+                const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid NOTIFY parameter");
+                let v = required(value, "Invalid NOTIFY parameter")?;
+                let mut n = Notify::default();
+                if v.eq_ignore_ascii_case("NEVER") {
+                    n.never = true;
+                } else {
+                    for item in v.split(',') {
+                        let slot = if item.eq_ignore_ascii_case("SUCCESS") {
+                            &mut n.success
+                        } else if item.eq_ignore_ascii_case("FAILURE") {
+                            &mut n.failure
+                        } else if item.eq_ignore_ascii_case("DELAY") {
+                            &mut n.delay
+                        } else {
+                            return Err(ERR);
+                        };
+                        if *slot {
+                            return Err(ERR);
                         }
+                        *slot = true;
                     }
-                    out.notify = Some(n);
                 }
-                "ORCPT" => {
-                    let v = required(&p, "Invalid ORCPT parameter")?;
-                    let (t, a) = v
-                        .split_once(';')
-                        .ok_or(ProtoError::ParameterSyntax("Invalid ORCPT parameter"))?;
-                    let type_ok =
-                        !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-                    if !type_ok || a.is_empty() {
-                        return Err(ProtoError::ParameterSyntax("Invalid ORCPT parameter"));
-                    }
-                    out.orcpt = Some(Orcpt {
-                        addr_type: t.to_owned(),
-                        address: xtext_decode(a)?,
-                    });
+                out.notify = Some(n);
+            } else if k.eq_ignore_ascii_case("ORCPT") {
+                let v = required(value, "Invalid ORCPT parameter")?;
+                let (t, a) = v
+                    .split_once(';')
+                    .ok_or(ProtoError::ParameterSyntax("Invalid ORCPT parameter"))?;
+                let type_ok =
+                    !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !type_ok || a.is_empty() {
+                    return Err(ProtoError::ParameterSyntax("Invalid ORCPT parameter"));
                 }
-                _ => out.other.push(p),
+                out.orcpt = Some(Orcpt {
+                    addr_type: t.to_owned(),
+                    address: xtext_decode(a)?,
+                });
+            } else {
+                out.other.push(other(k, value));
             }
         }
         Ok(out)

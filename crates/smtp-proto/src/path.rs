@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use nom::branch::alt;
 use nom::bytes::complete::{tag, tag_no_case, take_while1};
-use nom::combinator::{opt, recognize};
+use nom::combinator::opt;
 use nom::multi::separated_list1;
 use nom::sequence::{delimited, terminated};
 use nom::{IResult, Parser};
@@ -269,24 +269,45 @@ fn is_ldh(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-'
 }
 
-/// `sub-domain = Let-dig [Ldh-str]`, or a U-label (RFC 6531 §3.3): non-ASCII bytes allowed.
-fn sub_domain(i: &[u8]) -> Res<'_, &[u8]> {
-    let (rest, label) = take_while1(|b: u8| is_ldh(b) || b >= 0x80).parse(i)?;
-    let bad = label.len() > 63 || label[0] == b'-' || label[label.len() - 1] == b'-';
-    if bad {
-        return Err(nom::Err::Error(nom::error::Error::new(
-            i,
-            nom::error::ErrorKind::Verify,
-        )));
-    }
-    Ok((rest, label))
-}
-
-/// `Domain = sub-domain *("." sub-domain)`.
+/// `Domain = sub-domain *("." sub-domain)`, where `sub-domain = Let-dig [Ldh-str]` (at most 63
+/// octets, no dash at either end) or a U-label (RFC 6531 §3.3: non-ASCII bytes allowed).
+///
+/// A hand-written scan rather than nom's `separated_list1`, which collects the labels into a
+/// `Vec` only to throw it away: this is the hot path of every MAIL and RCPT.
 pub(crate) fn domain(i: &[u8]) -> Res<'_, Domain> {
-    let (rest, raw) = recognize(separated_list1(tag("."), sub_domain)).parse(i)?;
+    let label_byte = |b: u8| is_ldh(b) || b >= 0x80;
+    let mut end = 0;
+    loop {
+        let start = end;
+        while end < i.len() && label_byte(i[end]) {
+            end += 1;
+        }
+        let label = &i[start..end];
+        if label.is_empty() {
+            // A domain cannot be empty or end in a dot: the last dot is not part of it.
+            if start == 0 {
+                return Err(verify_error(i));
+            }
+            end = start - 1;
+            break;
+        }
+        if label.len() > 63 || label[0] == b'-' || label[label.len() - 1] == b'-' {
+            // nom's separated_list1 stops before a bad label after a good one.
+            if start == 0 {
+                return Err(verify_error(i));
+            }
+            end = start - 1;
+            break;
+        }
+        if i.get(end) == Some(&b'.') {
+            end += 1;
+        } else {
+            break;
+        }
+    }
+    let raw = &i[..end];
     match std::str::from_utf8(raw) {
-        Ok(s) if s.len() <= MAX_DOMAIN_LEN => Ok((rest, Domain(s.to_owned()))),
+        Ok(s) if s.len() <= MAX_DOMAIN_LEN => Ok((&i[end..], Domain(s.to_owned()))),
         _ => Err(verify_error(i)),
     }
 }
@@ -337,9 +358,29 @@ fn is_atext(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b) || b >= 0x80
 }
 
-/// `Dot-string = Atom *("." Atom)`
+/// `Dot-string = Atom *("." Atom)` (hand-written, like [`domain`]).
 fn dot_string(i: &[u8]) -> Res<'_, &[u8]> {
-    recognize(separated_list1(tag("."), take_while1(is_atext))).parse(i)
+    let mut end = 0;
+    loop {
+        let start = end;
+        while end < i.len() && is_atext(i[end]) {
+            end += 1;
+        }
+        if end == start {
+            if start == 0 {
+                return Err(verify_error(i));
+            }
+            // A trailing dot is not part of the Dot-string.
+            end = start - 1;
+            break;
+        }
+        if i.get(end) == Some(&b'.') {
+            end += 1;
+        } else {
+            break;
+        }
+    }
+    Ok((&i[end..], &i[..end]))
 }
 
 /// `Quoted-string = DQUOTE *QcontentSMTP DQUOTE`
@@ -512,6 +553,41 @@ mod tests {
         assert!(m.is_utf8());
         // Invalid UTF-8 bytes are not an address.
         assert!(mailbox(b"\xff@example.com").is_err());
+    }
+
+    #[test]
+    fn hand_written_scanners_stop_where_the_grammar_does() {
+        let d = |s: &str| {
+            domain(s.as_bytes())
+                .map(|(rest, d)| (d.0, rest.to_vec()))
+                .map_err(|_| ())
+        };
+        assert_eq!(d("a.b.c>x").unwrap(), ("a.b.c".into(), b">x".to_vec()));
+        // A trailing dot, or a bad label after a good one, is left over, not part of it.
+        assert_eq!(d("a.b.>").unwrap(), ("a.b".into(), b".>".to_vec()));
+        assert_eq!(d("a.-b>").unwrap(), ("a".into(), b".-b>".to_vec()));
+        assert_eq!(d("a.b-.c").unwrap(), ("a".into(), b".b-.c".to_vec()));
+        assert!(d("").is_err() && d(".a").is_err() && d("-a").is_err() && d("a-").is_err());
+        let l63 = "x".repeat(63);
+        assert_eq!(d(&format!("{l63}.b")).unwrap().0, format!("{l63}.b"));
+        assert!(d(&"x".repeat(64)).is_err());
+        assert_eq!(d(&format!("a.{}", "x".repeat(64))).unwrap().0, "a");
+        assert_eq!(
+            d("例子.广告 ").unwrap(),
+            ("例子.广告".into(), b" ".to_vec())
+        );
+        // 255 octets at most.
+        let long = vec!["abcdefg"; 33].join(".");
+        assert!(d(&long[..255]).is_ok() && d(&long).is_err());
+        let ds = |s: &str| {
+            dot_string(s.as_bytes())
+                .map(|(rest, v)| (v.to_vec(), rest.to_vec()))
+                .map_err(|_| ())
+        };
+        assert_eq!(ds("a.b@c").unwrap(), (b"a.b".to_vec(), b"@c".to_vec()));
+        assert_eq!(ds("a.@c").unwrap(), (b"a".to_vec(), b".@c".to_vec()));
+        assert_eq!(ds("a..b@").unwrap(), (b"a".to_vec(), b"..b@".to_vec()));
+        assert!(ds("@c").is_err() && ds(".a").is_err());
     }
 
     #[test]
