@@ -187,7 +187,7 @@ impl Command {
                 String::from_utf8_lossy(&verb[..verb.len().min(32)]).into_owned(),
             ));
         }
-        if line.iter().any(|&b| (b < 32 && b != b'\t') || b == 127) {
+        if has_control(line) {
             return Err(ProtoError::InvalidUtf8);
         }
         let rest = match rest {
@@ -322,6 +322,29 @@ impl Command {
     }
 }
 
+/// True when `line` holds a control character other than TAB (or DEL). Eight octets at a
+/// time: a word with no octet below 0x20 and none equal to 0x7F is skipped with a few
+/// arithmetic operations; a word that may hold one is looked at octet by octet.
+fn has_control(line: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let bad = |b: u8| (b < 32 && b != b'\t') || b == 127;
+    let mut words = line.chunks_exact(8);
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let x = u64::from_le_bytes(a);
+        // Some octet < 0x20 (exact for "is there one"), or some octet == 0x7F.
+        let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let del = x ^ (ONES * 0x7F);
+        let is_del = del.wrapping_sub(ONES) & !del & HIGH;
+        if (below | is_del) != 0 && w.iter().any(|&b| bad(b)) {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| bad(b))
+}
+
 fn helo_arg(rest: Option<&str>, opts: ParseOptions) -> Result<Host, ProtoError> {
     let s = rest.ok_or(ProtoError::ArgumentSyntax("Syntax: EHLO hostname"))?;
     match Host::try_from(s) {
@@ -359,7 +382,7 @@ fn after_prefix<'a>(rest: Option<&'a str>, prefix: &str, opts: ParseOptions) -> 
 fn path_and_params<T>(
     s: &str,
     opts: ParseOptions,
-    path: impl Fn(&[u8]) -> nom::IResult<&[u8], T>,
+    path: impl Fn(&str) -> nom::IResult<&str, T>,
     err: ProtoError,
 ) -> Result<(T, Option<&str>), ProtoError> {
     let s = if opts.trailing_spaces {
@@ -374,7 +397,7 @@ fn path_and_params<T>(
             None => (s, None),
         };
         let bracketed = format!("<{addr}>");
-        let (rest, p) = path(bracketed.as_bytes()).map_err(|_| err.clone())?;
+        let (rest, p) = path(&bracketed).map_err(|_| err.clone())?;
         if !rest.is_empty() {
             return Err(err);
         }
@@ -384,8 +407,7 @@ fn path_and_params<T>(
             Some(_) => Err(err),
         };
     }
-    let (rest, p) = path(s.as_bytes()).map_err(|_| err.clone())?;
-    let rest = &s[s.len() - rest.len()..];
+    let (rest, p) = path(s).map_err(|_| err.clone())?;
     match rest {
         "" => Ok((p, None)),
         r => match r.strip_prefix(' ') {
@@ -643,6 +665,32 @@ mod tests {
             Command::parse(b"MAIL FROM:<\xff@b.c>"),
             Err(ProtoError::InvalidUtf8)
         );
+    }
+
+    #[test]
+    fn control_characters_are_found_in_any_position() {
+        for len in 0..40 {
+            let clean = vec![b'a'; len];
+            assert!(!has_control(&clean));
+            let mut tabbed = clean.clone();
+            if len > 0 {
+                tabbed[len / 2] = b'\t';
+                assert!(!has_control(&tabbed));
+            }
+            for pos in 0..len {
+                for bad in [0u8, 1, 0x0a, 0x0d, 0x1f, 0x7f] {
+                    let mut l = clean.clone();
+                    l[pos] = bad;
+                    assert!(has_control(&l), "{len} {pos} {bad}");
+                }
+                // Octets above 0x7F (UTF-8) and the printable range are not controls.
+                for ok in [0x20u8, 0x7e, 0x80, 0xc3, 0xff] {
+                    let mut l = clean.clone();
+                    l[pos] = ok;
+                    assert!(!has_control(&l), "{len} {pos} {ok}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -65,37 +65,107 @@ fn check_param(keyword: &str, value: Option<&str>) -> Result<(), ProtoError> {
     Ok(())
 }
 
-/// The parameters of `esmtp-param *(SP esmtp-param)`, borrowed from the line.
-fn raw_params(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    s.split(' ').map(|word| match word.split_once('=') {
-        Some((k, v)) => (k, Some(v)),
-        None => (word, None),
-    })
+/// The parameters of `esmtp-param *(SP esmtp-param)`, borrowed from the line: checked in one
+/// pass over its octets (grammar, empty words, repeated keywords) before any is interpreted, so
+/// the first syntax error is reported whatever follows it. Eight fit without allocating.
+struct RawParams<'a> {
+    inline: [(&'a str, Option<&'a str>); INLINE_PARAMS],
+    len: usize,
+    more: Vec<(&'a str, Option<&'a str>)>,
 }
 
-/// Checks a whole parameter list before any is interpreted (so the first syntax error is
-/// reported whatever follows it): each parameter's grammar, empty words, repeated keywords.
-/// Nothing is copied.
-fn check_params(s: &str) -> Result<(), ProtoError> {
-    const INLINE: usize = 8;
-    let mut seen: [&str; INLINE] = [""; INLINE];
-    let mut more: Vec<&str> = Vec::new();
-    for (n, (k, v)) in raw_params(s).enumerate() {
-        if k.is_empty() && v.is_none() {
-            return Err(ProtoError::ParameterSyntax("Invalid parameter syntax"));
+const INLINE_PARAMS: usize = 8;
+
+/// Octet classes of the parameter grammar, one table lookup per octet.
+const ALNUM: u8 = 1;
+const KEY: u8 = 2;
+const VAL: u8 = 4;
+static PARAM_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let mut f = 0;
+        if b.is_ascii_alphanumeric() {
+            f |= ALNUM | KEY;
         }
-        check_param(k, v)?;
-        let earlier = seen[..n.min(INLINE)].iter().chain(more.iter());
-        if earlier.into_iter().any(|q| q.eq_ignore_ascii_case(k)) {
-            return Err(ProtoError::DuplicateParameter);
+        if b == b'-' {
+            f |= KEY;
         }
-        if n < INLINE {
-            seen[n] = k;
-        } else {
-            more.push(k);
+        if (b.is_ascii_graphic() && b != b'=') || b >= 0x80 {
+            f |= VAL;
+        }
+        t[c] = f;
+        c += 1;
+    }
+    t
+};
+
+impl<'a> RawParams<'a> {
+    fn parse(s: &'a str) -> Result<Self, ProtoError> {
+        const KEYWORD: ProtoError = ProtoError::ParameterSyntax("Invalid parameter keyword");
+        const VALUE: ProtoError = ProtoError::ParameterSyntax("Invalid parameter value");
+        let mut out = Self {
+            inline: [("", None); INLINE_PARAMS],
+            len: 0,
+            more: Vec::new(),
+        };
+        let b = s.as_bytes();
+        let class = |i: usize| PARAM_CLASS[usize::from(b[i])];
+        let mut i = 0;
+        loop {
+            // One `keyword[=value]` word, in one pass; every delimiter is ASCII, so the slices
+            // fall on character boundaries.
+            let start = i;
+            if i == b.len() || b[i] == b' ' {
+                return Err(ProtoError::ParameterSyntax("Invalid parameter syntax"));
+            }
+            // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+            if class(i) & ALNUM == 0 {
+                return Err(KEYWORD);
+            }
+            while i < b.len() && class(i) & KEY != 0 {
+                i += 1;
+            }
+            let k = &s[start..i];
+            let v = if i < b.len() && b[i] == b'=' {
+                // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 non-ASCII (RFC 6531 §3.3)
+                i += 1;
+                let vstart = i;
+                while i < b.len() && class(i) & VAL != 0 {
+                    i += 1;
+                }
+                if i == vstart || (i < b.len() && b[i] != b' ') {
+                    return Err(VALUE);
+                }
+                Some(&s[vstart..i])
+            } else if i < b.len() && b[i] != b' ' {
+                return Err(KEYWORD);
+            } else {
+                None
+            };
+            if out.iter().any(|(q, _)| q.eq_ignore_ascii_case(k)) {
+                return Err(ProtoError::DuplicateParameter);
+            }
+            if out.len < INLINE_PARAMS {
+                out.inline[out.len] = (k, v);
+            } else {
+                out.more.push((k, v));
+            }
+            out.len += 1;
+            if i == b.len() {
+                return Ok(out);
+            }
+            i += 1;
         }
     }
-    Ok(())
+
+    fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + '_ {
+        self.inline[..self.len.min(INLINE_PARAMS)]
+            .iter()
+            .chain(self.more.iter())
+            .copied()
+    }
 }
 
 /// xtext decoding (RFC 3461 §4): `+XX` is the octet with hex value XX (upper-case digits).
@@ -251,9 +321,9 @@ fn other(keyword: &str, value: Option<&str>) -> Param {
 impl MailParameters {
     /// Parses the text after the reverse-path (without the leading space).
     pub fn parse(s: &str) -> Result<Self, ProtoError> {
-        check_params(s)?;
+        let raw = RawParams::parse(s)?;
         let mut out = Self::default();
-        for (k, value) in raw_params(s) {
+        for (k, value) in raw.iter() {
             let is = |name: &str| k.eq_ignore_ascii_case(name);
             if is("SIZE") {
                 let v = required(value, "Invalid SIZE parameter")?;
@@ -357,9 +427,9 @@ impl fmt::Display for MailParameters {
 impl RcptParameters {
     /// Parses the text after the forward-path (without the leading space).
     pub fn parse(s: &str) -> Result<Self, ProtoError> {
-        check_params(s)?;
+        let raw = RawParams::parse(s)?;
         let mut out = Self::default();
-        for (k, value) in raw_params(s) {
+        for (k, value) in raw.iter() {
             if k.eq_ignore_ascii_case("NOTIFY") {
                 const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid NOTIFY parameter");
                 let v = required(value, "Invalid NOTIFY parameter")?;
@@ -438,6 +508,65 @@ impl fmt::Display for RcptParameters {
             write!(f, " {p}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod one_pass {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The two-pass reference the one-pass scan replaced: split on spaces, then on the first
+    /// `=`, then check each part.
+    fn reference(s: &str) -> Result<Vec<(String, Option<String>)>, ProtoError> {
+        let mut out: Vec<(String, Option<String>)> = Vec::new();
+        for word in s.split(' ') {
+            let (k, v) = match word.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (word, None),
+            };
+            if k.is_empty() && v.is_none() {
+                return Err(ProtoError::ParameterSyntax("Invalid parameter syntax"));
+            }
+            check_param(k, v)?;
+            if out.iter().any(|(q, _)| q.eq_ignore_ascii_case(k)) {
+                return Err(ProtoError::DuplicateParameter);
+            }
+            out.push((k.to_owned(), v.map(str::to_owned)));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn more_than_eight_parameters() {
+        let s = "K1 K2=x K3 K4 K5 K6 K7 K8 K9=y K10";
+        let r = RawParams::parse(s).unwrap();
+        let got: Vec<_> = r.iter().collect();
+        assert_eq!(got.len(), 10);
+        assert_eq!(got[8], ("K9", Some("y")));
+        assert_eq!(
+            RawParams::parse("K1 K2 K3 K4 K5 K6 K7 K8 K9 k9").err(),
+            Some(ProtoError::DuplicateParameter)
+        );
+        assert_eq!(
+            RawParams::parse("K1 K2 K3 K4 K5 K6 K7 K8 K9 k1").err(),
+            Some(ProtoError::DuplicateParameter)
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #[test]
+        fn the_one_pass_scan_agrees_with_the_reference(
+            s in "[ =aAz1-_é;,+\\t]{0,24}"
+        ) {
+            let ours = RawParams::parse(&s).map(|r| {
+                r.iter()
+                    .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
+                    .collect::<Vec<_>>()
+            });
+            prop_assert_eq!(ours, reference(&s), "{:?}", s);
+        }
     }
 }
 

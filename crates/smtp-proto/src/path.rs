@@ -45,8 +45,8 @@ impl fmt::Display for Domain {
 impl TryFrom<&str> for Domain {
     type Error = crate::ProtoError;
     fn try_from(s: &str) -> Result<Self, Self::Error> {
-        match domain(s.as_bytes()) {
-            Ok((&[], d)) => Ok(d),
+        match domain(s) {
+            Ok(("", d)) => Ok(d),
             _ => Err(crate::ProtoError::ArgumentSyntax("Invalid domain")),
         }
     }
@@ -115,8 +115,8 @@ impl fmt::Display for Host {
 impl TryFrom<&str> for Host {
     type Error = crate::ProtoError;
     fn try_from(s: &str) -> Result<Self, Self::Error> {
-        match host(s.as_bytes()) {
-            Ok((&[], h)) => Ok(h),
+        match host(s) {
+            Ok(("", h)) => Ok(h),
             _ => Err(crate::ProtoError::ArgumentSyntax("Invalid domain")),
         }
     }
@@ -197,8 +197,8 @@ impl fmt::Display for Mailbox {
 impl FromStr for Mailbox {
     type Err = crate::ProtoError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match mailbox(s.as_bytes()) {
-            Ok((&[], m)) => Ok(m),
+        match mailbox(s) {
+            Ok(("", m)) => Ok(m),
             _ => Err(crate::ProtoError::ArgumentSyntax("Invalid mailbox")),
         }
     }
@@ -263,7 +263,10 @@ impl fmt::Display for ForwardPath {
 
 // ----- the grammar -----
 
-type Res<'a, T> = IResult<&'a [u8], T>;
+// The parsers take the text (already UTF-8): the parts they keep are slices of it, so no part
+// is checked for UTF-8 a second time. Every delimiter is ASCII, so the byte positions the
+// hand-written scanners stop at are character boundaries.
+type Res<'a, T> = IResult<&'a str, T>;
 
 fn is_ldh(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-'
@@ -274,7 +277,8 @@ fn is_ldh(b: u8) -> bool {
 ///
 /// A hand-written scan rather than nom's `separated_list1`, which collects the labels into a
 /// `Vec` only to throw it away: this is the hot path of every MAIL and RCPT.
-pub(crate) fn domain(i: &[u8]) -> Res<'_, Domain> {
+pub(crate) fn domain(text: &str) -> Res<'_, Domain> {
+    let i = text.as_bytes();
     let label_byte = |b: u8| is_ldh(b) || b >= 0x80;
     let mut end = 0;
     loop {
@@ -286,7 +290,7 @@ pub(crate) fn domain(i: &[u8]) -> Res<'_, Domain> {
         if label.is_empty() {
             // A domain cannot be empty or end in a dot: the last dot is not part of it.
             if start == 0 {
-                return Err(verify_error(i));
+                return Err(verify_error(text));
             }
             end = start - 1;
             break;
@@ -294,7 +298,7 @@ pub(crate) fn domain(i: &[u8]) -> Res<'_, Domain> {
         if label.len() > 63 || label[0] == b'-' || label[label.len() - 1] == b'-' {
             // nom's separated_list1 stops before a bad label after a good one.
             if start == 0 {
-                return Err(verify_error(i));
+                return Err(verify_error(text));
             }
             end = start - 1;
             break;
@@ -305,14 +309,13 @@ pub(crate) fn domain(i: &[u8]) -> Res<'_, Domain> {
             break;
         }
     }
-    let raw = &i[..end];
-    match std::str::from_utf8(raw) {
-        Ok(s) if s.len() <= MAX_DOMAIN_LEN => Ok((&i[end..], Domain(s.to_owned()))),
-        _ => Err(verify_error(i)),
+    match (text.get(..end), text.get(end..)) {
+        (Some(d), Some(rest)) if d.len() <= MAX_DOMAIN_LEN => Ok((rest, Domain(d.to_owned()))),
+        _ => Err(verify_error(text)),
     }
 }
 
-fn verify_error(i: &[u8]) -> nom::Err<nom::error::Error<&[u8]>> {
+fn verify_error(i: &str) -> nom::Err<nom::error::Error<&str>> {
     nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Verify))
 }
 
@@ -322,10 +325,9 @@ fn is_dcontent(b: u8) -> bool {
 }
 
 /// `address-literal = "[" ( IPv4 / IPv6 / General-address-literal ) "]"`
-pub(crate) fn address_literal(i: &[u8]) -> Res<'_, AddressLiteral> {
-    let (rest, inner) = delimited(tag("["), take_while1(is_dcontent), tag("]")).parse(i)?;
-    // dcontent is ASCII, so this cannot fail.
-    let inner = std::str::from_utf8(inner).map_err(|_| verify_error(i))?;
+pub(crate) fn address_literal(i: &str) -> Res<'_, AddressLiteral> {
+    let dcontent = |c: char| c.is_ascii() && is_dcontent(c as u8);
+    let (rest, inner) = delimited(tag("["), take_while1(dcontent), tag("]")).parse(i)?;
     let lit = if inner.len() > 5 && inner[..5].eq_ignore_ascii_case("IPv6:") {
         AddressLiteral::Ipv6(inner[5..].parse().map_err(|_| verify_error(i))?)
     } else if let Some((t, content)) = inner.split_once(':') {
@@ -345,7 +347,7 @@ pub(crate) fn address_literal(i: &[u8]) -> Res<'_, AddressLiteral> {
 }
 
 /// `Domain / address-literal`
-pub(crate) fn host(i: &[u8]) -> Res<'_, Host> {
+pub(crate) fn host(i: &str) -> Res<'_, Host> {
     alt((
         |i| address_literal(i).map(|(r, l)| (r, Host::Literal(l))),
         |i| domain(i).map(|(r, d)| (r, Host::Domain(d))),
@@ -359,7 +361,8 @@ fn is_atext(b: u8) -> bool {
 }
 
 /// `Dot-string = Atom *("." Atom)` (hand-written, like [`domain`]).
-fn dot_string(i: &[u8]) -> Res<'_, &[u8]> {
+fn dot_string(text: &str) -> Res<'_, &str> {
+    let i = text.as_bytes();
     let mut end = 0;
     loop {
         let start = end;
@@ -368,7 +371,7 @@ fn dot_string(i: &[u8]) -> Res<'_, &[u8]> {
         }
         if end == start {
             if start == 0 {
-                return Err(verify_error(i));
+                return Err(verify_error(text));
             }
             // A trailing dot is not part of the Dot-string.
             end = start - 1;
@@ -380,36 +383,44 @@ fn dot_string(i: &[u8]) -> Res<'_, &[u8]> {
             break;
         }
     }
-    Ok((&i[end..], &i[..end]))
+    match (text.get(..end), text.get(end..)) {
+        (Some(d), Some(rest)) => Ok((rest, d)),
+        _ => Err(verify_error(text)),
+    }
 }
 
 /// `Quoted-string = DQUOTE *QcontentSMTP DQUOTE`
-fn quoted_string(i: &[u8]) -> Res<'_, &[u8]> {
+fn quoted_string(text: &str) -> Res<'_, &str> {
+    let i = text.as_bytes();
     if i.first() != Some(&b'"') {
-        return Err(verify_error(i));
+        return Err(verify_error(text));
     }
     let mut n = 1;
     while n < i.len() {
         match i[n] {
-            b'"' => return Ok((&i[n + 1..], &i[..n + 1])),
+            b'"' => {
+                return match (text.get(n + 1..), text.get(..n + 1)) {
+                    (Some(rest), Some(q)) => Ok((rest, q)),
+                    _ => Err(verify_error(text)),
+                };
+            }
             // quoted-pairSMTP = %d92 %d32-126
             b'\\' => match i.get(n + 1) {
                 Some(c) if (32..=126).contains(c) => n += 2,
-                _ => return Err(verify_error(i)),
+                _ => return Err(verify_error(text)),
             },
             // qtextSMTP = %d32-33 / %d35-91 / %d93-126, plus UTF-8 non-ASCII
             c if (32..=126).contains(&c) || c >= 0x80 => n += 1,
-            _ => return Err(verify_error(i)),
+            _ => return Err(verify_error(text)),
         }
     }
-    Err(verify_error(i))
+    Err(verify_error(text))
 }
 
 /// `Mailbox = Local-part "@" ( Domain / address-literal )`
-pub(crate) fn mailbox(i: &[u8]) -> Res<'_, Mailbox> {
+pub(crate) fn mailbox(i: &str) -> Res<'_, Mailbox> {
     let (rest, local) = terminated(alt((quoted_string, dot_string)), tag("@")).parse(i)?;
     let (rest, host) = host(rest)?;
-    let local = std::str::from_utf8(local).map_err(|_| verify_error(i))?;
     Ok((
         rest,
         Mailbox {
@@ -420,14 +431,14 @@ pub(crate) fn mailbox(i: &[u8]) -> Res<'_, Mailbox> {
 }
 
 /// `A-d-l = At-domain *( "," At-domain )` followed by `:`; accepted and dropped (Appendix C).
-fn source_route(i: &[u8]) -> Res<'_, ()> {
+fn source_route(i: &str) -> Res<'_, ()> {
     let at_domain = (tag("@"), domain);
     let (rest, _) = terminated(separated_list1(tag(","), at_domain), tag(":")).parse(i)?;
     Ok((rest, ()))
 }
 
 /// `Path = "<" [ A-d-l ":" ] Mailbox ">"`
-fn path(i: &[u8]) -> Res<'_, Mailbox> {
+fn path(i: &str) -> Res<'_, Mailbox> {
     let start = i;
     let (rest, m) = delimited(tag("<"), (opt(source_route), mailbox), tag(">"))
         .map(|(_, m)| m)
@@ -439,7 +450,7 @@ fn path(i: &[u8]) -> Res<'_, Mailbox> {
 }
 
 /// `Reverse-path = Path / "<>"`
-pub(crate) fn reverse_path(i: &[u8]) -> Res<'_, ReversePath> {
+pub(crate) fn reverse_path(i: &str) -> Res<'_, ReversePath> {
     alt((
         |i| tag("<>").parse(i).map(|(r, _)| (r, ReversePath::Null)),
         |i| path(i).map(|(r, m)| (r, ReversePath::Mailbox(m))),
@@ -448,7 +459,7 @@ pub(crate) fn reverse_path(i: &[u8]) -> Res<'_, ReversePath> {
 }
 
 /// `Forward-path = Path`, or `"<Postmaster>"` (RFC 5321 §4.1.1.3).
-pub(crate) fn forward_path(i: &[u8]) -> Res<'_, ForwardPath> {
+pub(crate) fn forward_path(i: &str) -> Res<'_, ForwardPath> {
     alt((
         |i| {
             tag_no_case("<postmaster>")
@@ -473,13 +484,13 @@ mod tests {
         // §4.1.1.3 and Appendix D examples.
         assert_eq!(mb("Smith@bar.com").to_string(), "Smith@bar.com");
         assert_eq!(mb("Jones@foo.com").host().to_string(), "foo.com");
-        let (_, p) = forward_path(b"<@hosta.int,@jkl.org:userc@d.bar.org>").unwrap();
+        let (_, p) = forward_path("<@hosta.int,@jkl.org:userc@d.bar.org>").unwrap();
         assert_eq!(p, ForwardPath::Mailbox(mb("userc@d.bar.org")));
-        let (_, p) = reverse_path(b"<>").unwrap();
+        let (_, p) = reverse_path("<>").unwrap();
         assert_eq!(p, ReversePath::Null);
-        let (_, p) = forward_path(b"<Postmaster>").unwrap();
+        let (_, p) = forward_path("<Postmaster>").unwrap();
         assert_eq!(p, ForwardPath::Postmaster);
-        let (_, p) = forward_path(b"<postmaster@example.com>").unwrap();
+        let (_, p) = forward_path("<postmaster@example.com>").unwrap();
         assert_eq!(p, ForwardPath::Mailbox(mb("postmaster@example.com")));
     }
 
@@ -551,15 +562,14 @@ mod tests {
         assert!(!mb("user@example.com").is_utf8());
         let m = mb("user@bücher.de");
         assert!(m.is_utf8());
-        // Invalid UTF-8 bytes are not an address.
-        assert!(mailbox(b"\xff@example.com").is_err());
+        // Invalid UTF-8 never gets here: the parsers take text.
     }
 
     #[test]
     fn hand_written_scanners_stop_where_the_grammar_does() {
         let d = |s: &str| {
-            domain(s.as_bytes())
-                .map(|(rest, d)| (d.0, rest.to_vec()))
+            domain(s)
+                .map(|(rest, d)| (d.0, rest.as_bytes().to_vec()))
                 .map_err(|_| ())
         };
         assert_eq!(d("a.b.c>x").unwrap(), ("a.b.c".into(), b">x".to_vec()));
@@ -580,8 +590,8 @@ mod tests {
         let long = vec!["abcdefg"; 33].join(".");
         assert!(d(&long[..255]).is_ok() && d(&long).is_err());
         let ds = |s: &str| {
-            dot_string(s.as_bytes())
-                .map(|(rest, v)| (v.to_vec(), rest.to_vec()))
+            dot_string(s)
+                .map(|(rest, v)| (v.as_bytes().to_vec(), rest.as_bytes().to_vec()))
                 .map_err(|_| ())
         };
         assert_eq!(ds("a.b@c").unwrap(), (b"a.b".to_vec(), b"@c".to_vec()));
@@ -594,6 +604,6 @@ mod tests {
     fn path_length_limit() {
         let local = "a".repeat(250);
         let p = format!("<{local}@example.com>");
-        assert!(forward_path(p.as_bytes()).is_err());
+        assert!(forward_path(&p).is_err());
     }
 }

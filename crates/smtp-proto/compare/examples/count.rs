@@ -1,0 +1,35 @@
+//! Runs one comparison function `n` times, for instruction counts under callgrind that do not
+//! drift with the machine's load: `count <commands|stream|data> <ours|stalwart> <n>`.
+//! (`cargo xtask bench` reports time; this is for telling a few percent apart while working.)
+
+use smtp_proto_compare::*;
+use std::hint::black_box;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (what, who, n) = match &args[..] {
+        [w, o, n] => (w.as_str(), o.as_str(), n.parse::<usize>().expect("a count")),
+        _ => {
+            eprintln!("usage: count <commands|stream|data> <ours|ours_copied|stalwart> <n>");
+            std::process::exit(2);
+        }
+    };
+    let ours: Vec<&[u8]> = COMMANDS.to_vec();
+    let theirs = lines_crlf();
+    let segs = stream(100, 1460);
+    let wire = body(1024 * 1024);
+    let mut total = 0usize;
+    for _ in 0..n {
+        total += match (what, who) {
+            ("commands", "ours") => ours_commands(black_box(&ours)),
+            ("commands", "stalwart") => stalwart_commands(black_box(&theirs)),
+            ("stream", "ours") => ours_stream(black_box(&segs)),
+            ("stream", "stalwart") => stalwart_stream(black_box(&segs)),
+            ("data", "ours") => ours_data(black_box(&wire), 16 * 1024),
+            ("data", "ours_copied") => ours_data_copied(black_box(&wire), 16 * 1024).len(),
+            ("data", "stalwart") => stalwart_data(black_box(&wire), 16 * 1024).len(),
+            _ => panic!("unknown {what} {who}"),
+        };
+    }
+    println!("{total}");
+}
