@@ -566,3 +566,91 @@ kind = "discard"
     assert_eq!(out, "235\n");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn submission_gets_date_and_message_id_only_when_missing() {
+    setup();
+    let dir = temp_dir("submission");
+    let port = free_port();
+    let _srv = Smtpd::start(&dir, &file_config(&dir, port, "", false), port);
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, local_hostname='client.test', timeout=20)
+s.login('alice', 'wonder land')
+s.sendmail('alice@mx.test', ['carol@example.org'], 'Subject: bare\r\n\r\nbody\r\n')
+s.sendmail('alice@mx.test', ['carol@example.org'],
+    'Date: Tue, 1 Jan 2030 00:00:00 +0000\r\nmessage-id: <keep@example.org>\r\nSubject: full\r\n\r\nDate: in the body\r\n')
+s.quit()
+print('sent')
+"#
+    );
+    assert_eq!(python(&script), "sent\n");
+    let new = dir.join("Maildir/new");
+    let mut files: Vec<_> = std::fs::read_dir(&new)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2);
+    let bare = std::fs::read_to_string(&files[0]).unwrap();
+    let full = std::fs::read_to_string(&files[1]).unwrap();
+    // The bare message: Date and Message-ID right after the Received header, then the
+    // message exactly as sent. The Message-ID carries the queue id the file is named after.
+    let (_, added) = bare
+        .split_once("\r\nDate: ")
+        .unwrap_or_else(|| panic!("{bare}"));
+    let (date, rest) = added.split_once("\r\n").unwrap();
+    assert!(
+        date.len() >= 29 && date.ends_with(" +0000") && date.contains(", "),
+        "{date}"
+    );
+    let (id, rest) = rest
+        .strip_prefix("Message-ID: <")
+        .and_then(|r| r.split_once("@mx.test>\r\n"))
+        .unwrap_or_else(|| panic!("{rest}"));
+    assert_eq!(rest, "Subject: bare\r\n\r\nbody\r\n");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(id), "{name} {id}");
+    // Rewritten or renamed, nothing is left behind in tmp/.
+    assert_eq!(
+        std::fs::read_dir(dir.join("Maildir/tmp")).unwrap().count(),
+        0
+    );
+    // The full message keeps its own fields, once each; a Date: in the body is not a field.
+    assert_eq!(full.matches("Date: ").count(), 2, "{full}");
+    assert!(!full.contains("Message-ID: <"), "{full}");
+    assert!(full.ends_with(
+        "\r\nDate: Tue, 1 Jan 2030 00:00:00 +0000\r\nmessage-id: <keep@example.org>\r\nSubject: full\r\n\r\nDate: in the body\r\n"
+    ), "{full}");
+}
+
+#[test]
+fn unauthenticated_mail_is_not_rewritten() {
+    setup();
+    let dir = temp_dir("submission-anon");
+    let port = free_port();
+    let config =
+        file_config(&dir, port, "", false).replace("auth_required = true", "auth_required = false");
+    assert!(config.contains("auth_required = false"));
+    let _srv = Smtpd::start(&dir, &config, port);
+    let script = format!(
+        r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, local_hostname='client.test', timeout=20)
+s.sendmail('someone@example.org', ['alice@mx.test'], 'Subject: relayed in\r\n\r\nbody\r\n')
+s.quit()
+print('sent')
+"#
+    );
+    assert_eq!(python(&script), "sent\n");
+    let msgs = maildir_messages(&dir.join("Maildir"));
+    assert_eq!(msgs.len(), 1);
+    assert!(!msgs[0].contains("Message-ID:") && !msgs[0].contains("\r\nDate: "));
+    let (received, rest) = msgs[0].split_once("\r\nSubject: ").unwrap();
+    assert!(
+        received.starts_with("Received: from client.test"),
+        "{received}"
+    );
+    assert_eq!(rest, "relayed in\r\n\r\nbody\r\n");
+}

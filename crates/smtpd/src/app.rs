@@ -21,7 +21,7 @@ use crate::config::{AuthSection, BareLineEndings, Config, Delivery, ListenerTls,
 use crate::delivery::{Maildir, queue_id};
 use crate::sender::SenderPolicy;
 use crate::users::{ExternalMap, FileUsers};
-use crate::{received, relay};
+use crate::{received, relay, submission};
 
 #[derive(Debug)]
 enum Target {
@@ -37,9 +37,43 @@ pub struct App {
     lmtp: bool,
     target: Arc<Target>,
     senders: SenderPolicy,
+    add_missing_headers: bool,
 }
 
 impl App {
+    /// Whether this session's messages get missing `Date:`/`Message-ID:` fields: authenticated
+    /// submission (RFC 6409 §8), when configured.
+    fn fixes_headers(&self, session: &Session) -> bool {
+        self.add_missing_headers && session.authenticated
+    }
+
+    /// The fields a submitted message lacks (`Date:`, `Message-ID:`), read from its first
+    /// octets; none when its header section is longer than `submission::MAX_HEAD`.
+    async fn missing_headers(&self, body: &smtp_server::Body, id: &str) -> String {
+        let whole = body.len() <= submission::MAX_HEAD as u64;
+        let present = match body.as_memory() {
+            Some(b) => submission::scan(&b[..b.len().min(submission::MAX_HEAD)], whole),
+            None => {
+                use tokio::io::AsyncReadExt;
+                let mut head = Vec::with_capacity(submission::MAX_HEAD.min(body.len() as usize));
+                match body.reader().await {
+                    Ok(r) => {
+                        let mut r = r.take(submission::MAX_HEAD as u64);
+                        if r.read_to_end(&mut head).await.is_err() {
+                            return String::new();
+                        }
+                        submission::scan(&head, whole)
+                    }
+                    Err(_) => None,
+                }
+            }
+        };
+        match present {
+            Some(p) => submission::additions(p, id, &self.hostname, SystemTime::now()),
+            None => String::new(),
+        }
+    }
+
     /// The `Received:` header of message `id`, stamped now.
     fn received(&self, session: &Session, envelope: &Envelope, id: &str) -> String {
         received::header(
@@ -83,6 +117,7 @@ impl Handler for App {
         let Target::Maildir(md) = &*self.target else {
             return None;
         };
+
         let id = queue_id();
         let header = self.received(session, envelope, &id);
         Some(BodyTarget {
@@ -97,17 +132,42 @@ impl Handler for App {
             && path.parent() == Some(&md.root().join("tmp"))
         {
             let id = md.queue_id_of(path, &self.hostname).unwrap_or_default();
-            let (md, path) = (md.clone(), path.to_path_buf());
+            // A submission that lacks Date or Message-ID is written again with them (the one
+            // case that copies); everything else is renamed into place as it is.
+            let additions = if self.fixes_headers(session) {
+                self.missing_headers(&envelope.body, &id).await
+            } else {
+                String::new()
+            };
+            let offset = match &envelope.body {
+                smtp_server::Body::Spooled(f) => f.offset(),
+                smtp_server::Body::Memory(_) => 0,
+            };
+            let (md, path, host, id2) = (
+                md.clone(),
+                path.to_path_buf(),
+                self.hostname.clone(),
+                id.clone(),
+            );
             let size = envelope.body.len();
             let rcpts: Vec<String> = envelope.rcpt_to.iter().map(|r| r.to_string()).collect();
-            let committed = match tokio::task::spawn_blocking(move || md.commit(&path)).await {
+            let commit = move || {
+                if additions.is_empty() {
+                    return md.commit(&path);
+                }
+                with_added_fields(&md, &path, offset, &additions, &id2, &host)
+            };
+            let committed = match tokio::task::spawn_blocking(commit).await {
                 Ok(r) => r.map_err(|e| format!("maildir: {e}")),
                 Err(e) => Err(format!("maildir task: {e}")),
             };
             return delivered(session, &id, size, &rcpts, committed.map(|_| ()));
         }
         let id = queue_id();
-        let header = self.received(session, envelope, &id);
+        let mut header = self.received(session, envelope, &id);
+        if self.fixes_headers(session) {
+            header.push_str(&self.missing_headers(&envelope.body, &id).await);
+        }
         let size = envelope.body.len();
         let rcpts: Vec<String> = envelope.rcpt_to.iter().map(|r| r.to_string()).collect();
         let outcome = match &*self.target {
@@ -160,6 +220,35 @@ impl Handler for App {
         };
         delivered(session, &id, size, &rcpts, outcome)
     }
+}
+
+/// Writes the message at `tmp` again with `additions` after its first `offset` octets (the
+/// `Received:` header), into `new/` under the same name. Blocking.
+fn with_added_fields(
+    md: &Maildir,
+    tmp: &std::path::Path,
+    offset: u64,
+    additions: &str,
+    id: &str,
+    hostname: &str,
+) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Read;
+    // The name is the new file's: the original moves aside while it is read.
+    let mut aside = tmp.as_os_str().to_owned();
+    aside.push(".orig");
+    let aside = std::path::PathBuf::from(aside);
+    std::fs::rename(tmp, &aside)?;
+    let result = (|| {
+        let mut original = std::fs::File::open(&aside)?;
+        let mut prefix = vec![0u8; usize::try_from(offset).unwrap_or(0)];
+        original.read_exact(&mut prefix)?;
+        let mut message = std::io::Cursor::new(prefix)
+            .chain(std::io::Cursor::new(additions.as_bytes()))
+            .chain(original);
+        md.store_from(id, hostname, &mut message)
+    })();
+    let _ = std::fs::remove_file(&aside);
+    result
 }
 
 /// The reply and the log line for a delivery's outcome.
@@ -421,6 +510,7 @@ pub async fn build(config: &Config) -> Result<Vec<(std::net::SocketAddr, Server<
         lmtp: config.server.lmtp,
         target: Arc::new(target),
         senders: loaded.senders.clone(),
+        add_missing_headers: config.server.add_missing_headers,
     };
     let keys = config.auth.cache();
     let cache = keys.enabled.then(|| {

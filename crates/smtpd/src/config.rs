@@ -93,6 +93,9 @@ pub struct ServerSection {
     pub sender_login: SenderLogin,
     /// The `address-or-@domain: user1, user2` file of `sender_login = "map"`.
     pub sender_login_map: Option<PathBuf>,
+    /// Add `Date:` and `Message-ID:` to a message an authenticated user submits without them
+    /// (RFC 6409 §8.2, §8.3).
+    pub add_missing_headers: bool,
     /// Threads that verify passwords (argon2) for the file backend; 0: one per core.
     pub auth_workers: usize,
     /// Accept MAIL/RCPT paths without angle brackets and extra spaces after the colon.
@@ -167,6 +170,7 @@ impl Default for ServerSection {
             allow_pipelined_body: false,
             sender_login: SenderLogin::Exact,
             sender_login_map: None,
+            add_missing_headers: true,
             auth_workers: 0,
             lenient_paths: true,
             forbid_bare_newline: false,

@@ -30,6 +30,7 @@ pub mod delivery;
 pub mod received;
 pub mod relay;
 pub mod sender;
+pub mod submission;
 pub mod users;
 
 /// The configuration `smtpd serve` uses without `--config`.

@@ -1,0 +1,132 @@
+//! Submission hygiene (RFC 6409 §8.2, §8.3): a message submitted by an authenticated user
+//! that has no `Date:` or no `Message-ID:` gets one; a message that has them is left as it is.
+//! Many receivers (Gmail among them) refuse mail without a Message-ID.
+
+use std::time::SystemTime;
+
+/// How much of a message's start is read to find its header section: a header section longer
+/// than this is left untouched (its fields cannot all be seen).
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Which of the two fields a header section has, when its end was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Present {
+    /// A `Date:` field.
+    pub date: bool,
+    /// A `Message-ID:` field.
+    pub message_id: bool,
+}
+
+/// Scans the start of a message (`head`, at most [`MAX_HEAD`] octets of it) for `Date:` and
+/// `Message-ID:` fields in its header section (up to the first empty line, or the whole message
+/// when it has none). `None` when the section does not end within `head` and `head` is not the
+/// whole message (`whole` false): nothing is known then.
+pub fn scan(head: &[u8], whole: bool) -> Option<Present> {
+    let mut present = Present {
+        date: false,
+        message_id: false,
+    };
+    let mut rest = head;
+    loop {
+        let (line, next, complete) = match rest.iter().position(|&b| b == b'\n') {
+            Some(n) => (&rest[..n], &rest[n + 1..], true),
+            None => (rest, &rest[rest.len()..], false),
+        };
+        if !complete && !whole {
+            // A line cut by the end of `head`: the section goes on beyond what was read.
+            return None;
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            // The empty line that ends the header section (or the end of the message).
+            return Some(present);
+        }
+        // Folded continuation lines start with white space and name no field.
+        if !matches!(line[0], b' ' | b'\t') {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            let name = name.trim_ascii_end();
+            if name.eq_ignore_ascii_case(b"Date") {
+                present.date = true;
+            } else if name.eq_ignore_ascii_case(b"Message-ID") {
+                present.message_id = true;
+            }
+        }
+        if !complete {
+            return Some(present);
+        }
+        rest = next;
+    }
+}
+
+/// The fields to add before the message for what `present` lacks: `Date:` now and a
+/// `Message-ID:` made of the queue id and the server's host name.
+pub fn additions(present: Present, id: &str, hostname: &str, now: SystemTime) -> String {
+    let mut out = String::new();
+    if !present.date {
+        out.push_str(&format!("Date: {}\r\n", crate::received::rfc5322_date(now)));
+    }
+    if !present.message_id {
+        out.push_str(&format!("Message-ID: <{id}@{hostname}>\r\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_found_in_the_header_section_only() {
+        let both = b"From: a@b\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nmessage-id: <x@y>\r\n\r\nbody\r\n";
+        assert_eq!(
+            scan(both, true),
+            Some(Present {
+                date: true,
+                message_id: true
+            })
+        );
+        // In the body, or as a folded continuation, they do not count.
+        let body_only = b"From: a@b\r\nSubject: x\r\n Date: no\r\n\r\nDate: in the body\r\nMessage-ID: <b@b>\r\n";
+        assert_eq!(
+            scan(body_only, true),
+            Some(Present {
+                date: false,
+                message_id: false
+            })
+        );
+        // "Message-ID :" (space before the colon, obsolete syntax) is still the field.
+        assert_eq!(
+            scan(b"Message-ID : <x@y>\n\nb", true).map(|p| p.message_id),
+            Some(true)
+        );
+        // No empty line: the whole message is its header section.
+        assert_eq!(
+            scan(b"Subject: only headers\r\nDate: x", true).map(|p| p.date),
+            Some(true)
+        );
+        // A header section that does not end within what was read: unknown.
+        assert_eq!(scan(b"Subject: x\r\nX-Long: aaaa", false), None);
+        assert!(scan(b"Subject: x\r\n\r\nbody that goes on", false).is_some());
+    }
+
+    #[test]
+    fn additions_for_what_is_missing() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        let none = Present {
+            date: false,
+            message_id: false,
+        };
+        assert_eq!(
+            additions(none, "1795000000.M0P1Q2", "mx.test", t),
+            format!(
+                "Date: {}\r\nMessage-ID: <1795000000.M0P1Q2@mx.test>\r\n",
+                crate::received::rfc5322_date(t)
+            )
+        );
+        let both = Present {
+            date: true,
+            message_id: true,
+        };
+        assert_eq!(additions(both, "id", "mx.test", t), "");
+    }
+}
