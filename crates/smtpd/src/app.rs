@@ -165,7 +165,8 @@ impl Handler for App {
         }
         let id = queue_id();
         let mut header = self.received(session, envelope, &id);
-        if self.fixes_headers(session) {
+        // (Discarded messages are not read for it.)
+        if self.fixes_headers(session) && !matches!(&*self.target, Target::Discard) {
             header.push_str(&self.missing_headers(&envelope.body, &id).await);
         }
         let size = envelope.body.len();
