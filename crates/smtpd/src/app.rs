@@ -276,13 +276,51 @@ fn delivered(
     }
 }
 
-/// Loads the TLS certificate and key named by `[tls]`, and with `client_ca` asks clients for
-/// a certificate signed by it (optional for the client; EXTERNAL needs one).
-pub fn load_tls(
-    cert: &Path,
-    key: &Path,
-    client_ca: Option<&Path>,
-) -> Result<Arc<rustls::ServerConfig>, String> {
+/// The server's certificate and key, swappable while it runs: the TLS configuration resolves
+/// every handshake through it, so a [`CertStore::reload`] (SIGHUP) reaches the next handshake
+/// on every listener, and sessions already in TLS keep theirs.
+#[derive(Debug)]
+pub struct CertStore {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl CertStore {
+    /// Loads the certificate chain and key (PEM); errors name the key and the file.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
+        Ok(Self {
+            current: std::sync::RwLock::new(Arc::new(certified_key(cert, key)?)),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        })
+    }
+
+    /// Re-reads both files for the handshakes that follow; a broken or mismatched pair is
+    /// refused with the reason and the current one stays in force.
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = Arc::new(certified_key(&self.cert, &self.key)?);
+        if let Ok(mut current) = self.current.write() {
+            *current = fresh;
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertStore {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        match self.current.read() {
+            Ok(c) => Some(c.clone()),
+            Err(poisoned) => Some(poisoned.into_inner().clone()),
+        }
+    }
+}
+
+/// A certificate chain and its private key from PEM files, checked to belong together.
+fn certified_key(cert: &Path, key: &Path) -> Result<rustls::sign::CertifiedKey, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -292,8 +330,27 @@ pub fn load_tls(
     if certs.is_empty() {
         return Err(format!("tls.cert {}: no certificate", cert.display()));
     }
-    let key =
+    let key_der =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs, key_der, &provider).map_err(|e| {
+        format!(
+            "tls.key {}: {e} (does it belong to tls.cert?)",
+            key.display()
+        )
+    })
+}
+
+/// The TLS configuration: the certificate and key through a [`CertStore`] (reloadable), and
+/// client certificates verified against `client_ca` when given (EXTERNAL).
+pub fn load_tls(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<CertStore>), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let store = Arc::new(CertStore::load(cert, key)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -323,10 +380,8 @@ pub fn load_tls(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("tls: {e}"))?;
-    Ok(Arc::new(config))
+    let config = builder.with_cert_resolver(store.clone());
+    Ok((Arc::new(config), store))
 }
 
 /// Everything the configuration names besides itself, loaded and checked: what `serve`
@@ -334,6 +389,8 @@ pub fn load_tls(
 pub struct Loaded {
     /// `[tls]`, when present.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Its certificate and key, reloadable.
+    pub certs: Option<Arc<CertStore>>,
     /// The file backend's users.
     pub users: Option<FileUsers>,
     /// The EXTERNAL certificate map.
@@ -354,9 +411,12 @@ impl std::fmt::Debug for Loaded {
 
 /// Loads every file the configuration names; errors name the key.
 pub fn load(config: &Config) -> Result<Loaded, String> {
-    let tls = match &config.tls {
-        Some(t) => Some(load_tls(&t.cert, &t.key, t.client_ca.as_deref())?),
-        None => None,
+    let (tls, certs) = match &config.tls {
+        Some(t) => {
+            let (c, s) = load_tls(&t.cert, &t.key, t.client_ca.as_deref())?;
+            (Some(c), Some(s))
+        }
+        None => (None, None),
     };
     let (users, external) = match &config.auth {
         AuthSection::File {
@@ -386,6 +446,7 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
         .map_err(|e| format!("server.sender_login_map: {e}"))?;
     Ok(Loaded {
         tls,
+        certs,
         users,
         external,
         senders,
@@ -564,13 +625,17 @@ pub async fn build(config: &Config) -> Result<Vec<(std::net::SocketAddr, Server<
         }
         (AuthSection::File { .. }, None) => return Err("auth.users_file: not loaded".into()),
     };
-    if let (AuthSection::File { users_file, .. }, Some(users)) = (&config.auth, &loaded.users) {
-        tokio::spawn(reload_users_on_sighup(
-            users.clone(),
-            users_file.clone(),
-            cache.clone(),
-        ));
-    }
+    let users = match (&config.auth, &loaded.users) {
+        (AuthSection::File { users_file, .. }, Some(users)) => {
+            Some((users.clone(), users_file.clone(), cache.clone()))
+        }
+        _ => None,
+    };
+    tokio::spawn(reload_on_sighup(Reloadable {
+        users,
+        certs: loaded.certs.clone(),
+        senders: loaded.senders.clone(),
+    }));
     // One failure limiter for the whole process: every listener counts into it.
     let s = &config.server;
     let limiter = Arc::new(AuthLimiter::new(
@@ -619,37 +684,64 @@ pub async fn run(
     Ok(())
 }
 
-/// SIGHUP re-reads the users file for the logins that follow (sessions in progress are
-/// untouched) and drops the cached credentials of every user whose line changed or went away.
-/// A broken file is refused with a log line and the old users stay in force.
-async fn reload_users_on_sighup(
-    users: FileUsers,
-    path: std::path::PathBuf,
-    cache: Option<CredentialCache>,
-) {
+/// What a SIGHUP reloads.
+struct Reloadable {
+    /// The file backend's users, their file and the credential cache to correct.
+    users: Option<(FileUsers, std::path::PathBuf, Option<CredentialCache>)>,
+    /// The TLS certificate and key.
+    certs: Option<Arc<CertStore>>,
+    /// The sender/login map.
+    senders: SenderPolicy,
+}
+
+/// SIGHUP re-reads the users file, the TLS certificate and key, and the sender/login map, for
+/// the sessions and handshakes that follow (sessions in progress are untouched), and drops the
+/// cached credentials of every user whose line changed or went away. Each file is checked by
+/// the loader that `check-config` and a start use; a broken one is refused with a log line
+/// naming the problem, and what was in force stays in force.
+async fn reload_on_sighup(r: Reloadable) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("no SIGHUP handler: reloads need a restart");
         return;
     };
     while hup.recv().await.is_some() {
-        match users.reload(&path) {
-            Ok(changed) => {
-                if let Some(c) = &cache {
-                    for u in &changed {
-                        c.invalidate_user(u);
+        if let Some((users, path, cache)) = &r.users {
+            match users.reload(path) {
+                Ok(changed) => {
+                    if let Some(c) = cache {
+                        for u in &changed {
+                            c.invalidate_user(u);
+                        }
                     }
+                    tracing::info!(
+                        file = %path.display(),
+                        users = users.len(),
+                        changed = changed.len(),
+                        "users file reloaded"
+                    );
                 }
-                tracing::info!(
-                    file = %path.display(),
-                    users = users.len(),
-                    changed = changed.len(),
-                    "users file reloaded"
-                );
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "users file reload refused: the old users stay in force"
+                ),
             }
+        }
+        if let Some(certs) = &r.certs {
+            match certs.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "TLS reload refused: the old certificate stays in force"
+                ),
+            }
+        }
+        match r.senders.reload() {
+            Ok(Some(n)) => tracing::info!(entries = n, "sender/login map reloaded"),
+            Ok(None) => {}
             Err(e) => tracing::error!(
                 error = %e,
-                "users file reload refused: the old users stay in force"
+                "sender/login map reload refused: the old map stays in force"
             ),
         }
     }

@@ -6,17 +6,25 @@
 //! then by its `@domain`; matching is case-insensitive.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use crate::config::SenderLogin;
 
-/// The policy, ready to check.
+/// The policy, ready to check. Clones share the map, so a [`SenderPolicy::reload`] reaches
+/// every listener at once.
 #[derive(Debug, Clone)]
 pub struct SenderPolicy {
     mode: SenderLogin,
     hostname: String,
-    map: Arc<HashMap<String, Vec<String>>>,
+    map: Arc<RwLock<Arc<HashMap<String, Vec<String>>>>>,
+    file: Option<PathBuf>,
+}
+
+/// Reads and parses a map file; errors name the file and the line.
+fn read_map(p: &Path) -> Result<HashMap<String, Vec<String>>, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    parse_map(&text).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// Parses a map file's text.
@@ -65,22 +73,41 @@ impl SenderPolicy {
         hostname: &str,
         map_file: Option<&Path>,
     ) -> Result<Self, String> {
-        let map = match (mode, map_file) {
-            (SenderLogin::Map, Some(p)) => {
-                let text =
-                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                parse_map(&text).map_err(|e| format!("{}: {e}", p.display()))?
-            }
+        let (map, file) = match (mode, map_file) {
+            (SenderLogin::Map, Some(p)) => (read_map(p)?, Some(p.to_path_buf())),
             (SenderLogin::Map, None) => {
                 return Err("sender_login = \"map\" needs a map file".into());
             }
-            _ => HashMap::new(),
+            _ => (HashMap::new(), None),
         };
         Ok(Self {
             mode,
             hostname: hostname.to_lowercase(),
-            map: Arc::new(map),
+            map: Arc::new(RwLock::new(Arc::new(map))),
+            file,
         })
+    }
+
+    /// Re-reads the map file (`sender_login = "map"`) for the sessions that follow; a broken
+    /// file is refused with the reason and the old map stays in force. `Ok(None)` when there is
+    /// no map file; else the number of entries now in force.
+    pub fn reload(&self) -> Result<Option<usize>, String> {
+        let Some(path) = &self.file else {
+            return Ok(None);
+        };
+        let map = read_map(path)?;
+        let n = map.len();
+        if let Ok(mut current) = self.map.write() {
+            *current = Arc::new(map);
+        }
+        Ok(Some(n))
+    }
+
+    fn map(&self) -> Arc<HashMap<String, Vec<String>>> {
+        match self.map.read() {
+            Ok(m) => m.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// True when `login` may use `address` (an address without angle brackets).
@@ -105,10 +132,8 @@ impl SenderPolicy {
             }
             SenderLogin::Map => {
                 let exact = address.to_lowercase();
-                let owners = self
-                    .map
-                    .get(&exact)
-                    .or_else(|| self.map.get(&format!("@{domain}")));
+                let map = self.map();
+                let owners = map.get(&exact).or_else(|| map.get(&format!("@{domain}")));
                 owners.is_some_and(|o| o.iter().any(|u| u == login))
             }
         }
@@ -123,10 +148,36 @@ mod tests {
         SenderPolicy {
             mode,
             hostname: "mx.test".into(),
-            map: Arc::new(
+            map: Arc::new(RwLock::new(Arc::new(
                 parse_map("# owners\nsales@corp.test: alice, bob\n@corp.test: carol\n").unwrap(),
-            ),
+            ))),
+            file: None,
         }
+    }
+
+    #[test]
+    fn a_reload_reaches_every_clone_and_a_broken_file_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("smtpd-senders-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("senders");
+        std::fs::write(&file, "sales@corp.test: alice\n").unwrap();
+        let p = SenderPolicy::load(SenderLogin::Map, "mx.test", Some(&file)).unwrap();
+        let listener_copy = p.clone();
+        assert!(listener_copy.allows("alice", "sales@corp.test"));
+        assert!(!listener_copy.allows("bob", "sales@corp.test"));
+        std::fs::write(&file, "sales@corp.test: bob\n@corp.test: carol\n").unwrap();
+        assert_eq!(p.reload(), Ok(Some(2)));
+        assert!(listener_copy.allows("bob", "sales@corp.test"));
+        assert!(!listener_copy.allows("alice", "sales@corp.test"));
+        std::fs::write(&file, "no colon on this line\n").unwrap();
+        let e = p.reload().unwrap_err();
+        assert!(e.contains("senders") && e.contains("line 1"), "{e}");
+        assert!(
+            listener_copy.allows("bob", "sales@corp.test"),
+            "the old map stays"
+        );
+        assert_eq!(policy(SenderLogin::Exact).reload(), Ok(None));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
