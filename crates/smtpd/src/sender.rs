@@ -11,18 +11,21 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::SenderLogin;
 
+/// Owners by address or `@domain`.
+type Owners = HashMap<String, Vec<String>>;
+
 /// The policy, ready to check. Clones share the map, so a [`SenderPolicy::reload`] reaches
 /// every listener at once.
 #[derive(Debug, Clone)]
 pub struct SenderPolicy {
     mode: SenderLogin,
     hostname: String,
-    map: Arc<RwLock<Arc<HashMap<String, Vec<String>>>>>,
+    map: Arc<RwLock<Arc<Owners>>>,
     file: Option<PathBuf>,
 }
 
 /// Reads and parses a map file; errors name the file and the line.
-fn read_map(p: &Path) -> Result<HashMap<String, Vec<String>>, String> {
+fn read_map(p: &Path) -> Result<Owners, String> {
     let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
     parse_map(&text).map_err(|e| format!("{}: {e}", p.display()))
 }
@@ -103,7 +106,7 @@ impl SenderPolicy {
         Ok(Some(n))
     }
 
-    fn map(&self) -> Arc<HashMap<String, Vec<String>>> {
+    fn map(&self) -> Arc<Owners> {
         match self.map.read() {
             Ok(m) => m.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
