@@ -68,8 +68,8 @@ async fn the_transcript_corpus_in_process() {
     // The port is never bound: build() makes the servers without listening.
     let text = file_config(&dir, 9, "max_auth_failures = 10", false);
     let config = smtpd::config::Config::parse(&text, "in-process.toml").expect("config");
-    let servers = smtpd::app::build(&config).await.expect("build");
-    let (_, server) = &servers[0];
+    let built = smtpd::app::build(&config).await.expect("build");
+    let (_, server) = &built.servers[0];
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("transcripts");
     let mut files: Vec<_> = std::fs::read_dir(&corpus)
         .unwrap()

@@ -84,6 +84,7 @@ pub struct ServerConfig {
     pub(crate) auth_timeout: Duration,
     pub(crate) max_errors: u32,
     pub(crate) external_identity: Option<ExternalIdentity>,
+    pub(crate) observer: Option<Arc<dyn crate::Observer>>,
     pub(crate) lenient_helo: bool,
     pub(crate) lenient_paths: bool,
     pub(crate) forbid_bare_newline: bool,
@@ -144,6 +145,7 @@ impl Default for ServerConfig {
             auth_timeout: Duration::from_secs(30),
             max_errors: 20,
             external_identity: None,
+            observer: None,
             lenient_helo: true,
             lenient_paths: true,
             forbid_bare_newline: false,
@@ -373,6 +375,13 @@ impl ServerConfigBuilder {
         self.0.external_identity = Some(Arc::new(map));
         self
     }
+    /// Reports connections, TLS handshakes, AUTH outcomes and messages to `observer` (for
+    /// metrics). None by default.
+    pub fn observer(mut self, observer: Arc<dyn crate::Observer>) -> Self {
+        self.0.observer = Some(observer);
+        self
+    }
+
     /// Accept a HELO/EHLO argument that is not a valid domain (`EHLO DESKTOP_42`, common from
     /// desktop clients) instead of answering 501. On by default: RFC 5321 §4.1.4 lets a server
     /// check the name but not refuse mail over it, and a bad name proves nothing about a

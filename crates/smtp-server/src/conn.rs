@@ -199,9 +199,14 @@ async fn accept_tls(
     io: BoxIo,
     read_timeout: Duration,
     implicit: bool,
+    observer: Option<&dyn crate::Observer>,
 ) -> Option<Accepted> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    match timeout(read_timeout, acceptor.accept(io)).await {
+    let done = timeout(read_timeout, acceptor.accept(io)).await;
+    if let Some(o) = observer {
+        o.tls_handshake(matches!(done, Ok(Ok(_))));
+    }
+    match done {
         Ok(Ok(tls)) => {
             let info = tls_info(tls.get_ref().1, implicit);
             let cb = channel_binding(tls.get_ref().1);
@@ -249,6 +254,9 @@ pub(crate) async fn run<H: Handler>(
     // Per-address connection limit, on the real client address (after PROXY).
     let Some(_slot) = shared.per_ip.acquire(peer.ip(), cfg.max_connections_per_ip) else {
         tracing::warn!(peer = %peer, "refused: too many connections from this address");
+        if let Some(o) = &cfg.observer {
+            o.connection_refused(crate::Refusal::PerAddress);
+        }
         if !cfg.implicit_tls {
             let _ = write(&mut io, &replies::too_many_from_address().to_bytes()).await;
             let _ = io.shutdown().await;
@@ -264,7 +272,15 @@ pub(crate) async fn run<H: Handler>(
             tracing::error!("implicit TLS configured without a TLS configuration");
             return;
         };
-        match Box::pin(accept_tls(tls, io, cfg.read_timeout, true)).await {
+        match Box::pin(accept_tls(
+            tls,
+            io,
+            cfg.read_timeout,
+            true,
+            cfg.observer.as_deref(),
+        ))
+        .await
+        {
             Some((tls_io, info, binding)) => {
                 io = tls_io;
                 machine.set_tls(info, binding);
@@ -273,6 +289,9 @@ pub(crate) async fn run<H: Handler>(
         }
     }
     tracing::debug!(peer = %peer, "connected");
+    if let Some(o) = &cfg.observer {
+        o.connection_opened();
+    }
     let mut driver = Driver {
         shared,
         io,
@@ -283,6 +302,9 @@ pub(crate) async fn run<H: Handler>(
     };
     driver.serve().await;
     let _ = driver.io.shutdown().await;
+    if let Some(o) = &cfg.observer {
+        o.connection_closed();
+    }
     let session = driver.machine.session();
     Box::pin(shared.handler.disconnect(session)).await;
     // The one line per connection.
@@ -494,7 +516,15 @@ impl<H: Handler> Driver<'_, H> {
                 let placeholder: BoxIo = Box::new(tokio::io::duplex(1).0);
                 let io = std::mem::replace(&mut self.io, placeholder);
                 let read_timeout = shared.config.read_timeout;
-                match accept_tls(tls, io, read_timeout, false).await {
+                match accept_tls(
+                    tls,
+                    io,
+                    read_timeout,
+                    false,
+                    shared.config.observer.as_deref(),
+                )
+                .await
+                {
                     Some((io, info, binding)) => {
                         self.io = io;
                         self.machine.tls_started(info, binding)

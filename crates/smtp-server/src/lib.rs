@@ -72,6 +72,7 @@ mod handler;
 #[cfg(feature = "tokio")]
 mod io;
 pub mod machine;
+mod observe;
 #[cfg(feature = "tokio")]
 mod pool;
 mod protocol;
@@ -91,6 +92,7 @@ pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 pub use conn::{AuthChannel, ChallengeResponse};
 #[cfg(feature = "tokio")]
 pub use handler::{AcceptAll, Handler};
+pub use observe::{AuthOutcome, Observer, Refusal};
 #[cfg(feature = "tokio")]
 pub use pool::{DEFAULT_MAX_QUEUE, VerifyPool, default_workers};
 #[cfg(feature = "tokio")]

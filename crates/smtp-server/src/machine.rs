@@ -64,6 +64,7 @@ use smtp_proto::{
 use crate::auth::AuthLimiter;
 use crate::body::Body;
 use crate::config::ServerConfig;
+use crate::observe::AuthOutcome;
 use crate::protocol;
 use crate::replies;
 use crate::session::{Envelope, Session, TlsInfo};
@@ -266,6 +267,10 @@ enum Pending {
 /// An AUTH exchange in progress.
 struct AuthRun {
     mechanism: String,
+    /// When the AUTH command was read (for the observer's latency).
+    started: Instant,
+    /// The user was refused unchecked, past its failure limit.
+    locked: bool,
     exchange: Option<AuthExchange>,
     initial_response: Option<InitialResponse>,
     /// The user named so far, for the log line of the outcome.
@@ -770,10 +775,11 @@ impl Machine {
     /// An exchange ended because the client went away: a refused credential still counts
     /// (curl hangs up at the XOAUTH2 error challenge).
     fn auth_gone(&mut self) {
-        if let Some(run) = self.auth.take()
-            && run.refused
-        {
-            self.record_failure(&run.mechanism, run.user.as_deref(), AuthStatus::Invalid);
+        if let Some(run) = self.auth.take() {
+            self.observe_auth(&run.mechanism, AuthOutcome::Cancelled, run.started);
+            if run.refused {
+                self.record_failure(&run.mechanism, run.user.as_deref(), AuthStatus::Invalid);
+            }
         }
         self.session.auth_progress = smtp_auth::AuthProgress::None;
     }
@@ -968,7 +974,9 @@ impl Machine {
         if let Some(e) = end.error() {
             tracing::info!(size = end.size, reason = %e, "message refused");
             self.reset_transaction();
-            self.send(&e.reply());
+            let reply = e.reply();
+            self.observe_message(&reply, end.size);
+            self.send(&reply);
             return;
         }
         if early && !self.cfg.allow_pipelined_body {
@@ -978,7 +986,9 @@ impl Machine {
                 "improper command pipelining after DATA: message refused"
             );
             self.reset_transaction();
-            self.send(&replies::pipelined_body());
+            let reply = replies::pipelined_body();
+            self.observe_message(&reply, end.size);
+            self.send(&reply);
             return;
         }
         self.store_message();
@@ -987,8 +997,11 @@ impl Machine {
     fn store_message(&mut self) {
         if self.storage_failed {
             tracing::error!("cannot spool the message: refused");
+            let octets = self.body_len;
             self.reset_transaction();
-            self.send(&replies::local_error());
+            let reply = replies::local_error();
+            self.observe_message(&reply, octets);
+            self.send(&reply);
             return;
         }
         if !self.body_started {
@@ -1061,7 +1074,9 @@ impl Machine {
             return;
         }
         if let Some(r) = self.bdat_error.take() {
+            let octets = self.body_len;
             self.reset_transaction();
+            self.observe_message(&r, octets);
             self.send(&r);
             return;
         }
@@ -1125,12 +1140,15 @@ impl Machine {
         let ip = self.session.peer_addr.ip();
         if self.limiter().ip_blocked(ip) {
             tracing::warn!(remote_ip = %ip, "AUTH refused: too many failures from this address");
+            self.observe_auth(mechanism.as_str(), AuthOutcome::Locked, self.now);
             self.close_after(Some(&replies::too_many_auth_failures()));
             return;
         }
         let name = mechanism.as_str().to_owned();
         self.auth = Some(AuthRun {
             mechanism: name.clone(),
+            started: self.now,
+            locked: false,
             exchange: None,
             initial_response: initial_response.clone(),
             user: None,
@@ -1225,6 +1243,9 @@ impl Machine {
             Step::Verify(req) => {
                 run.user = Some(req.username.clone());
                 if self.limiter().user_locked(&req.username) {
+                    if let Some(run) = self.auth.as_mut() {
+                        run.locked = true;
+                    }
                     let r = self.locked_out(&req.username);
                     self.verify_result(r);
                 } else {
@@ -1235,6 +1256,9 @@ impl Machine {
             Step::Lookup(req) => {
                 run.user = Some(req.username.clone());
                 if self.limiter().user_locked(&req.username) {
+                    if let Some(run) = self.auth.as_mut() {
+                        run.locked = true;
+                    }
                     // Answered like a failed lookup: 454, secret unread.
                     let _ = self.locked_out(&req.username);
                     self.lookup_result(LookupResult::Failure);
@@ -1324,6 +1348,23 @@ impl Machine {
         AuthResult::failure(AuthStatus::TempFail)
     }
 
+    fn observe_auth(&self, mechanism: &str, outcome: AuthOutcome, started: Instant) {
+        if let Some(o) = &self.cfg.observer {
+            o.auth(
+                mechanism,
+                outcome,
+                self.now.saturating_duration_since(started),
+            );
+        }
+    }
+
+    /// A message's final reply, for the observer.
+    fn observe_message(&self, reply: &Reply, octets: u64) {
+        if let Some(o) = &self.cfg.observer {
+            o.message(reply.code().class(), octets);
+        }
+    }
+
     /// An exchange is over (`builtin`: the server's mechanisms ran it): reply, apply.
     fn auth_done(&mut self, mut result: AuthResult, builtin: bool) {
         self.state = State::Commands;
@@ -1340,6 +1381,14 @@ impl Machine {
         if let Some(reply) = auth_reply(&result) {
             self.send(&reply);
         }
+        let outcome = match result.status {
+            AuthStatus::Success => AuthOutcome::Ok,
+            AuthStatus::TempFail if run.locked => AuthOutcome::Locked,
+            AuthStatus::TempFail => AuthOutcome::TempFail,
+            AuthStatus::Cancelled => AuthOutcome::Cancelled,
+            _ => AuthOutcome::Invalid,
+        };
+        self.observe_auth(&run.mechanism, outcome, run.started);
         let login = result
             .auth_data
             .as_ref()
@@ -1493,8 +1542,11 @@ impl Machine {
         let Some(body) = body else {
             self.state = State::Commands;
             tracing::error!("cannot spool the message: refused");
+            let octets = self.body_len;
             self.reset_transaction();
-            self.send(&replies::local_error());
+            let reply = replies::local_error();
+            self.observe_message(&reply, octets);
+            self.send(&reply);
             return Ok(());
         };
         self.envelope.body = body;
@@ -1521,6 +1573,7 @@ impl Machine {
         if reply.code().class() == 2 {
             self.messages += 1;
         }
+        self.observe_message(&reply, self.envelope.body.len());
         self.send(&reply);
         self.reset_transaction();
         Ok(())
@@ -1534,6 +1587,13 @@ impl Machine {
         replies.resize(self.envelope.rcpt_to.len(), replies::local_error());
         if replies.iter().any(|r| r.code().class() == 2) {
             self.messages += 1;
+        }
+        let summary = replies
+            .iter()
+            .find(|r| r.code().class() == 2)
+            .or(replies.first());
+        if let Some(r) = summary {
+            self.observe_message(r, self.envelope.body.len());
         }
         for r in &replies {
             self.send(r);

@@ -607,3 +607,64 @@ fn early_body_is_refused_and_answers_in_the_wrong_state_are_errors() {
     // The session is unharmed.
     assert_eq!(h.feed("NOOP\r\n"), "250 2.0.0 OK\r\n");
 }
+
+/// Records what the machine reports.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl crate::Observer for Recorder {
+    fn auth(&self, mechanism: &str, outcome: crate::AuthOutcome, elapsed: Duration) {
+        self.0.lock().unwrap().push(format!(
+            "auth {mechanism} {} {}ms",
+            outcome.as_str(),
+            elapsed.as_millis()
+        ));
+    }
+    fn message(&self, class: u8, octets: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("message {class}xx {octets}"));
+    }
+}
+
+#[test]
+fn the_observer_hears_auth_outcomes_and_messages() {
+    let rec = Arc::new(Recorder::default());
+    let cfg = config()
+        .observer(rec.clone())
+        .max_message_size(10)
+        .max_auth_failures_per_user(1)
+        .build();
+    let mut h = Harness::new(cfg);
+    h.feed("EHLO c\r\n");
+    h.hold_verify = true;
+    h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "wrong")));
+    // The check takes 1.5 s of the machine's time.
+    h.advance(Duration::from_millis(1500));
+    let req = h.held.take().unwrap();
+    assert_eq!(req.username, "ann");
+    h.m.answer_verify(AuthResult::failure(AuthStatus::Invalid))
+        .unwrap();
+    h.run();
+    h.hold_verify = false;
+    // Past the per-user limit: refused unchecked.
+    h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "right")));
+    h.feed("AUTH LOGIN\r\n*\r\n");
+    h.feed(&format!("AUTH PLAIN {}\r\n", plain("bob", "right")));
+    h.feed("MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n");
+    h.feed("12345\r\n.\r\n");
+    h.feed("MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n");
+    h.feed("far too long for ten\r\n.\r\n");
+    assert_eq!(
+        *rec.0.lock().unwrap(),
+        vec![
+            "auth PLAIN invalid 1500ms",
+            "auth PLAIN locked 0ms",
+            "auth LOGIN cancelled 0ms",
+            "auth PLAIN ok 0ms",
+            "message 2xx 7",
+            "message 5xx 22",
+        ]
+    );
+}

@@ -133,6 +133,9 @@ impl<H: Handler> Server<H> {
                     let shared = shared.clone();
                     let rx = rx.clone();
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        if let Some(o) = &shared.config.observer {
+                            o.connection_refused(crate::Refusal::MaxConnections);
+                        }
                         sessions.spawn(refuse(stream));
                         continue;
                     };

@@ -38,6 +38,7 @@ pub struct App {
     target: Arc<Target>,
     senders: SenderPolicy,
     add_missing_headers: bool,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl App {
@@ -71,6 +72,13 @@ impl App {
         match present {
             Some(p) => submission::additions(p, id, &self.hostname, SystemTime::now()),
             None => String::new(),
+        }
+    }
+
+    /// Counts a delivery for the metrics endpoint, when there is one.
+    fn observe_delivery(&self, kind: &'static str, started: std::time::Instant, ok: bool) {
+        if let Some(m) = &self.metrics {
+            m.delivery(kind, started.elapsed(), ok);
         }
     }
 
@@ -127,6 +135,7 @@ impl Handler for App {
     }
 
     async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
+        let started = std::time::Instant::now();
         // A body already written into the Maildir's tmp/ (see body_target) is committed.
         if let (Target::Maildir(md), Some(path)) = (&*self.target, envelope.body.spool_path())
             && path.parent() == Some(&md.root().join("tmp"))
@@ -161,6 +170,7 @@ impl Handler for App {
                 Ok(r) => r.map_err(|e| format!("maildir: {e}")),
                 Err(e) => Err(format!("maildir task: {e}")),
             };
+            self.observe_delivery("maildir", started, committed.is_ok());
             return delivered(session, &id, size, &rcpts, committed.map(|_| ()));
         }
         let id = queue_id();
@@ -214,11 +224,18 @@ impl Handler for App {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         tracing::warn!(queue_id = %id, error = %e.detail, "relay failed");
+                        self.observe_delivery("relay", started, false);
                         return e.reply();
                     }
                 }
             }
         };
+        let kind = match &*self.target {
+            Target::Maildir(_) => "maildir",
+            Target::Relay(_) => "relay",
+            Target::Discard => "discard",
+        };
+        self.observe_delivery(kind, started, outcome.is_ok());
         delivered(session, &id, size, &rcpts, outcome)
     }
 }
@@ -453,7 +470,12 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
     })
 }
 
-fn server_config(c: &Config, loaded: &Loaded, mode: ListenerTls) -> ServerConfig {
+fn server_config(
+    c: &Config,
+    loaded: &Loaded,
+    mode: ListenerTls,
+    metrics: Option<&Arc<crate::metrics::Metrics>>,
+) -> ServerConfig {
     let s = &c.server;
     let mut registry = Registry::empty();
     let all = Registry::all_builtin();
@@ -540,6 +562,9 @@ fn server_config(c: &Config, loaded: &Loaded, mode: ListenerTls) -> ServerConfig
     if let Some(map) = loaded.external.clone() {
         b = b.external_identity(move |cert| map.user(cert));
     }
+    if let Some(m) = metrics {
+        b = b.observer(m.clone());
+    }
     b.build()
 }
 
@@ -547,7 +572,7 @@ fn server_config(c: &Config, loaded: &Loaded, mode: ListenerTls) -> ServerConfig
 /// the authenticator (with its cache and the users file's SIGHUP reload) and one AUTH failure
 /// limiter, without binding anything: `run` binds and serves them, and a test can serve a
 /// connection of its own with `Server::serve_connection`.
-pub async fn build(config: &Config) -> Result<Vec<(std::net::SocketAddr, Server<App>)>, String> {
+pub async fn build(config: &Config) -> Result<Built, String> {
     let loaded = load(config)?;
     let target = match &config.delivery {
         Delivery::Maildir { path } => {
@@ -567,12 +592,17 @@ pub async fn build(config: &Config) -> Result<Vec<(std::net::SocketAddr, Server<
         Delivery::Relay(r) => Target::Relay(r.clone()),
         Delivery::Discard => Target::Discard,
     };
+    let metrics = config
+        .metrics
+        .as_ref()
+        .map(|_| Arc::new(crate::metrics::Metrics::default()));
     let app = App {
         hostname: config.server.hostname.clone(),
         lmtp: config.server.lmtp,
         target: Arc::new(target),
         senders: loaded.senders.clone(),
         add_missing_headers: config.server.add_missing_headers,
+        metrics: metrics.clone(),
     };
     let keys = config.auth.cache();
     let cache = keys.enabled.then(|| {
@@ -583,6 +613,9 @@ pub async fn build(config: &Config) -> Result<Vec<(std::net::SocketAddr, Server<
             ..CacheConfig::default()
         })
     });
+    if let (Some(m), Some(c)) = (&metrics, &cache) {
+        m.watch_cache(c.clone());
+    }
     let authenticator: Arc<dyn Authenticator> = match (&config.auth, &loaded.users) {
         (AuthSection::File { users_file, .. }, Some(users)) => {
             tracing::info!(
@@ -643,17 +676,36 @@ pub async fn build(config: &Config) -> Result<Vec<(std::net::SocketAddr, Server<
         s.max_auth_failures_per_user,
         Duration::from_secs(s.auth_failure_window_secs),
     ));
-    Ok(config
+    let servers = config
         .listeners
         .iter()
         .map(|l| {
-            let cfg = server_config(config, &loaded, l.tls);
+            let cfg = server_config(config, &loaded, l.tls, metrics.as_ref());
             let server = Server::new(cfg, app.clone())
                 .authenticator(Shared(authenticator.clone()))
                 .limiter(limiter.clone());
             (l.address, server)
         })
-        .collect())
+        .collect();
+    Ok(Built { servers, metrics })
+}
+
+/// What [`build`] makes: one server per listener, and the metrics they report into when
+/// `[metrics]` is configured.
+pub struct Built {
+    /// Each listener's address and server, in the configuration's order.
+    pub servers: Vec<(std::net::SocketAddr, Server<App>)>,
+    /// The counters behind `[metrics]`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("listeners", &self.servers.len())
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
 }
 
 /// Runs every listener until `shutdown` completes, then shuts down gracefully.
@@ -664,7 +716,17 @@ pub async fn run(
     let built = build(&config).await?;
     let (tx, rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    for (l, (address, server)) in config.listeners.iter().zip(built) {
+    let metrics_task = match (&config.metrics, built.metrics) {
+        (Some(m), Some(metrics)) => {
+            let listener = tokio::net::TcpListener::bind(m.address)
+                .await
+                .map_err(|e| format!("metrics.address {}: {e}", m.address))?;
+            tracing::info!(address = %m.address, "metrics endpoint");
+            Some(tokio::spawn(crate::metrics::serve(listener, metrics)))
+        }
+        _ => None,
+    };
+    for (l, (address, server)) in config.listeners.iter().zip(built.servers) {
         let listener = bind(address, config.server.listen_backlog)
             .map_err(|e| format!("listener {address}: {e}"))?;
         tracing::info!(address = %address, tls = ?l.tls, "listening");
@@ -680,6 +742,9 @@ pub async fn run(
         if let Ok(Err(e)) = r {
             tracing::error!(error = %e, "listener failed");
         }
+    }
+    if let Some(t) = metrics_task {
+        t.abort();
     }
     Ok(())
 }

@@ -28,6 +28,16 @@ pub struct Config {
     /// `[log]`
     #[serde(default)]
     pub log: LogSection,
+    /// `[metrics]`: a Prometheus endpoint, off when absent.
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[metrics]`: where the Prometheus text endpoint listens (`GET /metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// The listening address, e.g. `127.0.0.1:9125` (keep it off the public interface).
+    pub address: std::net::SocketAddr,
 }
 
 /// `[server]`: the options of `smtp_server::ServerConfig`.

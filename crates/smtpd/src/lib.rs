@@ -27,6 +27,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod metrics;
 pub mod received;
 pub mod relay;
 pub mod sender;

@@ -1,0 +1,337 @@
+//! `[metrics]`: a Prometheus text endpoint (`GET /metrics`, hyper) with connections, TLS
+//! handshakes, AUTH attempts by mechanism and outcome with a latency histogram, the credential
+//! cache's hits and misses, messages and octets by reply class, and delivery latency and
+//! failures by kind. Counters are atomics (the AUTH table a short lock: AUTH costs a password
+//! hash anyway); they are read only when scraped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use smtp_auth::CredentialCache;
+use smtp_server::{AuthOutcome, Observer, Refusal};
+
+/// Histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram: per-bucket counts (not cumulative until rendered), sum and count.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.sum_micros
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, n) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Every counter of the process; an [`Observer`] for each listener's server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections_current: AtomicI64,
+    connections_total: AtomicU64,
+    refused_max: AtomicU64,
+    refused_per_address: AtomicU64,
+    tls_ok: AtomicU64,
+    tls_failed: AtomicU64,
+    auth: Mutex<BTreeMap<(String, &'static str), u64>>,
+    auth_latency: Histogram,
+    /// Messages and octets by reply class (index 0: 2xx, 1: 4xx, 2: 5xx).
+    messages: [AtomicU64; 3],
+    octets: [AtomicU64; 3],
+    delivery_latency: Histogram,
+    delivery_failures: Mutex<BTreeMap<&'static str, u64>>,
+    cache: Mutex<Option<CredentialCache>>,
+}
+
+fn class_index(class: u8) -> Option<usize> {
+    match class {
+        2 => Some(0),
+        4 => Some(1),
+        5 => Some(2),
+        _ => None,
+    }
+}
+
+impl Metrics {
+    /// Reports the credential cache's hits and misses too.
+    pub fn watch_cache(&self, cache: CredentialCache) {
+        if let Ok(mut c) = self.cache.lock() {
+            *c = Some(cache);
+        }
+    }
+
+    /// A delivery (`kind`: `maildir`, `relay`, `discard`) took `elapsed`; `ok` false counts a
+    /// failure of that kind.
+    pub fn delivery(&self, kind: &'static str, elapsed: Duration, ok: bool) {
+        self.delivery_latency.observe(elapsed);
+        if !ok && let Ok(mut f) = self.delivery_failures.lock() {
+            *f.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, kind: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let current = self.connections_current.load(Relaxed).max(0) as u64;
+        counter(
+            "smtpd_connections_current",
+            "Open SMTP sessions.",
+            "gauge",
+            &[(String::new(), current)],
+        );
+        counter(
+            "smtpd_connections_total",
+            "SMTP sessions begun.",
+            "counter",
+            &[(String::new(), self.connections_total.load(Relaxed))],
+        );
+        counter(
+            "smtpd_connections_refused_total",
+            "Connections refused before their session, by limit.",
+            "counter",
+            &[
+                (
+                    "{limit=\"max_connections\"}".into(),
+                    self.refused_max.load(Relaxed),
+                ),
+                (
+                    "{limit=\"max_connections_per_ip\"}".into(),
+                    self.refused_per_address.load(Relaxed),
+                ),
+            ],
+        );
+        counter(
+            "smtpd_tls_handshakes_total",
+            "TLS handshakes (STARTTLS and implicit), by result.",
+            "counter",
+            &[
+                ("{result=\"ok\"}".into(), self.tls_ok.load(Relaxed)),
+                ("{result=\"failed\"}".into(), self.tls_failed.load(Relaxed)),
+            ],
+        );
+        let auth: Vec<(String, u64)> = match self.auth.lock() {
+            Ok(t) => t
+                .iter()
+                .map(|((m, o), v)| (format!("{{mechanism=\"{m}\",outcome=\"{o}\"}}"), *v))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        counter(
+            "smtpd_auth_attempts_total",
+            "AUTH attempts by mechanism and outcome (ok, invalid, tempfail, cancelled, locked).",
+            "counter",
+            &auth,
+        );
+        let (hits, misses) = match self.cache.lock() {
+            Ok(c) => c.as_ref().map(CredentialCache::stats).unwrap_or_default(),
+            Err(_) => (0, 0),
+        };
+        counter(
+            "smtpd_credential_cache_hits_total",
+            "Credential checks answered by the cache.",
+            "counter",
+            &[(String::new(), hits)],
+        );
+        counter(
+            "smtpd_credential_cache_misses_total",
+            "Credential checks the cache passed on.",
+            "counter",
+            &[(String::new(), misses)],
+        );
+        let classes = ["2xx", "4xx", "5xx"];
+        let by_class = |v: &[AtomicU64; 3]| -> Vec<(String, u64)> {
+            classes
+                .iter()
+                .zip(v)
+                .map(|(c, n)| (format!("{{class=\"{c}\"}}"), n.load(Relaxed)))
+                .collect()
+        };
+        counter(
+            "smtpd_messages_total",
+            "Messages by the class of their final reply (2xx accepted, 4xx and 5xx refused).",
+            "counter",
+            &by_class(&self.messages),
+        );
+        counter(
+            "smtpd_message_octets_total",
+            "Octets of those messages, as received.",
+            "counter",
+            &by_class(&self.octets),
+        );
+        let failures: Vec<(String, u64)> = match self.delivery_failures.lock() {
+            Ok(f) => f
+                .iter()
+                .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        counter(
+            "smtpd_delivery_failures_total",
+            "Deliveries that failed, by kind (maildir, relay).",
+            "counter",
+            &failures,
+        );
+        self.auth_latency.render(
+            &mut out,
+            "smtpd_auth_duration_seconds",
+            "From the AUTH command to its reply.",
+        );
+        self.delivery_latency.render(
+            &mut out,
+            "smtpd_delivery_duration_seconds",
+            "Delivering an accepted message (Maildir write, relay).",
+        );
+        out
+    }
+}
+
+impl Observer for Metrics {
+    fn connection_opened(&self) {
+        self.connections_current.fetch_add(1, Relaxed);
+        self.connections_total.fetch_add(1, Relaxed);
+    }
+
+    fn connection_closed(&self) {
+        self.connections_current.fetch_sub(1, Relaxed);
+    }
+
+    fn connection_refused(&self, reason: Refusal) {
+        match reason {
+            Refusal::MaxConnections => &self.refused_max,
+            Refusal::PerAddress => &self.refused_per_address,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    fn tls_handshake(&self, ok: bool) {
+        if ok { &self.tls_ok } else { &self.tls_failed }.fetch_add(1, Relaxed);
+    }
+
+    fn auth(&self, mechanism: &str, outcome: AuthOutcome, elapsed: Duration) {
+        self.auth_latency.observe(elapsed);
+        if let Ok(mut t) = self.auth.lock() {
+            // Mechanism names are the registry's (a client's unknown name is counted too, but
+            // only as far as 20 characters of a SASL name go).
+            let m: String = mechanism.chars().take(20).collect();
+            *t.entry((m, outcome.as_str())).or_default() += 1;
+        }
+    }
+
+    fn message(&self, class: u8, octets: u64) {
+        if let Some(i) = class_index(class) {
+            self.messages[i].fetch_add(1, Relaxed);
+            self.octets[i].fetch_add(octets, Relaxed);
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped; any other path is 404.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Metrics>) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Request, Response, StatusCode};
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    if req.uri().path() == "/metrics" {
+                        Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4")
+                            .body(Full::new(Bytes::from(metrics.render())))
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"not found\n")))
+                    }
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            // A scrape is small; a client that holds the connection goes after 30 s.
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family_with_exact_values() {
+        let m = Metrics::default();
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        m.connection_refused(Refusal::PerAddress);
+        m.tls_handshake(true);
+        m.auth("PLAIN", AuthOutcome::Invalid, Duration::from_millis(3));
+        m.auth("PLAIN", AuthOutcome::Ok, Duration::from_millis(30));
+        m.message(2, 100);
+        m.message(5, 7);
+        m.delivery("maildir", Duration::from_millis(2), true);
+        m.delivery("relay", Duration::from_millis(200), false);
+        let text = m.render();
+        for line in [
+            "smtpd_connections_current 1",
+            "smtpd_connections_total 2",
+            "smtpd_connections_refused_total{limit=\"max_connections_per_ip\"} 1",
+            "smtpd_tls_handshakes_total{result=\"ok\"} 1",
+            "smtpd_auth_attempts_total{mechanism=\"PLAIN\",outcome=\"invalid\"} 1",
+            "smtpd_auth_attempts_total{mechanism=\"PLAIN\",outcome=\"ok\"} 1",
+            "smtpd_messages_total{class=\"2xx\"} 1",
+            "smtpd_message_octets_total{class=\"2xx\"} 100",
+            "smtpd_messages_total{class=\"5xx\"} 1",
+            "smtpd_delivery_failures_total{kind=\"relay\"} 1",
+            "smtpd_auth_duration_seconds_bucket{le=\"0.005\"} 1",
+            "smtpd_auth_duration_seconds_bucket{le=\"0.05\"} 2",
+            "smtpd_auth_duration_seconds_count 2",
+            "smtpd_auth_duration_seconds_sum 0.033",
+            "smtpd_delivery_duration_seconds_bucket{le=\"0.25\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+    }
+}
