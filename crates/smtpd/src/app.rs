@@ -215,7 +215,9 @@ impl Handler for App {
                     cfg,
                     &self.hostname,
                     &from,
+                    &envelope.mail_params,
                     &envelope.rcpt_to,
+                    &envelope.rcpt_params,
                     header.as_bytes(),
                     &envelope.body,
                 )

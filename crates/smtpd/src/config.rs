@@ -456,8 +456,10 @@ pub struct RelaySection {
     pub ca_file: Option<PathBuf>,
     /// AUTH user (AUTH PLAIN when set).
     pub username: Option<String>,
-    /// AUTH password.
+    /// AUTH password (PLAIN, or LOGIN when the upstream offers no PLAIN).
     pub password: Option<String>,
+    /// An OAuth 2 access token: AUTH XOAUTH2 as `username` (Office 365, Gmail).
+    pub oauth_token: Option<String>,
     /// Seconds per upstream read.
     #[serde(default = "default_relay_timeout")]
     pub timeout_secs: u64,
@@ -472,6 +474,10 @@ impl std::fmt::Debug for RelaySection {
             .field("ca_file", &self.ca_file)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "oauth_token",
+                &self.oauth_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("timeout_secs", &self.timeout_secs)
             .finish()
     }
@@ -737,10 +743,22 @@ impl Config {
         {
             return bad("auth", "users_file", "must name a file");
         }
-        if let Delivery::Relay(r) = &self.delivery
-            && r.username.is_some() != r.password.is_some()
-        {
-            return bad("delivery", "username", "username and password go together");
+        if let Delivery::Relay(r) = &self.delivery {
+            let secret = r.password.is_some() || r.oauth_token.is_some();
+            if r.username.is_some() != secret {
+                return bad(
+                    "delivery",
+                    "username",
+                    "username goes with password or oauth_token",
+                );
+            }
+            if r.password.is_some() && r.oauth_token.is_some() {
+                return bad(
+                    "delivery",
+                    "oauth_token",
+                    "password or oauth_token, not both",
+                );
+            }
         }
         Ok(())
     }

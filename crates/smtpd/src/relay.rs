@@ -8,16 +8,169 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use smtp_auth::ClientMechanism;
-use smtp_auth::mechanism::PlainClient;
+use smtp_auth::mechanism::{LoginClient, PlainClient, XOAuth2Client};
 use smtp_proto::{
-    Command, DataEncoder, EhloResponse, ForwardPath, Host, InitialResponse, MailParameters,
-    Mechanism, RcptParameters, Reply, ReplyParser, ReversePath,
+    BodyType, Command, DataEncoder, EhloResponse, ForwardPath, Host, InitialResponse,
+    MailParameters, Mechanism, RcptParameters, Reply, ReplyParser, ReversePath,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zeroize::Zeroize;
 
 use crate::config::RelaySection;
+
+/// The upstream mechanism: XOAUTH2 with the token when one is configured and offered, else
+/// PLAIN, else LOGIN, among what the upstream offers (Office 365 submission offers
+/// `AUTH LOGIN XOAUTH2` and no PLAIN). `None` when no credentials are configured.
+fn choose_mechanism(
+    cfg: &RelaySection,
+    offered: &[String],
+) -> Result<Option<Box<dyn ClientMechanism>>, RelayError> {
+    let Some(user) = &cfg.username else {
+        return Ok(None);
+    };
+    let has = |m: &str| offered.iter().any(|o| o.eq_ignore_ascii_case(m));
+    if let Some(token) = &cfg.oauth_token {
+        if has("XOAUTH2") {
+            return Ok(Some(Box::new(XOAuth2Client::new(user, token))));
+        }
+        return Err(RelayError::temp(
+            "upstream offers no AUTH XOAUTH2 for the token",
+        ));
+    }
+    let Some(pass) = &cfg.password else {
+        return Err(RelayError::temp(
+            "relay username without password or oauth_token",
+        ));
+    };
+    if has("PLAIN") {
+        return Ok(Some(Box::new(PlainClient::new(user, pass, None))));
+    }
+    if has("LOGIN") {
+        return Ok(Some(Box::new(LoginClient::new(user, pass))));
+    }
+    Err(RelayError::temp(format!(
+        "upstream offers no AUTH PLAIN, LOGIN or XOAUTH2 (offers: {})",
+        if offered.is_empty() {
+            "none".to_owned()
+        } else {
+            offered.join(" ")
+        }
+    )))
+}
+
+/// Runs one SASL exchange with the upstream: the AUTH line (with the initial response when
+/// the mechanism has one), then a base64 response to each `334` challenge, until `235`. Every
+/// line that carries a credential is wiped after sending; errors show the mechanism only.
+async fn authenticate(
+    up: &mut Upstream,
+    mut client: Box<dyn ClientMechanism>,
+) -> Result<(), RelayError> {
+    use base64::Engine as _;
+    let name = client.name().to_owned();
+    let mut ir = client
+        .initial_response()
+        .map(|s| smtp_auth::encode_challenge(s.expose_secret()));
+    let auth = Command::Auth {
+        mechanism: Mechanism::new(&name).map_err(|e| RelayError::temp(e.to_string()))?,
+        // An empty initial response is sent as "=" (RFC 4954 §4).
+        initial_response: ir
+            .as_deref()
+            .map(|r| InitialResponse::new(if r.is_empty() { "=" } else { r }.as_bytes())),
+    };
+    if let Some(r) = ir.as_mut() {
+        r.zeroize();
+    }
+    let mut line = BytesMut::new();
+    auth.encode(&mut line);
+    drop(auth);
+    for _ in 0..8 {
+        let sent = up.send(&line).await;
+        line[..].zeroize();
+        sent?;
+        let r = up.reply().await?;
+        match r.code().get() {
+            235 => return Ok(()),
+            334 => {
+                let text = r.lines().first().map(String::as_str).unwrap_or_default();
+                let challenge = base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .map_err(|_| RelayError::temp(format!("AUTH {name}: bad challenge")))?;
+                let answer = client
+                    .respond(&challenge)
+                    .map_err(|_| RelayError::temp(format!("AUTH {name}: unexpected challenge")))?;
+                let mut b64 = smtp_auth::encode_challenge(answer.expose_secret());
+                line = BytesMut::from(b64.as_bytes());
+                line.extend_from_slice(b"\r\n");
+                b64.zeroize();
+            }
+            _ => {
+                return Err(RelayError {
+                    permanent: r.code().class() == 5,
+                    detail: format!("AUTH {name}: {}", r.to_string().replace("\r\n", " ")),
+                });
+            }
+        }
+    }
+    Err(RelayError::temp(format!(
+        "AUTH {name}: too many challenges"
+    )))
+}
+
+/// The MAIL and RCPT parameters for the upstream: what it supports of the message's (SIZE,
+/// BODY, SMTPUTF8, DSN's RET, ENVID, NOTIFY and ORCPT); a message that needs an extension the
+/// upstream lacks (SMTPUTF8, 8BITMIME, BINARYMIME over DATA) is refused with the reason.
+fn upstream_params(
+    ehlo: &EhloResponse,
+    params: &MailParameters,
+    rcpt_params: &[RcptParameters],
+    size: u64,
+) -> Result<(MailParameters, Vec<RcptParameters>), RelayError> {
+    let refuse = |detail: &str| RelayError {
+        permanent: true,
+        detail: detail.to_owned(),
+    };
+    let mut out = MailParameters::default();
+    if ehlo.has("SIZE") {
+        out.size = Some(size);
+    }
+    match params.body {
+        Some(BodyType::BinaryMime) => {
+            return Err(refuse(
+                "BODY=BINARYMIME cannot be relayed (this relay sends with DATA)",
+            ));
+        }
+        Some(BodyType::EightBitMime) if !ehlo.has("8BITMIME") => {
+            return Err(refuse(
+                "the upstream does not accept 8-bit MIME (no 8BITMIME)",
+            ));
+        }
+        Some(b) if ehlo.has("8BITMIME") => out.body = Some(b),
+        _ => {}
+    }
+    if params.smtputf8 {
+        if !ehlo.has("SMTPUTF8") {
+            return Err(refuse(
+                "the upstream does not accept UTF-8 addresses (no SMTPUTF8)",
+            ));
+        }
+        out.smtputf8 = true;
+    }
+    let dsn = ehlo.has("DSN");
+    if dsn {
+        out.ret = params.ret;
+        out.envid = params.envid.clone();
+    }
+    let rcpts = rcpt_params
+        .iter()
+        .map(|p| RcptParameters {
+            notify: if dsn { p.notify } else { None },
+            orcpt: if dsn { p.orcpt.clone() } else { None },
+            ..RcptParameters::default()
+        })
+        .collect();
+    Ok((out, rcpts))
+}
 
 /// Why relaying failed: the reply to give our client.
 #[derive(Debug)]
@@ -142,14 +295,18 @@ fn tls_config(cfg: &RelaySection) -> Result<Arc<rustls::ClientConfig>, RelayErro
 /// Relays one message (`header` then `body`, streamed from memory or its spool file in 64 KiB
 /// pieces): EHLO, STARTTLS (when configured), AUTH PLAIN (when configured), MAIL, RCPT for each
 /// recipient, DATA, QUIT.
+#[allow(clippy::too_many_arguments)]
 pub async fn relay(
     cfg: &RelaySection,
     helo: &str,
     from: &ReversePath,
+    params: &MailParameters,
     to: &[ForwardPath],
+    rcpt_params: &[RcptParameters],
     header: &[u8],
     body: &smtp_server::Body,
 ) -> Result<(), RelayError> {
+    let size = header.len() as u64 + body.len();
     let helo = Host::try_from(helo).map_err(|e| RelayError::temp(format!("hostname: {e}")))?;
     let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
     let tcp = tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port)))
@@ -191,32 +348,19 @@ pub async fn relay(
         ehlo = EhloResponse::from_reply(&up.cmd(&ehlo_cmd, 2).await?)
             .ok_or_else(|| RelayError::temp("EHLO"))?;
     }
-    if let (Some(user), Some(pass)) = (&cfg.username, &cfg.password) {
-        if !ehlo.auth_mechanisms().iter().any(|m| m == "PLAIN") {
-            return Err(RelayError::temp("upstream offers no AUTH PLAIN"));
-        }
-        let mut client = PlainClient::new(user, pass, None);
-        let mut ir = client
-            .initial_response()
-            .map(|s| smtp_auth::encode_challenge(s.expose_secret()))
-            .unwrap_or_default();
-        // InitialResponse wipes itself when dropped; the String it came from is wiped here.
-        let auth = Command::Auth {
-            mechanism: Mechanism::new("PLAIN").map_err(|e| RelayError::temp(e.to_string()))?,
-            initial_response: Some(InitialResponse::new(ir.as_bytes())),
-        };
-        ir.zeroize();
-        up.cmd(&auth, 2).await?;
+    if let Some(client) = choose_mechanism(cfg, ehlo.auth_mechanisms())? {
+        authenticate(&mut up, client).await?;
     }
+    let (mail_params, rcpt_params) = upstream_params(&ehlo, params, rcpt_params, size)?;
     let mail = Command::Mail {
         from: from.clone(),
-        params: MailParameters::default(),
+        params: mail_params,
     };
     up.cmd(&mail, 2).await?;
-    for rcpt in to {
+    for (rcpt, params) in to.iter().zip(rcpt_params) {
         let rcpt = Command::Rcpt {
             to: rcpt.clone(),
-            params: RcptParameters::default(),
+            params,
         };
         up.cmd(&rcpt, 2).await?;
     }

@@ -1,0 +1,195 @@
+//! The relay against a scripted upstream on 127.0.0.1 that records every line it reads: the
+//! AUTH mechanism chosen from what the upstream offers (LOGIN when there is no PLAIN, XOAUTH2
+//! with a token), the MAIL and RCPT parameters it supports forwarded, and a message that needs
+//! an extension the upstream lacks refused with the reason.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use e2e::{Smtpd, free_port, python, temp_dir, users_file};
+
+/// An upstream offering `extensions` (EHLO lines after the name); returns its port and the
+/// lines it read. It serves connections until the test ends.
+fn upstream(extensions: &'static [&'static str]) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut w = stream.try_clone().unwrap();
+            let mut r = BufReader::new(stream);
+            let _ = w.write_all(b"220 up.test ESMTP\r\n");
+            let mut login_step = 0;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let l = line.trim_end().to_owned();
+                log.lock().unwrap().push(l.clone());
+                let reply: String = if l.starts_with("EHLO") {
+                    let mut s = String::from("250-up.test\r\n");
+                    for (i, e) in extensions.iter().enumerate() {
+                        let sep = if i + 1 == extensions.len() { ' ' } else { '-' };
+                        s.push_str(&format!("250{sep}{e}\r\n"));
+                    }
+                    s
+                } else if l == "AUTH LOGIN" {
+                    login_step = 1;
+                    "334 VXNlcm5hbWU6\r\n".into()
+                } else if login_step == 1 {
+                    login_step = 2;
+                    "334 UGFzc3dvcmQ6\r\n".into()
+                } else if login_step == 2 {
+                    login_step = 0;
+                    "235 2.7.0 ok\r\n".into()
+                } else if l.starts_with("AUTH XOAUTH2 ") {
+                    "235 2.7.0 ok\r\n".into()
+                } else if l == "DATA" {
+                    let _ = w.write_all(b"354 go\r\n");
+                    let mut body = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == ".\r\n" {
+                            break;
+                        }
+                        body.push_str(&line);
+                    }
+                    log.lock().unwrap().push(format!("<{} octets>", body.len()));
+                    "250 2.0.0 queued\r\n".into()
+                } else if l == "QUIT" {
+                    let _ = w.write_all(b"221 bye\r\n");
+                    break;
+                } else {
+                    "250 2.0.0 ok\r\n".into()
+                };
+                let _ = w.write_all(reply.as_bytes());
+            }
+        }
+    });
+    (port, seen)
+}
+
+fn edge(dir: &std::path::Path, port: u16, up: u16, auth: &str) -> String {
+    let users = users_file(dir, &[("alice", "wonder land")]);
+    format!(
+        r#"
+[server]
+hostname = "edge.test"
+sender_login = "any"
+auth_require_tls = false
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "file"
+users_file = {users:?}
+[delivery]
+kind = "relay"
+host = "127.0.0.1"
+port = {up}
+timeout_secs = 20
+{auth}
+"#
+    )
+}
+
+fn send(port: u16, mail_options: &str, rcpt_options: &str) -> String {
+    python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, local_hostname='client.test', timeout=20)
+s.login('alice', 'wonder land')
+try:
+    print(s.sendmail('alice@edge.test', ['carol@example.org'], 'Subject: up\r\n\r\nbody\r\n',
+                     mail_options={mail_options}, rcpt_options={rcpt_options}))
+except smtplib.SMTPDataError as e:
+    print(e.smtp_code, e.smtp_error.decode())
+s.quit()
+"#
+    ))
+}
+
+#[test]
+fn login_when_no_plain_and_the_parameters_the_upstream_supports() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    let (up, seen) = upstream(&["AUTH LOGIN XOAUTH2", "SIZE 1000000", "8BITMIME", "DSN"]);
+    let dir = temp_dir("relay-login");
+    let port = free_port();
+    let _srv = Smtpd::start(
+        &dir,
+        &edge(&dir, port, up, "username = \"bob\"\npassword = \"builder\""),
+        port,
+    );
+    let out = send(
+        port,
+        "['BODY=8BITMIME', 'RET=HDRS', 'ENVID=QQ314159']",
+        "['NOTIFY=SUCCESS,FAILURE', 'ORCPT=rfc822;carol@example.org']",
+    );
+    assert_eq!(out, "{}\n");
+    let lines = seen.lock().unwrap().clone();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    assert_eq!(lines[0], "EHLO edge.test");
+    assert_eq!(&lines[1..4], &["AUTH LOGIN", &b64("bob"), &b64("builder")]);
+    // SIZE is the message as relayed: our Received header plus the body.
+    let mail = &lines[4];
+    let size: u64 = mail
+        .split(" SIZE=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{mail}"));
+    assert!(size > 20 && size < 1000, "{mail}");
+    assert_eq!(
+        mail,
+        &format!("MAIL FROM:<alice@edge.test> SIZE={size} BODY=8BITMIME RET=HDRS ENVID=QQ314159")
+    );
+    assert_eq!(
+        lines[5],
+        "RCPT TO:<carol@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;carol@example.org"
+    );
+    assert_eq!(lines[6], "DATA");
+    assert_eq!(lines[7], format!("<{size} octets>"));
+    assert_eq!(lines[8], "QUIT");
+}
+
+#[test]
+fn xoauth2_with_a_token_and_refusals_for_missing_extensions() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    // No 8BITMIME, no DSN, no SIZE: DSN parameters are dropped, 8-bit MIME is refused.
+    let (up, seen) = upstream(&["AUTH LOGIN XOAUTH2"]);
+    let dir = temp_dir("relay-xoauth2");
+    let port = free_port();
+    let _srv = Smtpd::start(
+        &dir,
+        &edge(
+            &dir,
+            port,
+            up,
+            "username = \"bob@up.test\"\noauth_token = \"ya29.TOKEN\"",
+        ),
+        port,
+    );
+    assert_eq!(send(port, "['RET=FULL']", "['NOTIFY=NEVER']"), "{}\n");
+    let lines = seen.lock().unwrap().clone();
+    let ir = base64::engine::general_purpose::STANDARD
+        .encode("user=bob@up.test\x01auth=Bearer ya29.TOKEN\x01\x01");
+    assert_eq!(lines[1], format!("AUTH XOAUTH2 {ir}"));
+    assert_eq!(lines[2], "MAIL FROM:<alice@edge.test>");
+    assert_eq!(lines[3], "RCPT TO:<carol@example.org>");
+    // A message that needs 8BITMIME is refused with the reason, before the upstream's MAIL.
+    let before = seen.lock().unwrap().len();
+    assert_eq!(
+        send(port, "['BODY=8BITMIME']", "[]"),
+        "554 5.0.0 Upstream refused: the upstream does not accept 8-bit MIME (no 8BITMIME)\n"
+    );
+    let after = seen.lock().unwrap().clone();
+    assert!(
+        !after[before..].iter().any(|l| l.starts_with("MAIL")),
+        "{after:?}"
+    );
+}
