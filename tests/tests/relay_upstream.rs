@@ -48,7 +48,7 @@ fn upstream(extensions: &'static [&'static str]) -> (u16, Arc<Mutex<Vec<String>>
                 } else if login_step == 2 {
                     login_step = 0;
                     "235 2.7.0 ok\r\n".into()
-                } else if l.starts_with("AUTH XOAUTH2 ") {
+                } else if l.starts_with("AUTH XOAUTH2 ") || l.starts_with("AUTH PLAIN ") {
                     "235 2.7.0 ok\r\n".into()
                 } else if l == "DATA" {
                     let _ = w.write_all(b"354 go\r\n");
@@ -154,7 +154,70 @@ fn login_when_no_plain_and_the_parameters_the_upstream_supports() {
     );
     assert_eq!(lines[6], "DATA");
     assert_eq!(lines[7], format!("<{size} octets>"));
-    assert_eq!(lines[8], "QUIT");
+    // The connection stays open for the next message (reuse_idle_secs, 30 by default).
+    assert_eq!(lines.len(), 8, "{lines:?}");
+}
+
+#[test]
+fn a_kept_connection_serves_the_next_message_and_closes_after_its_idle_time() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    let (up, seen) = upstream(&["AUTH PLAIN LOGIN", "8BITMIME"]);
+    let dir = temp_dir("relay-reuse");
+    let port = free_port();
+    let _srv = Smtpd::start(
+        &dir,
+        &edge(
+            &dir,
+            port,
+            up,
+            "username = \"bob\"\npassword = \"builder\"\nreuse_idle_secs = 1",
+        ),
+        port,
+    );
+    assert_eq!(send(port, "[]", "[]"), "{}\n");
+    assert_eq!(send(port, "[]", "[]"), "{}\n");
+    let lines = seen.lock().unwrap().clone();
+    let verbs: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            if l.starts_with('<') {
+                "<message>"
+            } else {
+                l.split([' ', ':']).next().unwrap_or("")
+            }
+        })
+        .collect();
+    // One session upstream: the second message after RSET, no second EHLO or AUTH.
+    assert_eq!(
+        verbs,
+        [
+            "EHLO",
+            "AUTH",
+            "MAIL",
+            "RCPT",
+            "DATA",
+            "<message>",
+            "RSET",
+            "MAIL",
+            "RCPT",
+            "DATA",
+            "<message>"
+        ],
+        "{lines:?}"
+    );
+    // Idle for its limit: closed with QUIT; the next message opens a new session.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.lock().unwrap().iter().any(|l| l == "QUIT") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no QUIT after the idle time"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(send(port, "[]", "[]"), "{}\n");
+    let lines = seen.lock().unwrap().clone();
+    let quit = lines.iter().position(|l| l == "QUIT").unwrap();
+    assert_eq!(lines[quit + 1], "EHLO edge.test", "{lines:?}");
 }
 
 #[test]

@@ -26,7 +26,8 @@ use crate::{received, relay, submission};
 #[derive(Debug)]
 enum Target {
     Maildir(Maildir),
-    Relay(RelaySection),
+    /// The upstream, and its connections kept between messages.
+    Relay(RelaySection, Arc<relay::RelayPool>),
     Discard,
 }
 
@@ -205,7 +206,7 @@ impl Handler for App {
                     Err(e) => Err(format!("maildir task: {e}")),
                 }
             }
-            Target::Relay(cfg) => {
+            Target::Relay(cfg, pool) => {
                 let from = envelope
                     .mail_from
                     .clone()
@@ -213,6 +214,7 @@ impl Handler for App {
                 // Streamed from memory or the spool file, never loaded whole.
                 match relay::relay(
                     cfg,
+                    pool,
                     &self.hostname,
                     &from,
                     &envelope.mail_params,
@@ -234,7 +236,7 @@ impl Handler for App {
         };
         let kind = match &*self.target {
             Target::Maildir(_) => "maildir",
-            Target::Relay(_) => "relay",
+            Target::Relay(..) => "relay",
             Target::Discard => "discard",
         };
         self.observe_delivery(kind, started, outcome.is_ok());
@@ -591,7 +593,12 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             }
             Target::Maildir(md)
         }
-        Delivery::Relay(r) => Target::Relay(r.clone()),
+        Delivery::Relay(r) => Target::Relay(
+            r.clone(),
+            Arc::new(relay::RelayPool::new(Duration::from_secs(
+                r.reuse_idle_secs,
+            ))),
+        ),
         Delivery::Discard => Target::Discard,
     };
     let metrics = config

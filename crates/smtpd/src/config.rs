@@ -460,6 +460,10 @@ pub struct RelaySection {
     pub password: Option<String>,
     /// An OAuth 2 access token: AUTH XOAUTH2 as `username` (Office 365, Gmail).
     pub oauth_token: Option<String>,
+    /// Seconds an upstream connection is kept open after a message for the next one (RSET,
+    /// then the next transaction); 0 closes it after each message.
+    #[serde(default = "default_reuse_idle")]
+    pub reuse_idle_secs: u64,
     /// Seconds per upstream read.
     #[serde(default = "default_relay_timeout")]
     pub timeout_secs: u64,
@@ -479,12 +483,17 @@ impl std::fmt::Debug for RelaySection {
                 &self.oauth_token.as_ref().map(|_| "<redacted>"),
             )
             .field("timeout_secs", &self.timeout_secs)
+            .field("reuse_idle_secs", &self.reuse_idle_secs)
             .finish()
     }
 }
 
 fn default_relay_port() -> u16 {
     25
+}
+
+fn default_reuse_idle() -> u64 {
+    30
 }
 
 fn default_relay_timeout() -> u64 {

@@ -292,21 +292,88 @@ fn tls_config(cfg: &RelaySection) -> Result<Arc<rustls::ClientConfig>, RelayErro
     Ok(Arc::new(config))
 }
 
-/// Relays one message (`header` then `body`, streamed from memory or its spool file in 64 KiB
-/// pieces): EHLO, STARTTLS (when configured), AUTH PLAIN (when configured), MAIL, RCPT for each
-/// recipient, DATA, QUIT.
-#[allow(clippy::too_many_arguments)]
-pub async fn relay(
-    cfg: &RelaySection,
-    helo: &str,
-    from: &ReversePath,
-    params: &MailParameters,
-    to: &[ForwardPath],
-    rcpt_params: &[RcptParameters],
-    header: &[u8],
-    body: &smtp_server::Body,
-) -> Result<(), RelayError> {
-    let size = header.len() as u64 + body.len();
+/// Upstream connections kept open between messages (connection reuse), each for at most
+/// `idle` after its last message: a background timer closes it (QUIT) when it has not been
+/// taken again by then. At most `MAX_IDLE` are kept.
+#[derive(Debug)]
+pub struct RelayPool {
+    idle: Duration,
+    conns: std::sync::Mutex<Vec<Idle>>,
+}
+
+const MAX_IDLE: usize = 4;
+
+struct Idle {
+    up: Upstream,
+    ehlo: EhloResponse,
+    since: std::time::Instant,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idle").field("since", &self.since).finish()
+    }
+}
+
+impl RelayPool {
+    /// A pool keeping connections `idle` long; zero keeps none (QUIT after each message).
+    pub fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            conns: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A connection idle for less than the limit, if any (the newest).
+    fn take(&self) -> Option<Idle> {
+        let mut conns = self.conns.lock().ok()?;
+        conns.retain(|c| c.since.elapsed() < self.idle);
+        conns.pop()
+    }
+
+    /// Keeps `up` for the next message, and arranges its close after the idle limit.
+    fn put(self: &Arc<Self>, up: Upstream, ehlo: EhloResponse) {
+        if self.idle.is_zero() {
+            tokio::spawn(quit(up));
+            return;
+        }
+        let since = std::time::Instant::now();
+        let Ok(mut conns) = self.conns.lock() else {
+            return;
+        };
+        if conns.len() >= MAX_IDLE {
+            let oldest = conns.remove(0);
+            tokio::spawn(quit(oldest.up));
+        }
+        conns.push(Idle { up, ehlo, since });
+        drop(conns);
+        let pool = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(pool.idle).await;
+            let expired: Vec<Idle> = match pool.conns.lock() {
+                Ok(mut c) => {
+                    let (old, keep): (Vec<Idle>, Vec<Idle>) =
+                        c.drain(..).partition(|i| i.since.elapsed() >= pool.idle);
+                    *c = keep;
+                    old
+                }
+                Err(_) => Vec::new(),
+            };
+            for i in expired {
+                quit(i.up).await;
+            }
+        });
+    }
+}
+
+/// Ends an upstream session politely (best effort, bounded by the upstream timeout).
+async fn quit(mut up: Upstream) {
+    let _ = up.send(b"QUIT\r\n").await;
+    let _ = up.reply().await;
+}
+
+/// A new upstream session: greeting, EHLO, STARTTLS and EHLO again when configured, AUTH.
+async fn connect(cfg: &RelaySection, helo: &str) -> Result<(Upstream, EhloResponse), RelayError> {
     let helo = Host::try_from(helo).map_err(|e| RelayError::temp(format!("hostname: {e}")))?;
     let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
     let tcp = tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port)))
@@ -351,6 +418,38 @@ pub async fn relay(
     if let Some(client) = choose_mechanism(cfg, ehlo.auth_mechanisms())? {
         authenticate(&mut up, client).await?;
     }
+    Ok((up, ehlo))
+}
+
+/// Relays one message (`header` then `body`, streamed from memory or its spool file in 64 KiB
+/// pieces): on a connection kept from an earlier message (after RSET) when the pool has one,
+/// else a new session (EHLO, STARTTLS and AUTH when configured); then MAIL, RCPT for each
+/// recipient, DATA; the connection goes back to the pool (or QUIT when reuse is off).
+#[allow(clippy::too_many_arguments)]
+pub async fn relay(
+    cfg: &RelaySection,
+    pool: &Arc<RelayPool>,
+    helo: &str,
+    from: &ReversePath,
+    params: &MailParameters,
+    to: &[ForwardPath],
+    rcpt_params: &[RcptParameters],
+    header: &[u8],
+    body: &smtp_server::Body,
+) -> Result<(), RelayError> {
+    let size = header.len() as u64 + body.len();
+    // A kept connection is checked with RSET; one that fails is dropped for a new one.
+    let mut kept = None;
+    while let Some(mut idle) = pool.take() {
+        if idle.up.cmd(&Command::Rset, 2).await.is_ok() {
+            kept = Some((idle.up, idle.ehlo));
+            break;
+        }
+    }
+    let (mut up, ehlo) = match kept {
+        Some(k) => k,
+        None => connect(cfg, helo).await?,
+    };
     let (mail_params, rcpt_params) = upstream_params(&ehlo, params, rcpt_params, size)?;
     let mail = Command::Mail {
         from: from.clone(),
@@ -393,6 +492,6 @@ pub async fn relay(
             detail: format!("DATA: {}", r.to_string().replace("\r\n", " ")),
         });
     }
-    let _ = up.send(b"QUIT\r\n").await;
+    pool.put(up, ehlo);
     Ok(())
 }
