@@ -256,3 +256,82 @@ fn xoauth2_with_a_token_and_refusals_for_missing_extensions() {
         "{after:?}"
     );
 }
+
+/// Postfix's `smtp-sink` (installed by `scripts/install-test-tools.sh` when missing) as the
+/// upstream, dumping each transaction to a file: the parameters it supports arrive, a message
+/// that needs SMTPUTF8 (which it lacks) is refused with the reason.
+#[test]
+fn relay_into_postfix_smtp_sink() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    e2e::ensure_tool("smtp-sink");
+    let dir = temp_dir("relay-sink");
+    let dumps = dir.join("dumps");
+    std::fs::create_dir_all(&dumps).unwrap();
+    let up = free_port();
+    let mut sink = std::process::Command::new("smtp-sink");
+    // As root it must drop to an unprivileged user, who then writes the dumps.
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if root {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dumps, std::fs::Permissions::from_mode(0o777)).unwrap();
+        sink.args(["-u", "nobody"]);
+    }
+    let mut sink = sink
+        .arg("-d")
+        .arg(format!("{}/msg.", dumps.display()))
+        .arg(format!("127.0.0.1:{up}"))
+        .arg("10")
+        .spawn()
+        .expect("smtp-sink runs");
+    let port = free_port();
+    let _srv = Smtpd::start(
+        &dir,
+        &edge(&dir, port, up, "username = \"bob\"\npassword = \"builder\""),
+        port,
+    );
+    let out = send(port, "['BODY=8BITMIME', 'RET=HDRS']", "['NOTIFY=SUCCESS']");
+    let refused = python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, local_hostname='client.test', timeout=20)
+s.login('alice', 'wonder land')
+try:
+    s.sendmail('用户@edge.test', ['carol@example.org'], 'Subject: utf8\r\n\r\nbody\r\n',
+               mail_options=['SMTPUTF8'])
+except smtplib.SMTPDataError as e:
+    print(e.smtp_code, e.smtp_error.decode())
+s.quit()
+"#
+    ));
+    let _ = sink.kill();
+    let _ = sink.wait();
+    assert_eq!(out, "{}\n");
+    assert_eq!(
+        refused,
+        "554 5.0.0 Upstream refused: the upstream does not accept UTF-8 addresses (no SMTPUTF8)\n"
+    );
+    let files: Vec<_> = std::fs::read_dir(&dumps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let dump = std::fs::read_to_string(&files[0]).unwrap();
+    // smtp-sink offers 8BITMIME and DSN, not SIZE.
+    assert!(
+        dump.contains("\nX-Mail-Args: <alice@edge.test> BODY=8BITMIME RET=HDRS\n"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("\nX-Rcpt-Args: <carol@example.org> NOTIFY=SUCCESS\n"),
+        "{dump}"
+    );
+    assert!(dump.contains("\n\tby edge.test with ESMTPA"), "{dump}");
+    assert!(
+        dump.ends_with("Subject: up\n\nbody\n\n") || dump.ends_with("Subject: up\n\nbody\n"),
+        "{dump}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

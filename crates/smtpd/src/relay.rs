@@ -90,7 +90,8 @@ async fn authenticate(
         sent?;
         let r = up.reply().await?;
         match r.code().get() {
-            235 => return Ok(()),
+            // 235 per RFC 4954; any 2xx is taken as success (Postfix's smtp-sink says 250).
+            200..=299 => return Ok(()),
             334 => {
                 let text = r.lines().first().map(String::as_str).unwrap_or_default();
                 let challenge = base64::engine::general_purpose::STANDARD
