@@ -35,6 +35,11 @@ const FUZZ_TARGETS: &[(&str, &str, Option<&str>)] = &[
     ("crates/smtp-proto", "command", Some("fuzz/command.dict")),
     ("crates/smtp-proto", "data", None),
     ("crates/smtp-proto", "reply", None),
+    (
+        "crates/smtp-proto",
+        "differential",
+        Some("fuzz/command.dict"),
+    ),
     ("crates/smtp-auth", "exchange", None),
     ("crates/smtp-server", "session", Some("fuzz/session.dict")),
 ];
