@@ -8,8 +8,12 @@ use smtp_proto::Command;
 fuzz_target!(|line: &[u8]| {
     if let Ok(cmd) = Command::parse(line) {
         let wire = cmd.to_bytes();
-        let again = Command::parse(&wire[..wire.len() - 2])
-            .unwrap_or_else(|e| panic!("re-parse of {:?} failed: {e}", String::from_utf8_lossy(&wire)));
+        let again = Command::parse(&wire[..wire.len() - 2]).unwrap_or_else(|e| {
+            panic!(
+                "re-parse of {:?} failed: {e}",
+                String::from_utf8_lossy(&wire)
+            )
+        });
         assert_eq!(again, cmd);
     }
 });

@@ -23,7 +23,9 @@ fn run(input: &[u8], step: usize, policy: BarePolicy) -> Option<usize> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&step, input)) = data.split_first() else { return };
+    let Some((&step, input)) = data.split_first() else {
+        return;
+    };
     let step = step as usize % 32 + 1;
     for policy in [BarePolicy::Reject, BarePolicy::Normalize] {
         let whole = run(input, input.len().max(1), policy);
