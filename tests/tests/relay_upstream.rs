@@ -62,6 +62,9 @@ fn upstream(extensions: &'static [&'static str]) -> (u16, Arc<Mutex<Vec<String>>
                     }
                     log.lock().unwrap().push(format!("<{} octets>", body.len()));
                     "250 2.0.0 queued\r\n".into()
+                } else if l.starts_with("RCPT TO:<nobody@") {
+                    "550 5.1.1 <nobody@example.org>: Recipient address rejected: no such user\r\n"
+                        .into()
                 } else if l == "QUIT" {
                     let _ = w.write_all(b"221 bye\r\n");
                     break;
@@ -107,7 +110,7 @@ s.login('alice', 'wonder land')
 try:
     print(s.sendmail('alice@edge.test', ['carol@example.org'], 'Subject: up\r\n\r\nbody\r\n',
                      mail_options={mail_options}, rcpt_options={rcpt_options}))
-except smtplib.SMTPDataError as e:
+except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as e:
     print(e.smtp_code, e.smtp_error.decode())
 s.quit()
 "#
@@ -135,25 +138,29 @@ fn login_when_no_plain_and_the_parameters_the_upstream_supports() {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     assert_eq!(lines[0], "EHLO edge.test");
     assert_eq!(&lines[1..4], &["AUTH LOGIN", &b64("bob"), &b64("builder")]);
-    // SIZE is the message as relayed: our Received header plus the body.
+    // The transaction opens upstream at MAIL: SIZE is the client's declaration (smtplib
+    // declares the 21 octets it sends) plus room for our Received header.
     let mail = &lines[4];
-    let size: u64 = mail
-        .split(" SIZE=")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{mail}"));
-    assert!(size > 20 && size < 1000, "{mail}");
     assert_eq!(
         mail,
-        &format!("MAIL FROM:<alice@edge.test> SIZE={size} BODY=8BITMIME RET=HDRS ENVID=QQ314159")
+        &format!(
+            "MAIL FROM:<alice@edge.test> SIZE={} BODY=8BITMIME RET=HDRS ENVID=QQ314159",
+            21 + 8192
+        )
     );
     assert_eq!(
         lines[5],
         "RCPT TO:<carol@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;carol@example.org"
     );
     assert_eq!(lines[6], "DATA");
-    assert_eq!(lines[7], format!("<{size} octets>"));
+    // What arrives: our Received header, then the 21 octets.
+    let octets: usize = lines[7]
+        .trim_matches(|c| c == '<' || c == '>')
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(octets > 21 + 100 && octets < 21 + 1000, "{}", lines[7]);
     // The connection stays open for the next message (reuse_idle_secs, 30 by default).
     assert_eq!(lines.len(), 8, "{lines:?}");
 }
@@ -244,7 +251,8 @@ fn xoauth2_with_a_token_and_refusals_for_missing_extensions() {
     assert_eq!(lines[1], format!("AUTH XOAUTH2 {ir}"));
     assert_eq!(lines[2], "MAIL FROM:<alice@edge.test>");
     assert_eq!(lines[3], "RCPT TO:<carol@example.org>");
-    // A message that needs 8BITMIME is refused with the reason, before the upstream's MAIL.
+    // A message that needs 8BITMIME is refused at MAIL with the reason, and nothing is sent
+    // upstream for it.
     let before = seen.lock().unwrap().len();
     assert_eq!(
         send(port, "['BODY=8BITMIME']", "[]"),
@@ -279,13 +287,22 @@ fn relay_into_postfix_smtp_sink() {
         std::fs::set_permissions(&dumps, std::fs::Permissions::from_mode(0o777)).unwrap();
         sink.args(["-u", "nobody"]);
     }
-    let mut sink = sink
-        .arg("-d")
-        .arg(format!("{}/msg.", dumps.display()))
-        .arg(format!("127.0.0.1:{up}"))
-        .arg("10")
-        .spawn()
-        .expect("smtp-sink runs");
+    // Killed when the test ends, however it ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _sink = Kill(
+        sink.arg("-d")
+            .arg(format!("{}/msg.", dumps.display()))
+            .arg(format!("127.0.0.1:{up}"))
+            .arg("10")
+            .spawn()
+            .expect("smtp-sink runs"),
+    );
     let port = free_port();
     let _srv = Smtpd::start(
         &dir,
@@ -301,13 +318,11 @@ s.login('alice', 'wonder land')
 try:
     s.sendmail('用户@edge.test', ['carol@example.org'], 'Subject: utf8\r\n\r\nbody\r\n',
                mail_options=['SMTPUTF8'])
-except smtplib.SMTPDataError as e:
+except smtplib.SMTPSenderRefused as e:
     print(e.smtp_code, e.smtp_error.decode())
 s.quit()
 "#
     ));
-    let _ = sink.kill();
-    let _ = sink.wait();
     assert_eq!(out, "{}\n");
     assert_eq!(
         refused,
@@ -334,4 +349,44 @@ s.quit()
         "{dump}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn one_refused_recipient_does_not_fail_the_others() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    let (up, seen) = upstream(&["AUTH PLAIN LOGIN", "8BITMIME"]);
+    let dir = temp_dir("relay-rcpt");
+    let port = free_port();
+    let _srv = Smtpd::start(
+        &dir,
+        &edge(&dir, port, up, "username = \"bob\"\npassword = \"builder\""),
+        port,
+    );
+    // smtplib's sendmail returns the refused recipients with the upstream's own reply.
+    let out = python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, local_hostname='client.test', timeout=20)
+s.login('alice', 'wonder land')
+print(s.sendmail('alice@edge.test', ['carol@example.org', 'nobody@example.org', 'dave@example.org'],
+                 'Subject: some\r\n\r\nbody\r\n'))
+s.quit()
+"#
+    ));
+    assert_eq!(
+        out,
+        "{'nobody@example.org': (550, b'5.1.1 <nobody@example.org>: Recipient address rejected: no such user')}\n"
+    );
+    let lines = seen.lock().unwrap().clone();
+    let rcpts: Vec<&String> = lines.iter().filter(|l| l.starts_with("RCPT")).collect();
+    assert_eq!(
+        rcpts,
+        [
+            "RCPT TO:<carol@example.org>",
+            "RCPT TO:<nobody@example.org>",
+            "RCPT TO:<dave@example.org>"
+        ]
+    );
+    // The message went once, to the two the upstream took.
+    assert_eq!(lines.iter().filter(|l| *l == "DATA").count(), 1);
 }

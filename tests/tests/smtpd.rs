@@ -459,7 +459,8 @@ s = smtplib.SMTP('127.0.0.1', {port2}, timeout=30)
 s.login('alice', 'wonder land')
 try:
     s.sendmail('alice@edge.test', ['erin@example.org'], 'Subject: x\r\n\r\ny\r\n')
-except smtplib.SMTPDataError as e:
+except smtplib.SMTPSenderRefused as e:
+    # The upstream session opens at MAIL, so its failure answers MAIL.
     print(e.smtp_code, e.smtp_error.decode().startswith('4.4.0 Upstream failure: TLS'))
 "#
     );

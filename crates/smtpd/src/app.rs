@@ -9,7 +9,7 @@ use smtp_auth::Registry;
 use smtp_auth::mechanism::ScramSha256Server;
 use smtp_auth::{CacheConfig, CredentialCache};
 use smtp_auth_http::HttpAuthProvider;
-use smtp_proto::{BarePolicy, MailParameters, Reply, ReversePath};
+use smtp_proto::{BarePolicy, ForwardPath, MailParameters, RcptParameters, Reply, ReversePath};
 use smtp_server::{
     AuthLimiter, Authenticator, BodyTarget, Envelope, Handler, ProviderAuthenticator, Server,
     ServerConfig, Session,
@@ -76,6 +76,13 @@ impl App {
         }
     }
 
+    /// Gives up the session's upstream transaction, if the relay has one open.
+    async fn abandon_relay(&self, session: &Session) {
+        if let Target::Relay(_, pool) = &*self.target {
+            relay::abandon(pool, session_key(session)).await;
+        }
+    }
+
     /// Counts a delivery for the metrics endpoint, when there is one.
     fn observe_delivery(&self, kind: &'static str, started: std::time::Instant, ok: bool) {
         if let Some(m) = &self.metrics {
@@ -102,22 +109,66 @@ impl Handler for App {
         session: &Session,
         _envelope: &Envelope,
         from: &ReversePath,
-        _params: &MailParameters,
+        params: &MailParameters,
     ) -> Option<Reply> {
         // Sender/login binding: an authenticated user sends only as addresses it owns.
-        let (Some(login), ReversePath::Mailbox(m)) = (&session.login_data, from) else {
-            return None;
-        };
-        let address = m.to_string();
-        if self.senders.allows(login, &address) {
-            return None;
+        if let (Some(login), ReversePath::Mailbox(m)) = (&session.login_data, from) {
+            let address = m.to_string();
+            if !self.senders.allows(login, &address) {
+                tracing::warn!(user = %login, sender = %address, "sender address not owned by user");
+                return Some(Reply::simple(
+                    553,
+                    Some((5, 7, 1)),
+                    &format!("<{address}>: Sender address rejected: not owned by user {login}"),
+                ));
+            }
         }
-        tracing::warn!(user = %login, sender = %address, "sender address not owned by user");
-        Some(Reply::simple(
-            553,
-            Some((5, 7, 1)),
-            &format!("<{address}>: Sender address rejected: not owned by user {login}"),
-        ))
+        // Relay: the upstream transaction opens now, so each recipient gets its own answer.
+        if let Target::Relay(cfg, pool) = &*self.target
+            && let Err(e) = relay::begin(
+                cfg,
+                pool,
+                session_key(session),
+                &self.hostname,
+                from,
+                params,
+            )
+            .await
+        {
+            tracing::warn!(error = %e.detail, "relay: MAIL not taken upstream");
+            return Some(e.command_reply());
+        }
+        None
+    }
+
+    async fn rcpt(
+        &self,
+        session: &Session,
+        _envelope: &Envelope,
+        to: &ForwardPath,
+        params: &RcptParameters,
+    ) -> Option<Reply> {
+        if let Target::Relay(_, pool) = &*self.target
+            && let Err(e) = relay::recipient(pool, session_key(session), to, params).await
+        {
+            tracing::info!(recipient = %to, error = %e.detail, "relay: recipient refused upstream");
+            return Some(e.command_reply());
+        }
+        None
+    }
+
+    async fn ehlo(&self, session: &Session, _name: &str) -> Option<Reply> {
+        self.abandon_relay(session).await;
+        None
+    }
+
+    async fn rset(&self, session: &Session) -> Option<Reply> {
+        self.abandon_relay(session).await;
+        None
+    }
+
+    async fn disconnect(&self, session: &Session) {
+        self.abandon_relay(session).await;
     }
 
     /// Maildir: the body is written straight into `tmp/`, after the `Received:` header, while
@@ -211,20 +262,33 @@ impl Handler for App {
                     .mail_from
                     .clone()
                     .unwrap_or(smtp_proto::ReversePath::Null);
-                // Streamed from memory or the spool file, never loaded whole.
-                match relay::relay(
-                    cfg,
+                // Streamed from memory or the spool file, never loaded whole: on the
+                // transaction opened at MAIL, or a whole new one when there is none.
+                let sent = match relay::finish(
                     pool,
-                    &self.hostname,
-                    &from,
-                    &envelope.mail_params,
-                    &envelope.rcpt_to,
-                    &envelope.rcpt_params,
+                    session_key(session),
                     header.as_bytes(),
                     &envelope.body,
                 )
                 .await
                 {
+                    Some(r) => r,
+                    None => {
+                        relay::relay(
+                            cfg,
+                            pool,
+                            &self.hostname,
+                            &from,
+                            &envelope.mail_params,
+                            &envelope.rcpt_to,
+                            &envelope.rcpt_params,
+                            header.as_bytes(),
+                            &envelope.body,
+                        )
+                        .await
+                    }
+                };
+                match sent {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         tracing::warn!(queue_id = %id, error = %e.detail, "relay failed");
@@ -242,6 +306,11 @@ impl Handler for App {
         self.observe_delivery(kind, started, outcome.is_ok());
         delivered(session, &id, size, &rcpts, outcome)
     }
+}
+
+/// The key of a session's upstream transaction: its connection's two addresses.
+fn session_key(session: &Session) -> relay::SessionKey {
+    (session.peer_addr, session.local_addr)
 }
 
 /// Writes the message at `tmp` again with `additions` after its first `offset` octets (the

@@ -109,6 +109,7 @@ async fn authenticate(
                 return Err(RelayError {
                     permanent: r.code().class() == 5,
                     detail: format!("AUTH {name}: {}", r.to_string().replace("\r\n", " ")),
+                    upstream: None,
                 });
             }
         }
@@ -118,22 +119,22 @@ async fn authenticate(
     )))
 }
 
-/// The MAIL and RCPT parameters for the upstream: what it supports of the message's (SIZE,
-/// BODY, SMTPUTF8, DSN's RET, ENVID, NOTIFY and ORCPT); a message that needs an extension the
-/// upstream lacks (SMTPUTF8, 8BITMIME, BINARYMIME over DATA) is refused with the reason.
-fn upstream_params(
+/// The MAIL parameters for the upstream: what it supports of the message's (SIZE, BODY,
+/// SMTPUTF8, DSN's RET and ENVID); a message that needs an extension the upstream lacks
+/// (SMTPUTF8, 8BITMIME, BINARYMIME over DATA) is refused with the reason.
+fn mail_params(
     ehlo: &EhloResponse,
     params: &MailParameters,
-    rcpt_params: &[RcptParameters],
-    size: u64,
-) -> Result<(MailParameters, Vec<RcptParameters>), RelayError> {
+    size: Option<u64>,
+) -> Result<MailParameters, RelayError> {
     let refuse = |detail: &str| RelayError {
         permanent: true,
         detail: detail.to_owned(),
+        upstream: None,
     };
     let mut out = MailParameters::default();
     if ehlo.has("SIZE") {
-        out.size = Some(size);
+        out.size = size;
     }
     match params.body {
         Some(BodyType::BinaryMime) => {
@@ -157,20 +158,21 @@ fn upstream_params(
         }
         out.smtputf8 = true;
     }
-    let dsn = ehlo.has("DSN");
-    if dsn {
+    if ehlo.has("DSN") {
         out.ret = params.ret;
         out.envid = params.envid.clone();
     }
-    let rcpts = rcpt_params
-        .iter()
-        .map(|p| RcptParameters {
-            notify: if dsn { p.notify } else { None },
-            orcpt: if dsn { p.orcpt.clone() } else { None },
-            ..RcptParameters::default()
-        })
-        .collect();
-    Ok((out, rcpts))
+    Ok(out)
+}
+
+/// The RCPT parameters for the upstream: DSN's NOTIFY and ORCPT when it has DSN.
+fn rcpt_param(ehlo: &EhloResponse, p: &RcptParameters) -> RcptParameters {
+    let dsn = ehlo.has("DSN");
+    RcptParameters {
+        notify: if dsn { p.notify } else { None },
+        orcpt: if dsn { p.orcpt.clone() } else { None },
+        ..RcptParameters::default()
+    }
 }
 
 /// Why relaying failed: the reply to give our client.
@@ -180,6 +182,8 @@ pub struct RelayError {
     pub permanent: bool,
     /// What happened, for the reply text and the log (never a password).
     pub detail: String,
+    /// The upstream's own reply to a MAIL or RCPT it refused, handed to our client as is.
+    pub upstream: Option<Reply>,
 }
 
 impl RelayError {
@@ -187,7 +191,13 @@ impl RelayError {
         Self {
             permanent: false,
             detail: detail.into(),
+            upstream: None,
         }
+    }
+
+    /// The reply for our client to a MAIL or RCPT: the upstream's own when it refused.
+    pub fn command_reply(&self) -> Reply {
+        self.upstream.clone().unwrap_or_else(|| self.reply())
     }
 
     /// The reply for our client.
@@ -261,6 +271,8 @@ impl Upstream {
             return Err(RelayError {
                 permanent: r.code().class() == 5,
                 detail: format!("{shown}: {}", r.to_string().replace("\r\n", " ")),
+                upstream: (matches!(shown, "MAIL" | "RCPT") && r.code().class() >= 4)
+                    .then(|| r.clone()),
             });
         }
         Ok(r)
@@ -300,6 +312,8 @@ fn tls_config(cfg: &RelaySection) -> Result<Arc<rustls::ClientConfig>, RelayErro
 pub struct RelayPool {
     idle: Duration,
     conns: std::sync::Mutex<Vec<Idle>>,
+    /// Sessions' transactions in progress upstream.
+    open: std::sync::Mutex<std::collections::HashMap<SessionKey, Open>>,
 }
 
 const MAX_IDLE: usize = 4;
@@ -322,6 +336,7 @@ impl RelayPool {
         Self {
             idle,
             conns: std::sync::Mutex::new(Vec::new()),
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -451,19 +466,30 @@ pub async fn relay(
         Some(k) => k,
         None => connect(cfg, helo).await?,
     };
-    let (mail_params, rcpt_params) = upstream_params(&ehlo, params, rcpt_params, size)?;
     let mail = Command::Mail {
         from: from.clone(),
-        params: mail_params,
+        params: mail_params(&ehlo, params, Some(size))?,
     };
     up.cmd(&mail, 2).await?;
     for (rcpt, params) in to.iter().zip(rcpt_params) {
         let rcpt = Command::Rcpt {
             to: rcpt.clone(),
-            params,
+            params: rcpt_param(&ehlo, params),
         };
         up.cmd(&rcpt, 2).await?;
     }
+    send_message(&mut up, header, body).await?;
+    pool.put(up, ehlo);
+    Ok(())
+}
+
+/// DATA, the message (`header` then `body`, dot-stuffed, streamed in 64 KiB pieces), and the
+/// upstream's reply to it.
+async fn send_message(
+    up: &mut Upstream,
+    header: &[u8],
+    body: &smtp_server::Body,
+) -> Result<(), RelayError> {
     up.cmd(&Command::Data, 3).await?;
     let mut encoder = DataEncoder::new();
     let mut wire = BytesMut::new();
@@ -491,8 +517,134 @@ pub async fn relay(
         return Err(RelayError {
             permanent: r.code().class() == 5,
             detail: format!("DATA: {}", r.to_string().replace("\r\n", " ")),
+            upstream: None,
         });
     }
-    pool.put(up, ehlo);
     Ok(())
+}
+
+/// The connection a session's transaction runs on: its two addresses.
+pub type SessionKey = (std::net::SocketAddr, std::net::SocketAddr);
+
+/// A transaction opened upstream at MAIL, fed at each RCPT, finished at DATA: so each
+/// recipient gets the upstream's own answer, and one refused recipient does not fail the
+/// others.
+struct Open {
+    up: Upstream,
+    ehlo: EhloResponse,
+}
+
+impl std::fmt::Debug for Open {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Open")
+    }
+}
+
+/// Room for our `Received:` header (and added fields) on top of a client's declared SIZE.
+const HEADER_ALLOWANCE: u64 = 8 * 1024;
+
+impl RelayPool {
+    fn take_open(&self, key: SessionKey) -> Option<Open> {
+        self.open.lock().ok()?.remove(&key)
+    }
+
+    fn put_open(&self, key: SessionKey, open: Open) {
+        if let Ok(mut m) = self.open.lock() {
+            m.insert(key, open);
+        }
+    }
+}
+
+/// A kept connection (checked with RSET) or a new session.
+async fn take_or_connect(
+    cfg: &RelaySection,
+    pool: &Arc<RelayPool>,
+    helo: &str,
+) -> Result<(Upstream, EhloResponse), RelayError> {
+    while let Some(mut idle) = pool.take() {
+        if idle.up.cmd(&Command::Rset, 2).await.is_ok() {
+            return Ok((idle.up, idle.ehlo));
+        }
+    }
+    connect(cfg, helo).await
+}
+
+/// Opens the upstream transaction for a session's MAIL (a transaction the session left behind,
+/// after a reset no hook sees, is given up first): `Err` carries the upstream's refusal.
+pub async fn begin(
+    cfg: &RelaySection,
+    pool: &Arc<RelayPool>,
+    key: SessionKey,
+    helo: &str,
+    from: &ReversePath,
+    params: &MailParameters,
+) -> Result<(), RelayError> {
+    abandon(pool, key).await;
+    let (mut up, ehlo) = take_or_connect(cfg, pool, helo).await?;
+    let mail = Command::Mail {
+        from: from.clone(),
+        params: mail_params(&ehlo, params, params.size.map(|s| s + HEADER_ALLOWANCE))?,
+    };
+    match up.cmd(&mail, 2).await {
+        Ok(_) => {
+            pool.put_open(key, Open { up, ehlo });
+            Ok(())
+        }
+        Err(e) => {
+            if e.upstream.is_some() {
+                // A refusal: the connection itself is fine.
+                pool.put(up, ehlo);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// One RCPT of the session's open transaction: `Err` carries the upstream's refusal of this
+/// recipient (the transaction goes on for the others).
+pub async fn recipient(
+    pool: &Arc<RelayPool>,
+    key: SessionKey,
+    to: &ForwardPath,
+    params: &RcptParameters,
+) -> Result<(), RelayError> {
+    let Some(mut open) = pool.take_open(key) else {
+        return Err(RelayError::temp("no upstream transaction"));
+    };
+    let rcpt = Command::Rcpt {
+        to: to.clone(),
+        params: rcpt_param(&open.ehlo, params),
+    };
+    let r = open.up.cmd(&rcpt, 2).await;
+    match &r {
+        Ok(_) => pool.put_open(key, open),
+        Err(e) if e.upstream.is_some() => pool.put_open(key, open),
+        Err(_) => {} // the connection is gone
+    }
+    r.map(|_| ())
+}
+
+/// Sends the message on the session's open transaction: `None` when there is none (then the
+/// caller relays the whole transaction itself).
+pub async fn finish(
+    pool: &Arc<RelayPool>,
+    key: SessionKey,
+    header: &[u8],
+    body: &smtp_server::Body,
+) -> Option<Result<(), RelayError>> {
+    let mut open = pool.take_open(key)?;
+    let r = send_message(&mut open.up, header, body).await;
+    if r.is_ok() {
+        pool.put(open.up, open.ehlo);
+    }
+    Some(r)
+}
+
+/// Gives up the session's open transaction, if any (RSET, and the connection is kept).
+pub async fn abandon(pool: &Arc<RelayPool>, key: SessionKey) {
+    if let Some(mut open) = pool.take_open(key)
+        && open.up.cmd(&Command::Rset, 2).await.is_ok()
+    {
+        pool.put(open.up, open.ehlo);
+    }
 }
