@@ -152,6 +152,17 @@ impl Smtpd {
     }
 }
 
+impl Smtpd {
+    /// Sends SIGHUP (a reload).
+    pub fn sighup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -HUP");
+    }
+}
+
 impl Drop for Smtpd {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -260,17 +271,27 @@ fn serve_http(stream: TcpStream, count: &std::sync::atomic::AtomicUsize) {
     }
 }
 
-/// Replays a transcript against a server. Lines: `C: text` (sent with CRLF; consecutive client
-/// lines go out in one write, as a pipelining client sends them), `R: text` (sent raw, with
-/// `\r` and `\n` escapes), `S: text` (the next reply line, exactly), `S~ text` (the next reply
-/// line starts with text), `#` comments.
-pub fn run_transcript(addr: SocketAddr, text: &str) -> Result<(), String> {
-    let stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(stream);
+/// One step of a transcript: octets the client sends, or a reply line it expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranscriptStep {
+    /// Client lines sent in one write, as a pipelining client sends them.
+    Send(Vec<u8>),
+    /// The next reply line: exactly `want`, or (`exact` false) starting with it.
+    Expect {
+        /// The transcript's line number, for the error.
+        line: usize,
+        /// Whole line or prefix.
+        exact: bool,
+        /// The text.
+        want: String,
+    },
+}
+
+/// Parses a transcript. Lines: `C: text` (sent with CRLF; consecutive client lines go out in
+/// one write), `R: text` (sent raw, with `\r` and `\n` escapes), `S: text` (the next reply
+/// line, exactly), `S~ text` (the next reply line starts with text), `#` comments.
+pub fn transcript_steps(text: &str) -> Result<Vec<TranscriptStep>, String> {
+    let mut steps = Vec::new();
     let mut pending = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let n = n + 1;
@@ -287,10 +308,7 @@ pub fn run_transcript(addr: SocketAddr, text: &str) -> Result<(), String> {
             continue;
         }
         if !pending.is_empty() {
-            writer
-                .write_all(&pending)
-                .map_err(|e| format!("line {n}: write: {e}"))?;
-            pending.clear();
+            steps.push(TranscriptStep::Send(std::mem::take(&mut pending)));
         }
         let (exact, want) = if let Some(w) = line.strip_prefix("S: ") {
             (true, w)
@@ -299,24 +317,54 @@ pub fn run_transcript(addr: SocketAddr, text: &str) -> Result<(), String> {
         } else {
             return Err(format!("line {n}: unknown line kind: {line}"));
         };
-        let mut got = String::new();
-        reader
-            .read_line(&mut got)
-            .map_err(|e| format!("line {n}: expected {want:?}, read failed: {e}"))?;
-        let got = got.trim_end_matches(['\r', '\n']);
-        let ok = if exact {
-            got == want
-        } else {
-            got.starts_with(want)
-        };
-        if !ok {
-            return Err(format!("line {n}: expected {want:?}, got {got:?}"));
-        }
+        steps.push(TranscriptStep::Expect {
+            line: n,
+            exact,
+            want: want.to_owned(),
+        });
     }
     if !pending.is_empty() {
-        writer
-            .write_all(&pending)
-            .map_err(|e| format!("write: {e}"))?;
+        steps.push(TranscriptStep::Send(pending));
+    }
+    Ok(steps)
+}
+
+/// Checks one reply line read for an [`TranscriptStep::Expect`].
+pub fn transcript_check(line: usize, exact: bool, want: &str, got: &str) -> Result<(), String> {
+    let got = got.trim_end_matches(['\r', '\n']);
+    let ok = if exact {
+        got == want
+    } else {
+        got.starts_with(want)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("line {line}: expected {want:?}, got {got:?}"))
+    }
+}
+
+/// Replays a transcript ([`transcript_steps`]) against a server.
+pub fn run_transcript(addr: SocketAddr, text: &str) -> Result<(), String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    for step in transcript_steps(text)? {
+        match step {
+            TranscriptStep::Send(bytes) => writer
+                .write_all(&bytes)
+                .map_err(|e| format!("write: {e}"))?,
+            TranscriptStep::Expect { line, exact, want } => {
+                let mut got = String::new();
+                reader
+                    .read_line(&mut got)
+                    .map_err(|e| format!("line {line}: expected {want:?}, read failed: {e}"))?;
+                transcript_check(line, exact, &want, &got)?;
+            }
+        }
     }
     Ok(())
 }

@@ -2,8 +2,6 @@
 //! is logged `cached=true`, SIGHUP invalidates a changed user exactly, a broken file keeps the
 //! old users) and with the HTTP backend (two logins, one request while cached).
 
-use std::process::Command;
-
 use e2e::{Smtpd, free_port, http_auth_service_counting, python, temp_dir, users_file};
 
 fn setup() {
@@ -30,15 +28,6 @@ s.quit()
 
 fn wait_for_log(srv: &Smtpd, needle: &str, times: usize) {
     srv.wait_for_log(needle, times);
-}
-
-fn sighup(srv: &Smtpd) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &srv.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
 }
 
 #[test]
@@ -88,7 +77,7 @@ level = "info"
         format!("alice:{alice}\n{bob_line}\nnewcomer:{alice}\n"),
     )
     .unwrap();
-    sighup(&srv);
+    srv.sighup();
     wait_for_log(&srv, "users file reloaded", 1);
     assert!(srv.log().contains("users=3 changed=1"), "{}", srv.log());
     // The old password is not served from the cache any more; the new one and the new user
@@ -109,7 +98,7 @@ level = "info"
 
     // A broken file is refused and the old users stay.
     std::fs::write(&users, "alice:not-a-hash\n").unwrap();
-    sighup(&srv);
+    srv.sighup();
     wait_for_log(&srv, "users file reload refused", 1);
     assert_eq!(logins(port, &[("newcomer", "new-pass")]), "235\n");
     let _ = std::fs::remove_dir_all(dir);

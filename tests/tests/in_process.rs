@@ -6,58 +6,35 @@
 
 use std::path::Path;
 
-use e2e::{file_config, maildir_messages, temp_dir};
+use e2e::{
+    TranscriptStep, file_config, maildir_messages, temp_dir, transcript_check, transcript_steps,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// The transcript format of `e2e::run_transcript`, over any stream.
+/// The transcript steps of `e2e::transcript_steps`, over any stream.
 async fn replay(io: tokio::io::DuplexStream, text: &str) -> Result<(), String> {
     let (r, mut w) = tokio::io::split(io);
     let mut reader = BufReader::new(r);
-    let mut pending = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let n = n + 1;
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        if let Some(c) = line.strip_prefix("C:") {
-            pending.extend_from_slice(c.strip_prefix(' ').unwrap_or(c).as_bytes());
-            pending.extend_from_slice(b"\r\n");
-            continue;
-        }
-        if let Some(raw) = line.strip_prefix("R: ") {
-            pending.extend_from_slice(raw.replace("\\r", "\r").replace("\\n", "\n").as_bytes());
-            continue;
-        }
-        if !pending.is_empty() {
-            w.write_all(&pending)
+    for step in transcript_steps(text)? {
+        match step {
+            TranscriptStep::Send(bytes) => w
+                .write_all(&bytes)
                 .await
-                .map_err(|e| format!("line {n}: write: {e}"))?;
-            pending.clear();
+                .map_err(|e| format!("write: {e}"))?,
+            TranscriptStep::Expect { line, exact, want } => {
+                let mut got = String::new();
+                let read = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    reader.read_line(&mut got),
+                )
+                .await;
+                match read {
+                    Ok(Ok(k)) if k > 0 => {}
+                    other => return Err(format!("line {line}: expected {want:?}, read {other:?}")),
+                }
+                transcript_check(line, exact, &want, &got)?;
+            }
         }
-        let (exact, want) = if let Some(x) = line.strip_prefix("S: ") {
-            (true, x)
-        } else if let Some(x) = line.strip_prefix("S~ ") {
-            (false, x)
-        } else {
-            return Err(format!("line {n}: unknown line kind: {line}"));
-        };
-        let mut got = String::new();
-        let read = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            reader.read_line(&mut got),
-        )
-        .await;
-        match read {
-            Ok(Ok(k)) if k > 0 => {}
-            other => return Err(format!("line {n}: expected {want:?}, read {other:?}")),
-        }
-        let got = got.trim_end_matches(['\r', '\n']);
-        if (exact && got != want) || (!exact && !got.starts_with(want)) {
-            return Err(format!("line {n}: expected {want:?}, got {got:?}"));
-        }
-    }
-    if !pending.is_empty() {
-        w.write_all(&pending).await.map_err(|e| e.to_string())?;
     }
     Ok(())
 }

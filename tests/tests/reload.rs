@@ -7,15 +7,6 @@ use std::process::{Command, Stdio};
 
 use e2e::{Smtpd, file_config, free_port, maildir_messages, python, temp_dir};
 
-fn sighup(srv: &Smtpd) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &srv.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
 /// A fresh STARTTLS handshake: the SHA-256 of the certificate the server presents, and
 /// whether it is the one in `cert` (PEM) now.
 fn handshake(port: u16, cert: &std::path::Path) -> String {
@@ -93,7 +84,7 @@ s.quit()
     std::fs::write(&cert, renewed.cert.pem()).unwrap();
     std::fs::write(&key, renewed.key_pair.serialize_pem()).unwrap();
     std::fs::write(&map, "alice@mx.test: alice\nsales@mx.test: alice\n").unwrap();
-    sighup(&srv);
+    srv.sighup();
     srv.wait_for_log("TLS certificate and key reloaded", 1);
     srv.wait_for_log("sender/login map reloaded", 1);
 
@@ -127,7 +118,7 @@ s.quit()
     // Broken files are refused; what was in force stays.
     std::fs::write(&cert, "not a certificate\n").unwrap();
     std::fs::write(&map, "no colon here\n").unwrap();
-    sighup(&srv);
+    srv.sighup();
     srv.wait_for_log("TLS reload refused", 1);
     srv.wait_for_log("sender/login map reload refused", 1);
     let log = srv.log();
