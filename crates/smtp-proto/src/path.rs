@@ -278,40 +278,39 @@ fn is_ldh(b: u8) -> bool {
 /// A hand-written scan rather than nom's `separated_list1`, which collects the labels into a
 /// `Vec` only to throw it away: this is the hot path of every MAIL and RCPT.
 pub(crate) fn domain(text: &str) -> Res<'_, Domain> {
-    let i = text.as_bytes();
-    let label_byte = |b: u8| is_ldh(b) || b >= 0x80;
+    let label_ok = |l: &[u8]| l.len() <= 63 && l[0] != b'-' && l[l.len() - 1] != b'-';
+    let end = dotted(text.as_bytes(), |b| is_ldh(b) || b >= 0x80, label_ok)
+        .ok_or_else(|| verify_error(text))?;
+    match (text.get(..end), text.get(end..)) {
+        (Some(d), Some(rest)) if d.len() <= MAX_DOMAIN_LEN => Ok((rest, Domain(d.to_owned()))),
+        _ => Err(verify_error(text)),
+    }
+}
+
+/// The longest run of labels joined by single dots at the start of `i`, a label being a
+/// non-empty run of `byte_ok` octets that `label_ok` accepts: its length (a dot not followed by
+/// a good label is left out, as nom's `separated_list1` would), or `None` when even the first
+/// label is missing or bad. The scan behind [`domain`] and [`dot_string`], the hot path of every
+/// MAIL and RCPT: no `Vec` of labels is built.
+fn dotted(
+    i: &[u8],
+    byte_ok: impl Fn(u8) -> bool,
+    label_ok: impl Fn(&[u8]) -> bool,
+) -> Option<usize> {
     let mut end = 0;
     loop {
         let start = end;
-        while end < i.len() && label_byte(i[end]) {
+        while end < i.len() && byte_ok(i[end]) {
             end += 1;
         }
-        let label = &i[start..end];
-        if label.is_empty() {
-            // A domain cannot be empty or end in a dot: the last dot is not part of it.
-            if start == 0 {
-                return Err(verify_error(text));
-            }
-            end = start - 1;
-            break;
-        }
-        if label.len() > 63 || label[0] == b'-' || label[label.len() - 1] == b'-' {
-            // nom's separated_list1 stops before a bad label after a good one.
-            if start == 0 {
-                return Err(verify_error(text));
-            }
-            end = start - 1;
-            break;
+        if end == start || !label_ok(&i[start..end]) {
+            return start.checked_sub(1);
         }
         if i.get(end) == Some(&b'.') {
             end += 1;
         } else {
-            break;
+            return Some(end);
         }
-    }
-    match (text.get(..end), text.get(end..)) {
-        (Some(d), Some(rest)) if d.len() <= MAX_DOMAIN_LEN => Ok((rest, Domain(d.to_owned()))),
-        _ => Err(verify_error(text)),
     }
 }
 
@@ -362,27 +361,7 @@ fn is_atext(b: u8) -> bool {
 
 /// `Dot-string = Atom *("." Atom)` (hand-written, like [`domain`]).
 fn dot_string(text: &str) -> Res<'_, &str> {
-    let i = text.as_bytes();
-    let mut end = 0;
-    loop {
-        let start = end;
-        while end < i.len() && is_atext(i[end]) {
-            end += 1;
-        }
-        if end == start {
-            if start == 0 {
-                return Err(verify_error(text));
-            }
-            // A trailing dot is not part of the Dot-string.
-            end = start - 1;
-            break;
-        }
-        if i.get(end) == Some(&b'.') {
-            end += 1;
-        } else {
-            break;
-        }
-    }
+    let end = dotted(text.as_bytes(), is_atext, |_| true).ok_or_else(|| verify_error(text))?;
     match (text.get(..end), text.get(end..)) {
         (Some(d), Some(rest)) => Ok((rest, d)),
         _ => Err(verify_error(text)),
