@@ -33,6 +33,9 @@
 //! ## Example
 //!
 //! ```
+//! # // The server needs the default `tokio` feature; without it this example is skipped.
+//! # #[cfg(feature = "tokio")]
+//! # mod example {
 //! use smtp_auth::MemoryProvider;
 //! use smtp_server::{Envelope, Handler, Server, ServerConfig, Session};
 //! use smtp_proto::Reply;
@@ -47,7 +50,7 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> std::io::Result<()> {
+//! # pub async fn main() -> std::io::Result<()> {
 //! let config = ServerConfig::builder()
 //!     .hostname("mx.example.org")
 //!     .auth_require_tls(false) // a loopback demo; keep the default (true) in production
@@ -57,6 +60,11 @@
 //! let server = Server::new(config, Print).provider(users);
 //! // Serve until the signal future completes (here: at once).
 //! server.serve_with_shutdown(listener, async {}).await
+//! # }
+//! # }
+//! # fn main() {
+//! #     #[cfg(feature = "tokio")]
+//! #     example::main().unwrap();
 //! # }
 //! ```
 
