@@ -407,6 +407,38 @@ path = {maildir:?}
     )
 }
 
+/// The configuration of an edge smtpd (user alice, AUTH in the clear) relaying to
+/// `host:up_port`: `server` adds `[server]` keys, `delivery` adds `[delivery]` keys (the
+/// upstream credentials, `timeout_secs`, ...).
+pub fn relay_config(
+    dir: &Path,
+    port: u16,
+    host: &str,
+    up_port: u16,
+    server: &str,
+    delivery: &str,
+) -> String {
+    let users = users_file(dir, &[("alice", "wonder land")]);
+    format!(
+        r#"
+[server]
+hostname = "edge.test"
+auth_require_tls = false
+{server}
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "file"
+users_file = {users:?}
+[delivery]
+kind = "relay"
+host = "{host}"
+port = {up_port}
+{delivery}
+"#
+    )
+}
+
 /// A configuration with the http backend at `url`, AUTH allowed in the clear, no failure
 /// delay, `discard` delivery; `extra_server` and `extra_auth` lines go into `[server]` and
 /// `[auth]`.

@@ -138,28 +138,13 @@ fn a_large_spooled_message_is_relayed_streamed_and_exact() {
     );
     let dir = temp_dir("relay-big-edge");
     let port = free_port();
-    let users = e2e::users_file(&dir, &[("alice", "wonder land")]);
-    let edge = format!(
-        r#"
-[server]
-hostname = "edge.test"
-auth_require_tls = false
-spool_threshold = 65536
-spool_dir = {spool:?}
-[[listener]]
-address = "127.0.0.1:{port}"
-[auth]
-backend = "file"
-users_file = {users:?}
-[delivery]
-kind = "relay"
-host = "127.0.0.1"
-port = {up_port}
-username = "bob"
-password = "builder"
-timeout_secs = 30
-"#,
-        spool = dir.clone()
+    let edge = e2e::relay_config(
+        &dir,
+        port,
+        "127.0.0.1",
+        up_port,
+        &format!("spool_threshold = 65536\nspool_dir = {:?}", dir),
+        "username = \"bob\"\npassword = \"builder\"\ntimeout_secs = 30",
     );
     let _edge = Smtpd::start(&dir, &edge, port);
     let out = e2e::python(&format!(

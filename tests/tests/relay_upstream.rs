@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use e2e::{Smtpd, free_port, python, temp_dir, users_file};
+use e2e::{Smtpd, free_port, python, temp_dir};
 
 /// An upstream offering `extensions` (EHLO lines after the name); returns its port and the
 /// lines it read. It serves connections until the test ends.
@@ -79,25 +79,13 @@ fn upstream(extensions: &'static [&'static str]) -> (u16, Arc<Mutex<Vec<String>>
 }
 
 fn edge(dir: &std::path::Path, port: u16, up: u16, auth: &str) -> String {
-    let users = users_file(dir, &[("alice", "wonder land")]);
-    format!(
-        r#"
-[server]
-hostname = "edge.test"
-sender_login = "any"
-auth_require_tls = false
-[[listener]]
-address = "127.0.0.1:{port}"
-[auth]
-backend = "file"
-users_file = {users:?}
-[delivery]
-kind = "relay"
-host = "127.0.0.1"
-port = {up}
-timeout_secs = 20
-{auth}
-"#
+    e2e::relay_config(
+        dir,
+        port,
+        "127.0.0.1",
+        up,
+        "sender_login = \"any\"",
+        &format!("timeout_secs = 20\n{auth}"),
     )
 }
 

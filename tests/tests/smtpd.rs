@@ -218,25 +218,13 @@ for pw in ['right', 'wrong']:
 /// The configuration of an edge smtpd (user alice) relaying to `host:up_port` as bob;
 /// `extra` adds keys to `[delivery]`.
 fn edge_config(dir: &Path, port: u16, host: &str, up_port: u16, extra: &str) -> String {
-    let users = users_file(dir, &[("alice", "wonder land")]);
-    format!(
-        r#"
-[server]
-hostname = "edge.test"
-auth_require_tls = false
-[[listener]]
-address = "127.0.0.1:{port}"
-[auth]
-backend = "file"
-users_file = {users:?}
-[delivery]
-kind = "relay"
-host = "{host}"
-port = {up_port}
-username = "bob"
-password = "builder"
-timeout_secs = 20
-{extra}"#
+    e2e::relay_config(
+        dir,
+        port,
+        host,
+        up_port,
+        "",
+        &format!("username = \"bob\"\npassword = \"builder\"\ntimeout_secs = 20\n{extra}"),
     )
 }
 

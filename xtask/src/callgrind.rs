@@ -23,13 +23,7 @@ fn instructions(
 ) -> Result<u64, String> {
     let port = crate::free_port()?;
     let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nauth_required = false\nmax_connections = 4096\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:9/\"\n[delivery]\nkind = \"discard\"\n[log]\nlevel = \"warn\"\n"
-        ),
-    )
-    .map_err(|e| e.to_string())?;
+    std::fs::write(&cfg, crate::protocol_bench_config(port)).map_err(|e| e.to_string())?;
     let out = dir.join(format!("{name}.callgrind"));
     let mut smtpd = Command::new("valgrind")
         .arg("--tool=callgrind")

@@ -399,6 +399,15 @@ fn load(
     Ok((wall, cpu1 - cpu0))
 }
 
+/// The smtpd configuration of the protocol benchmarks (`--peers`, `--callgrind`): no AUTH
+/// (smtp-source cannot), the http backend (it needs no users file and is never asked), discard
+/// delivery, warnings only.
+fn protocol_bench_config(port: u16) -> String {
+    format!(
+        "[server]\nauth_required = false\nmax_connections = 4096\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:9/\"\n[delivery]\nkind = \"discard\"\n[log]\nlevel = \"warn\"\n"
+    )
+}
+
 fn peers() -> Result<(), String> {
     let r = root();
     let have = |b: &str| {
@@ -416,10 +425,7 @@ fn peers() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("xtask-peers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let port = free_port()?;
-    let config = format!(
-        // No AUTH (smtp-source cannot); the http backend needs no users file and is never asked.
-        "[server]\nauth_required = false\nmax_connections = 4096\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:9/\"\n[delivery]\nkind = \"discard\"\n[log]\nlevel = \"warn\"\n"
-    );
+    let config = protocol_bench_config(port);
     let cfg_path = dir.join("smtpd.toml");
     std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
     let mut smtpd = Command::new(target_dir().join("release/smtpd"))

@@ -1242,12 +1242,8 @@ impl Machine {
             }
             Step::Verify(req) => {
                 run.user = Some(req.username.clone());
-                if self.limiter().user_locked(&req.username) {
-                    if let Some(run) = self.auth.as_mut() {
-                        run.locked = true;
-                    }
-                    let r = self.locked_out(&req.username);
-                    self.verify_result(r);
+                if self.locked_out(&req.username) {
+                    self.verify_result(AuthResult::failure(AuthStatus::TempFail));
                 } else {
                     self.call_deadline = Some(self.now + self.cfg.auth_timeout);
                     self.call(Awaiting::Verify, Call::Verify(req));
@@ -1255,12 +1251,8 @@ impl Machine {
             }
             Step::Lookup(req) => {
                 run.user = Some(req.username.clone());
-                if self.limiter().user_locked(&req.username) {
-                    if let Some(run) = self.auth.as_mut() {
-                        run.locked = true;
-                    }
+                if self.locked_out(&req.username) {
                     // Answered like a failed lookup: 454, secret unread.
-                    let _ = self.locked_out(&req.username);
                     self.lookup_result(LookupResult::Failure);
                 } else {
                     self.call_deadline = Some(self.now + self.cfg.auth_timeout);
@@ -1338,14 +1330,21 @@ impl Machine {
         }
     }
 
-    /// The answer for a user past `max_auth_failures_per_user`: 454, credential unchecked.
-    fn locked_out(&self, user: &str) -> AuthResult {
+    /// True (and the exchange marked locked, and logged) when `user` is past
+    /// `max_auth_failures_per_user`: the answer is then 454 with the credential unchecked.
+    fn locked_out(&mut self, user: &str) -> bool {
+        if !self.limiter().user_locked(user) {
+            return false;
+        }
+        if let Some(run) = self.auth.as_mut() {
+            run.locked = true;
+        }
         tracing::warn!(
             remote_ip = %self.session.peer_addr.ip(),
             user,
             "AUTH refused: too many failures for this user"
         );
-        AuthResult::failure(AuthStatus::TempFail)
+        true
     }
 
     fn observe_auth(&self, mechanism: &str, outcome: AuthOutcome, started: Instant) {

@@ -277,6 +277,7 @@ impl Handler for App {
                         relay::relay(
                             cfg,
                             pool,
+                            session_key(session),
                             &self.hostname,
                             &from,
                             &envelope.mail_params,

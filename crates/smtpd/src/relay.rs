@@ -437,14 +437,14 @@ async fn connect(cfg: &RelaySection, helo: &str) -> Result<(Upstream, EhloRespon
     Ok((up, ehlo))
 }
 
-/// Relays one message (`header` then `body`, streamed from memory or its spool file in 64 KiB
-/// pieces): on a connection kept from an earlier message (after RSET) when the pool has one,
-/// else a new session (EHLO, STARTTLS and AUTH when configured); then MAIL, RCPT for each
-/// recipient, DATA; the connection goes back to the pool (or QUIT when reuse is off).
+/// Relays one whole transaction for a session that has none open upstream (its connection
+/// broke after MAIL): [`begin`] with the message's exact size, [`recipient`] for each one (any
+/// refusal fails the message), [`finish`].
 #[allow(clippy::too_many_arguments)]
 pub async fn relay(
     cfg: &RelaySection,
     pool: &Arc<RelayPool>,
+    key: SessionKey,
     helo: &str,
     from: &ReversePath,
     params: &MailParameters,
@@ -454,33 +454,16 @@ pub async fn relay(
     body: &smtp_server::Body,
 ) -> Result<(), RelayError> {
     let size = header.len() as u64 + body.len();
-    // A kept connection is checked with RSET; one that fails is dropped for a new one.
-    let mut kept = None;
-    while let Some(mut idle) = pool.take() {
-        if idle.up.cmd(&Command::Rset, 2).await.is_ok() {
-            kept = Some((idle.up, idle.ehlo));
-            break;
+    open(cfg, pool, key, helo, from, params, Some(size)).await?;
+    for (rcpt, p) in to.iter().zip(rcpt_params) {
+        if let Err(e) = recipient(pool, key, rcpt, p).await {
+            abandon(pool, key).await;
+            return Err(e);
         }
     }
-    let (mut up, ehlo) = match kept {
-        Some(k) => k,
-        None => connect(cfg, helo).await?,
-    };
-    let mail = Command::Mail {
-        from: from.clone(),
-        params: mail_params(&ehlo, params, Some(size))?,
-    };
-    up.cmd(&mail, 2).await?;
-    for (rcpt, params) in to.iter().zip(rcpt_params) {
-        let rcpt = Command::Rcpt {
-            to: rcpt.clone(),
-            params: rcpt_param(&ehlo, params),
-        };
-        up.cmd(&rcpt, 2).await?;
-    }
-    send_message(&mut up, header, body).await?;
-    pool.put(up, ehlo);
-    Ok(())
+    finish(pool, key, header, body)
+        .await
+        .unwrap_or_else(|| Err(RelayError::temp("no upstream transaction")))
 }
 
 /// DATA, the message (`header` then `body`, dot-stuffed, streamed in 64 KiB pieces), and the
@@ -570,7 +553,8 @@ async fn take_or_connect(
 }
 
 /// Opens the upstream transaction for a session's MAIL (a transaction the session left behind,
-/// after a reset no hook sees, is given up first): `Err` carries the upstream's refusal.
+/// after a reset no hook sees, is given up first): `Err` carries the upstream's refusal. SIZE
+/// upstream is the client's declaration plus room for our header.
 pub async fn begin(
     cfg: &RelaySection,
     pool: &Arc<RelayPool>,
@@ -579,11 +563,25 @@ pub async fn begin(
     from: &ReversePath,
     params: &MailParameters,
 ) -> Result<(), RelayError> {
+    let size = params.size.map(|s| s + HEADER_ALLOWANCE);
+    open(cfg, pool, key, helo, from, params, size).await
+}
+
+/// MAIL on a kept or new connection, declaring `size`; the transaction is kept under `key`.
+async fn open(
+    cfg: &RelaySection,
+    pool: &Arc<RelayPool>,
+    key: SessionKey,
+    helo: &str,
+    from: &ReversePath,
+    params: &MailParameters,
+    size: Option<u64>,
+) -> Result<(), RelayError> {
     abandon(pool, key).await;
     let (mut up, ehlo) = take_or_connect(cfg, pool, helo).await?;
     let mail = Command::Mail {
         from: from.clone(),
-        params: mail_params(&ehlo, params, params.size.map(|s| s + HEADER_ALLOWANCE))?,
+        params: mail_params(&ehlo, params, size)?,
     };
     match up.cmd(&mail, 2).await {
         Ok(_) => {
