@@ -84,8 +84,8 @@ pub struct AuthExchange {
     proxy_authorization: bool,
     /// A provider's `Ok` decided this exchange (so its authzid was the provider's to judge).
     decided_ok: bool,
-    /// The deciding authenticator's success, reply line and data ([`AuthExchange::conclude`]).
-    overrides: Option<(bool, Option<String>, Option<AuthData>)>,
+    /// The deciding authenticator's status, reply line and data ([`AuthExchange::conclude`]).
+    overrides: Option<(AuthStatus, Option<String>, Option<AuthData>)>,
 }
 
 impl fmt::Debug for AuthExchange {
@@ -219,7 +219,7 @@ impl AuthExchange {
             return Err(ExchangeError::NotAwaitingDecision);
         }
         let decision = answer.decision();
-        self.overrides = Some((answer.is_success(), answer.message, answer.auth_data));
+        self.overrides = Some((answer.status, answer.message, answer.auth_data));
         self.decide(decision)
     }
 
@@ -277,9 +277,14 @@ impl AuthExchange {
             Step::Done(mut result) => {
                 // Only where the exchange ended as the authenticator decided: its "235 Welcome"
                 // must not answer an exchange refused afterwards (a foreign authzid).
-                if let Some((success, message, data)) = self.overrides.take()
-                    && success == result.is_success()
+                if let Some((status, message, data)) = self.overrides.take()
+                    && (status == AuthStatus::Success) == result.is_success()
                 {
+                    let success = result.is_success();
+                    // A lock reaches the mechanism as a temporary failure; it ends as a lock.
+                    if status == AuthStatus::Locked && result.status == AuthStatus::TempFail {
+                        result.status = AuthStatus::Locked;
+                    }
                     if message.is_some() {
                         result.message = message;
                     }

@@ -153,4 +153,9 @@ pub enum LookupResult {
     NotFound,
     /// The store could not answer (answered 454 4.7.0).
     Failure,
+    /// The secret was not read: the user or the client's address is past its failure limit
+    /// (answered 454 4.7.0 like `Failure`; the exchange ends as [`AuthStatus::Locked`]).
+    ///
+    /// [`AuthStatus::Locked`]: crate::AuthStatus::Locked
+    Locked,
 }

@@ -32,6 +32,10 @@ pub enum AuthStatus {
     /// The client asked for an option the mechanism does not support (e.g. SCRAM channel
     /// binding).
     Unsupported,
+    /// The credential was not checked: the user or the client's address is past its failure
+    /// limit. Answered like [`AuthStatus::TempFail`] (454 4.7.0), so a lock says nothing about
+    /// the credential or whether the user exists; reported apart from it.
+    Locked,
 }
 
 /// The identity a successful exchange established.
@@ -143,12 +147,12 @@ impl AuthResult {
         self.status == AuthStatus::Success
     }
 
-    /// The provider decision this result amounts to: success is `Ok`, a temporary failure is
-    /// `Failure`, anything else `Invalid`.
+    /// The provider decision this result amounts to: success is `Ok`, a temporary failure (or
+    /// a lock) is `Failure`, anything else `Invalid`.
     pub fn decision(&self) -> crate::AuthDecision {
         match self.status {
             AuthStatus::Success => crate::AuthDecision::Ok,
-            AuthStatus::TempFail => crate::AuthDecision::Failure,
+            AuthStatus::TempFail | AuthStatus::Locked => crate::AuthDecision::Failure,
             _ => crate::AuthDecision::Invalid,
         }
     }

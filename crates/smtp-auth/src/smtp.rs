@@ -55,7 +55,10 @@ pub fn status_reply(status: AuthStatus) -> (u16, (u8, u16, u16), &'static str) {
     match status {
         AuthStatus::Success => (235, (2, 7, 0), "Authentication successful"),
         AuthStatus::Invalid => (535, (5, 7, 8), "Authentication credentials invalid"),
-        AuthStatus::TempFail => (454, (4, 7, 0), "Temporary authentication failure"),
+        // A lock reads as a temporary failure: it must not tell a guesser anything.
+        AuthStatus::TempFail | AuthStatus::Locked => {
+            (454, (4, 7, 0), "Temporary authentication failure")
+        }
         AuthStatus::Cancelled => (501, (5, 7, 0), "Authentication cancelled"),
         AuthStatus::Undecodable => (501, (5, 5, 2), "Cannot decode response"),
         AuthStatus::Malformed => (501, (5, 5, 2), "Malformed authentication data"),

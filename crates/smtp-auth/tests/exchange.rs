@@ -272,6 +272,16 @@ fn an_authenticators_answer_is_the_decision_and_its_overrides_follow_the_outcome
         smtp::reply_line(&r).unwrap(),
         "454 4.7.0 Temporary authentication failure"
     );
+    // A lock (a shared limiter's answer) reaches the mechanism as a Failure and ends as a
+    // lock, answered like a temporary failure.
+    let mut e = ex(Registry::default());
+    e.start("PLAIN", Some(&b64(b"\0ann\0pw"))).unwrap();
+    let r = done(e.conclude(AuthResult::failure(AuthStatus::Locked)).unwrap());
+    assert_eq!(r.status, AuthStatus::Locked);
+    assert_eq!(
+        smtp::reply_line(&r).unwrap(),
+        "454 4.7.0 Temporary authentication failure"
+    );
     // The authenticator said yes with a 235 of its own, but the mechanism refused afterwards:
     // the client must get the refusal, not the authenticator's 235.
     let mut reg = Registry::empty();

@@ -173,6 +173,7 @@ fn rfc2195_cram_md5() {
         ),
         (LookupResult::NotFound, AuthStatus::Invalid),
         (LookupResult::Failure, AuthStatus::TempFail),
+        (LookupResult::Locked, AuthStatus::Locked),
     ] {
         let reg = registry_with("CRAM-MD5", || {
             Box::new(CramMd5Server::with_challenge(

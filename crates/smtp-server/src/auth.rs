@@ -119,13 +119,40 @@ where
 /// Both tables are bounded (`capacity` entries each, default 100,000): when one is full the
 /// expired entries go first, then the oldest tenth, so a flood of addresses or names costs a
 /// bounded amount of memory.
-#[derive(Debug)]
+///
+/// The limiter is one process's view. To share failures with other instances (a fleet behind
+/// a load balancer), give it a [`FailureListener`] with [`AuthLimiter::with_listener`] that
+/// publishes each failure, and check the shared counts where a wait is allowed: an
+/// [`Authenticator`] answering [`AuthStatus::Locked`] (or `LookupResult::Locked`) before it
+/// checks a credential. `smtpd` does this with Redis.
 pub struct AuthLimiter {
     per_ip: u32,
     per_user: u32,
     window: Duration,
     ips: Mutex<Bounded<IpAddr>>,
     users: Mutex<Bounded<String>>,
+    listener: Option<Arc<dyn FailureListener>>,
+}
+
+impl std::fmt::Debug for AuthLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLimiter")
+            .field("per_ip", &self.per_ip)
+            .field("per_user", &self.per_user)
+            .field("window", &self.window)
+            .field("tracked", &self.tracked())
+            .field("listener", &self.listener.is_some())
+            .finish()
+    }
+}
+
+/// Told of every failure an [`AuthLimiter`] counts, with the keys it counts under: the address
+/// as [`address_key`] folds it (an IPv6 /64) and the user as [`user_key`] folds it (`None` when
+/// no credential for a named user was refused). Called on the session's path while it holds
+/// no lock: hand the work to a task rather than block.
+pub trait FailureListener: Send + Sync + 'static {
+    /// One failure was counted.
+    fn failure(&self, ip: IpAddr, user: Option<&str>);
 }
 
 /// Default table size of [`AuthLimiter`].
@@ -246,7 +273,9 @@ impl ConnectionCounts {
     }
 }
 
-fn user_key(user: &str) -> String {
+/// The key a user is counted under: the name lowercased and cut to 256 bytes (longer names
+/// cannot be real logins).
+pub fn user_key(user: &str) -> String {
     let mut end = user.len().min(MAX_USER_KEY);
     while !user.is_char_boundary(end) {
         end -= 1;
@@ -269,7 +298,19 @@ impl AuthLimiter {
             window,
             ips: Mutex::new(Bounded::new(capacity)),
             users: Mutex::new(Bounded::new(capacity)),
+            listener: None,
         }
+    }
+
+    /// Tells `listener` of every failure counted from now on.
+    pub fn with_listener(mut self, listener: Arc<dyn FailureListener>) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// The limits: (failures per address, failures per user, window). 0 means no limit.
+    pub fn limits(&self) -> (u32, u32, Duration) {
+        (self.per_ip, self.per_user, self.window)
     }
 
     /// True when `ip` has reached its limit.
@@ -288,15 +329,18 @@ impl AuthLimiter {
     /// Records one failure from `ip`, for `user` when a credential for that user was refused.
     pub fn record_failure(&self, ip: IpAddr, user: Option<&str>) {
         let now = Instant::now();
+        let ip = address_key(ip);
         if self.per_ip > 0 {
             let mut map = self.ips.lock().unwrap_or_else(|p| p.into_inner());
-            map.record(address_key(ip), self.window, now);
+            map.record(ip, self.window, now);
         }
-        if let Some(user) = user
-            && self.per_user > 0
-        {
+        let user = user.filter(|_| self.per_user > 0).map(user_key);
+        if let Some(user) = &user {
             let mut map = self.users.lock().unwrap_or_else(|p| p.into_inner());
-            map.record(user_key(user), self.window, now);
+            map.record(user.clone(), self.window, now);
+        }
+        if let Some(l) = &self.listener {
+            l.failure(ip, user.as_deref());
         }
     }
 
@@ -375,6 +419,34 @@ mod tests {
         drop(s1);
         assert!(c.acquire(a, 2).is_some());
         assert!(c.acquire(a, 0).is_some(), "0: no limit");
+    }
+
+    #[test]
+    fn a_listener_hears_each_counted_failure_under_its_keys() {
+        #[derive(Default)]
+        struct Heard(Mutex<Vec<(IpAddr, Option<String>)>>);
+        impl FailureListener for Heard {
+            fn failure(&self, ip: IpAddr, user: Option<&str>) {
+                self.0.lock().unwrap().push((ip, user.map(str::to_owned)));
+            }
+        }
+        let heard = Arc::new(Heard::default());
+        let l = AuthLimiter::new(3, 2, Duration::from_secs(60)).with_listener(heard.clone());
+        let v6: IpAddr = "2001:db8::1:2:3:4".parse().unwrap();
+        l.record_failure(v6, Some("Alice"));
+        l.record_failure("192.0.2.1".parse().unwrap(), None);
+        let got = heard.0.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![
+                ("2001:db8::".parse().unwrap(), Some("alice".to_owned())),
+                ("192.0.2.1".parse().unwrap(), None),
+            ]
+        );
+        assert!(!l.user_locked("ALICE"));
+        l.record_failure(v6, Some("alice"));
+        assert!(l.user_locked("ALICE"));
+        assert!(format!("{l:?}").contains("listener: true"));
     }
 
     #[test]

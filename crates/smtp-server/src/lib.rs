@@ -91,8 +91,8 @@ mod server;
 mod session;
 
 pub use auth::{
-    AuthLimiter, Authenticator, BoxFuture, DEFAULT_LIMITER_CAPACITY, ProviderAuthenticator,
-    address_key,
+    AuthLimiter, Authenticator, BoxFuture, DEFAULT_LIMITER_CAPACITY, FailureListener,
+    ProviderAuthenticator, address_key, user_key,
 };
 pub use body::{Body, BodyTarget, SpoolFile};
 pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};

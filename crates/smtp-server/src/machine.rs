@@ -269,8 +269,6 @@ struct AuthRun {
     mechanism: String,
     /// When the AUTH command was read (for the observer's latency).
     started: Instant,
-    /// The user was refused unchecked, past its failure limit.
-    locked: bool,
     exchange: Option<AuthExchange>,
     initial_response: Option<InitialResponse>,
     /// The user named so far, for the log line of the outcome.
@@ -1148,7 +1146,6 @@ impl Machine {
         self.auth = Some(AuthRun {
             mechanism: name.clone(),
             started: self.now,
-            locked: false,
             exchange: None,
             initial_response: initial_response.clone(),
             user: None,
@@ -1243,7 +1240,7 @@ impl Machine {
             Step::Verify(req) => {
                 run.user = Some(req.username.clone());
                 if self.locked_out(&req.username) {
-                    self.verify_result(AuthResult::failure(AuthStatus::TempFail));
+                    self.verify_result(AuthResult::failure(AuthStatus::Locked));
                 } else {
                     self.call_deadline = Some(self.now + self.cfg.auth_timeout);
                     self.call(Awaiting::Verify, Call::Verify(req));
@@ -1252,8 +1249,8 @@ impl Machine {
             Step::Lookup(req) => {
                 run.user = Some(req.username.clone());
                 if self.locked_out(&req.username) {
-                    // Answered like a failed lookup: 454, secret unread.
-                    self.lookup_result(LookupResult::Failure);
+                    // 454 like a failed lookup, the secret unread.
+                    self.lookup_result(LookupResult::Locked);
                 } else {
                     self.call_deadline = Some(self.now + self.cfg.auth_timeout);
                     self.call(Awaiting::Lookup, Call::Lookup(req));
@@ -1330,14 +1327,11 @@ impl Machine {
         }
     }
 
-    /// True (and the exchange marked locked, and logged) when `user` is past
-    /// `max_auth_failures_per_user`: the answer is then 454 with the credential unchecked.
+    /// True (and logged) when `user` is past `max_auth_failures_per_user`: the answer is then
+    /// 454 with the credential unchecked.
     fn locked_out(&mut self, user: &str) -> bool {
         if !self.limiter().user_locked(user) {
             return false;
-        }
-        if let Some(run) = self.auth.as_mut() {
-            run.locked = true;
         }
         tracing::warn!(
             remote_ip = %self.session.peer_addr.ip(),
@@ -1382,7 +1376,7 @@ impl Machine {
         }
         let outcome = match result.status {
             AuthStatus::Success => AuthOutcome::Ok,
-            AuthStatus::TempFail if run.locked => AuthOutcome::Locked,
+            AuthStatus::Locked => AuthOutcome::Locked,
             AuthStatus::TempFail => AuthOutcome::TempFail,
             AuthStatus::Cancelled => AuthOutcome::Cancelled,
             _ => AuthOutcome::Invalid,
@@ -1426,8 +1420,8 @@ impl Machine {
     }
 
     /// Logs a failed AUTH and counts it: per connection, per address and, for a refused
-    /// credential, per user. False when it does not count (a temporary failure, an unknown
-    /// mechanism).
+    /// credential, per user. False when it does not count (a temporary failure, a lock, an
+    /// unknown mechanism).
     fn record_failure(&mut self, mechanism: &str, user: Option<&str>, status: AuthStatus) -> bool {
         let ip = self.session.peer_addr.ip();
         tracing::info!(
@@ -1438,7 +1432,10 @@ impl Machine {
             status = ?status,
             "AUTH"
         );
-        if matches!(status, AuthStatus::TempFail | AuthStatus::UnknownMechanism) {
+        if matches!(
+            status,
+            AuthStatus::TempFail | AuthStatus::Locked | AuthStatus::UnknownMechanism
+        ) {
             return false;
         }
         self.session.auth_failures += 1;

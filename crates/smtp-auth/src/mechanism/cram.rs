@@ -118,6 +118,7 @@ impl ServerMechanism for CramMd5Server {
                 return done(AuthStatus::Invalid);
             }
             LookupResult::Failure => return done(AuthStatus::TempFail),
+            LookupResult::Locked => return done(AuthStatus::Locked),
         };
         let challenge = self.challenge.clone().unwrap_or_default();
         let want = hex(&digest(

@@ -393,6 +393,7 @@ impl ServerMechanism for ScramSha256Server {
             }
             LookupResult::NotFound => (self.fake_keys(), false),
             LookupResult::Failure => return done(AuthStatus::TempFail),
+            LookupResult::Locked => return done(AuthStatus::Locked),
         };
         let server_part = match self.fixed_nonce.clone().or_else(random_nonce) {
             Some(n) => n,
