@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real clients and peers the tests drive that a fresh machine lacks: GNU SASL's
 # `gsasl` (SCRAM-SHA-256-PLUS with tls-exporter channel binding, SASLprep) and Postfix's
-# `smtp-sink` (a relay upstream; package `postfix`, installed unconfigured). Called by .ci/run before the
+# `smtp-sink` (a relay upstream; package `postfix`, installed unconfigured), and `redis-server`
+# and `haproxy` for the fleet test (run as the test's children; their services are not started
+# here). Called by .ci/run before the
 # tests, and by the tests themselves when the tool is missing (so `cargo test` works from a
 # fresh clone too). Needs root and Debian's package registry; does nothing when all are there.
 set -euo pipefail
@@ -9,6 +11,8 @@ missing=()
 command -v gsasl >/dev/null 2>&1 || missing+=(gsasl)
 have_sink() { command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ]; }
 have_sink || missing+=(postfix)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
@@ -20,7 +24,8 @@ echo "install-test-tools: installing ${missing[*]} with apt-get" >&2
 # apt-get takes a lock: tests running in parallel wait for each other here.
 exec 9>/tmp/smtp-rs-install-test-tools.lock
 flock 9
-command -v gsasl >/dev/null 2>&1 && have_sink && exit 0
+command -v gsasl >/dev/null 2>&1 && have_sink && command -v redis-server >/dev/null 2>&1 \
+    && command -v haproxy >/dev/null 2>&1 && exit 0
 $SUDO apt-get update -qq
 # Postfix asks how to configure itself; "No configuration" installs the tools only.
 echo 'postfix postfix/main_mailer_type select No configuration' | $SUDO debconf-set-selections

@@ -20,6 +20,7 @@ use tower_layer::Layer as _;
 use crate::config::{AuthSection, BareLineEndings, Config, Delivery, ListenerTls, RelaySection};
 use crate::delivery::{Maildir, queue_id};
 use crate::sender::SenderPolicy;
+use crate::shared_limit::{RedisTarget, SharedCheck, SharedLimiter};
 use crate::users::{ExternalMap, FileUsers};
 use crate::{received, relay, submission};
 
@@ -748,13 +749,42 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         certs: loaded.certs.clone(),
         senders: loaded.senders.clone(),
     }));
-    // One failure limiter for the whole process: every listener counts into it.
+    // One failure limiter for the whole process: every listener counts into it. With
+    // `[limiter]` it also tells Redis, and the authenticator asks Redis first.
     let s = &config.server;
-    let limiter = Arc::new(AuthLimiter::new(
+    let window = Duration::from_secs(s.auth_failure_window_secs);
+    let mut limiter = AuthLimiter::new(
         s.max_auth_failures_per_ip,
         s.max_auth_failures_per_user,
-        Duration::from_secs(s.auth_failure_window_secs),
-    ));
+        window,
+    );
+    let mut authenticator = authenticator;
+    if let Some(l) = &config.limiter {
+        let shared = SharedLimiter::start(
+            RedisTarget {
+                address: l.redis.clone(),
+                prefix: l.key_prefix.clone(),
+                timeout: Duration::from_millis(l.timeout_ms),
+                auth: l
+                    .password
+                    .as_ref()
+                    .map(|p| (l.username.clone(), zeroize::Zeroizing::new(p.clone()))),
+            },
+            s.max_auth_failures_per_ip,
+            s.max_auth_failures_per_user,
+            window,
+        );
+        tracing::info!(redis = %l.redis, prefix = %l.key_prefix, "AUTH failures shared through Redis");
+        limiter = limiter.with_listener(shared.clone());
+        if let Some(m) = &metrics {
+            m.watch_limiter(shared.clone());
+        }
+        authenticator = Arc::new(SharedCheck {
+            inner: authenticator,
+            shared,
+        });
+    }
+    let limiter = Arc::new(limiter);
     let servers = config
         .listeners
         .iter()

@@ -30,6 +30,50 @@ pub struct Config {
     pub log: LogSection,
     /// `[metrics]`: a Prometheus endpoint, off when absent.
     pub metrics: Option<MetricsSection>,
+    /// `[limiter]`: the AUTH failure limiter shared through Redis, off (per instance) when
+    /// absent.
+    pub limiter: Option<LimiterSection>,
+}
+
+/// `[limiter]`: share the AUTH failure counts (`[server] max_auth_failures_per_ip`,
+/// `max_auth_failures_per_user`, `auth_failure_window_secs`) with every instance that uses the
+/// same Redis and `key_prefix`. `Debug` never shows the password.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterSection {
+    /// Redis's `host:port`, e.g. `127.0.0.1:6379`.
+    pub redis: String,
+    /// Prepended to every key (`{prefix}:ip:{address}`, `{prefix}:user:{name}`).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Bound on connecting to Redis and on each check, in milliseconds: past it the instance
+    /// decides alone.
+    #[serde(default = "default_limiter_timeout")]
+    pub timeout_ms: u64,
+    /// Redis ACL user (with `password`); without it `password` is for Redis's `default` user.
+    pub username: Option<String>,
+    /// Redis password (`requirepass` or the ACL user's).
+    pub password: Option<String>,
+}
+
+fn default_key_prefix() -> String {
+    "smtpd:authfail".into()
+}
+
+fn default_limiter_timeout() -> u64 {
+    200
+}
+
+impl std::fmt::Debug for LimiterSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimiterSection")
+            .field("redis", &self.redis)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `[metrics]`: where the Prometheus text endpoint listens (`GET /metrics`).
@@ -651,6 +695,21 @@ impl Config {
         if s.max_auth_failures == 0 {
             return bad("server", "max_auth_failures", "must be greater than 0");
         }
+        if let Some(l) = &self.limiter {
+            let port = l.redis.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(p)) if p > 0) {
+                return bad("limiter", "redis", "must be host:port, e.g. 127.0.0.1:6379");
+            }
+            if l.key_prefix.is_empty() {
+                return bad("limiter", "key_prefix", "must not be empty");
+            }
+            if !(1..=10_000).contains(&l.timeout_ms) {
+                return bad("limiter", "timeout_ms", "must be between 1 and 10000");
+            }
+            if l.username.is_some() && l.password.is_none() {
+                return bad("limiter", "username", "goes with password");
+            }
+        }
         const KNOWN: &[&str] = &[
             "PLAIN",
             "LOGIN",
@@ -797,6 +856,43 @@ mod tests {
         let d = format!("{c:?} {c:#?}");
         assert!(!d.contains("TOKEN-xyz") && !d.contains("PASS-xyz"), "{d}");
         assert!(d.contains("<redacted>"));
+        let c = Config::parse(
+            "[limiter]\nredis = \"127.0.0.1:6379\"\nusername = \"smtpd\"\npassword = \"REDIS-xyz\"\n",
+            "t",
+        )
+        .unwrap();
+        let d = format!("{c:?} {c:#?}");
+        assert!(!d.contains("REDIS-xyz") && d.contains("<redacted>"), "{d}");
+    }
+
+    #[test]
+    fn the_limiter_section_is_checked() {
+        let c = Config::parse("[limiter]\nredis = \"redis.internal:6379\"\n", "t").unwrap();
+        let l = c.limiter.unwrap();
+        assert_eq!(
+            (l.key_prefix.as_str(), l.timeout_ms),
+            ("smtpd:authfail", 200)
+        );
+        for (text, want) in [
+            (
+                "[limiter]\nredis = \"127.0.0.1\"\n",
+                "f.toml: key `limiter.redis` at line 2: must be host:port, e.g. 127.0.0.1:6379",
+            ),
+            (
+                "[limiter]\nredis = \"h:1\"\ntimeout_ms = 0\n",
+                "f.toml: key `limiter.timeout_ms` at line 3: must be between 1 and 10000",
+            ),
+            (
+                "[limiter]\nredis = \"h:1\"\nkey_prefix = \"\"\n",
+                "f.toml: key `limiter.key_prefix` at line 3: must not be empty",
+            ),
+            (
+                "[limiter]\nredis = \"h:1\"\nusername = \"u\"\n",
+                "f.toml: key `limiter.username` at line 3: goes with password",
+            ),
+        ] {
+            assert_eq!(Config::parse(text, "f.toml").unwrap_err().0, want);
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod received;
 pub mod relay;
 pub mod sender;
+pub mod shared_limit;
 pub mod submission;
 pub mod users;
 

@@ -6,11 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use smtp_auth::CredentialCache;
+
+use crate::shared_limit::SharedLimiter;
 use smtp_server::{AuthOutcome, Observer, Refusal};
 
 /// Histogram bucket bounds, in seconds.
@@ -68,6 +70,7 @@ pub struct Metrics {
     delivery_latency: Histogram,
     delivery_failures: Mutex<BTreeMap<&'static str, u64>>,
     cache: Mutex<Option<CredentialCache>>,
+    limiter: Mutex<Option<Arc<SharedLimiter>>>,
 }
 
 fn class_index(class: u8) -> Option<usize> {
@@ -84,6 +87,13 @@ impl Metrics {
     pub fn watch_cache(&self, cache: CredentialCache) {
         if let Ok(mut c) = self.cache.lock() {
             *c = Some(cache);
+        }
+    }
+
+    /// Reports the shared limiter's state (`[limiter]`) too.
+    pub fn watch_limiter(&self, limiter: Arc<SharedLimiter>) {
+        if let Ok(mut l) = self.limiter.lock() {
+            *l = Some(limiter);
         }
     }
 
@@ -171,6 +181,21 @@ impl Metrics {
             "counter",
             &[(String::new(), misses)],
         );
+        let shared = self.limiter.lock().ok().and_then(|l| l.clone());
+        if let Some(l) = shared {
+            counter(
+                "smtpd_auth_limiter_shared_up",
+                "1 when the last operation of the shared AUTH limiter reached Redis.",
+                "gauge",
+                &[(String::new(), u64::from(l.up()))],
+            );
+            counter(
+                "smtpd_auth_limiter_fallbacks_total",
+                "Shared AUTH limiter operations done without Redis (this instance decided alone).",
+                "counter",
+                &[(String::new(), l.fallbacks())],
+            );
+        }
         let classes = ["2xx", "4xx", "5xx"];
         let by_class = |v: &[AtomicU64; 3]| -> Vec<(String, u64)> {
             classes
