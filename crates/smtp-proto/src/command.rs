@@ -4,6 +4,7 @@
 use std::fmt;
 
 use bytes::{BufMut, BytesMut};
+use smol_str::SmolStr;
 use zeroize::Zeroize;
 
 use crate::ProtoError;
@@ -13,7 +14,7 @@ use crate::path::{self, ForwardPath, Host, ReversePath};
 /// A SASL mechanism name (RFC 4422 §3.1): 1 to 20 characters of `A-Z 0-9 - _`, stored
 /// upper-case (SMTP AUTH mechanism names are case-insensitive).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Mechanism(String);
+pub struct Mechanism(SmolStr);
 
 impl Mechanism {
     /// Validates and upper-cases a mechanism name.
@@ -23,7 +24,7 @@ impl Mechanism {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
-            Ok(Self(name.to_ascii_uppercase()))
+            Ok(Self(smol_str::StrExt::to_ascii_uppercase_smolstr(name)))
         } else {
             Err(ProtoError::ArgumentSyntax("Invalid mechanism name"))
         }
@@ -175,9 +176,16 @@ impl Command {
 
     /// Parses one command line (without its CRLF).
     pub fn parse_with(line: &[u8], opts: ParseOptions) -> Result<Self, ProtoError> {
-        let (verb, rest) = match memchr::memchr(b' ', line) {
+        // Every known verb has at most 8 letters: the space after it is within the first 9
+        // octets. Only a longer first word needs the search over the whole line.
+        let head = &line[..line.len().min(9)];
+        let (verb, rest) = match head.iter().position(|&b| b == b' ') {
             Some(i) => (&line[..i], Some(&line[i + 1..])),
-            None => (line, None),
+            None if line.len() <= 8 => (line, None),
+            None => match memchr::memchr(b' ', line) {
+                Some(i) => (&line[..i], Some(&line[i + 1..])),
+                None => (line, None),
+            },
         };
         if verb.is_empty() || !verb.iter().all(|b| b.is_ascii_graphic()) {
             return Err(ProtoError::UnknownCommand);
@@ -187,44 +195,47 @@ impl Command {
                 String::from_utf8_lossy(&verb[..verb.len().min(32)]).into_owned(),
             ));
         }
-        if has_control(line) {
+        if rest.is_some_and(has_control) {
             return Err(ProtoError::InvalidUtf8);
         }
         let rest = match rest {
             Some(r) => Some(std::str::from_utf8(r).map_err(|_| ProtoError::InvalidUtf8)?),
             None => None,
         };
+        // The verb as one number, upper-cased (letters only, checked above): one comparison
+        // per candidate instead of a slice comparison.
         let mut upper = [0u8; 8];
         upper[..verb.len()].copy_from_slice(verb);
-        upper.make_ascii_uppercase();
-        let verb = &upper[..verb.len()];
+        let key = u64::from_le_bytes(upper) & !(0x2020_2020_2020_2020 & mask(verb.len()));
         let no_args = |cmd: Self, msg: &'static str| match rest {
             None => Ok(cmd),
             Some(_) => Err(ProtoError::ArgumentSyntax(msg)),
         };
-        match verb {
-            b"HELO" => Ok(Self::Helo(helo_arg(rest, opts)?)),
-            b"EHLO" => Ok(Self::Ehlo(helo_arg(rest, opts)?)),
-            b"LHLO" => Ok(Self::Lhlo(helo_arg(rest, opts)?)),
-            b"MAIL" => parse_mail(rest, opts),
-            b"RCPT" => parse_rcpt(rest, opts),
-            b"DATA" => no_args(Self::Data, "Syntax: DATA"),
-            b"RSET" => no_args(Self::Rset, "Syntax: RSET"),
-            b"QUIT" => no_args(Self::Quit, "Syntax: QUIT"),
-            b"STARTTLS" => no_args(Self::StartTls, "Syntax: STARTTLS"),
-            b"NOOP" => Ok(Self::Noop(rest.map(str::to_owned))),
-            b"HELP" => Ok(Self::Help(rest.map(str::to_owned))),
-            b"VRFY" => match rest {
+        match key {
+            MAIL => parse_mail(rest, opts),
+            RCPT => parse_rcpt(rest, opts),
+            EHLO => Ok(Self::Ehlo(helo_arg(rest, opts)?)),
+            DATA => no_args(Self::Data, "Syntax: DATA"),
+            HELO => Ok(Self::Helo(helo_arg(rest, opts)?)),
+            LHLO => Ok(Self::Lhlo(helo_arg(rest, opts)?)),
+            RSET => no_args(Self::Rset, "Syntax: RSET"),
+            QUIT => no_args(Self::Quit, "Syntax: QUIT"),
+            STARTTLS => no_args(Self::StartTls, "Syntax: STARTTLS"),
+            NOOP => Ok(Self::Noop(rest.map(str::to_owned))),
+            HELP => Ok(Self::Help(rest.map(str::to_owned))),
+            VRFY => match rest {
                 Some(s) if !s.is_empty() => Ok(Self::Vrfy(s.to_owned())),
                 _ => Err(ProtoError::ArgumentSyntax("Syntax: VRFY <address>")),
             },
-            b"EXPN" => match rest {
+            EXPN => match rest {
                 Some(s) if !s.is_empty() => Ok(Self::Expn(s.to_owned())),
                 _ => Err(ProtoError::ArgumentSyntax("Syntax: EXPN <list>")),
             },
-            b"BDAT" => parse_bdat(rest),
-            b"AUTH" => parse_auth(rest),
-            _ => Ok(Self::Unknown(String::from_utf8_lossy(verb).into_owned())),
+            BDAT => parse_bdat(rest),
+            AUTH => parse_auth(rest),
+            _ => Ok(Self::Unknown(
+                String::from_utf8_lossy(&key.to_le_bytes()[..verb.len()]).into_owned(),
+            )),
         }
     }
 
@@ -321,6 +332,42 @@ impl Command {
         }
     }
 }
+
+/// The verb `v` (upper-case letters) as the number [`Command::parse_with`] matches on.
+const fn verb_key(v: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let mut i = 0;
+    while i < v.len() {
+        a[i] = v[i];
+        i += 1;
+    }
+    u64::from_le_bytes(a)
+}
+
+/// Ones in the low `n` octets.
+const fn mask(n: usize) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    }
+}
+
+const MAIL: u64 = verb_key(b"MAIL");
+const RCPT: u64 = verb_key(b"RCPT");
+const EHLO: u64 = verb_key(b"EHLO");
+const DATA: u64 = verb_key(b"DATA");
+const HELO: u64 = verb_key(b"HELO");
+const LHLO: u64 = verb_key(b"LHLO");
+const RSET: u64 = verb_key(b"RSET");
+const QUIT: u64 = verb_key(b"QUIT");
+const STARTTLS: u64 = verb_key(b"STARTTLS");
+const NOOP: u64 = verb_key(b"NOOP");
+const HELP: u64 = verb_key(b"HELP");
+const VRFY: u64 = verb_key(b"VRFY");
+const EXPN: u64 = verb_key(b"EXPN");
+const BDAT: u64 = verb_key(b"BDAT");
+const AUTH: u64 = verb_key(b"AUTH");
 
 /// True when `line` holds a control character other than TAB (or DEL). Eight octets at a
 /// time: a word with no octet below 0x20 and none equal to 0x7F is skipped with a few

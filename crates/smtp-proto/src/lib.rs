@@ -90,3 +90,5 @@ pub use path::{
     ReversePath,
 };
 pub use reply::{EnhancedCode, Reply, ReplyCode, ReplyError, ReplyParser};
+/// The small-string type of the address and parameter fields (inline up to 23 octets).
+pub use smol_str::SmolStr;

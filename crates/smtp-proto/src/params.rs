@@ -4,6 +4,8 @@
 
 use std::fmt::{self, Write as _};
 
+use smol_str::SmolStr;
+
 use crate::ProtoError;
 
 /// One `esmtp-param`: a keyword (stored upper-case) and an optional value.
@@ -102,6 +104,8 @@ static PARAM_CLASS: [u8; 256] = {
 };
 
 impl<'a> RawParams<'a> {
+    // Inlined into its two callers: returning the table by value cost a copy per line.
+    #[inline(always)]
     fn parse(s: &'a str) -> Result<Self, ProtoError> {
         const KEYWORD: ProtoError = ProtoError::ParameterSyntax("Invalid parameter keyword");
         const VALUE: ProtoError = ProtoError::ParameterSyntax("Invalid parameter value");
@@ -170,36 +174,44 @@ impl<'a> RawParams<'a> {
 
 /// xtext decoding (RFC 3461 §4): `+XX` is the octet with hex value XX (upper-case digits).
 pub fn xtext_decode(s: &str) -> Result<String, ProtoError> {
+    xtext_decode_smol(s).map(String::from)
+}
+
+/// `xtchar` and UTF-8 octets (RFC 6533 allows UTF-8 in utf-8-addr-xtext; accepted here too).
+fn is_xtext_octet(c: u8) -> bool {
+    ((33..=126).contains(&c) && c != b'=' && c != b'+') || c >= 0x80
+}
+
+/// [`xtext_decode`] into a [`SmolStr`]: without a `+XX`, the value is its own decoding (no
+/// allocation up to 23 octets); otherwise runs between escapes are copied whole.
+pub(crate) fn xtext_decode_smol(s: &str) -> Result<SmolStr, ProtoError> {
     const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid xtext");
     let b = s.as_bytes();
+    let Some(first) = b.iter().position(|&c| !is_xtext_octet(c)) else {
+        return Ok(crate::path::smol(s));
+    };
     let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
+    out.extend_from_slice(&b[..first]);
+    let mut i = first;
     while i < b.len() {
-        match b[i] {
-            b'+' => {
-                let hex = b.get(i + 1..i + 3).ok_or(ERR)?;
-                let digit = |c: u8| match c {
-                    b'0'..=b'9' => Ok(c - b'0'),
-                    b'A'..=b'F' => Ok(c - b'A' + 10),
-                    _ => Err(ERR),
-                };
-                out.push(digit(hex[0])? << 4 | digit(hex[1])?);
-                i += 3;
-            }
-            // xchar = any ASCII CHAR between "!" (33) and "~" (126) except "+" and "="
-            c if (33..=126).contains(&c) && c != b'=' => {
-                out.push(c);
-                i += 1;
-            }
-            // RFC 6533 allows UTF-8 in utf-8-addr-xtext; accept it here as well.
-            c if c >= 0x80 => {
-                out.push(c);
-                i += 1;
-            }
-            _ => return Err(ERR),
+        if b[i] != b'+' {
+            return Err(ERR);
         }
+        let hex = b.get(i + 1..i + 3).ok_or(ERR)?;
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'A'..=b'F' => Ok(c - b'A' + 10),
+            _ => Err(ERR),
+        };
+        out.push(digit(hex[0])? << 4 | digit(hex[1])?);
+        i += 3;
+        let run = b[i..].iter().take_while(|&&c| is_xtext_octet(c)).count();
+        out.extend_from_slice(&b[i..i + run]);
+        i += run;
     }
-    String::from_utf8(out).map_err(|_| ERR)
+    std::str::from_utf8(&out)
+        .map(crate::path::smol)
+        .map_err(|_| ERR)
 }
 
 /// xtext encoding (RFC 3461 §4): characters outside `!`..`~`, `+` and `=` become `+XX`.
@@ -271,9 +283,9 @@ pub struct Notify {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Orcpt {
     /// The address type, e.g. `rfc822`.
-    pub addr_type: String,
+    pub addr_type: SmolStr,
     /// The decoded original recipient.
-    pub address: String,
+    pub address: SmolStr,
 }
 
 /// Parameters of MAIL FROM.
@@ -424,6 +436,29 @@ impl fmt::Display for MailParameters {
     }
 }
 
+/// `NOTIFY="NEVER" / 1#notify-list-element` (RFC 3461 §4.1), each element at most once.
+fn parse_notify(v: &str) -> Result<Notify, ProtoError> {
+    const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid NOTIFY parameter");
+    let mut n = Notify::default();
+    if v.eq_ignore_ascii_case("NEVER") {
+        n.never = true;
+        return Ok(n);
+    }
+    for item in v.as_bytes().split(|&b| b == b',') {
+        let slot = match item.len() {
+            7 if item.eq_ignore_ascii_case(b"SUCCESS") => &mut n.success,
+            7 if item.eq_ignore_ascii_case(b"FAILURE") => &mut n.failure,
+            5 if item.eq_ignore_ascii_case(b"DELAY") => &mut n.delay,
+            _ => return Err(ERR),
+        };
+        if *slot {
+            return Err(ERR);
+        }
+        *slot = true;
+    }
+    Ok(n)
+}
+
 impl RcptParameters {
     /// Parses the text after the forward-path (without the leading space).
     pub fn parse(s: &str) -> Result<Self, ProtoError> {
@@ -431,42 +466,20 @@ impl RcptParameters {
         let mut out = Self::default();
         for (k, value) in raw.iter() {
             if k.eq_ignore_ascii_case("NOTIFY") {
-                const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid NOTIFY parameter");
                 let v = required(value, "Invalid NOTIFY parameter")?;
-                let mut n = Notify::default();
-                if v.eq_ignore_ascii_case("NEVER") {
-                    n.never = true;
-                } else {
-                    for item in v.split(',') {
-                        let slot = if item.eq_ignore_ascii_case("SUCCESS") {
-                            &mut n.success
-                        } else if item.eq_ignore_ascii_case("FAILURE") {
-                            &mut n.failure
-                        } else if item.eq_ignore_ascii_case("DELAY") {
-                            &mut n.delay
-                        } else {
-                            return Err(ERR);
-                        };
-                        if *slot {
-                            return Err(ERR);
-                        }
-                        *slot = true;
-                    }
-                }
-                out.notify = Some(n);
+                out.notify = Some(parse_notify(v)?);
             } else if k.eq_ignore_ascii_case("ORCPT") {
+                const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid ORCPT parameter");
                 let v = required(value, "Invalid ORCPT parameter")?;
-                let (t, a) = v
-                    .split_once(';')
-                    .ok_or(ProtoError::ParameterSyntax("Invalid ORCPT parameter"))?;
+                let (t, a) = v.split_once(';').ok_or(ERR)?;
                 let type_ok =
                     !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
                 if !type_ok || a.is_empty() {
-                    return Err(ProtoError::ParameterSyntax("Invalid ORCPT parameter"));
+                    return Err(ERR);
                 }
                 out.orcpt = Some(Orcpt {
-                    addr_type: t.to_owned(),
-                    address: xtext_decode(a)?,
+                    addr_type: crate::path::smol(t),
+                    address: xtext_decode_smol(a)?,
                 });
             } else {
                 out.other.push(other(k, value));

@@ -8,11 +8,11 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use nom::branch::alt;
-use nom::bytes::complete::{tag, tag_no_case, take_while1};
-use nom::combinator::opt;
+use smol_str::SmolStr;
+
+use nom::bytes::complete::tag;
 use nom::multi::separated_list1;
-use nom::sequence::{delimited, terminated};
+use nom::sequence::terminated;
 use nom::{IResult, Parser};
 
 /// Maximum length of a domain in octets (RFC 5321 §4.5.3.1.2).
@@ -22,7 +22,7 @@ pub const MAX_PATH_LEN: usize = 256;
 
 /// A domain name (RFC 5321 §4.1.2 `Domain`), or an RFC 6531 U-label domain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Domain(String);
+pub struct Domain(SmolStr);
 
 impl Domain {
     /// The domain as written by the client (case preserved).
@@ -124,7 +124,7 @@ impl TryFrom<&str> for Host {
 
 /// The local part of a mailbox: a Dot-string or a Quoted-string, kept in its wire form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LocalPart(String);
+pub struct LocalPart(SmolStr);
 
 impl LocalPart {
     /// The wire form (a Quoted-string keeps its quotes and backslashes).
@@ -140,7 +140,7 @@ impl LocalPart {
     /// The value with quoting removed (`"a\ b"` gives `a b`).
     pub fn unquoted(&self) -> String {
         if !self.is_quoted() {
-            return self.0.clone();
+            return self.0.to_string();
         }
         let inner = &self.0[1..self.0.len() - 1];
         let mut out = String::with_capacity(inner.len());
@@ -269,7 +269,55 @@ impl fmt::Display for ForwardPath {
 type Res<'a, T> = IResult<&'a str, T>;
 
 fn is_ldh(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-'
+    CLASS[usize::from(b)] & LDH != 0
+}
+
+/// Octet classes of the address grammar, one table lookup per octet in the scanners.
+const LDH: u8 = 1;
+const ATEXT: u8 = 2;
+const HIGH: u8 = 4;
+const DCONTENT: u8 = 8;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let mut f = 0;
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            f |= LDH;
+        }
+        // atext (RFC 5322 §3.2.3), plus UTF-8 non-ASCII octets (RFC 6531 §3.3).
+        if b.is_ascii_alphanumeric() || b >= 0x80 {
+            f |= ATEXT;
+        }
+        let mut k = 0;
+        let specials = b"!#$%&'*+-/=?^_`{|}~";
+        while k < specials.len() {
+            if specials[k] == b {
+                f |= ATEXT;
+            }
+            k += 1;
+        }
+        if b >= 0x80 {
+            f |= HIGH;
+        }
+        // dcontent = %d33-90 / %d94-126
+        if (b >= 33 && b <= 90) || (b >= 94 && b <= 126) {
+            f |= DCONTENT;
+        }
+        t[c] = f;
+        c += 1;
+    }
+    t
+};
+
+/// A [`SmolStr`] of `s`: inline, without a call to copy, when it fits.
+pub(crate) fn smol(s: &str) -> SmolStr {
+    if s.len() <= SmolStr::INLINE_CAP {
+        SmolStr::new_inline(s)
+    } else {
+        SmolStr::new(s)
+    }
 }
 
 /// `Domain = sub-domain *("." sub-domain)`, where `sub-domain = Let-dig [Ldh-str]` (at most 63
@@ -279,10 +327,14 @@ fn is_ldh(b: u8) -> bool {
 /// `Vec` only to throw it away: this is the hot path of every MAIL and RCPT.
 pub(crate) fn domain(text: &str) -> Res<'_, Domain> {
     let label_ok = |l: &[u8]| l.len() <= 63 && l[0] != b'-' && l[l.len() - 1] != b'-';
-    let end = dotted(text.as_bytes(), |b| is_ldh(b) || b >= 0x80, label_ok)
-        .ok_or_else(|| verify_error(text))?;
+    let end = dotted(
+        text.as_bytes(),
+        |b| CLASS[usize::from(b)] & (LDH | HIGH) != 0,
+        label_ok,
+    )
+    .ok_or_else(|| verify_error(text))?;
     match (text.get(..end), text.get(end..)) {
-        (Some(d), Some(rest)) if d.len() <= MAX_DOMAIN_LEN => Ok((rest, Domain(d.to_owned()))),
+        (Some(d), Some(rest)) if d.len() <= MAX_DOMAIN_LEN => Ok((rest, Domain(smol(d)))),
         _ => Err(verify_error(text)),
     }
 }
@@ -320,13 +372,21 @@ fn verify_error(i: &str) -> nom::Err<nom::error::Error<&str>> {
 
 /// `dcontent = %d33-90 / %d94-126`
 fn is_dcontent(b: u8) -> bool {
-    (33..=90).contains(&b) || (94..=126).contains(&b)
+    CLASS[usize::from(b)] & DCONTENT != 0
 }
 
 /// `address-literal = "[" ( IPv4 / IPv6 / General-address-literal ) "]"`
 pub(crate) fn address_literal(i: &str) -> Res<'_, AddressLiteral> {
-    let dcontent = |c: char| c.is_ascii() && is_dcontent(c as u8);
-    let (rest, inner) = delimited(tag("["), take_while1(dcontent), tag("]")).parse(i)?;
+    let b = i.as_bytes();
+    if b.first() != Some(&b'[') {
+        return Err(verify_error(i));
+    }
+    let end = 1 + b[1..].iter().take_while(|&&c| is_dcontent(c)).count();
+    if end == 1 || b.get(end) != Some(&b']') {
+        return Err(verify_error(i));
+    }
+    // The delimiters are ASCII: both slices fall on character boundaries.
+    let (inner, rest) = (&i[1..end], &i[end + 1..]);
     let lit = if inner.len() > 5 && inner[..5].eq_ignore_ascii_case("IPv6:") {
         AddressLiteral::Ipv6(inner[5..].parse().map_err(|_| verify_error(i))?)
     } else if let Some((t, content)) = inner.split_once(':') {
@@ -345,18 +405,18 @@ pub(crate) fn address_literal(i: &str) -> Res<'_, AddressLiteral> {
     Ok((rest, lit))
 }
 
-/// `Domain / address-literal`
+/// `Domain / address-literal` (a domain never starts with `[`).
 pub(crate) fn host(i: &str) -> Res<'_, Host> {
-    alt((
-        |i| address_literal(i).map(|(r, l)| (r, Host::Literal(l))),
-        |i| domain(i).map(|(r, d)| (r, Host::Domain(d))),
-    ))
-    .parse(i)
+    if i.starts_with('[') {
+        address_literal(i).map(|(r, l)| (r, Host::Literal(l)))
+    } else {
+        domain(i).map(|(r, d)| (r, Host::Domain(d)))
+    }
 }
 
 /// `atext` (RFC 5322 §3.2.3), plus UTF-8 non-ASCII bytes (RFC 6531 §3.3).
 fn is_atext(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b) || b >= 0x80
+    CLASS[usize::from(b)] & ATEXT != 0
 }
 
 /// `Dot-string = Atom *("." Atom)` (hand-written, like [`domain`]).
@@ -398,12 +458,18 @@ fn quoted_string(text: &str) -> Res<'_, &str> {
 
 /// `Mailbox = Local-part "@" ( Domain / address-literal )`
 pub(crate) fn mailbox(i: &str) -> Res<'_, Mailbox> {
-    let (rest, local) = terminated(alt((quoted_string, dot_string)), tag("@")).parse(i)?;
+    // A dot-string never starts with a quote.
+    let (rest, local) = if i.starts_with('"') {
+        quoted_string(i)?
+    } else {
+        dot_string(i)?
+    };
+    let rest = rest.strip_prefix('@').ok_or_else(|| verify_error(rest))?;
     let (rest, host) = host(rest)?;
     Ok((
         rest,
         Mailbox {
-            local: LocalPart(local.to_owned()),
+            local: LocalPart(smol(local)),
             host,
         },
     ))
@@ -416,38 +482,40 @@ fn source_route(i: &str) -> Res<'_, ()> {
     Ok((rest, ()))
 }
 
-/// `Path = "<" [ A-d-l ":" ] Mailbox ">"`
+/// `Path = "<" [ A-d-l ":" ] Mailbox ">"`. By hand: the hot path of every MAIL and RCPT, where
+/// nom's combinators cost more than the grammar; the rare source route keeps its nom parser.
 fn path(i: &str) -> Res<'_, Mailbox> {
-    let start = i;
-    let (rest, m) = delimited(tag("<"), (opt(source_route), mailbox), tag(">"))
-        .map(|(_, m)| m)
-        .parse(i)?;
-    if start.len() - rest.len() > MAX_PATH_LEN {
-        return Err(verify_error(start));
+    let mut rest = i.strip_prefix('<').ok_or_else(|| verify_error(i))?;
+    if rest.starts_with('@')
+        && let Ok((r, ())) = source_route(rest)
+    {
+        rest = r;
+    }
+    let (rest, m) = mailbox(rest)?;
+    let rest = rest.strip_prefix('>').ok_or_else(|| verify_error(rest))?;
+    if i.len() - rest.len() > MAX_PATH_LEN {
+        return Err(verify_error(i));
     }
     Ok((rest, m))
 }
 
 /// `Reverse-path = Path / "<>"`
 pub(crate) fn reverse_path(i: &str) -> Res<'_, ReversePath> {
-    alt((
-        |i| tag("<>").parse(i).map(|(r, _)| (r, ReversePath::Null)),
-        |i| path(i).map(|(r, m)| (r, ReversePath::Mailbox(m))),
-    ))
-    .parse(i)
+    match i.strip_prefix("<>") {
+        Some(rest) => Ok((rest, ReversePath::Null)),
+        None => path(i).map(|(r, m)| (r, ReversePath::Mailbox(m))),
+    }
 }
 
 /// `Forward-path = Path`, or `"<Postmaster>"` (RFC 5321 §4.1.1.3).
 pub(crate) fn forward_path(i: &str) -> Res<'_, ForwardPath> {
-    alt((
-        |i| {
-            tag_no_case("<postmaster>")
-                .parse(i)
-                .map(|(r, _)| (r, ForwardPath::Postmaster))
-        },
-        |i| path(i).map(|(r, m)| (r, ForwardPath::Mailbox(m))),
-    ))
-    .parse(i)
+    const POSTMASTER: &str = "<postmaster>";
+    match i.get(..POSTMASTER.len()) {
+        Some(head) if head.eq_ignore_ascii_case(POSTMASTER) => {
+            Ok((&i[POSTMASTER.len()..], ForwardPath::Postmaster))
+        }
+        _ => path(i).map(|(r, m)| (r, ForwardPath::Mailbox(m))),
+    }
 }
 
 #[cfg(test)]

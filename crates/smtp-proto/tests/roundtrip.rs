@@ -87,7 +87,7 @@ fn rcpt_params() -> impl Strategy<Value = RcptParameters> {
         ]),
         proptest::option::of(xtext_value().prop_map(|a| Orcpt {
             addr_type: "rfc822".into(),
-            address: a,
+            address: a.into(),
         })),
     )
         .prop_map(|(notify, orcpt)| RcptParameters {
