@@ -136,9 +136,7 @@ impl<'a> RawParams<'a> {
                 // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 non-ASCII (RFC 6531 §3.3)
                 i += 1;
                 let vstart = i;
-                while i < b.len() && class(i) & VAL != 0 {
-                    i += 1;
-                }
+                i = value_end(b, i);
                 if i == vstart || (i < b.len() && b[i] != b' ') {
                     return Err(VALUE);
                 }
@@ -148,12 +146,15 @@ impl<'a> RawParams<'a> {
             } else {
                 None
             };
-            if out.iter().any(|(q, _)| q.eq_ignore_ascii_case(k)) {
+            if out.list().iter().any(|(q, _)| q.eq_ignore_ascii_case(k)) {
                 return Err(ProtoError::DuplicateParameter);
             }
             if out.len < INLINE_PARAMS {
                 out.inline[out.len] = (k, v);
             } else {
+                if out.more.is_empty() {
+                    out.more.extend_from_slice(&out.inline);
+                }
                 out.more.push((k, v));
             }
             out.len += 1;
@@ -164,12 +165,43 @@ impl<'a> RawParams<'a> {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + '_ {
-        self.inline[..self.len.min(INLINE_PARAMS)]
-            .iter()
-            .chain(self.more.iter())
-            .copied()
+    /// The parameters in order: the inline table, or all of them in `more` past eight.
+    fn list(&self) -> &[(&'a str, Option<&'a str>)] {
+        if self.more.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.more
+        }
     }
+
+    fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + '_ {
+        self.list().iter().copied()
+    }
+}
+
+/// The end of the `esmtp-value` octets from `i`: the first octet at or below SP, `=` or DEL.
+/// Eight octets at a time (a value is often an address): the lowest octet a word flags is
+/// exact, since a false flag can only follow a true one.
+fn value_end(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |y: u64| y.wrapping_sub(ONES) & !y & HIGH;
+    while let Some(w) = b.get(i..i + 8) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let x = u64::from_le_bytes(a);
+        // Octets below 0x21 (octets from 0x80 never flag: `!x` clears their high bit).
+        let low = x.wrapping_sub(ONES * 0x21) & !x & HIGH;
+        let m = low | zero(x ^ (ONES * u64::from(b'='))) | zero(x ^ (ONES * 0x7F));
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && PARAM_CLASS[usize::from(b[i])] & VAL != 0 {
+        i += 1;
+    }
+    i
 }
 
 /// xtext decoding (RFC 3461 §4): `+XX` is the octet with hex value XX (upper-case digits).
