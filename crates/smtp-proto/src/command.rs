@@ -45,25 +45,56 @@ impl fmt::Display for Mechanism {
 /// The initial response of `AUTH mechanism initial-response` (RFC 4954 §4), still base64
 /// encoded, exactly as the client sent it. `=` stands for an empty response.
 ///
-/// It carries credentials: `Debug` never shows it and it is zeroized on drop.
-#[derive(Clone, PartialEq, Eq)]
-pub struct InitialResponse(Vec<u8>);
+/// It carries credentials: `Debug` never shows it and it is zeroized on drop. Up to 62 octets
+/// (PLAIN with a short name and password) it is held inline, without an allocation.
+#[derive(Clone)]
+pub struct InitialResponse(SecretRepr);
+
+#[derive(Clone)]
+enum SecretRepr {
+    Inline { len: u8, buf: [u8; INLINE_SECRET] },
+    Heap(Vec<u8>),
+}
+
+const INLINE_SECRET: usize = 62;
 
 impl InitialResponse {
     /// Wraps the base64 text (or `=`).
-    pub fn new(base64: impl Into<Vec<u8>>) -> Self {
-        Self(base64.into())
+    pub fn new(base64: impl AsRef<[u8]>) -> Self {
+        let b = base64.as_ref();
+        Self(match u8::try_from(b.len()) {
+            Ok(len) if b.len() <= INLINE_SECRET => {
+                let mut buf = [0u8; INLINE_SECRET];
+                buf[..b.len()].copy_from_slice(b);
+                SecretRepr::Inline { len, buf }
+            }
+            _ => SecretRepr::Heap(b.to_vec()),
+        })
     }
 
     /// The base64 text as sent, `=` for empty. Named loudly: this is a secret.
     pub fn expose_secret(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            SecretRepr::Inline { len, buf } => &buf[..usize::from(*len)],
+            SecretRepr::Heap(v) => v,
+        }
     }
 }
 
+impl PartialEq for InitialResponse {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose_secret() == other.expose_secret()
+    }
+}
+
+impl Eq for InitialResponse {}
+
 impl Drop for InitialResponse {
     fn drop(&mut self) {
-        self.0.zeroize();
+        match &mut self.0 {
+            SecretRepr::Inline { buf, .. } => buf.zeroize(),
+            SecretRepr::Heap(v) => v.zeroize(),
+        }
     }
 }
 
@@ -426,6 +457,7 @@ fn after_prefix<'a>(rest: Option<&'a str>, prefix: &str, opts: ParseOptions) -> 
 }
 
 /// Parses `<path>[ SP params]` with `path`, applying the trailing-space leniency.
+#[inline(always)]
 fn path_and_params<T>(
     s: &str,
     opts: ParseOptions,
@@ -464,6 +496,7 @@ fn path_and_params<T>(
     }
 }
 
+#[inline(always)]
 fn parse_mail(rest: Option<&str>, opts: ParseOptions) -> Result<Command, ProtoError> {
     let s = after_prefix(rest, "FROM:", opts)
         .ok_or(ProtoError::Syntax("Syntax: MAIL FROM:<address>"))?;
@@ -475,6 +508,7 @@ fn parse_mail(rest: Option<&str>, opts: ParseOptions) -> Result<Command, ProtoEr
     Ok(Command::Mail { from, params })
 }
 
+#[inline(always)]
 fn parse_rcpt(rest: Option<&str>, opts: ParseOptions) -> Result<Command, ProtoError> {
     let s =
         after_prefix(rest, "TO:", opts).ok_or(ProtoError::Syntax("Syntax: RCPT TO:<address>"))?;

@@ -222,7 +222,12 @@ pub(crate) fn xtext_decode_smol(s: &str) -> Result<SmolStr, ProtoError> {
     let Some(first) = b.iter().position(|&c| !is_xtext_octet(c)) else {
         return Ok(crate::path::smol(s));
     };
-    let mut out = Vec::with_capacity(b.len());
+    // Decoded on the stack when short (an ORCPT address usually is), else in a `Vec`.
+    let mut out = ByteSink {
+        stack: [0u8; 64],
+        len: 0,
+        heap: Vec::new(),
+    };
     out.extend_from_slice(&b[..first]);
     let mut i = first;
     while i < b.len() {
@@ -241,9 +246,42 @@ pub(crate) fn xtext_decode_smol(s: &str) -> Result<SmolStr, ProtoError> {
         out.extend_from_slice(&b[i..i + run]);
         i += run;
     }
-    std::str::from_utf8(&out)
+    std::str::from_utf8(out.as_slice())
         .map(crate::path::smol)
         .map_err(|_| ERR)
+}
+
+/// Octets written into a stack buffer while they fit, then into a `Vec`.
+struct ByteSink {
+    stack: [u8; 64],
+    len: usize,
+    heap: Vec<u8>,
+}
+
+impl ByteSink {
+    fn extend_from_slice(&mut self, b: &[u8]) {
+        if self.heap.is_empty() && self.len + b.len() <= self.stack.len() {
+            self.stack[self.len..self.len + b.len()].copy_from_slice(b);
+            self.len += b.len();
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.stack[..self.len]);
+            }
+            self.heap.extend_from_slice(b);
+        }
+    }
+
+    fn push(&mut self, c: u8) {
+        self.extend_from_slice(&[c]);
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
+    }
 }
 
 /// xtext encoding (RFC 3461 §4): characters outside `!`..`~`, `+` and `=` become `+XX`.

@@ -406,6 +406,7 @@ pub(crate) fn address_literal(i: &str) -> Res<'_, AddressLiteral> {
 }
 
 /// `Domain / address-literal` (a domain never starts with `[`).
+#[inline(always)]
 pub(crate) fn host(i: &str) -> Res<'_, Host> {
     if i.starts_with('[') {
         address_literal(i).map(|(r, l)| (r, Host::Literal(l)))
@@ -457,6 +458,7 @@ fn quoted_string(text: &str) -> Res<'_, &str> {
 }
 
 /// `Mailbox = Local-part "@" ( Domain / address-literal )`
+#[inline(always)]
 pub(crate) fn mailbox(i: &str) -> Res<'_, Mailbox> {
     // A dot-string never starts with a quote.
     let (rest, local) = if i.starts_with('"') {
@@ -484,6 +486,7 @@ fn source_route(i: &str) -> Res<'_, ()> {
 
 /// `Path = "<" [ A-d-l ":" ] Mailbox ">"`. By hand: the hot path of every MAIL and RCPT, where
 /// nom's combinators cost more than the grammar; the rare source route keeps its nom parser.
+#[inline(always)]
 fn path(i: &str) -> Res<'_, Mailbox> {
     let mut rest = i.strip_prefix('<').ok_or_else(|| verify_error(i))?;
     if rest.starts_with('@')
@@ -500,6 +503,7 @@ fn path(i: &str) -> Res<'_, Mailbox> {
 }
 
 /// `Reverse-path = Path / "<>"`
+#[inline(always)]
 pub(crate) fn reverse_path(i: &str) -> Res<'_, ReversePath> {
     match i.strip_prefix("<>") {
         Some(rest) => Ok((rest, ReversePath::Null)),
@@ -508,6 +512,7 @@ pub(crate) fn reverse_path(i: &str) -> Res<'_, ReversePath> {
 }
 
 /// `Forward-path = Path`, or `"<Postmaster>"` (RFC 5321 §4.1.1.3).
+#[inline(always)]
 pub(crate) fn forward_path(i: &str) -> Res<'_, ForwardPath> {
     const POSTMASTER: &str = "<postmaster>";
     match i.get(..POSTMASTER.len()) {
