@@ -171,6 +171,7 @@ impl SmtpCodec {
 
 impl SmtpCodec {
     /// The next frame in `buf` (consumed from it), or `None` until more input arrives.
+    #[inline]
     pub fn decode_frame(&mut self, buf: &mut BytesMut) -> Option<Frame> {
         match &mut self.mode {
             Mode::Command => {

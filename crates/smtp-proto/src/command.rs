@@ -201,6 +201,7 @@ impl Default for ParseOptions {
 
 impl Command {
     /// Parses one command line (without its CRLF) with the default options.
+    #[inline]
     pub fn parse(line: &[u8]) -> Result<Self, ProtoError> {
         Self::parse_with(line, ParseOptions::default())
     }
@@ -238,20 +239,26 @@ impl Command {
         let mut upper = [0u8; 8];
         upper[..verb.len()].copy_from_slice(verb);
         let key = u64::from_le_bytes(upper) & !(0x2020_2020_2020_2020 & mask(verb.len()));
-        let no_args = |cmd: Self, msg: &'static str| match rest {
-            None => Ok(cmd),
-            Some(_) => Err(ProtoError::ArgumentSyntax(msg)),
-        };
+        // A verb without arguments: the error when there are some (a macro, not a closure,
+        // so the command is built where it is returned).
+        macro_rules! no_args {
+            ($cmd:expr, $msg:literal) => {
+                match rest {
+                    None => Ok($cmd),
+                    Some(_) => Err(ProtoError::ArgumentSyntax($msg)),
+                }
+            };
+        }
         match key {
             MAIL => parse_mail(rest, opts),
             RCPT => parse_rcpt(rest, opts),
             EHLO => Ok(Self::Ehlo(helo_arg(rest, opts)?)),
-            DATA => no_args(Self::Data, "Syntax: DATA"),
+            DATA => no_args!(Self::Data, "Syntax: DATA"),
             HELO => Ok(Self::Helo(helo_arg(rest, opts)?)),
             LHLO => Ok(Self::Lhlo(helo_arg(rest, opts)?)),
-            RSET => no_args(Self::Rset, "Syntax: RSET"),
-            QUIT => no_args(Self::Quit, "Syntax: QUIT"),
-            STARTTLS => no_args(Self::StartTls, "Syntax: STARTTLS"),
+            RSET => no_args!(Self::Rset, "Syntax: RSET"),
+            QUIT => no_args!(Self::Quit, "Syntax: QUIT"),
+            STARTTLS => no_args!(Self::StartTls, "Syntax: STARTTLS"),
             NOOP => Ok(Self::Noop(rest.map(str::to_owned))),
             HELP => Ok(Self::Help(rest.map(str::to_owned))),
             VRFY => match rest {
