@@ -215,73 +215,64 @@ fn is_xtext_octet(c: u8) -> bool {
 }
 
 /// [`xtext_decode`] into a [`SmolStr`]: without a `+XX`, the value is its own decoding (no
-/// allocation up to 23 octets); otherwise runs between escapes are copied whole.
+/// allocation up to 23 octets); otherwise the runs between escapes are slices of the text (so
+/// UTF-8 already) and an escape below 0x80 is one ASCII character: no UTF-8 check is needed
+/// unless an escape gives a non-ASCII octet.
 pub(crate) fn xtext_decode_smol(s: &str) -> Result<SmolStr, ProtoError> {
-    const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid xtext");
     let b = s.as_bytes();
     let Some(first) = b.iter().position(|&c| !is_xtext_octet(c)) else {
         return Ok(crate::path::smol(s));
     };
-    // Decoded on the stack when short (an ORCPT address usually is), else in a `Vec`.
-    let mut out = ByteSink {
-        stack: [0u8; 64],
-        len: 0,
-        heap: Vec::new(),
-    };
-    out.extend_from_slice(&b[..first]);
+    let mut out = smol_str::SmolStrBuilder::new();
+    // Every delimiter is ASCII: the runs fall on character boundaries.
+    out.push_str(&s[..first]);
     let mut i = first;
     while i < b.len() {
-        if b[i] != b'+' {
-            return Err(ERR);
+        let c = xtext_escape(b, i)?;
+        if c >= 0x80 {
+            return xtext_decode_octets(s);
         }
-        let hex = b.get(i + 1..i + 3).ok_or(ERR)?;
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Ok(c - b'0'),
-            b'A'..=b'F' => Ok(c - b'A' + 10),
-            _ => Err(ERR),
-        };
-        out.push(digit(hex[0])? << 4 | digit(hex[1])?);
+        out.push(char::from(c));
         i += 3;
         let run = b[i..].iter().take_while(|&&c| is_xtext_octet(c)).count();
-        out.extend_from_slice(&b[i..i + run]);
+        out.push_str(&s[i..i + run]);
         i += run;
     }
-    std::str::from_utf8(out.as_slice())
+    Ok(out.finish())
+}
+
+/// The octet of the `+XX` escape at `i` (upper-case hex digits).
+fn xtext_escape(b: &[u8], i: usize) -> Result<u8, ProtoError> {
+    const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid xtext");
+    if b[i] != b'+' {
+        return Err(ERR);
+    }
+    let hex = b.get(i + 1..i + 3).ok_or(ERR)?;
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'A'..=b'F' => Ok(c - b'A' + 10),
+        _ => Err(ERR),
+    };
+    Ok(digit(hex[0])? << 4 | digit(hex[1])?)
+}
+
+/// The general decoding: escapes may give any octet, so the result is checked for UTF-8.
+fn xtext_decode_octets(s: &str) -> Result<SmolStr, ProtoError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if is_xtext_octet(b[i]) {
+            out.push(b[i]);
+            i += 1;
+        } else {
+            out.push(xtext_escape(b, i)?);
+            i += 3;
+        }
+    }
+    std::str::from_utf8(&out)
         .map(crate::path::smol)
-        .map_err(|_| ERR)
-}
-
-/// Octets written into a stack buffer while they fit, then into a `Vec`.
-struct ByteSink {
-    stack: [u8; 64],
-    len: usize,
-    heap: Vec<u8>,
-}
-
-impl ByteSink {
-    fn extend_from_slice(&mut self, b: &[u8]) {
-        if self.heap.is_empty() && self.len + b.len() <= self.stack.len() {
-            self.stack[self.len..self.len + b.len()].copy_from_slice(b);
-            self.len += b.len();
-        } else {
-            if self.heap.is_empty() {
-                self.heap.extend_from_slice(&self.stack[..self.len]);
-            }
-            self.heap.extend_from_slice(b);
-        }
-    }
-
-    fn push(&mut self, c: u8) {
-        self.extend_from_slice(&[c]);
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        if self.heap.is_empty() {
-            &self.stack[..self.len]
-        } else {
-            &self.heap
-        }
-    }
+        .map_err(|_| ProtoError::ParameterSyntax("Invalid xtext"))
 }
 
 /// xtext encoding (RFC 3461 §4): characters outside `!`..`~`, `+` and `=` become `+XX`.
@@ -689,6 +680,21 @@ mod tests {
         assert!(xtext_decode("a+2").is_err());
         assert!(xtext_decode("a+zz").is_err());
         assert!(xtext_decode("a+2b").is_err(), "lower-case hex is not xtext");
+        // The three paths: no escape, ASCII escapes, escapes that spell UTF-8 (checked).
+        assert_eq!(
+            xtext_decode("carol@example.net").unwrap(),
+            "carol@example.net"
+        );
+        assert_eq!(xtext_decode("+2Bé+3D+20x").unwrap(), "+é= x");
+        assert_eq!(xtext_decode("a+E4+B8+ADb").unwrap(), "a中b");
+        assert!(xtext_decode("a+FFb").is_err(), "not UTF-8 once decoded");
+        assert!(xtext_decode("a+E4+B8").is_err(), "a cut UTF-8 sequence");
+        assert!(xtext_decode("a b").is_err() && xtext_decode("a=b").is_err());
+        let long = format!("{}+2B{}", "x".repeat(40), "y".repeat(40));
+        assert_eq!(
+            xtext_decode(&long).unwrap(),
+            format!("{}+{}", "x".repeat(40), "y".repeat(40))
+        );
     }
 
     #[test]
