@@ -185,6 +185,81 @@ fn failures_on_one_instance_lock_the_user_on_every_instance() {
     assert!(!a.log().contains("wonder land") && !b.log().contains("wonder land"));
 }
 
+/// SCRAM-SHA-256 with gsasl (no TLS: the fleet configuration allows AUTH in the clear).
+fn gsasl_scram(port: u16, user: &str, password: &str) -> String {
+    ensure_tool("gsasl");
+    let out = run(Command::new("gsasl")
+        .args([
+            "--smtp",
+            &format!("--connect=127.0.0.1:{port}"),
+            "--no-starttls",
+        ])
+        .args(["-m", "SCRAM-SHA-256", "-a", user, "-p", password])
+        .stdin(Stdio::null()));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn scram_logins_are_checked_and_counted_by_the_fleet_too() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    let rport = free_port();
+    let _redis = redis(rport, &[]);
+    let (da, db) = (temp_dir("fleet-scram-a"), temp_dir("fleet-scram-b"));
+    let (pa, pb, ma, mb) = (free_port(), free_port(), free_port(), free_port());
+    let mechanisms = "mechanisms = [\"SCRAM-SHA-256\", \"PLAIN\"]";
+    // Users with SCRAM keys as well as their argon2 hash (`hash-password --scram`).
+    let users = |dir: &Path| {
+        let mut text = String::new();
+        for (u, p) in [("alice", "wonder land"), ("bob", "builder")] {
+            text.push_str(&format!(
+                "{u}:{}:{}\n",
+                smtpd::users::hash_password(p).unwrap(),
+                smtpd::users::scram_keys(p).unwrap()
+            ));
+        }
+        std::fs::write(dir.join("users"), text).unwrap();
+    };
+    // fleet_config writes the plain users file; ours replaces it before the start.
+    let config_a = fleet_config(&da, pa, rport, ma, mechanisms, "");
+    let config_b = fleet_config(&db, pb, rport, mb, mechanisms, "");
+    users(&da);
+    users(&db);
+    let _a = Smtpd::start(&da, &config_a, pa);
+    let b = Smtpd::start(&db, &config_b, pb);
+    // A wrong SCRAM proof on B is counted for the fleet (the machine's count reaches Redis).
+    let out = gsasl_scram(pb, "bob", "wrong");
+    assert!(out.contains("535 5.7.8"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis_cmd(rport, &["GET", "smtpd:authfail:user:bob"]) != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the SCRAM failure never reached Redis"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    // The right password works over SCRAM before the lock...
+    let out = gsasl_scram(pb, "alice", "wonder land");
+    assert!(out.contains("235 2.7.0"), "{out}");
+    // ...and three PLAIN failures on A lock alice's SCRAM logins on B: the stored keys are
+    // not even read (LookupResult::Locked).
+    for n in 1..=3 {
+        assert_eq!(
+            login(pa, "127.0.0.1", "alice", &format!("wrong {n}")),
+            INVALID
+        );
+    }
+    let out = gsasl_scram(pb, "alice", "wonder land");
+    assert!(out.contains("454 4.7.0"), "{out}");
+    b.wait_for_log(
+        "mechanism=\"SCRAM-SHA-256\" user=\"alice\" success=false status=Locked",
+        1,
+    );
+}
+
 #[test]
 fn without_redis_an_instance_counts_alone_and_says_so() {
     e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
