@@ -82,6 +82,19 @@ fn redis_cmd_as(port: u16, password: Option<&str>, args: &[&str]) -> String {
     line.trim_end().to_owned()
 }
 
+/// Waits (at most 5 s) until Redis holds `value` at `key`: a failure reaches Redis a moment
+/// after its reply.
+fn wait_for_count(port: u16, password: Option<&str>, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis_cmd_as(port, password, &["GET", key]) != value {
+        assert!(
+            Instant::now() < deadline,
+            "{key} never became {value} in Redis"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// A configuration with the shared limiter at `redis_port`: 3 failures per user, 100 per
 /// address, [metrics] on `metrics_port`; `server` adds `[server]` keys, `limiter` `[limiter]`
 /// keys.
@@ -233,14 +246,7 @@ fn scram_logins_are_checked_and_counted_by_the_fleet_too() {
     // A wrong SCRAM proof on B is counted for the fleet (the machine's count reaches Redis).
     let out = gsasl_scram(pb, "bob", "wrong");
     assert!(out.contains("535 5.7.8"), "{out}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while redis_cmd(rport, &["GET", "smtpd:authfail:user:bob"]) != "1" {
-        assert!(
-            Instant::now() < deadline,
-            "the SCRAM failure never reached Redis"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_for_count(rport, None, "smtpd:authfail:user:bob", "1");
     // The right password works over SCRAM before the lock...
     let out = gsasl_scram(pb, "alice", "wonder land");
     assert!(out.contains("235 2.7.0"), "{out}");
@@ -308,11 +314,7 @@ fn without_redis_an_instance_counts_alone_and_says_so() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(login(port, "127.0.0.1", "alice", "wrong"), INVALID);
     srv.wait_for_log("shared AUTH limiter: Redis is reachable again", 1);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while redis_cmd(rport, &["GET", "smtpd:authfail:user:alice"]) != "1" {
-        assert!(Instant::now() < deadline, "the failure never reached Redis");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_for_count(rport, None, "smtpd:authfail:user:alice", "1");
     assert!(
         scrape(mport)
             .lines()
@@ -332,16 +334,12 @@ fn a_password_protected_redis_is_used_with_its_password_and_never_logs_it() {
     let a = Smtpd::start(&da, &config_a, pa);
     let b = Smtpd::start(&db, &config_b, pb);
     assert_eq!(login(pa, "127.0.0.1", "alice", "wrong"), INVALID);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while redis_cmd_as(
+    wait_for_count(
         rport,
         Some("redis-s3cret"),
-        &["GET", "smtpd:authfail:user:alice"],
-    ) != "1"
-    {
-        assert!(Instant::now() < deadline, "the failure never reached Redis");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+        "smtpd:authfail:user:alice",
+        "1",
+    );
     // B's password is refused: it counts alone, says why, logs in users, shows no password.
     assert_eq!(login(pb, "127.0.0.1", "bob", "builder"), OK);
     b.wait_for_log("Redis unreachable", 1);
