@@ -89,6 +89,20 @@ fn edge(dir: &std::path::Path, port: u16, up: u16, auth: &str) -> String {
     )
 }
 
+/// An edge smtpd relaying to a scripted upstream offering `extensions`, with `auth` as its
+/// upstream credentials: the server, the lines the upstream read and the edge's port.
+fn edge_server(
+    name: &str,
+    extensions: &'static [&'static str],
+    auth: &str,
+) -> (Smtpd, Arc<Mutex<Vec<String>>>, u16) {
+    let (up, seen) = upstream(extensions);
+    let dir = temp_dir(name);
+    let port = free_port();
+    let srv = Smtpd::start(&dir, &edge(&dir, port, up, auth), port);
+    (srv, seen, port)
+}
+
 fn send(port: u16, mail_options: &str, rcpt_options: &str) -> String {
     python(&format!(
         r#"
@@ -108,13 +122,10 @@ s.quit()
 #[test]
 fn login_when_no_plain_and_the_parameters_the_upstream_supports() {
     e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
-    let (up, seen) = upstream(&["AUTH LOGIN XOAUTH2", "SIZE 1000000", "8BITMIME", "DSN"]);
-    let dir = temp_dir("relay-login");
-    let port = free_port();
-    let _srv = Smtpd::start(
-        &dir,
-        &edge(&dir, port, up, "username = \"bob\"\npassword = \"builder\""),
-        port,
+    let (_srv, seen, port) = edge_server(
+        "relay-login",
+        &["AUTH LOGIN XOAUTH2", "SIZE 1000000", "8BITMIME", "DSN"],
+        "username = \"bob\"\npassword = \"builder\"",
     );
     let out = send(
         port,
@@ -156,18 +167,10 @@ fn login_when_no_plain_and_the_parameters_the_upstream_supports() {
 #[test]
 fn a_kept_connection_serves_the_next_message_and_closes_after_its_idle_time() {
     e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
-    let (up, seen) = upstream(&["AUTH PLAIN LOGIN", "8BITMIME"]);
-    let dir = temp_dir("relay-reuse");
-    let port = free_port();
-    let _srv = Smtpd::start(
-        &dir,
-        &edge(
-            &dir,
-            port,
-            up,
-            "username = \"bob\"\npassword = \"builder\"\nreuse_idle_secs = 1",
-        ),
-        port,
+    let (_srv, seen, port) = edge_server(
+        "relay-reuse",
+        &["AUTH PLAIN LOGIN", "8BITMIME"],
+        "username = \"bob\"\npassword = \"builder\"\nreuse_idle_secs = 1",
     );
     assert_eq!(send(port, "[]", "[]"), "{}\n");
     assert_eq!(send(port, "[]", "[]"), "{}\n");
@@ -219,18 +222,10 @@ fn a_kept_connection_serves_the_next_message_and_closes_after_its_idle_time() {
 fn xoauth2_with_a_token_and_refusals_for_missing_extensions() {
     e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
     // No 8BITMIME, no DSN, no SIZE: DSN parameters are dropped, 8-bit MIME is refused.
-    let (up, seen) = upstream(&["AUTH LOGIN XOAUTH2"]);
-    let dir = temp_dir("relay-xoauth2");
-    let port = free_port();
-    let _srv = Smtpd::start(
-        &dir,
-        &edge(
-            &dir,
-            port,
-            up,
-            "username = \"bob@up.test\"\noauth_token = \"ya29.TOKEN\"",
-        ),
-        port,
+    let (_srv, seen, port) = edge_server(
+        "relay-xoauth2",
+        &["AUTH LOGIN XOAUTH2"],
+        "username = \"bob@up.test\"\noauth_token = \"ya29.TOKEN\"",
     );
     assert_eq!(send(port, "['RET=FULL']", "['NOTIFY=NEVER']"), "{}\n");
     let lines = seen.lock().unwrap().clone();
@@ -342,13 +337,10 @@ s.quit()
 #[test]
 fn one_refused_recipient_does_not_fail_the_others() {
     e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
-    let (up, seen) = upstream(&["AUTH PLAIN LOGIN", "8BITMIME"]);
-    let dir = temp_dir("relay-rcpt");
-    let port = free_port();
-    let _srv = Smtpd::start(
-        &dir,
-        &edge(&dir, port, up, "username = \"bob\"\npassword = \"builder\""),
-        port,
+    let (_srv, seen, port) = edge_server(
+        "relay-rcpt",
+        &["AUTH PLAIN LOGIN", "8BITMIME"],
+        "username = \"bob\"\npassword = \"builder\"",
     );
     // smtplib's sendmail returns the refused recipients with the upstream's own reply.
     let out = python(&format!(

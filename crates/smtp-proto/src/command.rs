@@ -238,7 +238,7 @@ impl Command {
         // per candidate instead of a slice comparison.
         let mut upper = [0u8; 8];
         upper[..verb.len()].copy_from_slice(verb);
-        let key = u64::from_le_bytes(upper) & !(0x2020_2020_2020_2020 & mask(verb.len()));
+        let key = u64::from_le_bytes(upper) & !0x2020_2020_2020_2020;
         // A verb without arguments: the error when there are some (a macro, not a closure,
         // so the command is built where it is returned).
         macro_rules! no_args {
@@ -380,15 +380,6 @@ const fn verb_key(v: &[u8]) -> u64 {
         i += 1;
     }
     u64::from_le_bytes(a)
-}
-
-/// Ones in the low `n` octets.
-const fn mask(n: usize) -> u64 {
-    if n >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (8 * n)) - 1
-    }
 }
 
 const MAIL: u64 = verb_key(b"MAIL");

@@ -333,23 +333,17 @@ pub(crate) fn smol(s: &str) -> SmolStr {
 /// A hand-written scan rather than nom's `separated_list1`, which collects the labels into a
 /// `Vec` only to throw it away: this is the hot path of every MAIL and RCPT.
 pub(crate) fn domain(text: &str) -> Res<'_, Domain> {
-    match domain_len(text) {
-        Some(end) => Ok((&text[end..], Domain(smol(&text[..end])))),
-        None => Err(verify_error(text)),
-    }
-}
-
-/// The length of the domain at the start of `text` ([`domain`]'s scan), a number rather than
-/// a value to move: the caller builds the [`Domain`] where it keeps it.
-fn domain_len(text: &str) -> Option<usize> {
     let label_ok = |l: &[u8]| l.len() <= 63 && l[0] != b'-' && l[l.len() - 1] != b'-';
     let end = dotted(
         text.as_bytes(),
         |b| CLASS[usize::from(b)] & (LDH | HIGH) != 0,
         label_ok,
-    )?;
-    // A dot or a label end is ASCII: `end` is a character boundary.
-    (end <= MAX_DOMAIN_LEN && text.is_char_boundary(end)).then_some(end)
+    )
+    .filter(|&end| end <= MAX_DOMAIN_LEN)
+    .ok_or_else(|| verify_error(text))?;
+    // A dot or a label's last octet ends the scan, and both are ASCII: `end` is a character
+    // boundary.
+    Ok((&text[end..], Domain(smol(&text[..end]))))
 }
 
 /// The longest run of labels joined by single dots at the start of `i`, a label being a
@@ -424,10 +418,7 @@ pub(crate) fn host(i: &str) -> Res<'_, Host> {
     if i.starts_with('[') {
         address_literal(i).map(|(r, l)| (r, Host::Literal(l)))
     } else {
-        match domain_len(i) {
-            Some(end) => Ok((&i[end..], Host::Domain(Domain(smol(&i[..end]))))),
-            None => Err(verify_error(i)),
-        }
+        domain(i).map(|(r, d)| (r, Host::Domain(d)))
     }
 }
 

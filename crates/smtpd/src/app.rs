@@ -259,10 +259,6 @@ impl Handler for App {
                 }
             }
             Target::Relay(cfg, pool) => {
-                let from = envelope
-                    .mail_from
-                    .clone()
-                    .unwrap_or(smtp_proto::ReversePath::Null);
                 // Streamed from memory or the spool file, never loaded whole: on the
                 // transaction opened at MAIL, or a whole new one when there is none.
                 let sent = match relay::finish(
@@ -280,12 +276,8 @@ impl Handler for App {
                             pool,
                             session_key(session),
                             &self.hostname,
-                            &from,
-                            &envelope.mail_params,
-                            &envelope.rcpt_to,
-                            &envelope.rcpt_params,
+                            envelope,
                             header.as_bytes(),
-                            &envelope.body,
                         )
                         .await
                     }
@@ -752,11 +744,10 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     // One failure limiter for the whole process: every listener counts into it. With
     // `[limiter]` it also tells Redis, and the authenticator asks Redis first.
     let s = &config.server;
-    let window = Duration::from_secs(s.auth_failure_window_secs);
     let mut limiter = AuthLimiter::new(
         s.max_auth_failures_per_ip,
         s.max_auth_failures_per_user,
-        window,
+        Duration::from_secs(s.auth_failure_window_secs),
     );
     let mut authenticator = authenticator;
     if let Some(l) = &config.limiter {
@@ -770,9 +761,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                     .as_ref()
                     .map(|p| (l.username.clone(), zeroize::Zeroizing::new(p.clone()))),
             },
-            s.max_auth_failures_per_ip,
-            s.max_auth_failures_per_user,
-            window,
+            &limiter,
         );
         tracing::info!(redis = %l.redis, prefix = %l.key_prefix, "AUTH failures shared through Redis");
         limiter = limiter.with_listener(shared.clone());

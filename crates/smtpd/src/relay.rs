@@ -437,25 +437,31 @@ async fn connect(cfg: &RelaySection, helo: &str) -> Result<(Upstream, EhloRespon
     Ok((up, ehlo))
 }
 
-/// Relays one whole transaction for a session that has none open upstream (its connection
-/// broke after MAIL): [`begin`] with the message's exact size, [`recipient`] for each one (any
-/// refusal fails the message), [`finish`].
-#[allow(clippy::too_many_arguments)]
+/// Relays the envelope's whole transaction for a session that has none open upstream (its
+/// connection broke after MAIL): [`begin`] with the message's exact size, [`recipient`] for
+/// each one (any refusal fails the message), [`finish`] with `header` before the body.
 pub async fn relay(
     cfg: &RelaySection,
     pool: &Arc<RelayPool>,
     key: SessionKey,
     helo: &str,
-    from: &ReversePath,
-    params: &MailParameters,
-    to: &[ForwardPath],
-    rcpt_params: &[RcptParameters],
+    envelope: &smtp_server::Envelope,
     header: &[u8],
-    body: &smtp_server::Body,
 ) -> Result<(), RelayError> {
+    let body = &envelope.body;
+    let from = envelope.mail_from.clone().unwrap_or(ReversePath::Null);
     let size = header.len() as u64 + body.len();
-    open(cfg, pool, key, helo, from, params, Some(size)).await?;
-    for (rcpt, p) in to.iter().zip(rcpt_params) {
+    open(
+        cfg,
+        pool,
+        key,
+        helo,
+        &from,
+        &envelope.mail_params,
+        Some(size),
+    )
+    .await?;
+    for (rcpt, p) in envelope.rcpt_to.iter().zip(&envelope.rcpt_params) {
         if let Err(e) = recipient(pool, key, rcpt, p).await {
             abandon(pool, key).await;
             return Err(e);

@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use smtp_auth::{AuthRequest, AuthResult, AuthStatus, LookupRequest, LookupResult};
-use smtp_server::{Authenticator, BoxFuture, FailureListener, Session, address_key, user_key};
+use smtp_server::{
+    AuthLimiter, Authenticator, BoxFuture, FailureListener, Session, address_key, user_key,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -101,9 +103,10 @@ enum Op {
 }
 
 impl SharedLimiter {
-    /// Starts the Redis task (on the current tokio runtime) for limits `per_ip` and `per_user`
-    /// failures within `window` (0 turns a limit off), the limits of the local limiter.
-    pub fn start(target: RedisTarget, per_ip: u32, per_user: u32, window: Duration) -> Arc<Self> {
+    /// Starts the Redis task (on the current tokio runtime) with the limits of `local`, the
+    /// process's own limiter: the fleet's counts are held to the same numbers and window.
+    pub fn start(target: RedisTarget, local: &AuthLimiter) -> Arc<Self> {
+        let (per_ip, per_user, window) = local.limits();
         let (tx, rx) = mpsc::channel(QUEUE);
         let state = Arc::new(State::default());
         let timeout = target.timeout;
@@ -201,25 +204,18 @@ async fn run(target: RedisTarget, window: Duration, mut rx: mpsc::Receiver<Op>, 
             }
             continue;
         };
+        let (Op::Record { ip, user } | Op::Check { ip, user, .. }) = &op;
+        let mut keys = vec![key(&target.prefix, "ip", &ip.to_string())];
+        if let Some(u) = user {
+            keys.push(key(&target.prefix, "user", u));
+        }
         let result = match &op {
-            Op::Record { ip, user } => {
-                let mut keys = vec![key(&target.prefix, "ip", &ip.to_string())];
-                if let Some(u) = user {
-                    keys.push(key(&target.prefix, "user", u));
-                }
-                timeout(target.timeout, c.record(&keys, &window))
-                    .await
-                    .map(|r| r.map(|()| None))
-            }
-            Op::Check { ip, user, .. } => {
-                let mut keys = vec![key(&target.prefix, "ip", &ip.to_string())];
-                if let Some(u) = user {
-                    keys.push(key(&target.prefix, "user", u));
-                }
-                timeout(target.timeout, c.counts(&keys))
-                    .await
-                    .map(|r| r.map(|v| Some((v[0], v.get(1).copied().unwrap_or(0)))))
-            }
+            Op::Record { .. } => timeout(target.timeout, c.record(&keys, &window))
+                .await
+                .map(|r| r.map(|()| None)),
+            Op::Check { .. } => timeout(target.timeout, c.counts(&keys))
+                .await
+                .map(|r| r.map(|v| Some((v[0], v.get(1).copied().unwrap_or(0))))),
         };
         let answer = match result {
             Ok(Ok(a)) => {
