@@ -1,6 +1,6 @@
 //! `[limiter]`: the AUTH failure limiter shared by a fleet through Redis.
 //!
-//! Each instance keeps its own [`AuthLimiter`](smtp_server::AuthLimiter) (the machine consults it synchronously, and it
+//! Each instance keeps its own [`AuthLimiter`] (the machine consults it synchronously, and it
 //! alone answers when Redis is away). With `[limiter] redis = "host:port"` the instance also
 //! publishes every failure that limiter counts (a [`FailureListener`]) and, before a credential
 //! is checked, reads the fleet's counts for the client's address and the named user (an
