@@ -195,20 +195,20 @@ impl SmtpCodec {
                     &mut self.commands
                 };
                 let options = self.options;
-                let (frame, verb) = match lines.decode(buf) {
+                // The command is parsed where the line lies in `buf`: no `Bytes` is split off
+                // (and reference-counted) for a line that is only read. (A line refused for its
+                // bare LF is parsed too, and the parse dropped: a rare and short waste.)
+                let parsed = lines.decode_with(buf, |l| match Command::parse_with(l, options) {
+                    Ok(c) => (Ok(c), None),
+                    Err(e) => (Err(e), known_verb(l)),
+                });
+                let (frame, verb) = match parsed {
                     None => return None,
-                    Some(LineEvent::Line(_))
-                        if options.forbid_bare_newline && lines.last_line_bare_lf() =>
-                    {
+                    Some(Ok(_)) if options.forbid_bare_newline && lines.last_line_bare_lf() => {
                         (Err(ProtoError::BareNewline), None)
                     }
-                    Some(LineEvent::Line(l)) => match Command::parse_with(&l, options) {
-                        Ok(c) => (Ok(c), None),
-                        Err(e) => (Err(e), known_verb(&l)),
-                    },
-                    Some(LineEvent::TooLong) => {
-                        (Err(ProtoError::LineTooLong), auth.then_some("AUTH"))
-                    }
+                    Some(Ok(parsed)) => parsed,
+                    Some(Err(())) => (Err(ProtoError::LineTooLong), auth.then_some("AUTH")),
                 };
                 self.error_verb = verb;
                 Some(Frame::Command(frame))

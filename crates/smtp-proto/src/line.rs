@@ -70,12 +70,44 @@ impl LineDecoder {
     ///
     /// A line ends at LF; a CR right before it is removed too.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Option<LineEvent> {
+        match self.next(buf)? {
+            Found::Line { len, content } => {
+                let mut line = buf.split_to(len);
+                line.truncate(content);
+                Some(LineEvent::Line(line.freeze()))
+            }
+            Found::TooLong => Some(LineEvent::TooLong),
+        }
+    }
+
+    /// Like [`decode`](Self::decode), but hands the line to `f` where it lies in `buf`
+    /// (without its line end) and then consumes it: no `Bytes` is split off, for a caller that
+    /// only reads the line (a command parser). `Err(())` stands for [`LineEvent::TooLong`].
+    #[inline]
+    pub fn decode_with<R>(
+        &mut self,
+        buf: &mut BytesMut,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Option<Result<R, ()>> {
+        match self.next(buf)? {
+            Found::Line { len, content } => {
+                let r = f(&buf[..content]);
+                buf.advance(len);
+                Some(Ok(r))
+            }
+            Found::TooLong => Some(Err(())),
+        }
+    }
+
+    /// Finds the next line in `buf` (consuming only what an overlong line discards).
+    #[inline]
+    fn next(&mut self, buf: &mut BytesMut) -> Option<Found> {
         if self.discarding {
             return match memchr::memchr(b'\n', buf) {
                 Some(i) => {
                     buf.advance(i + 1);
                     self.discarding = false;
-                    Some(LineEvent::TooLong)
+                    Some(Found::TooLong)
                 }
                 None => {
                     buf.clear();
@@ -89,19 +121,17 @@ impl LineDecoder {
             Some(off) => {
                 let i = start + off;
                 self.scanned = 0;
-                let mut line = buf.split_to(i + 1);
-                line.truncate(i);
-                self.bare_lf = line.last() != Some(&b'\r');
-                if !self.bare_lf {
-                    line.truncate(i - 1);
-                }
-                Some(LineEvent::Line(line.freeze()))
+                self.bare_lf = i == 0 || buf[i - 1] != b'\r';
+                let content = if self.bare_lf { i } else { i - 1 };
+                Some(Found::Line {
+                    len: i + 1,
+                    content,
+                })
             }
             None if buf.len() >= self.max => {
-                // No LF within the limit: drop what we have and the rest of the line.
                 self.scanned = 0;
                 self.discarding = true;
-                self.decode(buf)
+                self.next(buf)
             }
             None => {
                 self.scanned = window;
@@ -109,6 +139,12 @@ impl LineDecoder {
             }
         }
     }
+}
+
+/// Where the next line is: `len` octets with its end, `content` without.
+enum Found {
+    Line { len: usize, content: usize },
+    TooLong,
 }
 
 impl Default for LineDecoder {
@@ -192,6 +228,33 @@ mod tests {
             } else {
                 assert_eq!(ev, None);
             }
+        }
+    }
+
+    #[test]
+    fn decode_with_sees_what_decode_returns() {
+        // Every way of cutting one input into two reads: both entry points give the same
+        // lines, the same overlong-line events and the same bare-LF flags, and leave the same
+        // rest in the buffer.
+        let input: &[u8] = b"EHLO a\r\nQUIT\n\r\n0123456789abcdef\r\nNO\rOP\r\nX";
+        for cut in 0..=input.len() {
+            let (mut a, mut b) = (LineDecoder::new(12), LineDecoder::new(12));
+            let (mut ba, mut bb) = (BytesMut::new(), BytesMut::new());
+            let (mut ea, mut eb) = (Vec::new(), Vec::new());
+            for piece in [&input[..cut], &input[cut..]] {
+                ba.extend_from_slice(piece);
+                bb.extend_from_slice(piece);
+                while let Some(ev) = a.decode(&mut ba) {
+                    ea.push((ev, a.last_line_bare_lf()));
+                }
+                while let Some(ev) = b.decode_with(&mut bb, Bytes::copy_from_slice) {
+                    let ev = ev.map_or(LineEvent::TooLong, LineEvent::Line);
+                    eb.push((ev, b.last_line_bare_lf()));
+                }
+            }
+            assert_eq!(ea, eb, "cut at {cut}");
+            assert_eq!(ba, bb, "cut at {cut}");
+            assert_eq!(ea.len(), 5, "cut at {cut}: {ea:?}");
         }
     }
 }
