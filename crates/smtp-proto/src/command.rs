@@ -20,15 +20,20 @@ pub struct Mechanism(SmolStr);
 impl Mechanism {
     /// Validates and upper-cases a mechanism name.
     pub fn new(name: &str) -> Result<Self, ProtoError> {
-        let ok = (1..=20).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            Ok(Self(smol_str::StrExt::to_ascii_uppercase_smolstr(name)))
-        } else {
-            Err(ProtoError::ArgumentSyntax("Invalid mechanism name"))
+        const ERR: ProtoError = ProtoError::ArgumentSyntax("Invalid mechanism name");
+        // Upper-cased into a buffer as it is checked: at most 20 octets, always inline.
+        let mut buf = [0u8; 20];
+        if name.is_empty() || name.len() > buf.len() {
+            return Err(ERR);
         }
+        for (o, &b) in buf.iter_mut().zip(name.as_bytes()) {
+            if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(ERR);
+            }
+            *o = b.to_ascii_uppercase();
+        }
+        let upper = crate::text::ascii(&buf[..name.len()]).ok_or(ERR)?;
+        Ok(Self(SmolStr::new_inline(upper)))
     }
 
     /// The upper-case name.
@@ -93,7 +98,8 @@ impl Eq for InitialResponse {}
 impl Drop for InitialResponse {
     fn drop(&mut self) {
         match &mut self.0 {
-            SecretRepr::Inline { buf, .. } => buf.zeroize(),
+            // Past `len` the buffer was never written: zeros already.
+            SecretRepr::Inline { len, buf } => buf[..usize::from(*len)].zeroize(),
             SecretRepr::Heap(v) => v.zeroize(),
         }
     }
@@ -500,15 +506,18 @@ fn parse_auth(rest: Option<&str>) -> Result<Command, ProtoError> {
     const ERR: ProtoError =
         ProtoError::ArgumentSyntax("Syntax: AUTH <mechanism> [initial-response]");
     let s = rest.ok_or(ERR)?;
-    let (mech, ir) = match s.split_once(' ') {
-        Some((m, ir)) => (m, Some(ir)),
+    // A mechanism name has at most 20 octets: the space after it is within the first 21.
+    let (mech, ir) = match s.as_bytes().iter().take(21).position(|&b| b == b' ') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
     };
     let mechanism = Mechanism::new(mech)?;
     let initial_response = match ir {
         // initial-response = base64 / "=" ; the base64 itself is checked by the SASL layer,
         // which answers 501 5.5.2 when it cannot decode it.
-        Some(ir) if !ir.is_empty() && !ir.contains(' ') => Some(InitialResponse::new(ir)),
+        Some(ir) if !ir.is_empty() && memchr::memchr(b' ', ir.as_bytes()).is_none() => {
+            Some(InitialResponse::new(ir))
+        }
         Some(_) => return Err(ERR),
         None => None,
     };
