@@ -217,11 +217,16 @@ fn is_xtext_octet(c: u8) -> bool {
 
 /// [`xtext_decode`] into a [`SmolStr`]: without a `+XX`, the value is its own decoding (no
 /// allocation up to 23 octets); a decoding that fits inline is built in a buffer on the stack
-/// and needs no UTF-8 check when it is ASCII (the runs between escapes are slices of the text,
-/// and only an escape can give a non-ASCII octet).
+/// from the runs between escapes, and needs no UTF-8 check when it is ASCII (the runs are
+/// slices of the text, and only an escape can give a non-ASCII octet).
 pub(crate) fn xtext_decode_smol(s: &str) -> Result<SmolStr, ProtoError> {
     let b = s.as_bytes();
-    let Some(first) = b.iter().position(|&c| !is_xtext_octet(c)) else {
+    // xtext octets are the parameter value octets but `+` (checked eight at a time).
+    if value_end(b, 0) != b.len() {
+        return Err(XTEXT);
+    }
+    let plus = |from: usize| b[from..].iter().position(|&c| c == b'+').map(|p| from + p);
+    let Some(mut esc) = plus(0) else {
         return Ok(crate::path::smol(s));
     };
     // With one escape at least, the decoding is at least two octets shorter.
@@ -229,29 +234,32 @@ pub(crate) fn xtext_decode_smol(s: &str) -> Result<SmolStr, ProtoError> {
         return xtext_decode_octets(s);
     }
     let mut buf = [0u8; SmolStr::INLINE_CAP];
-    buf[..first].copy_from_slice(&b[..first]);
-    let (mut i, mut n) = (first, first);
-    while i < b.len() {
-        if is_xtext_octet(b[i]) {
-            buf[n] = b[i];
-            i += 1;
-        } else {
-            buf[n] = xtext_escape(b, i)?;
-            i += 3;
+    let (mut i, mut n) = (0, 0);
+    loop {
+        let run = esc - i;
+        buf[n..n + run].copy_from_slice(&b[i..esc]);
+        n += run;
+        if esc == b.len() {
+            break;
         }
+        buf[n] = xtext_escape(b, esc)?;
         n += 1;
+        i = esc + 3;
+        esc = plus(i).unwrap_or(b.len());
     }
     match crate::text::ascii(&buf[..n]) {
         Some(t) => Ok(SmolStr::new_inline(t)),
         None => std::str::from_utf8(&buf[..n])
             .map(SmolStr::new_inline)
-            .map_err(|_| ProtoError::ParameterSyntax("Invalid xtext")),
+            .map_err(|_| XTEXT),
     }
 }
 
+const XTEXT: ProtoError = ProtoError::ParameterSyntax("Invalid xtext");
+
 /// The octet of the `+XX` escape at `i` (upper-case hex digits).
 fn xtext_escape(b: &[u8], i: usize) -> Result<u8, ProtoError> {
-    const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid xtext");
+    const ERR: ProtoError = XTEXT;
     if b[i] != b'+' {
         return Err(ERR);
     }
@@ -522,24 +530,44 @@ impl fmt::Display for MailParameters {
 /// `NOTIFY="NEVER" / 1#notify-list-element` (RFC 3461 §4.1), each element at most once.
 fn parse_notify(v: &str) -> Result<Notify, ProtoError> {
     const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid NOTIFY parameter");
+    const NEVER: u64 = key(b"NEVER");
+    const SUCCESS: u64 = key(b"SUCCESS");
+    const FAILURE: u64 = key(b"FAILURE");
+    const DELAY: u64 = key(b"DELAY");
+    let b = v.as_bytes();
     let mut n = Notify::default();
-    if v.eq_ignore_ascii_case("NEVER") {
-        n.never = true;
-        return Ok(n);
-    }
-    for item in v.as_bytes().split(|&b| b == b',') {
-        let slot = match item.len() {
-            7 if item.eq_ignore_ascii_case(b"SUCCESS") => &mut n.success,
-            7 if item.eq_ignore_ascii_case(b"FAILURE") => &mut n.failure,
-            5 if item.eq_ignore_ascii_case(b"DELAY") => &mut n.delay,
+    let mut start = 0;
+    loop {
+        let end = b[start..]
+            .iter()
+            .position(|&c| c == b',')
+            .map_or(b.len(), |p| start + p);
+        let len = end - start;
+        // The elements are letters: a case-folded word key names each (at most 7 octets).
+        let item = if len <= 7 && b[start..end].iter().all(u8::is_ascii_alphabetic) {
+            word_key(b, start, len)
+        } else {
+            0
+        };
+        let slot = match item {
+            NEVER if start == 0 && end == b.len() => {
+                n.never = true;
+                return Ok(n);
+            }
+            SUCCESS => &mut n.success,
+            FAILURE => &mut n.failure,
+            DELAY => &mut n.delay,
             _ => return Err(ERR),
         };
         if *slot {
             return Err(ERR);
         }
         *slot = true;
+        if end == b.len() {
+            return Ok(n);
+        }
+        start = end + 1;
     }
-    Ok(n)
 }
 
 impl RcptParameters {
@@ -555,9 +583,11 @@ impl RcptParameters {
                 ORCPT => {
                     const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid ORCPT parameter");
                     let v = required(value, "Invalid ORCPT parameter")?;
-                    let (t, a) = v.split_once(';').ok_or(ERR)?;
-                    let type_ok =
-                        !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    // addr-type = atom (RFC 3461 §4.2), held to letters, digits and dashes.
+                    let semi = v.bytes().position(|b| b == b';').ok_or(ERR)?;
+                    let (t, a) = (&v[..semi], &v[semi + 1..]);
+                    let type_ok = !t.is_empty()
+                        && t.bytes().all(|b| PARAM_CLASS[usize::from(b)] & KEY != 0);
                     if !type_ok || a.is_empty() {
                         return Err(ERR);
                     }

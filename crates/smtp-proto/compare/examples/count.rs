@@ -1,5 +1,5 @@
 //! Runs one comparison function `n` times, for instruction counts under callgrind that do not
-//! drift with the machine's load: `count <commands|stream|data> <ours|stalwart> <n>`.
+//! drift with the machine's load: `count <commands|line<k>|stream|data> <ours|stalwart> <n>`.
 //! (`cargo xtask bench` reports time; this is for telling a few percent apart while working.)
 
 use smtp_proto_compare::*;
@@ -10,7 +10,7 @@ fn main() {
     let (what, who, n) = match &args[..] {
         [w, o, n] => (w.as_str(), o.as_str(), n.parse::<usize>().expect("a count")),
         _ => {
-            eprintln!("usage: count <commands|stream|data> <ours|ours_copied|stalwart> <n>");
+            eprintln!("usage: count <commands|line<k>|stream|data> <ours|ours_copied|stalwart> <n>");
             std::process::exit(2);
         }
     };
@@ -28,6 +28,15 @@ fn main() {
             ("data", "ours") => ours_data(black_box(&wire), 16 * 1024),
             ("data", "ours_copied") => ours_data_copied(black_box(&wire), 16 * 1024).len(),
             ("data", "stalwart") => stalwart_data(black_box(&wire), 16 * 1024).len(),
+            // `line<k>`: the k-th command line alone, to tell where a difference lies.
+            (w, "ours") if w.starts_with("line") => {
+                let k: usize = w[4..].parse().expect("a line number");
+                ours_commands(black_box(&ours[k..k + 1]))
+            }
+            (w, "stalwart") if w.starts_with("line") => {
+                let k: usize = w[4..].parse().expect("a line number");
+                stalwart_commands(black_box(&theirs[k..k + 1]))
+            }
             _ => panic!("unknown {what} {who}"),
         };
     }
