@@ -409,8 +409,11 @@ fn helo_arg(rest: Option<&str>, opts: ParseOptions) -> Result<Host, ProtoError> 
 /// Strips `prefix` (case-insensitive) and the optional space after the colon.
 fn after_prefix<'a>(rest: Option<&'a str>, prefix: &str, opts: ParseOptions) -> Option<&'a str> {
     let r = rest?;
-    let head = r.as_bytes().get(..prefix.len())?;
-    if !head.eq_ignore_ascii_case(prefix.as_bytes()) {
+    // "FROM:" or "TO:" compared as one case-folded word: `:` shares its folded value only
+    // with 0x1A, a control octet the argument has been checked not to hold.
+    if r.len() < prefix.len()
+        || crate::text::word_key(r.as_bytes(), 0, prefix.len()) != key(prefix.as_bytes())
+    {
         return None;
     }
     // The prefix is ASCII, so this is a character boundary.

@@ -586,8 +586,8 @@ impl RcptParameters {
                     // addr-type = atom (RFC 3461 §4.2), held to letters, digits and dashes.
                     let semi = v.bytes().position(|b| b == b';').ok_or(ERR)?;
                     let (t, a) = (&v[..semi], &v[semi + 1..]);
-                    let type_ok = !t.is_empty()
-                        && t.bytes().all(|b| PARAM_CLASS[usize::from(b)] & KEY != 0);
+                    let type_ok =
+                        !t.is_empty() && t.bytes().all(|b| PARAM_CLASS[usize::from(b)] & KEY != 0);
                     if !type_ok || a.is_empty() {
                         return Err(ERR);
                     }

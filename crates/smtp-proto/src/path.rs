@@ -388,7 +388,17 @@ pub(crate) fn address_literal(i: &str) -> Res<'_, AddressLiteral> {
     if b.first() != Some(&b'[') {
         return Err(verify_error(i));
     }
-    let end = 1 + b[1..].iter().take_while(|&&c| is_dcontent(c)).count();
+    // The common literal, IPv4, read straight away: digits and dots up to the `]`.
+    let digits = 1 + b[1..]
+        .iter()
+        .take_while(|&&c| c.is_ascii_digit() || c == b'.')
+        .count();
+    if b.get(digits) == Some(&b']')
+        && let Some(a) = ipv4(&b[1..digits])
+    {
+        return Ok((&i[digits + 1..], AddressLiteral::Ipv4(a)));
+    }
+    let end = digits + b[digits..].iter().take_while(|&&c| is_dcontent(c)).count();
     if end == 1 || b.get(end) != Some(&b']') {
         return Err(verify_error(i));
     }
