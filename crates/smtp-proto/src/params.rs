@@ -230,7 +230,7 @@ pub(crate) fn xtext_decode_smol(s: &str) -> Result<SmolStr, ProtoError> {
         return Ok(crate::path::smol(s));
     };
     // With one escape at least, the decoding is at least two octets shorter.
-    if b.len() - 2 > SmolStr::INLINE_CAP {
+    if b.len() > SmolStr::INLINE_CAP + 2 {
         return xtext_decode_octets(s);
     }
     let mut buf = [0u8; SmolStr::INLINE_CAP];
@@ -780,6 +780,14 @@ mod tests {
         assert_eq!(xtext_decode("a+2Bb").unwrap(), "a+b");
         assert_eq!(xtext_encode("a+b=c d"), "a+2Bb+3Dc+20d");
         assert!(xtext_decode("a+2").is_err());
+        // Found by the differential fuzz target (`AUTH=+`): an escape cut short at once.
+        for cut in ["+", "+2", "a+", "++41"] {
+            assert_eq!(xtext_decode(cut), Err(ProtoError::ParameterSyntax("Invalid xtext")));
+        }
+        assert_eq!(
+            MailParameters::parse("AUTH=+ NO2B"),
+            Err(ProtoError::ParameterSyntax("Invalid xtext"))
+        );
         assert!(xtext_decode("a+zz").is_err());
         assert!(xtext_decode("a+2b").is_err(), "lower-case hex is not xtext");
         // The three paths: no escape, ASCII escapes, escapes that spell UTF-8 (checked).
