@@ -237,6 +237,11 @@ pub(crate) fn xtext_decode_smol(s: &str) -> Result<SmolStr, ProtoError> {
     let (mut i, mut n) = (0, 0);
     loop {
         let run = esc - i;
+        // Only well-formed escapes make the decoding shorter: text with a bad one may not
+        // fit, and the general decoding reports it.
+        if n + run >= buf.len() && esc < b.len() || n + run > buf.len() {
+            return xtext_decode_octets(s);
+        }
         buf[n..n + run].copy_from_slice(&b[i..esc]);
         n += run;
         if esc == b.len() {
@@ -782,8 +787,21 @@ mod tests {
         assert!(xtext_decode("a+2").is_err());
         // Found by the differential fuzz target (`AUTH=+`): an escape cut short at once.
         for cut in ["+", "+2", "a+", "++41"] {
-            assert_eq!(xtext_decode(cut), Err(ProtoError::ParameterSyntax("Invalid xtext")));
+            assert_eq!(
+                xtext_decode(cut),
+                Err(ProtoError::ParameterSyntax("Invalid xtext"))
+            );
         }
+        // And a bad escape after a run that fills the inline buffer.
+        let long = format!("{}+", "o".repeat(24));
+        assert_eq!(
+            xtext_decode(&long),
+            Err(ProtoError::ParameterSyntax("Invalid xtext"))
+        );
+        let fits = format!("{}+41", "o".repeat(22));
+        assert_eq!(xtext_decode(&fits).unwrap(), format!("{}A", "o".repeat(22)));
+        let over = format!("{}+41", "o".repeat(23));
+        assert_eq!(xtext_decode(&over).unwrap(), format!("{}A", "o".repeat(23)));
         assert_eq!(
             MailParameters::parse("AUTH=+ NO2B"),
             Err(ProtoError::ParameterSyntax("Invalid xtext"))
