@@ -389,8 +389,12 @@ const EXPN: u64 = key(b"EXPN");
 const BDAT: u64 = key(b"BDAT");
 const AUTH: u64 = key(b"AUTH");
 
+#[inline(always)]
 fn helo_arg(rest: Option<&str>, opts: ParseOptions) -> Result<Host, ProtoError> {
     let s = rest.ok_or(ProtoError::ArgumentSyntax("Syntax: EHLO hostname"))?;
+    if let Some(h) = path::whole_domain(s) {
+        return Ok(h);
+    }
     match Host::try_from(s) {
         Ok(h) => Ok(h),
         // One word of visible characters, at most a domain's length.

@@ -333,17 +333,28 @@ pub(crate) fn smol(s: &str) -> SmolStr {
 /// A hand-written scan rather than nom's `separated_list1`, which collects the labels into a
 /// `Vec` only to throw it away: this is the hot path of every MAIL and RCPT.
 pub(crate) fn domain(text: &str) -> Res<'_, Domain> {
+    let end = domain_len(text).ok_or_else(|| verify_error(text))?;
+    Ok((&text[end..], Domain(smol(&text[..end]))))
+}
+
+/// The length of the [`domain`] at the start of `text`, if there is one. A dot or a label's
+/// last octet ends the scan, and both are ASCII: the length is a character boundary.
+#[inline(always)]
+fn domain_len(text: &str) -> Option<usize> {
     let label_ok = |l: &[u8]| l.len() <= 63 && l[0] != b'-' && l[l.len() - 1] != b'-';
-    let end = dotted(
+    dotted(
         text.as_bytes(),
         |b| CLASS[usize::from(b)] & (LDH | HIGH) != 0,
         label_ok,
     )
     .filter(|&end| end <= MAX_DOMAIN_LEN)
-    .ok_or_else(|| verify_error(text))?;
-    // A dot or a label's last octet ends the scan, and both are ASCII: `end` is a character
-    // boundary.
-    Ok((&text[end..], Domain(smol(&text[..end]))))
+}
+
+/// `text` as a [`Host`] when the whole of it is a domain: scanned for its length and built
+/// where it is returned (the HELO/EHLO argument, the common case of [`Host::try_from`]).
+#[inline(always)]
+pub(crate) fn whole_domain(text: &str) -> Option<Host> {
+    (domain_len(text)? == text.len()).then(|| Host::Domain(Domain(smol(text))))
 }
 
 /// The longest run of labels joined by single dots at the start of `i`, a label being a
