@@ -9,7 +9,7 @@ use zeroize::Zeroize;
 
 use crate::ProtoError;
 use crate::params::{MailParameters, RcptParameters};
-use crate::path::{self, ForwardPath, Host, ReversePath};
+use crate::path::{self, ForwardPath, Host, PathScan, ReversePath};
 use crate::text::key;
 
 /// A SASL mechanism name (RFC 4422 §3.1): 1 to 20 characters of `A-Z 0-9 - _`, stored
@@ -429,14 +429,16 @@ fn after_prefix<'a>(rest: Option<&'a str>, prefix: &str, opts: ParseOptions) -> 
     })
 }
 
-/// Parses `<path>[ SP params]` with `path`, applying the trailing-space leniency.
+/// Scans `<path>[ SP params]` (a reverse path when `reverse`), applying the trailing-space and
+/// lenient-path leniencies: the path's scan, to be built from `s`, and the parameters' text.
 #[inline(always)]
-fn path_and_params<T>(
+fn path_and_params(
     s: &str,
     opts: ParseOptions,
-    path: impl Fn(&str) -> nom::IResult<&str, T>,
+    reverse: bool,
     err: ProtoError,
-) -> Result<(T, Option<&str>), ProtoError> {
+) -> Result<(PathScan, Option<&str>), ProtoError> {
+    // Trimming keeps a prefix of `s`: the scan's positions hold in `s` too.
     let s = if opts.trailing_spaces {
         s.trim_end_matches(' ')
     } else {
@@ -449,48 +451,57 @@ fn path_and_params<T>(
             None => (s, None),
         };
         let bracketed = format!("<{addr}>");
-        let (rest, p) = path(&bracketed).map_err(|_| err.clone())?;
-        if !rest.is_empty() {
+        let (scan, end) = path::scan_path(&bracketed, reverse).ok_or_else(|| err.clone())?;
+        if end != bracketed.len() {
             return Err(err);
         }
+        // `addr` begins `s`, one octet before where it stands in `bracketed`.
+        let scan = scan.shifted_left(1);
         return match params {
-            None => Ok((p, None)),
-            Some(params) if !params.is_empty() => Ok((p, Some(params))),
+            None => Ok((scan, None)),
+            Some(params) if !params.is_empty() => Ok((scan, Some(params))),
             Some(_) => Err(err),
         };
     }
-    let (rest, p) = path(s).map_err(|_| err.clone())?;
-    match rest {
-        "" => Ok((p, None)),
+    let (scan, end) = path::scan_path(s, reverse).ok_or_else(|| err.clone())?;
+    match &s[end..] {
+        "" => Ok((scan, None)),
         r => match r.strip_prefix(' ') {
-            Some(params) if !params.is_empty() => Ok((p, Some(params))),
+            Some(params) if !params.is_empty() => Ok((scan, Some(params))),
             _ => Err(err),
         },
     }
 }
 
+/// The path is built last, in the command itself, from the scan (see [`PathScan`]).
 #[inline(always)]
 fn parse_mail(rest: Option<&str>, opts: ParseOptions) -> Result<Command, ProtoError> {
     let s = after_prefix(rest, "FROM:", opts)
         .ok_or(ProtoError::Syntax("Syntax: MAIL FROM:<address>"))?;
-    let (from, params) = path_and_params(s, opts, path::reverse_path, ProtoError::SenderSyntax)?;
+    let (from, params) = path_and_params(s, opts, true, ProtoError::SenderSyntax)?;
     let params = match params {
         Some(p) => MailParameters::parse(p)?,
         None => MailParameters::default(),
     };
-    Ok(Command::Mail { from, params })
+    Ok(Command::Mail {
+        from: from.reverse(s),
+        params,
+    })
 }
 
 #[inline(always)]
 fn parse_rcpt(rest: Option<&str>, opts: ParseOptions) -> Result<Command, ProtoError> {
     let s =
         after_prefix(rest, "TO:", opts).ok_or(ProtoError::Syntax("Syntax: RCPT TO:<address>"))?;
-    let (to, params) = path_and_params(s, opts, path::forward_path, ProtoError::RecipientSyntax)?;
+    let (to, params) = path_and_params(s, opts, false, ProtoError::RecipientSyntax)?;
     let params = match params {
         Some(p) => RcptParameters::parse(p)?,
         None => RcptParameters::default(),
     };
-    Ok(Command::Rcpt { to, params })
+    Ok(Command::Rcpt {
+        to: to.forward(s),
+        params,
+    })
 }
 
 fn parse_bdat(rest: Option<&str>) -> Result<Command, ProtoError> {
