@@ -82,7 +82,7 @@ pub use data::{
 };
 pub use ehlo::{EhloResponse, Extension};
 pub use error::ProtoError;
-pub use line::{DEFAULT_MAX_LINE, LineDecoder, LineEvent};
+pub use line::{DEFAULT_MAX_LINE, LineDecoder, LineEvent, LineRef};
 pub use params::{
     AuthParam, BodyType, MailParameters, Notify, Orcpt, Param, RcptParameters, Ret, xtext_decode,
     xtext_encode,

@@ -82,20 +82,27 @@ impl LineDecoder {
 
     /// Like [`decode`](Self::decode), but hands the line to `f` where it lies in `buf`
     /// (without its line end) and then consumes it: no `Bytes` is split off, for a caller that
-    /// only reads the line (a command parser). `Err(())` stands for [`LineEvent::TooLong`].
-    #[inline]
+    /// only reads the line (a command parser). `f` is called for every event, and with `None`
+    /// when more input is needed; its result is returned as it is (a caller that builds its
+    /// own result type there has it built in place, not moved through this function's).
+    #[inline(always)]
     pub fn decode_with<R>(
         &mut self,
         buf: &mut BytesMut,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Option<Result<R, ()>> {
-        match self.next(buf)? {
-            Found::Line { len, content } => {
-                let r = f(&buf[..content]);
+        f: impl FnOnce(Option<LineRef<'_>>) -> R,
+    ) -> R {
+        match self.next(buf) {
+            Some(Found::Line { len, content }) => {
+                let bare_lf = self.bare_lf;
+                let r = f(Some(LineRef::Line {
+                    text: &buf[..content],
+                    bare_lf,
+                }));
                 buf.advance(len);
-                Some(Ok(r))
+                r
             }
-            Found::TooLong => Some(Err(())),
+            Some(Found::TooLong) => f(Some(LineRef::TooLong)),
+            None => f(None),
         }
     }
 
@@ -139,6 +146,21 @@ impl LineDecoder {
             }
         }
     }
+}
+
+/// An event of [`LineDecoder::decode_with`]: a line where it lies in the buffer, or an
+/// overlong line that was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineRef<'a> {
+    /// A line without its line end.
+    Line {
+        /// The octets of the line.
+        text: &'a [u8],
+        /// True when it ended with a bare LF instead of CRLF.
+        bare_lf: bool,
+    },
+    /// A line longer than the limit, dropped.
+    TooLong,
 }
 
 /// Where the next line is: `len` octets with its end, `content` without.
@@ -247,8 +269,17 @@ mod tests {
                 while let Some(ev) = a.decode(&mut ba) {
                     ea.push((ev, a.last_line_bare_lf()));
                 }
-                while let Some(ev) = b.decode_with(&mut bb, Bytes::copy_from_slice) {
-                    let ev = ev.map_or(LineEvent::TooLong, LineEvent::Line);
+                let seen = |l: Option<LineRef<'_>>| match l? {
+                    LineRef::Line { text, bare_lf } => {
+                        Some((LineEvent::Line(Bytes::copy_from_slice(text)), Some(bare_lf)))
+                    }
+                    LineRef::TooLong => Some((LineEvent::TooLong, None)),
+                };
+                while let Some((ev, bare_lf)) = b.decode_with(&mut bb, seen) {
+                    // The flag handed out with a line is the one the decoder keeps.
+                    if let Some(flag) = bare_lf {
+                        assert_eq!(flag, b.last_line_bare_lf());
+                    }
                     eb.push((ev, b.last_line_bare_lf()));
                 }
             }
