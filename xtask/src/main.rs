@@ -59,9 +59,19 @@ const RATIOS: &[(&str, &str, &str)] = &[
         "compare_commands/stalwart",
     ),
     (
+        "commands both accept vs Stalwart",
+        "compare_commands_both_accept/ours",
+        "compare_commands_both_accept/stalwart",
+    ),
+    (
         "segmented stream vs Stalwart",
         "compare_stream/ours",
         "compare_stream/stalwart",
+    ),
+    (
+        "segmented stream both accept vs Stalwart",
+        "compare_stream_both_accept/ours",
+        "compare_stream_both_accept/stalwart",
     ),
     (
         "DATA 10 MiB vs Stalwart",

@@ -1,5 +1,5 @@
 //! smtp-proto against Stalwart's smtp-proto 0.2.5 in one run (`cargo xtask bench` prints the
-//! ratios): command lines one by one, a stream of 100 transcripts in 1,460-octet segments, and a
+//! ratios): command lines one by one (all eight, and the seven both crates accept), a stream of 100 transcripts in 1,460-octet segments, and a
 //! 10 MiB DATA body in 16 KiB chunks.
 
 #![allow(missing_docs)]
@@ -20,12 +20,37 @@ fn commands(c: &mut Criterion) {
         b.iter(|| black_box(stalwart_commands(black_box(&theirs))))
     });
     g.finish();
+    // The seven lines both crates accept (not the RCPT with an address literal).
+    let ours = both_accept();
+    let theirs = crlf(&ours);
+    let mut g = c.benchmark_group("compare_commands_both_accept");
+    g.throughput(Throughput::Elements(ours.len() as u64));
+    g.bench_function("ours", |b| {
+        b.iter(|| black_box(ours_commands(black_box(&ours))))
+    });
+    g.bench_function("stalwart", |b| {
+        b.iter(|| black_box(stalwart_commands(black_box(&theirs))))
+    });
+    g.finish();
 }
 
 fn stream_(c: &mut Criterion) {
     let segs = stream(100, 1460);
     let mut g = c.benchmark_group("compare_stream");
     g.throughput(Throughput::Elements(800));
+    g.bench_function("ours", |b| {
+        b.iter(|| black_box(ours_stream(black_box(&segs))))
+    });
+    g.bench_function("stalwart", |b| {
+        b.iter(|| black_box(stalwart_stream(black_box(&segs))))
+    });
+    g.finish();
+}
+
+fn stream_both_accept(c: &mut Criterion) {
+    let segs = stream_of(&both_accept(), 100, 1460);
+    let mut g = c.benchmark_group("compare_stream_both_accept");
+    g.throughput(Throughput::Elements(700));
     g.bench_function("ours", |b| {
         b.iter(|| black_box(ours_stream(black_box(&segs))))
     });
@@ -52,5 +77,5 @@ fn data(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, commands, stream_, data);
+criterion_group!(benches, commands, stream_, stream_both_accept, data);
 criterion_main!(benches);

@@ -20,9 +20,25 @@ pub const COMMANDS: &[&[u8]] = &[
     b"QUIT",
 ];
 
+/// The lines of [`COMMANDS`] that both crates accept: all but the RCPT with an address literal,
+/// which Stalwart refuses at the `[` (so that, on the eight lines, it skips the work of the
+/// literal, NOTIFY and ORCPT that ours does).
+pub fn both_accept() -> Vec<&'static [u8]> {
+    COMMANDS
+        .iter()
+        .copied()
+        .filter(|l| !l.contains(&b'['))
+        .collect()
+}
+
 /// The command lines with their CRLF (Stalwart's parser wants the line end).
 pub fn lines_crlf() -> Vec<Vec<u8>> {
-    COMMANDS
+    crlf(COMMANDS)
+}
+
+/// `lines` with a CRLF each.
+pub fn crlf(lines: &[&[u8]]) -> Vec<Vec<u8>> {
+    lines
         .iter()
         .map(|l| {
             let mut v = l.to_vec();
@@ -34,9 +50,14 @@ pub fn lines_crlf() -> Vec<Vec<u8>> {
 
 /// `n` transcripts (the 8 lines each) as one stream, cut into `segment`-octet pieces.
 pub fn stream(n: usize, segment: usize) -> Vec<Vec<u8>> {
+    stream_of(COMMANDS, n, segment)
+}
+
+/// `n` transcripts of `lines` as one stream, cut into `segment`-octet pieces.
+pub fn stream_of(lines: &[&[u8]], n: usize, segment: usize) -> Vec<Vec<u8>> {
     let mut all = Vec::new();
     for _ in 0..n {
-        for l in lines_crlf() {
+        for l in crlf(lines) {
             all.extend_from_slice(&l);
         }
     }
@@ -177,8 +198,15 @@ mod tests {
         // Stalwart refuses the address literal of `RCPT TO:<carol+list@[192.0.2.7]>`
         // (InvalidRecipientAddress); RFC 5321 §4.1.3 allows it, and so do we.
         assert_eq!(stalwart_commands(&lines_crlf()), 7);
+        let common = both_accept();
+        assert_eq!(common.len(), 7);
+        assert_eq!(ours_commands(&common), 7);
+        assert_eq!(stalwart_commands(&crlf(&common)), 7);
         let segs = stream(100, 1460);
         assert_eq!(ours_stream(&segs), 800);
+        assert_eq!(stalwart_stream(&segs), 700);
+        let segs = stream_of(&common, 100, 1460);
+        assert_eq!(ours_stream(&segs), 700);
         assert_eq!(stalwart_stream(&segs), 700);
         let wire = body(1 << 20);
         let a = ours_data_copied(&wire, 16 * 1024);
