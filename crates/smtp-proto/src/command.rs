@@ -697,6 +697,25 @@ mod tests {
             p("MAIL FROM:<a@b.c> SIZE=42")
         );
         assert_eq!(pl("RCPT TO: bob@b.c"), p("RCPT TO:<bob@b.c>"));
+        // Every kind of host, and a source route, read without brackets as with them (the
+        // unbracketed form is scanned in a copy with a `<` in front).
+        for (path, kept) in [
+            ("\"a.b\"@[IPv6:2001:db8::1]", "<\"a.b\"@[IPv6:2001:db8::1]>"),
+            ("x@[x-tag:some-content]", "<x@[x-tag:some-content]>"),
+            ("x@[192.0.2.1]", "<x@[192.0.2.1]>"),
+            ("@r.example:q@example.org", "<q@example.org>"),
+        ] {
+            for verb in ["MAIL FROM:", "RCPT TO:"] {
+                let bare = pl(&format!("{verb}{path} NOTIFY=NEVER"));
+                let bracketed = p(&format!("{verb}<{path}> NOTIFY=NEVER"));
+                assert_eq!(bare, bracketed, "{verb}{path}");
+                match bare {
+                    Ok(Command::Mail { from, .. }) => assert_eq!(from.to_string(), kept),
+                    Ok(Command::Rcpt { to, .. }) => assert_eq!(to.to_string(), kept),
+                    other => panic!("{verb}{path}: {other:?}"),
+                }
+            }
+        }
         assert_eq!(
             pl("MAIL FROM: not-an-address"),
             Err(ProtoError::SenderSyntax)

@@ -396,9 +396,41 @@ fn is_dcontent(b: u8) -> bool {
 
 /// `address-literal = "[" ( IPv4 / IPv6 / General-address-literal ) "]"`
 pub(crate) fn address_literal(i: &str) -> Res<'_, AddressLiteral> {
-    let b = i.as_bytes();
+    let (lit, end) = scan_literal(i, 0).ok_or_else(|| verify_error(i))?;
+    Ok((&i[end..], lit.build(i)))
+}
+
+/// An address literal as the scan found it: the addresses themselves, a general literal's
+/// tag and content by place (see [`PathScan`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LiteralScan {
+    Ipv4(Ipv4Addr),
+    Ipv6(Ipv6Addr),
+    General {
+        tag: (u16, u16),
+        content: (u16, u16),
+    },
+}
+
+impl LiteralScan {
+    fn build(self, text: &str) -> AddressLiteral {
+        match self {
+            Self::Ipv4(a) => AddressLiteral::Ipv4(a),
+            Self::Ipv6(a) => AddressLiteral::Ipv6(a),
+            Self::General { tag, content } => AddressLiteral::General {
+                tag: text[usize::from(tag.0)..usize::from(tag.1)].to_owned(),
+                content: text[usize::from(content.0)..usize::from(content.1)].to_owned(),
+            },
+        }
+    }
+}
+
+/// Scans the address literal at `start` of `text`: what it is and where it ends. Positions
+/// are kept as `u16`: a literal longer than 65,535 octets is refused (a path holds 256).
+fn scan_literal(text: &str, start: usize) -> Option<(LiteralScan, usize)> {
+    let b = &text.as_bytes()[start..];
     if b.first() != Some(&b'[') {
-        return Err(verify_error(i));
+        return None;
     }
     // The common literal, IPv4, read straight away: digits and dots up to the `]`.
     let digits = 1 + b[1..]
@@ -408,30 +440,33 @@ pub(crate) fn address_literal(i: &str) -> Res<'_, AddressLiteral> {
     if b.get(digits) == Some(&b']')
         && let Some(a) = ipv4(&b[1..digits])
     {
-        return Ok((&i[digits + 1..], AddressLiteral::Ipv4(a)));
+        return Some((LiteralScan::Ipv4(a), start + digits + 1));
     }
     let end = digits + b[digits..].iter().take_while(|&&c| is_dcontent(c)).count();
-    if end == 1 || b.get(end) != Some(&b']') {
-        return Err(verify_error(i));
+    if end == 1 || b.get(end) != Some(&b']') || start + end >= usize::from(u16::MAX) {
+        return None;
     }
-    // The delimiters are ASCII: both slices fall on character boundaries.
-    let (inner, rest) = (&i[1..end], &i[end + 1..]);
+    // The delimiters are ASCII: the slices fall on character boundaries.
+    let inner = &text[start + 1..start + end];
     let lit = if inner.len() > 5 && inner[..5].eq_ignore_ascii_case("IPv6:") {
-        AddressLiteral::Ipv6(inner[5..].parse().map_err(|_| verify_error(i))?)
-    } else if let Some((t, content)) = inner.split_once(':') {
+        LiteralScan::Ipv6(inner[5..].parse().ok()?)
+    } else if let Some(colon) = inner.bytes().position(|c| c == b':') {
         // Standardized-tag = Ldh-str: letters, digits, dashes, not ending in a dash.
+        let t = &inner[..colon];
         let ok_tag = !t.is_empty() && t.bytes().all(is_ldh) && !t.ends_with('-');
-        if !ok_tag || content.is_empty() {
-            return Err(verify_error(i));
+        if !ok_tag || colon + 1 == inner.len() {
+            return None;
         }
-        AddressLiteral::General {
-            tag: t.to_owned(),
-            content: content.to_owned(),
+        // All below `start + end`, checked to fit a u16 above.
+        let at = |n: usize| u16::try_from(start + 1 + n).unwrap_or(u16::MAX);
+        LiteralScan::General {
+            tag: (at(0), at(colon)),
+            content: (at(colon + 1), at(inner.len())),
         }
     } else {
-        AddressLiteral::Ipv4(ipv4(inner.as_bytes()).ok_or_else(|| verify_error(i))?)
+        LiteralScan::Ipv4(ipv4(inner.as_bytes())?)
     };
-    Ok((rest, lit))
+    Some((lit, start + end + 1))
 }
 
 /// `IPv4-address-literal = Snum 3("." Snum)`, `Snum = 1*3DIGIT` from 0 to 255, read the way
@@ -524,38 +559,44 @@ pub(crate) fn mailbox(i: &str) -> Res<'_, Mailbox> {
 /// grammar; the values are built from it only where they are kept: a value built deep in the
 /// scan and returned through each layer of results is copied at each, and read back right
 /// after it was written (a store-forwarding stall). This took a fifth off an EHLO line.
-#[derive(Debug, Clone)]
+/// Positions are `u16`, so that the scan stays small: a path holds at most 256 octets.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum PathScan {
     /// `<>` (only in a reverse path).
     Null,
     /// `<Postmaster>` (only in a forward path).
     Postmaster,
     /// A mailbox: the local part between the two positions, then `@` and the host.
-    Mailbox {
-        local: (usize, usize),
-        host: HostScan,
-    },
+    Mailbox { local: (u16, u16), host: HostScan },
 }
 
-/// Where a mailbox's host lies: a domain between two positions, or the literal itself.
-#[derive(Debug, Clone)]
+/// Where a mailbox's host lies: a domain between two positions, or an address literal.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum HostScan {
-    Domain(usize, usize),
-    Literal(AddressLiteral),
+    Domain(u16, u16),
+    Literal(LiteralScan),
 }
 
 impl PathScan {
     /// The scan of text that had `by` more octets in front of it.
-    pub(crate) fn shifted_left(self, by: usize) -> Self {
-        match self {
-            Self::Mailbox { local, host } => Self::Mailbox {
-                local: (local.0 - by, local.1 - by),
-                host: match host {
-                    HostScan::Domain(a, b) => HostScan::Domain(a - by, b - by),
-                    literal => literal,
-                },
+    pub(crate) fn shifted_left(self, by: u16) -> Self {
+        let (local, host) = match self {
+            Self::Mailbox { local, host } => (local, host),
+            other => return other,
+        };
+        let pos = |p: (u16, u16)| (p.0 - by, p.1 - by);
+        Self::Mailbox {
+            local: pos(local),
+            host: match host {
+                HostScan::Domain(a, b) => HostScan::Domain(a - by, b - by),
+                HostScan::Literal(LiteralScan::General { tag, content }) => {
+                    HostScan::Literal(LiteralScan::General {
+                        tag: pos(tag),
+                        content: pos(content),
+                    })
+                }
+                literal => literal,
             },
-            other => other,
         }
     }
 
@@ -581,19 +622,21 @@ impl PathScan {
 }
 
 #[inline(always)]
-fn build_mailbox(text: &str, local: (usize, usize), host: HostScan) -> Mailbox {
+fn build_mailbox(text: &str, local: (u16, u16), host: HostScan) -> Mailbox {
+    let part = |p: (u16, u16)| smol(&text[usize::from(p.0)..usize::from(p.1)]);
     Mailbox {
-        local: LocalPart(smol(&text[local.0..local.1])),
+        local: LocalPart(part(local)),
         host: match host {
-            HostScan::Domain(a, b) => Host::Domain(Domain(smol(&text[a..b]))),
-            HostScan::Literal(l) => Host::Literal(l),
+            HostScan::Domain(a, b) => Host::Domain(Domain(part((a, b)))),
+            HostScan::Literal(l) => Host::Literal(l.build(text)),
         },
     }
 }
 
-/// Scans the mailbox at `start` of `text`: the local part's place, the host's, and the end.
+/// Scans the mailbox at `start` of `text`: the local part's place, the host's, and the end
+/// (`None` past 65,535 octets, which no path reaches).
 #[inline(always)]
-fn scan_mailbox(text: &str, start: usize) -> Option<((usize, usize), HostScan, usize)> {
+fn scan_mailbox(text: &str, start: usize) -> Option<((u16, u16), HostScan, usize)> {
     let i = &text[start..];
     // A dot-string never starts with a quote.
     let local_len = if i.starts_with('"') {
@@ -605,18 +648,18 @@ fn scan_mailbox(text: &str, start: usize) -> Option<((usize, usize), HostScan, u
     if text.as_bytes().get(at) != Some(&b'@') {
         return None;
     }
-    let rest = &text[at + 1..];
-    if rest.starts_with('[') {
-        let (r, literal) = address_literal(rest).ok()?;
-        Some((
-            (start, at),
-            HostScan::Literal(literal),
-            text.len() - r.len(),
-        ))
+    let (host, end) = if text.as_bytes().get(at + 1) == Some(&b'[') {
+        let (literal, end) = scan_literal(text, at + 1)?;
+        (HostScan::Literal(literal), end)
     } else {
-        let end = at + 1 + domain_len(rest)?;
-        Some(((start, at), HostScan::Domain(at + 1, end), end))
-    }
+        let end = at + 1 + domain_len(&text[at + 1..])?;
+        (
+            HostScan::Domain(u16::try_from(at + 1).ok()?, u16::try_from(end).ok()?),
+            end,
+        )
+    };
+    let local = (u16::try_from(start).ok()?, u16::try_from(at).ok()?);
+    Some((local, host, end))
 }
 
 /// `A-d-l = At-domain *( "," At-domain )` followed by `:`; accepted and dropped (Appendix C).
