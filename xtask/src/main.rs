@@ -258,17 +258,17 @@ fn bench(quick: bool) -> Result<(), String> {
     }
     let crit = target_dir().join("criterion");
     println!(
-        "\n{:<32} {:>14} {:>14} {:>8}",
+        "\n{:<40} {:>14} {:>14} {:>8}",
         "figure", "subject", "reference", "ratio"
     );
     for (label, subject, reference) in RATIOS {
         let (Some(s), Some(f)) = (mean_ns(&crit, subject), mean_ns(&crit, reference)) else {
-            println!("{label:<32} (not measured)");
+            println!("{label:<40} (not measured)");
             continue;
         };
         // Throughput ratio: reference time over subject time.
         println!(
-            "{label:<32} {:>14} {:>14} {:>7.0}%",
+            "{label:<40} {:>14} {:>14} {:>7.0}%",
             fmt_ns(s),
             fmt_ns(f),
             100.0 * f / s
