@@ -432,17 +432,13 @@ fn scan_literal(text: &str, start: usize) -> Option<(LiteralScan, usize)> {
     if b.first() != Some(&b'[') {
         return None;
     }
-    // The common literal, IPv4, read straight away: digits and dots up to the `]`.
-    let digits = 1 + b[1..]
-        .iter()
-        .take_while(|&&c| c.is_ascii_digit() || c == b'.')
-        .count();
-    if b.get(digits) == Some(&b']')
-        && let Some(a) = ipv4(&b[1..digits])
+    // The common literal, IPv4, read straight away, up to the `]`.
+    if let Some((a, n)) = ipv4_prefix(&b[1..])
+        && b.get(1 + n) == Some(&b']')
     {
-        return Some((LiteralScan::Ipv4(a), start + digits + 1));
+        return Some((LiteralScan::Ipv4(a), start + n + 2));
     }
-    let end = digits + b[digits..].iter().take_while(|&&c| is_dcontent(c)).count();
+    let end = 1 + b[1..].iter().take_while(|&&c| is_dcontent(c)).count();
     if end == 1 || b.get(end) != Some(&b']') || start + end >= usize::from(u16::MAX) {
         return None;
     }
@@ -473,6 +469,12 @@ fn scan_literal(text: &str, start: usize) -> Option<(LiteralScan, usize)> {
 /// `Ipv4Addr::from_str` reads it (no leading zero), in one pass: the standard parser's
 /// general machinery cost more than the rest of a RCPT line.
 fn ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    ipv4_prefix(b).filter(|&(_, n)| n == b.len()).map(|(a, _)| a)
+}
+
+/// The IPv4 address at the start of `b` (see [`ipv4`]) and the octets it took.
+#[inline(always)]
+fn ipv4_prefix(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
     let mut octets = [0u8; 4];
     let mut i = 0;
     for (n, o) in octets.iter_mut().enumerate() {
@@ -494,7 +496,7 @@ fn ipv4(b: &[u8]) -> Option<Ipv4Addr> {
         }
         *o = u8::try_from(v).ok()?;
     }
-    (i == b.len()).then_some(Ipv4Addr::from(octets))
+    Some((Ipv4Addr::from(octets), i))
 }
 
 /// `Domain / address-literal` (a domain never starts with `[`).
