@@ -10,7 +10,9 @@ fn main() {
     let (what, who, n) = match &args[..] {
         [w, o, n] => (w.as_str(), o.as_str(), n.parse::<usize>().expect("a count")),
         _ => {
-            eprintln!("usage: count <commands|common|line<k>|stream|data> <ours|ours_copied|stalwart> <n>");
+            eprintln!(
+                "usage: count <commands|common|line<k>|stream|data> <ours|ours_copied|stalwart> <n>"
+            );
             std::process::exit(2);
         }
     };
