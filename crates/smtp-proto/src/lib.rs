@@ -60,7 +60,8 @@
 //! assert_eq!(&buf[..], b"QUIT\r\n");
 //! ```
 
-// One audited `unsafe` block, in `text.rs` (see there and docs/performance.md); nothing else.
+// `unsafe` only in `text.rs`: two audited `from_utf8_unchecked` calls right after a pass that
+// proved the octets ASCII (see there and docs/performance.md); nothing else.
 #![deny(unsafe_code)]
 
 mod bdat;

@@ -469,7 +469,9 @@ fn scan_literal(text: &str, start: usize) -> Option<(LiteralScan, usize)> {
 /// `Ipv4Addr::from_str` reads it (no leading zero), in one pass: the standard parser's
 /// general machinery cost more than the rest of a RCPT line.
 fn ipv4(b: &[u8]) -> Option<Ipv4Addr> {
-    ipv4_prefix(b).filter(|&(_, n)| n == b.len()).map(|(a, _)| a)
+    ipv4_prefix(b)
+        .filter(|&(_, n)| n == b.len())
+        .map(|(a, _)| a)
 }
 
 /// The IPv4 address at the start of `b` (see [`ipv4`]) and the octets it took.

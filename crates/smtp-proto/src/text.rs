@@ -1,11 +1,13 @@
-//! Command arguments as text.
+//! Command arguments as text, and words as numbers.
 //!
-//! This module holds the crate's one `unsafe` block. Every command argument is checked for
-//! control characters in one pass over its octets, eight at a time, and the same pass notes
-//! whether any octet is non-ASCII; when none is, the standard UTF-8 check would only repeat
-//! what that pass proved, and it cost 6–7% of a command line's parse (`compare/`, instruction
-//! counts and time; docs/performance.md). The safe alternative, `<[u8]>::as_ascii`, is not
-//! stable yet.
+//! This module holds the crate's only `unsafe` code: two `from_utf8_unchecked` calls, each right
+//! after the pass that proves every octet ASCII. Every command argument is checked for control
+//! characters in one pass over its octets, eight at a time, and the same pass notes whether any
+//! octet is non-ASCII; when none is, the standard UTF-8 check would only repeat what that pass
+//! proved, and it cost 6–7% of a command line's parse (`compare/`, instruction counts and time;
+//! docs/performance.md). The safe alternative, `<[u8]>::as_ascii`, is not stable yet.
+//!
+//! Also here: [`word_key`], verbs and parameter keywords as case-folded words.
 
 use crate::ProtoError;
 
@@ -15,7 +17,7 @@ use crate::ProtoError;
 /// One pass, eight octets at a time: a word with no octet below 0x20 and none equal to 0x7F
 /// is skipped with a few arithmetic operations (a word that may hold one is looked at octet
 /// by octet), and the same pass notes whether any octet is non-ASCII. An all-ASCII argument,
-/// nearly every one, needs no UTF-8 decoding (this module's one `unsafe` block).
+/// nearly every one, needs no UTF-8 decoding.
 #[allow(unsafe_code)]
 #[inline(always)]
 pub(crate) fn argument_text(arg: &[u8]) -> Result<&str, ProtoError> {
