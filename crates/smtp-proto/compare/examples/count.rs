@@ -1,5 +1,5 @@
 //! Runs one comparison function `n` times, for instruction counts under callgrind that do not
-//! drift with the machine's load: `count <commands|common|line<k>|stream|data> <ours|stalwart> <n>`.
+//! drift with the machine's load: `count <commands|common|line<k>|stream|common_stream|data> <ours|stalwart> <n>`.
 //! (`cargo xtask bench` reports time; this is for telling a few percent apart while working.)
 
 use smtp_proto_compare::*;
@@ -11,7 +11,7 @@ fn main() {
         [w, o, n] => (w.as_str(), o.as_str(), n.parse::<usize>().expect("a count")),
         _ => {
             eprintln!(
-                "usage: count <commands|common|line<k>|stream|data> <ours|ours_copied|stalwart> <n>"
+                "usage: count <commands|common|line<k>|stream|common_stream|data> <ours|ours_copied|stalwart> <n>"
             );
             std::process::exit(2);
         }
@@ -20,6 +20,7 @@ fn main() {
     let theirs = lines_crlf();
     let common = both_accept();
     let common_crlf = crlf(&common);
+    let common_segs = stream_of(&common, 100, 1460);
     let segs = stream(100, 1460);
     let wire = body(1024 * 1024);
     let mut total = 0usize;
@@ -29,6 +30,8 @@ fn main() {
             ("commands", "stalwart") => stalwart_commands(black_box(&theirs)),
             ("common", "ours") => ours_commands(black_box(&common)),
             ("common", "stalwart") => stalwart_commands(black_box(&common_crlf)),
+            ("common_stream", "ours") => ours_stream(black_box(&common_segs)),
+            ("common_stream", "stalwart") => stalwart_stream(black_box(&common_segs)),
             ("stream", "ours") => ours_stream(black_box(&segs)),
             ("stream", "stalwart") => stalwart_stream(black_box(&segs)),
             ("data", "ours") => ours_data(black_box(&wire), 16 * 1024),
