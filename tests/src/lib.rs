@@ -43,6 +43,19 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Waits (up to 10 s) until a peer the test started (`what`, for the messages) accepts
+/// connections on `port`; panics if it exits first or never listens.
+pub fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("{what} exited early: {s}");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// A users file with `(name, password)` pairs, hashed with argon2id.
 pub fn users_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
     let mut text = String::from("# test users\n");

@@ -20,17 +20,6 @@ impl Drop for Peer {
     }
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(s)) = child.try_wait() {
-            panic!("{what} exited early: {s}");
-        }
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 /// `redis-server` on `port`, nothing saved; `extra` adds options.
 fn redis(port: u16, extra: &[&str]) -> Peer {
     ensure_tool("redis-server");
@@ -42,7 +31,7 @@ fn redis(port: u16, extra: &[&str]) -> Peer {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server starts");
-    wait_for_port(port, &mut child, "redis-server");
+    e2e::wait_for_port(port, &mut child, "redis-server");
     Peer(child)
 }
 
@@ -380,7 +369,7 @@ fn haproxy_spreads_a_guesser_over_two_instances_and_both_lock_the_user() {
         .stderr(Stdio::null())
         .spawn()
         .expect("haproxy starts");
-    wait_for_port(front, &mut child, "haproxy");
+    e2e::wait_for_port(front, &mut child, "haproxy");
     let _haproxy = Peer(child);
 
     // The guesser connects from 127.0.0.2; HAProxy connects to the instances from 127.0.0.1.

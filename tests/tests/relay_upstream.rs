@@ -278,7 +278,7 @@ fn relay_into_postfix_smtp_sink() {
             let _ = self.0.wait();
         }
     }
-    let _sink = Kill(
+    let mut sink = Kill(
         sink.arg("-d")
             .arg(format!("{}/msg.", dumps.display()))
             .arg(format!("127.0.0.1:{up}"))
@@ -286,6 +286,8 @@ fn relay_into_postfix_smtp_sink() {
             .spawn()
             .expect("smtp-sink runs"),
     );
+    // Relaying before it listens would be refused (seen once in CI on a loaded machine).
+    e2e::wait_for_port(up, &mut sink.0, "smtp-sink");
     let port = free_port();
     let _srv = Smtpd::start(
         &dir,
