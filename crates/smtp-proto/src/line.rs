@@ -124,7 +124,7 @@ impl LineDecoder {
         }
         let window = buf.len().min(self.max);
         let start = self.scanned.min(window);
-        match memchr::memchr(b'\n', &buf[start..window]) {
+        match find_lf(&buf[start..window]) {
             Some(off) => {
                 let i = start + off;
                 self.scanned = 0;
@@ -146,6 +146,29 @@ impl LineDecoder {
             }
         }
     }
+}
+
+/// The first LF in `b`. A command line is short: its first 64 octets are searched a word at a
+/// time in line, and only a longer one goes to `memchr` (whose call and set-up cost more than
+/// a short line's whole search).
+#[inline(always)]
+fn find_lf(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i < 64 {
+        let Some(w) = b.get(i..i + 8) else {
+            return b[i..].iter().position(|&c| c == b'\n').map(|p| i + p);
+        };
+        let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) ^ (ONES * u64::from(b'\n'));
+        // The lowest flagged octet is exact (a false flag can only follow a true one).
+        let m = x.wrapping_sub(ONES) & !x & HIGH;
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    memchr::memchr(b'\n', &b[i..]).map(|p| i + p)
 }
 
 /// An event of [`LineDecoder::decode_with`]: a line where it lies in the buffer, or an
@@ -249,6 +272,26 @@ mod tests {
                 );
             } else {
                 assert_eq!(ev, None);
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_lf_is_found_in_any_position() {
+        for len in 0..150 {
+            let mut b = vec![b'a'; len];
+            assert_eq!(find_lf(&b), None, "{len}");
+            for pos in 0..len {
+                b[pos] = b'\n';
+                assert_eq!(find_lf(&b), Some(pos), "{len} {pos}");
+                // An octet that differs from LF in one bit is not LF; a later LF is found.
+                b[pos] = b'\n' ^ 0x80;
+                assert_eq!(find_lf(&b), None, "{len} {pos}");
+                b[len - 1] = b'\n';
+                let last = if pos == len - 1 { pos } else { len - 1 };
+                assert_eq!(find_lf(&b), Some(last), "{len} {pos}");
+                b[len - 1] = b'a';
+                b[pos] = b'a';
             }
         }
     }
