@@ -153,16 +153,13 @@ impl LineDecoder {
 /// a short line's whole search).
 #[inline(always)]
 fn find_lf(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
     while i < 64 {
         let Some(w) = b.get(i..i + 8) else {
             return b[i..].iter().position(|&c| c == b'\n').map(|p| i + p);
         };
-        let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) ^ (ONES * u64::from(b'\n'));
-        // The lowest flagged octet is exact (a false flag can only follow a true one).
-        let m = x.wrapping_sub(ONES) & !x & HIGH;
+        let m =
+            crate::text::octets_equal(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])), b'\n');
         if m != 0 {
             return Some(i + (m.trailing_zeros() / 8) as usize);
         }

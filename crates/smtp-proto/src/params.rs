@@ -7,7 +7,7 @@ use std::fmt::{self, Write as _};
 use smol_str::SmolStr;
 
 use crate::ProtoError;
-use crate::text::{key, word_key};
+use crate::text::{ALNUM, LDH, VALUE, is, key, octets_below, octets_equal, word_key};
 
 /// One `esmtp-param`: a keyword (stored upper-case) and an optional value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,31 +68,6 @@ fn check_param(keyword: &str, value: Option<&str>) -> Result<(), ProtoError> {
     Ok(())
 }
 
-/// Octet classes of the parameter grammar, one table lookup per octet.
-const ALNUM: u8 = 1;
-const KEY: u8 = 2;
-const VAL: u8 = 4;
-static PARAM_CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        let mut f = 0;
-        if b.is_ascii_alphanumeric() {
-            f |= ALNUM | KEY;
-        }
-        if b == b'-' {
-            f |= KEY;
-        }
-        if (b.is_ascii_graphic() && b != b'=') || b >= 0x80 {
-            f |= VAL;
-        }
-        t[c] = f;
-        c += 1;
-    }
-    t
-};
-
 /// Scans `esmtp-param *(SP esmtp-param)` in one pass over its octets, handing each parameter
 /// to `each` as it is found: its keyword, the keyword's [`word_key`] (0 past 8 octets, where no
 /// typed keyword is) and its value.
@@ -117,7 +92,6 @@ fn scan_params<'a>(
     let mut long: Vec<&str> = Vec::new();
     let mut deferred = None;
     let b = s.as_bytes();
-    let class = |i: usize| PARAM_CLASS[usize::from(b[i])];
     let mut i = 0;
     loop {
         // One `keyword[=value]` word; every delimiter is ASCII, so the slices fall on
@@ -127,10 +101,10 @@ fn scan_params<'a>(
             return Err(ProtoError::ParameterSyntax("Invalid parameter syntax"));
         }
         // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
-        if class(i) & ALNUM == 0 {
+        if !is(b[i], ALNUM) {
             return Err(KEYWORD);
         }
-        while i < b.len() && class(i) & KEY != 0 {
+        while i < b.len() && is(b[i], LDH) {
             i += 1;
         }
         let k = &s[start..i];
@@ -184,22 +158,18 @@ fn scan_params<'a>(
 /// Eight octets at a time (a value is often an address): the lowest octet a word flags is
 /// exact, since a false flag can only follow a true one.
 fn value_end(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |y: u64| y.wrapping_sub(ONES) & !y & HIGH;
     while let Some(w) = b.get(i..i + 8) {
         let mut a = [0u8; 8];
         a.copy_from_slice(w);
         let x = u64::from_le_bytes(a);
         // Octets below 0x21 (octets from 0x80 never flag: `!x` clears their high bit).
-        let low = x.wrapping_sub(ONES * 0x21) & !x & HIGH;
-        let m = low | zero(x ^ (ONES * u64::from(b'='))) | zero(x ^ (ONES * 0x7F));
+        let m = octets_below(x, 0x21) | octets_equal(x, b'=') | octets_equal(x, 0x7F);
         if m != 0 {
             return i + (m.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    while i < b.len() && PARAM_CLASS[usize::from(b[i])] & VAL != 0 {
+    while i < b.len() && is(b[i], VALUE) {
         i += 1;
     }
     i
@@ -591,8 +561,7 @@ impl RcptParameters {
                     // addr-type = atom (RFC 3461 §4.2), held to letters, digits and dashes.
                     let semi = v.bytes().position(|b| b == b';').ok_or(ERR)?;
                     let (t, a) = (&v[..semi], &v[semi + 1..]);
-                    let type_ok =
-                        !t.is_empty() && t.bytes().all(|b| PARAM_CLASS[usize::from(b)] & KEY != 0);
+                    let type_ok = !t.is_empty() && t.bytes().all(|b| is(b, LDH));
                     if !type_ok || a.is_empty() {
                         return Err(ERR);
                     }

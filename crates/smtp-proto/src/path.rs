@@ -17,6 +17,8 @@ use std::str::FromStr;
 
 use smol_str::SmolStr;
 
+use crate::text::{ATEXT, DCONTENT, LDH, NON_ASCII, is};
+
 use nom::bytes::complete::tag;
 use nom::multi::separated_list1;
 use nom::sequence::terminated;
@@ -276,47 +278,8 @@ impl fmt::Display for ForwardPath {
 type Res<'a, T> = IResult<&'a str, T>;
 
 fn is_ldh(b: u8) -> bool {
-    CLASS[usize::from(b)] & LDH != 0
+    is(b, LDH)
 }
-
-/// Octet classes of the address grammar, one table lookup per octet in the scanners.
-const LDH: u8 = 1;
-const ATEXT: u8 = 2;
-const HIGH: u8 = 4;
-const DCONTENT: u8 = 8;
-static CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        let mut f = 0;
-        if b.is_ascii_alphanumeric() || b == b'-' {
-            f |= LDH;
-        }
-        // atext (RFC 5322 §3.2.3), plus UTF-8 non-ASCII octets (RFC 6531 §3.3).
-        if b.is_ascii_alphanumeric() || b >= 0x80 {
-            f |= ATEXT;
-        }
-        let mut k = 0;
-        let specials = b"!#$%&'*+-/=?^_`{|}~";
-        while k < specials.len() {
-            if specials[k] == b {
-                f |= ATEXT;
-            }
-            k += 1;
-        }
-        if b >= 0x80 {
-            f |= HIGH;
-        }
-        // dcontent = %d33-90 / %d94-126
-        if (b >= 33 && b <= 90) || (b >= 94 && b <= 126) {
-            f |= DCONTENT;
-        }
-        t[c] = f;
-        c += 1;
-    }
-    t
-};
 
 /// A [`SmolStr`] of `s`: inline, without a call to copy, when it fits.
 #[inline(always)]
@@ -343,12 +306,8 @@ pub(crate) fn domain(text: &str) -> Res<'_, Domain> {
 #[inline(always)]
 fn domain_len(text: &str) -> Option<usize> {
     let label_ok = |l: &[u8]| l.len() <= 63 && l[0] != b'-' && l[l.len() - 1] != b'-';
-    dotted(
-        text.as_bytes(),
-        |b| CLASS[usize::from(b)] & (LDH | HIGH) != 0,
-        label_ok,
-    )
-    .filter(|&end| end <= MAX_DOMAIN_LEN)
+    dotted(text.as_bytes(), |b| is(b, LDH | NON_ASCII), label_ok)
+        .filter(|&end| end <= MAX_DOMAIN_LEN)
 }
 
 /// `text` as a [`Host`] when the whole of it is a domain: scanned for its length and built
@@ -391,7 +350,7 @@ fn verify_error(i: &str) -> nom::Err<nom::error::Error<&str>> {
 
 /// `dcontent = %d33-90 / %d94-126`
 fn is_dcontent(b: u8) -> bool {
-    CLASS[usize::from(b)] & DCONTENT != 0
+    is(b, DCONTENT)
 }
 
 /// `address-literal = "[" ( IPv4 / IPv6 / General-address-literal ) "]"`
@@ -513,7 +472,7 @@ pub(crate) fn host(i: &str) -> Res<'_, Host> {
 
 /// `atext` (RFC 5322 §3.2.3), plus UTF-8 non-ASCII bytes (RFC 6531 §3.3).
 fn is_atext(b: u8) -> bool {
-    CLASS[usize::from(b)] & ATEXT != 0
+    is(b, ATEXT)
 }
 
 /// `Dot-string = Atom *("." Atom)` (hand-written, like [`domain`]).

@@ -1,4 +1,5 @@
-//! Command arguments as text, and words as numbers.
+//! Octet-level tools of the parsers: command arguments as text, words as numbers, the octet
+//! class table, and tests on eight octets at a time.
 //!
 //! This module holds the crate's only `unsafe` code: two `from_utf8_unchecked` calls, each right
 //! after the pass that proves every octet ASCII. Every command argument is checked for control
@@ -21,19 +22,14 @@ use crate::ProtoError;
 #[allow(unsafe_code)]
 #[inline(always)]
 pub(crate) fn argument_text(arg: &[u8]) -> Result<&str, ProtoError> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let bad = |b: u8| (b < 32 && b != b'\t') || b == 127;
     let mut high = 0u64;
     let mut words = arg.chunks_exact(8);
     for w in &mut words {
         let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
         high |= x;
-        // Some octet < 0x20 (exact for "is there one"), or some octet == 0x7F.
-        let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        let del = x ^ (ONES * 0x7F);
-        let is_del = del.wrapping_sub(ONES) & !del & HIGH;
-        if (below | is_del) != 0 && w.iter().any(|&b| bad(b)) {
+        // Some octet < 0x20, or some octet == 0x7F (TAB is let through octet by octet).
+        if (octets_below(x, 0x20) | octets_equal(x, 0x7F)) != 0 && w.iter().any(|&b| bad(b)) {
             return Err(ProtoError::InvalidUtf8);
         }
     }
@@ -43,7 +39,7 @@ pub(crate) fn argument_text(arg: &[u8]) -> Result<&str, ProtoError> {
         }
         high |= u64::from(b);
     }
-    if high & HIGH == 0 {
+    if high & HIGH_BITS == 0 {
         // SAFETY: no octet has its high bit set (every one was or-ed into `high` above), and
         // a sequence of ASCII octets is valid UTF-8.
         Ok(unsafe { std::str::from_utf8_unchecked(arg) })
@@ -57,7 +53,6 @@ pub(crate) fn argument_text(arg: &[u8]) -> Result<&str, ProtoError> {
 #[allow(unsafe_code)]
 #[inline]
 pub(crate) fn ascii(b: &[u8]) -> Option<&str> {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut high = 0u64;
     let mut words = b.chunks_exact(8);
     for w in &mut words {
@@ -68,7 +63,80 @@ pub(crate) fn ascii(b: &[u8]) -> Option<&str> {
     }
     // SAFETY: no octet has its high bit set (every one was or-ed into `high`), and a sequence
     // of ASCII octets is valid UTF-8.
-    (high & HIGH == 0).then(|| unsafe { std::str::from_utf8_unchecked(b) })
+    (high & HIGH_BITS == 0).then(|| unsafe { std::str::from_utf8_unchecked(b) })
+}
+
+/// Eight octets at a time: `ONES` has 1 in every octet, `HIGH_BITS` the high bit of every
+/// octet, of a word read little-endian (the first octet lowest).
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
+pub(crate) const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each octet of `x` below `n` (at most 0x80). Exact for the lowest flagged
+/// octet: a false flag (from a borrow) can only sit above a true one.
+#[inline(always)]
+pub(crate) const fn octets_below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * n as u64) & !x & HIGH_BITS
+}
+
+/// The high bit of each octet of `x` equal to `octet`; exact for the lowest, as above.
+#[inline(always)]
+pub(crate) const fn octets_equal(x: u64, octet: u8) -> u64 {
+    octets_below(x ^ (ONES * octet as u64), 1)
+}
+
+/// Octet classes of the address and parameter grammars, one table lookup per octet
+/// ([`CLASS`]): letters and digits; `Let-dig`/`Ldh-str` octets (also `esmtp-keyword`'s);
+/// `atext` (RFC 5322 §3.2.3) with UTF-8 octets (RFC 6531 §3.3); non-ASCII; `dcontent`; and
+/// `esmtp-value` octets with UTF-8.
+pub(crate) const ALNUM: u8 = 1;
+pub(crate) const LDH: u8 = 2;
+pub(crate) const ATEXT: u8 = 4;
+pub(crate) const NON_ASCII: u8 = 8;
+pub(crate) const DCONTENT: u8 = 16;
+pub(crate) const VALUE: u8 = 32;
+
+/// The class of every octet (see [`ALNUM`]).
+pub(crate) static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let mut f = 0;
+        if b.is_ascii_alphanumeric() {
+            f |= ALNUM | LDH | ATEXT;
+        }
+        if b == b'-' {
+            f |= LDH;
+        }
+        let specials = b"!#$%&'*+-/=?^_`{|}~";
+        let mut k = 0;
+        while k < specials.len() {
+            if specials[k] == b {
+                f |= ATEXT;
+            }
+            k += 1;
+        }
+        if b >= 0x80 {
+            f |= ATEXT | NON_ASCII | VALUE;
+        }
+        // dcontent = %d33-90 / %d94-126
+        if (b >= 33 && b <= 90) || (b >= 94 && b <= 126) {
+            f |= DCONTENT;
+        }
+        // esmtp-value = 1*(%d33-60 / %d62-126)
+        if b.is_ascii_graphic() && b != b'=' {
+            f |= VALUE;
+        }
+        t[c] = f;
+        c += 1;
+    }
+    t
+};
+
+/// True when octet `b` is in any of the classes `flags`.
+#[inline(always)]
+pub(crate) fn is(b: u8, flags: u8) -> bool {
+    CLASS[usize::from(b)] & flags != 0
 }
 
 /// A word of up to 8 octets (a verb or a parameter keyword) as one number, case folded, for
@@ -133,6 +201,45 @@ mod tests {
                 assert_eq!(key(&[x]), key(&[x.to_ascii_lowercase()]));
             }
         }
+    }
+
+    #[test]
+    fn every_octet_is_in_the_classes_of_the_grammars() {
+        for b in 0..=255u8 {
+            let alnum = b.is_ascii_alphanumeric();
+            let high = b >= 0x80;
+            assert_eq!(is(b, ALNUM), alnum, "{b}");
+            assert_eq!(is(b, LDH), alnum || b == b'-', "{b}");
+            let special = b"!#$%&'*+-/=?^_`{|}~".contains(&b);
+            assert_eq!(is(b, ATEXT), alnum || special || high, "{b}");
+            assert_eq!(is(b, NON_ASCII), high, "{b}");
+            let dcontent = (33..=90).contains(&b) || (94..=126).contains(&b);
+            assert_eq!(is(b, DCONTENT), dcontent, "{b}");
+            let value = (33..=60).contains(&b) || (62..=126).contains(&b) || high;
+            assert_eq!(is(b, VALUE), value, "{b}");
+        }
+    }
+
+    #[test]
+    fn word_tests_flag_the_first_matching_octet_exactly() {
+        for pos in 0..8 {
+            for (octet, other) in [(0x7Fu8, 0x80u8), (b'\n', b'\x0b'), (b'=', b'<')] {
+                let mut w = [b'a'; 8];
+                w[pos] = octet;
+                // The octet above a match may flag falsely; the lowest flag is the match.
+                if pos < 7 {
+                    w[pos + 1] = other;
+                }
+                let m = octets_equal(u64::from_le_bytes(w), octet);
+                assert_eq!(m.trailing_zeros() / 8, pos as u32, "{octet} at {pos}");
+            }
+            let mut w = [b'a'; 8];
+            w[pos] = 0x1F;
+            let m = octets_below(u64::from_le_bytes(w), 0x20);
+            assert_eq!(m.trailing_zeros() / 8, pos as u32, "0x1F at {pos}");
+        }
+        assert_eq!(octets_equal(u64::from_le_bytes(*b"abcdefgh"), b'\n'), 0);
+        assert_eq!(octets_below(u64::from_le_bytes([0x80; 8]), 0x20), 0);
     }
 
     #[test]
