@@ -392,9 +392,6 @@ const AUTH: u64 = key(b"AUTH");
 #[inline(always)]
 fn helo_arg(rest: Option<&str>, opts: ParseOptions) -> Result<Host, ProtoError> {
     let s = rest.ok_or(ProtoError::ArgumentSyntax("Syntax: EHLO hostname"))?;
-    if let Some(h) = path::whole_domain(s) {
-        return Ok(h);
-    }
     match Host::try_from(s) {
         Ok(h) => Ok(h),
         // One word of visible characters, at most a domain's length.

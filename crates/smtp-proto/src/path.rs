@@ -123,10 +123,20 @@ impl fmt::Display for Host {
 
 impl TryFrom<&str> for Host {
     type Error = crate::ProtoError;
+    /// `Domain / address-literal`, the whole of `s`: scanned, then built where it is returned
+    /// (the HELO/EHLO argument; a value built deeper is copied at each layer of results).
+    #[inline(always)]
     fn try_from(s: &str) -> Result<Self, Self::Error> {
-        match host(s) {
-            Ok(("", h)) => Ok(h),
-            _ => Err(crate::ProtoError::ArgumentSyntax("Invalid domain")),
+        const ERR: crate::ProtoError = crate::ProtoError::ArgumentSyntax("Invalid domain");
+        if s.starts_with('[') {
+            match scan_literal(s, 0) {
+                Some((literal, end)) if end == s.len() => Ok(Self::Literal(literal.build(s))),
+                _ => Err(ERR),
+            }
+        } else if domain_len(s) == Some(s.len()) {
+            Ok(Self::Domain(Domain(smol(s))))
+        } else {
+            Err(ERR)
         }
     }
 }
@@ -310,13 +320,6 @@ fn domain_len(text: &str) -> Option<usize> {
         .filter(|&end| end <= MAX_DOMAIN_LEN)
 }
 
-/// `text` as a [`Host`] when the whole of it is a domain: scanned for its length and built
-/// where it is returned (the HELO/EHLO argument, the common case of [`Host::try_from`]).
-#[inline(always)]
-pub(crate) fn whole_domain(text: &str) -> Option<Host> {
-    (domain_len(text)? == text.len()).then(|| Host::Domain(Domain(smol(text))))
-}
-
 /// The longest run of labels joined by single dots at the start of `i`, a label being a
 /// non-empty run of `byte_ok` octets that `label_ok` accepts: its length (a dot not followed by
 /// a good label is left out, as nom's `separated_list1` would), or `None` when even the first
@@ -353,12 +356,6 @@ fn is_dcontent(b: u8) -> bool {
     is(b, DCONTENT)
 }
 
-/// `address-literal = "[" ( IPv4 / IPv6 / General-address-literal ) "]"`
-pub(crate) fn address_literal(i: &str) -> Res<'_, AddressLiteral> {
-    let (lit, end) = scan_literal(i, 0).ok_or_else(|| verify_error(i))?;
-    Ok((&i[end..], lit.build(i)))
-}
-
 /// An address literal as the scan found it: the addresses themselves, a general literal's
 /// tag and content by place (see [`PathScan`]).
 #[derive(Debug, Clone, Copy)]
@@ -384,7 +381,8 @@ impl LiteralScan {
     }
 }
 
-/// Scans the address literal at `start` of `text`: what it is and where it ends. Positions
+/// `address-literal = "[" ( IPv4 / IPv6 / General-address-literal ) "]"`: scans the literal at
+/// `start` of `text`: what it is and where it ends. Positions
 /// are kept as `u16`: a literal longer than 65,535 octets is refused (a path holds 256).
 fn scan_literal(text: &str, start: usize) -> Option<(LiteralScan, usize)> {
     let b = &text.as_bytes()[start..];
@@ -458,16 +456,6 @@ fn ipv4_prefix(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
         *o = u8::try_from(v).ok()?;
     }
     Some((Ipv4Addr::from(octets), i))
-}
-
-/// `Domain / address-literal` (a domain never starts with `[`).
-#[inline(always)]
-pub(crate) fn host(i: &str) -> Res<'_, Host> {
-    if i.starts_with('[') {
-        address_literal(i).map(|(r, l)| (r, Host::Literal(l)))
-    } else {
-        domain(i).map(|(r, d)| (r, Host::Domain(d)))
-    }
 }
 
 /// `atext` (RFC 5322 §3.2.3), plus UTF-8 non-ASCII bytes (RFC 6531 §3.3).
