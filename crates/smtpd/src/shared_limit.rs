@@ -370,14 +370,9 @@ impl Resp {
         let Some(rest) = line.strip_prefix('*') else {
             return self.scalar(&line).await;
         };
-        let n: i64 = rest.parse().map_err(|_| invalid("bad length"))?;
-        if n < 0 {
+        let Some(n) = length(rest, MAX_ARRAY, "array too long")? else {
             return Ok(Value::Nil);
-        }
-        let n = usize::try_from(n).unwrap_or(usize::MAX);
-        if n > MAX_ARRAY {
-            return Err(invalid("array too long"));
-        }
+        };
         let mut items = Vec::with_capacity(n);
         for _ in 0..n {
             let line = self.line().await?;
@@ -397,14 +392,9 @@ impl Resp {
                 .map(Value::Int)
                 .map_err(|_| invalid("bad integer")),
             "$" => {
-                let n: i64 = rest.parse().map_err(|_| invalid("bad length"))?;
-                if n < 0 {
+                let Some(n) = length(rest, MAX_BULK, "bulk string too long")? else {
                     return Ok(Value::Nil);
-                }
-                let n = usize::try_from(n).unwrap_or(usize::MAX);
-                if n > MAX_BULK {
-                    return Err(invalid("bulk string too long"));
-                }
+                };
                 let mut b = vec![0; n + 2];
                 self.io.read_exact(&mut b).await?;
                 if !b.ends_with(b"\r\n") {
@@ -432,6 +422,19 @@ impl Resp {
         }
         line.truncate(line.len() - 2);
         String::from_utf8(line).map_err(|_| invalid("reply line not UTF-8"))
+    }
+}
+
+/// The length of an array or bulk string (`rest` after its `*` or `$`): `None` for a null
+/// (a negative length), an error past `max` (`too_long` says which).
+fn length(rest: &str, max: usize, too_long: &str) -> std::io::Result<Option<usize>> {
+    let n: i64 = rest.parse().map_err(|_| invalid("bad length"))?;
+    if n < 0 {
+        return Ok(None);
+    }
+    match usize::try_from(n) {
+        Ok(n) if n <= max => Ok(Some(n)),
+        _ => Err(invalid(too_long)),
     }
 }
 
