@@ -177,7 +177,11 @@ fn value_end(b: &[u8], mut i: usize) -> usize {
 
 /// xtext decoding (RFC 3461 §4): `+XX` is the octet with hex value XX (upper-case digits).
 pub fn xtext_decode(s: &str) -> Result<String, ProtoError> {
-    xtext_decode_smol(s).map(String::from)
+    // xtext octets are the parameter value octets but `+` (checked eight at a time).
+    if value_end(s.as_bytes(), 0) != s.len() {
+        return Err(XTEXT);
+    }
+    xtext_decode_value(s).map(String::from)
 }
 
 /// `xtchar` and UTF-8 octets (RFC 6533 allows UTF-8 in utf-8-addr-xtext; accepted here too).
@@ -185,16 +189,15 @@ fn is_xtext_octet(c: u8) -> bool {
     ((33..=126).contains(&c) && c != b'=' && c != b'+') || c >= 0x80
 }
 
-/// [`xtext_decode`] into a [`SmolStr`]: without a `+XX`, the value is its own decoding (no
-/// allocation up to 23 octets); a decoding that fits inline is built in a buffer on the stack
-/// from the runs between escapes, and needs no UTF-8 check when it is ASCII (the runs are
-/// slices of the text, and only an escape can give a non-ASCII octet).
-pub(crate) fn xtext_decode_smol(s: &str) -> Result<SmolStr, ProtoError> {
+/// [`xtext_decode`] of a parameter value (or part of one), whose octets the parameter scan
+/// has already checked (xtext octets are the value octets but `+`), into a [`SmolStr`].
+/// Without a `+XX`, the value is its own decoding (no allocation up to 23 octets); a decoding
+/// that fits inline is built in a buffer on the stack from the runs between escapes, and needs
+/// no UTF-8 check when it is ASCII (the runs are slices of the text, and only an escape can
+/// give a non-ASCII octet).
+fn xtext_decode_value(s: &str) -> Result<SmolStr, ProtoError> {
     let b = s.as_bytes();
-    // xtext octets are the parameter value octets but `+` (checked eight at a time).
-    if value_end(b, 0) != b.len() {
-        return Err(XTEXT);
-    }
+    debug_assert_eq!(value_end(b, 0), b.len(), "not a checked parameter value");
     let plus = |from: usize| b[from..].iter().position(|&c| c == b'+').map(|p| from + p);
     let Some(mut esc) = plus(0) else {
         return Ok(crate::path::smol(s));
@@ -430,7 +433,7 @@ impl MailParameters {
                     out.auth = Some(if v == "<>" {
                         AuthParam::Unknown
                     } else {
-                        AuthParam::Identity(xtext_decode(v)?)
+                        AuthParam::Identity(xtext_decode_value(v)?.into())
                     });
                 }
                 RET => {
@@ -444,7 +447,8 @@ impl MailParameters {
                     });
                 }
                 ENVID => {
-                    let v = xtext_decode(required(value, "Invalid ENVID parameter")?)?;
+                    let v: String =
+                        xtext_decode_value(required(value, "Invalid ENVID parameter")?)?.into();
                     // RFC 3461 §4.4: at most 100 characters of printable ASCII.
                     if v.len() > 100 || !v.bytes().all(|b| (32..=126).contains(&b)) {
                         return Err(ProtoError::ParameterSyntax("Invalid ENVID parameter"));
@@ -567,7 +571,7 @@ impl RcptParameters {
                     }
                     out.orcpt = Some(Orcpt {
                         addr_type: crate::path::smol(t),
-                        address: xtext_decode_smol(a)?,
+                        address: xtext_decode_value(a)?,
                     });
                 }
                 _ => out.other.push(other(k, value)),
