@@ -301,18 +301,19 @@ pub(crate) fn smol(s: &str) -> SmolStr {
     }
 }
 
-/// `Domain = sub-domain *("." sub-domain)`, where `sub-domain = Let-dig [Ldh-str]` (at most 63
-/// octets, no dash at either end) or a U-label (RFC 6531 §3.3: non-ASCII bytes allowed).
-///
-/// A hand-written scan rather than nom's `separated_list1`, which collects the labels into a
-/// `Vec` only to throw it away: this is the hot path of every MAIL and RCPT.
+/// The [`domain_len`] scan as a nom parser, for `Domain::try_from` and the source route.
 pub(crate) fn domain(text: &str) -> Res<'_, Domain> {
     let end = domain_len(text).ok_or_else(|| verify_error(text))?;
     Ok((&text[end..], Domain(smol(&text[..end]))))
 }
 
-/// The length of the [`domain`] at the start of `text`, if there is one. A dot or a label's
-/// last octet ends the scan, and both are ASCII: the length is a character boundary.
+/// `Domain = sub-domain *("." sub-domain)`, where `sub-domain = Let-dig [Ldh-str]` (at most 63
+/// octets, no dash at either end) or a U-label (RFC 6531 §3.3: non-ASCII bytes allowed): the
+/// length of the one at the start of `text`, if there is one. A dot or a label's last octet
+/// ends the scan, and both are ASCII: the length is a character boundary.
+///
+/// A hand-written scan rather than nom's `separated_list1`, which collects the labels into a
+/// `Vec` only to throw it away: this is the hot path of every EHLO, MAIL and RCPT.
 #[inline(always)]
 fn domain_len(text: &str) -> Option<usize> {
     let label_ok = |l: &[u8]| l.len() <= 63 && l[0] != b'-' && l[l.len() - 1] != b'-';
