@@ -517,17 +517,23 @@ fn parse_notify(v: &str) -> Result<Notify, ProtoError> {
     let mut n = Notify::default();
     let mut start = 0;
     loop {
-        let end = b[start..]
-            .iter()
-            .position(|&c| c == b',')
-            .map_or(b.len(), |p| start + p);
-        let len = end - start;
-        // The elements are letters: a case-folded word key names each (at most 7 octets).
-        let item = if len <= 7 && b[start..end].iter().all(u8::is_ascii_alphabetic) {
-            word_key(b, start, len)
+        // Each element is read as one word: its end is the first `,` in it (or the value's
+        // end), and an element of 8 octets or more names nothing. No letter check is needed:
+        // a folded key equals one of the four names only when its octets are those letters in
+        // some case (folding clears bit 5, which only a letter's two cases differ by), and
+        // every other element is refused.
+        let word = word_key(b, start, (b.len() - start).min(8));
+        let comma = octets_equal(word, b',' & 0xDF);
+        let len = if comma != 0 {
+            (comma.trailing_zeros() / 8) as usize
         } else {
-            0
+            (b.len() - start).min(8)
         };
+        if len > 7 {
+            return Err(ERR);
+        }
+        let end = start + len;
+        let item = word & ((1u64 << (8 * len)) - 1);
         let slot = match item {
             NEVER if start == 0 && end == b.len() => {
                 n.never = true;
@@ -850,5 +856,46 @@ mod tests {
         assert!(RcptParameters::parse("NOTIFY=NEVER,SUCCESS").is_err());
         assert!(RcptParameters::parse("NOTIFY=DELAY,DELAY").is_err());
         assert!(RcptParameters::parse("ORCPT=rfc822").is_err());
+    }
+
+    /// Every NOTIFY list the element words must take apart exactly: any case, any order, and
+    /// nothing that is not one of the four names (near misses, digits, empty elements, long
+    /// elements, elements in a long list).
+    #[test]
+    fn notify_lists() {
+        let notify = |v: &str| parse_notify(v).map(|n| (n.never, n.success, n.failure, n.delay));
+        for (v, want) in [
+            ("NEVER", (true, false, false, false)),
+            ("never", (true, false, false, false)),
+            ("SUCCESS", (false, true, false, false)),
+            ("failure,Success", (false, true, true, false)),
+            ("DELAY,FAILURE,SUCCESS", (false, true, true, true)),
+            ("Delay", (false, false, false, true)),
+        ] {
+            assert_eq!(notify(v), Ok(want), "{v}");
+        }
+        for bad in [
+            "SUCCES",
+            "SUCCESSS",
+            "SUCCESSFUL",
+            "SUCCESS,",
+            ",SUCCESS",
+            "SUCCESS,,FAILURE",
+            "DELAY,DELAY",
+            "NEVER,SUCCESS",
+            "SUCCESS,NEVER",
+            "DELA1",
+            "D3LAY",
+            "DELAY;",
+            "DELAY,FAILURE,SUCCESS,X",
+            "FAILURE,SUCCESS,DELAYED",
+            "\u{e9}",
+        ] {
+            assert!(notify(bad).is_err(), "{bad}");
+        }
+        // Through the parameter scan, with the value at the end of the line and before another.
+        let p = RcptParameters::parse("NOTIFY=delay ORCPT=rfc822;a@b").unwrap();
+        assert!(p.notify.unwrap().delay);
+        assert!(RcptParameters::parse("NOTIFY=DELAYS ORCPT=rfc822;a@b").is_err());
     }
 }
