@@ -25,7 +25,7 @@
 //! assert_eq!(&out[..], b"221 2.0.0 Bye\r\n");
 //! ```
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 #[cfg(feature = "codec")]
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -33,7 +33,7 @@ use crate::ProtoError;
 use crate::bdat::{BdatDecoder, BdatEvent};
 use crate::command::{Command, ParseOptions};
 use crate::data::{BarePolicy, DataDecoder, DataEnd, DataEvent};
-use crate::line::{DEFAULT_MAX_LINE, LineDecoder, LineEvent, LineRef};
+use crate::line::{DEFAULT_MAX_LINE, Found, LineDecoder, LineEvent};
 #[cfg(feature = "codec")]
 use crate::reply::Reply;
 
@@ -194,30 +194,33 @@ impl SmtpCodec {
                 } else {
                     &mut self.commands
                 };
-                let options = self.options;
-                let error_verb = &mut self.error_verb;
-                // The command is parsed where the line lies in `buf`: no `Bytes` is split off
-                // (and reference-counted) for a line that is only read; and the frame is built
-                // in the closure, where it is returned (a command moved through layers of
-                // results was copied at each, and read back right after it was written).
-                lines.decode_with(buf, |line| {
-                    let (frame, verb) = match line? {
-                        LineRef::Line { bare_lf: true, .. } if options.forbid_bare_newline => {
-                            (Err(ProtoError::BareNewline), None)
+                // The command is parsed where its line lies in `buf` (no `Bytes` is split off,
+                // and reference-counted, for a line that is only read), straight into the frame
+                // returned: built through `LineDecoder::decode_with`'s closure, the frame (168
+                // octets) was copied once more per line (`compare/`: stream −3.6% instructions).
+                let found = lines.next(buf)?;
+                let bare_lf = lines.last_line_bare_lf();
+                match found {
+                    Found::Line { len, content } => {
+                        if bare_lf && self.options.forbid_bare_newline {
+                            buf.advance(len);
+                            self.error_verb = None;
+                            return Some(Frame::Command(Err(ProtoError::BareNewline)));
                         }
-                        LineRef::Line { text, .. } => {
-                            let frame = Frame::Command(Command::parse_with(text, options));
-                            *error_verb = match &frame {
-                                Frame::Command(Err(_)) => known_verb(text),
-                                _ => None,
-                            };
-                            return Some(frame);
-                        }
-                        LineRef::TooLong => (Err(ProtoError::LineTooLong), auth.then_some("AUTH")),
-                    };
-                    *error_verb = verb;
-                    Some(Frame::Command(frame))
-                })
+                        let frame =
+                            Frame::Command(Command::parse_with(&buf[..content], self.options));
+                        self.error_verb = match &frame {
+                            Frame::Command(Err(_)) => known_verb(&buf[..content]),
+                            _ => None,
+                        };
+                        buf.advance(len);
+                        Some(frame)
+                    }
+                    Found::TooLong => {
+                        self.error_verb = auth.then_some("AUTH");
+                        Some(Frame::Command(Err(ProtoError::LineTooLong)))
+                    }
+                }
             }
             Mode::SaslResponse => self.sasl.decode(buf).map(|ev| {
                 Frame::SaslResponse(match ev {

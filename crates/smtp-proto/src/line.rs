@@ -106,9 +106,10 @@ impl LineDecoder {
         }
     }
 
-    /// Finds the next line in `buf` (consuming only what an overlong line discards).
+    /// Finds the next line in `buf` (consuming only what an overlong line discards); the
+    /// caller consumes a line found. The codec's command path uses it directly.
     #[inline]
-    fn next(&mut self, buf: &mut BytesMut) -> Option<Found> {
+    pub(crate) fn next(&mut self, buf: &mut BytesMut) -> Option<Found> {
         if self.discarding {
             return match memchr::memchr(b'\n', buf) {
                 Some(i) => {
@@ -184,7 +185,7 @@ pub enum LineRef<'a> {
 }
 
 /// Where the next line is: `len` octets with its end, `content` without.
-enum Found {
+pub(crate) enum Found {
     Line { len: usize, content: usize },
     TooLong,
 }
