@@ -198,7 +198,7 @@ fn is_xtext_octet(c: u8) -> bool {
 fn xtext_decode_value(s: &str) -> Result<SmolStr, ProtoError> {
     let b = s.as_bytes();
     debug_assert_eq!(value_end(b, 0), b.len(), "not a checked parameter value");
-    let plus = |from: usize| b[from..].iter().position(|&c| c == b'+').map(|p| from + p);
+    let plus = |from: usize| find_octet(&b[from..], b'+').map(|p| from + p);
     let Some(mut esc) = plus(0) else {
         return Ok(crate::path::smol(s));
     };
@@ -231,6 +231,25 @@ fn xtext_decode_value(s: &str) -> Result<SmolStr, ProtoError> {
             .map(SmolStr::new_inline)
             .map_err(|_| XTEXT),
     }
+}
+
+/// The first `octet` in `b`, eight octets at a time.
+#[inline(always)]
+fn find_octet(b: &[u8], octet: u8) -> Option<usize> {
+    let mut words = b.chunks_exact(8);
+    let mut i = 0;
+    for w in &mut words {
+        let m = octets_equal(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])), octet);
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&c| c == octet)
+        .map(|p| i + p)
 }
 
 const XTEXT: ProtoError = ProtoError::ParameterSyntax("Invalid xtext");
@@ -569,7 +588,7 @@ impl RcptParameters {
                     const ERR: ProtoError = ProtoError::ParameterSyntax("Invalid ORCPT parameter");
                     let v = required(value, "Invalid ORCPT parameter")?;
                     // addr-type = atom (RFC 3461 §4.2), held to letters, digits and dashes.
-                    let semi = v.bytes().position(|b| b == b';').ok_or(ERR)?;
+                    let semi = find_octet(v.as_bytes(), b';').ok_or(ERR)?;
                     let (t, a) = (&v[..semi], &v[semi + 1..]);
                     let type_ok = !t.is_empty() && t.bytes().all(|b| is(b, LDH));
                     if !type_ok || a.is_empty() {
