@@ -216,20 +216,42 @@ impl Command {
     /// Parses one command line (without its CRLF).
     pub fn parse_with(line: &[u8], opts: ParseOptions) -> Result<Self, ProtoError> {
         // Every known verb has at most 8 letters: the space after it is within the first 9
-        // octets. Only a longer first word needs the search over the whole line.
-        let head = &line[..line.len().min(9)];
-        let (verb, rest) = match head.iter().position(|&b| b == b' ') {
-            Some(i) => (&line[..i], Some(&line[i + 1..])),
-            None if line.len() <= 8 => (line, None),
-            None => match memchr::memchr(b' ', line) {
-                Some(i) => (&line[..i], Some(&line[i + 1..])),
-                None => (line, None),
-            },
+        // octets (found in the first eight as one word). Only a longer first word needs the
+        // search over the whole line.
+        let space = match line.get(..8) {
+            Some(w) => {
+                let m = crate::text::octets_equal(
+                    u64::from_le_bytes(w.try_into().unwrap_or([0; 8])),
+                    b' ',
+                );
+                if m != 0 {
+                    Some((m.trailing_zeros() / 8) as usize)
+                } else if line.len() == 8 {
+                    None
+                } else if line[8] == b' ' {
+                    Some(8)
+                } else {
+                    memchr::memchr(b' ', line)
+                }
+            }
+            None => line.iter().position(|&b| b == b' '),
         };
-        if verb.is_empty() || !verb.iter().all(|b| b.is_ascii_graphic()) {
-            return Err(ProtoError::UnknownCommand);
-        }
-        if verb.len() > 8 || !verb.iter().all(u8::is_ascii_alphabetic) {
+        let (verb, rest) = match space {
+            Some(i) => (&line[..i], Some(&line[i + 1..])),
+            None => (line, None),
+        };
+        // The verb as one number, case folded: one comparison per candidate instead of a
+        // slice comparison. A verb of letters (nearly every one) is proved so on that word;
+        // any other is checked octet by octet, for the error its octets call for.
+        let key = if verb.len() <= 8 {
+            crate::text::word_key(line, 0, verb.len())
+        } else {
+            0
+        };
+        if verb.is_empty() || verb.len() > 8 || !crate::text::all_letters(key, verb.len()) {
+            if verb.is_empty() || !verb.iter().all(|b| b.is_ascii_graphic()) {
+                return Err(ProtoError::UnknownCommand);
+            }
             return Ok(Self::Unknown(
                 String::from_utf8_lossy(&verb[..verb.len().min(32)]).into_owned(),
             ));
@@ -238,9 +260,6 @@ impl Command {
             Some(r) => Some(crate::text::argument_text(r)?),
             None => None,
         };
-        // The verb as one number, case folded (letters only, checked above): one comparison
-        // per candidate instead of a slice comparison.
-        let key = crate::text::word_key(line, 0, verb.len());
         // A verb without arguments: the error when there are some (a macro, not a closure,
         // so the command is built where it is returned).
         macro_rules! no_args {
@@ -559,6 +578,77 @@ mod tests {
 
     fn mb(s: &str) -> Mailbox {
         s.parse().unwrap()
+    }
+
+    /// The verb decisions as they were made octet by octet before the verb was read as one
+    /// word: where the verb ends, and the refusals that come before the argument is looked at.
+    fn verb_reference(line: &[u8]) -> Option<Result<Command, ProtoError>> {
+        let head = &line[..line.len().min(9)];
+        let verb = match head.iter().position(|&b| b == b' ') {
+            Some(i) => &line[..i],
+            None => match line.iter().position(|&b| b == b' ') {
+                Some(i) => &line[..i],
+                None => line,
+            },
+        };
+        if verb.is_empty() || !verb.iter().all(|b| b.is_ascii_graphic()) {
+            return Some(Err(ProtoError::UnknownCommand));
+        }
+        if verb.len() > 8 || !verb.iter().all(u8::is_ascii_alphabetic) {
+            let v = String::from_utf8_lossy(&verb[..verb.len().min(32)]).into_owned();
+            return Some(Ok(Command::Unknown(v)));
+        }
+        None
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8192))]
+        /// Verbs of every length around the eight-octet word, of letters and of the octets a
+        /// word test could confuse with them, decided as octet by octet.
+        #[test]
+        fn verbs_read_as_words_are_decided_as_octet_by_octet(
+            verb in proptest::collection::vec(proptest::sample::select(vec![
+                b'a', b'Z', b'M', b'i', b'@', b'[', b'`', b'{', b'0', b'-', 0u8, b'\t', 0x7F,
+                0x80, 0xC1, 0xE1, b' ', b'T', b's',
+            ]), 0..12),
+            arg in proptest::sample::select(vec!["", " ", " x", " FROM:<a@b>", "  "]),
+        ) {
+            let mut line = verb.clone();
+            line.extend_from_slice(arg.as_bytes());
+            let got = Command::parse(&line);
+            match verb_reference(&line) {
+                Some(want) => proptest::prop_assert_eq!(got, want),
+                None => {
+                    // A verb of letters: dispatched; an unknown one comes back upper-case.
+                    proptest::prop_assert_ne!(&got, &Err(ProtoError::UnknownCommand));
+                    if let Ok(Command::Unknown(v)) = &got {
+                        proptest::prop_assert_eq!(v.clone(), v.to_ascii_uppercase());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_verb_ends_at_the_first_space_wherever_it_is() {
+        assert_eq!(p("STARTTLS"), Ok(Command::StartTls));
+        assert_eq!(
+            p("STARTTLS x"),
+            Err(ProtoError::ArgumentSyntax("Syntax: STARTTLS"))
+        );
+        assert_eq!(p("STARTTLSX"), Ok(Command::Unknown("STARTTLSX".into())));
+        assert_eq!(p("NOOPNOOP x"), Ok(Command::Unknown("NOOPNOOP".into())));
+        assert_eq!(p("QUI"), Ok(Command::Unknown("QUI".into())));
+        assert_eq!(p("QUITS"), Ok(Command::Unknown("QUITS".into())));
+        assert_eq!(p("quit\u{e9}"), Err(ProtoError::UnknownCommand));
+        assert_eq!(p("QU1T"), Ok(Command::Unknown("QU1T".into())));
+        assert_eq!(p("QUIT "), Err(ProtoError::ArgumentSyntax("Syntax: QUIT")));
+        assert_eq!(p("NOOP  "), Ok(Command::Noop(Some(" ".into()))));
+        assert_eq!(Command::parse(b"QUIT\x00"), Err(ProtoError::UnknownCommand));
+        assert_eq!(
+            p("XCLIENTLONGVERB NAME=x"),
+            Ok(Command::Unknown("XCLIENTLONGVERB".into()))
+        );
     }
 
     #[test]

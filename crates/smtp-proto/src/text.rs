@@ -168,6 +168,20 @@ pub(crate) fn word_key(b: &[u8], start: usize, len: usize) -> u64 {
 
 const FOLD: u64 = !0x2020_2020_2020_2020;
 
+/// True when the `len` (1 to 8) octets of a [`word_key`] are all letters: folded, a letter is
+/// an octet from `A` to `Z` (only a letter's two cases fold there), tested on the whole word.
+#[inline(always)]
+pub(crate) fn all_letters(folded: u64, len: usize) -> bool {
+    debug_assert!((1..=8).contains(&len));
+    let used = HIGH_BITS >> (8 * (8 - len));
+    // With each octet's high bit set first, subtracting never borrows across octets: the high
+    // bit stays set exactly where the low seven bits are at least the octet subtracted.
+    let at_least_a = (folded | HIGH_BITS).wrapping_sub(ONES * u64::from(b'A'));
+    let above_z = (folded | HIGH_BITS).wrapping_sub(ONES * u64::from(b'Z' + 1));
+    let letters = at_least_a & !above_z & !folded & HIGH_BITS;
+    letters & used == used
+}
+
 /// The [`word_key`] of a constant word (at most 8 octets).
 pub(crate) const fn key(w: &[u8]) -> u64 {
     let mut a = [0u8; 8];
@@ -199,6 +213,33 @@ mod tests {
             for &y in &alphabet {
                 assert_eq!(key(&[x]) == key(&[y]), x == y, "{x} {y}");
                 assert_eq!(key(&[x]), key(&[x.to_ascii_lowercase()]));
+            }
+        }
+    }
+
+    #[test]
+    fn letters_are_told_from_every_other_octet_in_every_position() {
+        for len in 1..=8 {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut w = *b"abcdefgh";
+                    w[pos] = b;
+                    let word = &w[..len];
+                    let want = word.iter().all(u8::is_ascii_alphabetic);
+                    assert_eq!(
+                        all_letters(word_key(word, 0, len), len),
+                        want,
+                        "{b} at {pos} of {len}"
+                    );
+                    // Octets past the verb (a space, an argument) do not count.
+                    let mut line = word.to_vec();
+                    line.extend_from_slice(b" \x00\xff12345678");
+                    assert_eq!(
+                        all_letters(word_key(&line, 0, len), len),
+                        want,
+                        "{b} at {pos} of {len}, in a line"
+                    );
+                }
             }
         }
     }
