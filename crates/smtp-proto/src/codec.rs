@@ -187,7 +187,7 @@ impl SmtpCodec {
                     }
                     false
                 } else {
-                    buf[..5].eq_ignore_ascii_case(b"AUTH ")
+                    buf[4] == b' ' && crate::text::word_key(buf, 0, 4) == crate::text::key(b"AUTH")
                 };
                 let lines = if auth {
                     &mut self.auth_lines
