@@ -7,7 +7,7 @@ use std::fmt::{self, Write as _};
 use smol_str::SmolStr;
 
 use crate::ProtoError;
-use crate::text::{ALNUM, LDH, VALUE, is, key, octets_below, octets_equal, word_key};
+use crate::text::{ALNUM, LDH, VALUE, find_octet, is, key, octets_below, octets_equal, word_key};
 
 /// One `esmtp-param`: a keyword (stored upper-case) and an optional value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -231,25 +231,6 @@ fn xtext_decode_value(s: &str) -> Result<SmolStr, ProtoError> {
             .map(SmolStr::new_inline)
             .map_err(|_| XTEXT),
     }
-}
-
-/// The first `octet` in `b`, eight octets at a time.
-#[inline(always)]
-fn find_octet(b: &[u8], octet: u8) -> Option<usize> {
-    let mut words = b.chunks_exact(8);
-    let mut i = 0;
-    for w in &mut words {
-        let m = octets_equal(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])), octet);
-        if m != 0 {
-            return Some(i + (m.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    words
-        .remainder()
-        .iter()
-        .position(|&c| c == octet)
-        .map(|p| i + p)
 }
 
 const XTEXT: ProtoError = ProtoError::ParameterSyntax("Invalid xtext");
