@@ -35,12 +35,43 @@ pub fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// A port that was free a moment ago.
+/// A port that is free now, for a server the test starts next.
+///
+/// Not one the kernel hands out: a port from `bind(0)` lies in the ephemeral range, where every
+/// outgoing connection of every test running alongside takes its local port, so one of them
+/// could take it before the server binds it (a CI run failed so: `Address already in use`).
+/// Ports are taken below that range instead, in turn from a start that differs per process,
+/// and never twice in one process; each is checked free by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral < LOW + 1_000 {
+        // No room below the ephemeral range on this machine: the kernel's choice it is.
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+    }
+    let span = ephemeral - LOW;
+    let seed = std::process::id().wrapping_mul(7_919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let _ = NEXT.compare_exchange(0, seed % span + 1, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LOW + n % span).expect("below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {ephemeral}");
 }
 
 /// Waits (up to 10 s) until a peer the test started (`what`, for the messages) accepts
