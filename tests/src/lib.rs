@@ -46,10 +46,13 @@ pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 10_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
+    static EPHEMERAL: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let ephemeral = *EPHEMERAL.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32_768)
+    });
     if ephemeral < LOW + 1_000 {
         // No room below the ephemeral range on this machine: the kernel's choice it is.
         return TcpListener::bind("127.0.0.1:0")
