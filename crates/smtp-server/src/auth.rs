@@ -224,55 +224,6 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Connections per address (IPv6: per /64) in progress; an entry exists only while it has
-/// connections, so the table is bounded by `max_connections`.
-#[derive(Debug, Default)]
-#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-pub(crate) struct ConnectionCounts {
-    map: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// One counted connection; uncounted when dropped.
-#[derive(Debug)]
-#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-pub(crate) struct ConnectionSlot {
-    counts: Arc<ConnectionCounts>,
-    key: IpAddr,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut map = self.counts.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.key);
-            }
-        }
-    }
-}
-
-#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-impl ConnectionCounts {
-    /// A slot for `ip`, or `None` when it already has `max` (0: no limit).
-    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ConnectionSlot> {
-        let key = address_key(ip);
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(key).or_insert(0);
-        if max > 0 && *n >= max {
-            if *n == 0 {
-                map.remove(&key);
-            }
-            return None;
-        }
-        *n += 1;
-        Some(ConnectionSlot {
-            counts: self.clone(),
-            key,
-        })
-    }
-}
-
 /// The key a user is counted under: the name lowercased and cut to 256 bytes (longer names
 /// cannot be real logins).
 pub fn user_key(user: &str) -> String {
@@ -406,19 +357,6 @@ mod tests {
             address_key("::ffff:192.0.2.1".parse().unwrap()),
             "192.0.2.1".parse::<IpAddr>().unwrap()
         );
-    }
-
-    #[test]
-    fn connection_counts_are_per_address_and_released() {
-        let c = Arc::new(ConnectionCounts::default());
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let s1 = c.acquire(a, 2).unwrap();
-        let _s2 = c.acquire(a, 2).unwrap();
-        assert!(c.acquire(a, 2).is_none());
-        assert!(c.acquire("192.0.2.2".parse().unwrap(), 2).is_some());
-        drop(s1);
-        assert!(c.acquire(a, 2).is_some());
-        assert!(c.acquire(a, 0).is_some(), "0: no limit");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! [`Server`]: the accept loop, connection limits and graceful shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -11,7 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::auth::{AuthLimiter, Authenticator, ConnectionCounts, ProviderAuthenticator};
+use crate::auth::{AuthLimiter, Authenticator, ProviderAuthenticator, address_key};
 use crate::config::ServerConfig;
 use crate::conn::{self, BoxIo};
 use crate::{Handler, replies};
@@ -176,4 +177,68 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
 /// Binds a listener (a convenience for examples and tests).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// Connections per address (IPv6: per /64) in progress; an entry exists only while it has
+/// connections, so the table is bounded by `max_connections`.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionCounts {
+    map: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One counted connection; uncounted when dropped.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    counts: Arc<ConnectionCounts>,
+    key: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl ConnectionCounts {
+    /// A slot for `ip`, or `None` when it already has `max` (0: no limit).
+    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ConnectionSlot> {
+        let key = address_key(ip);
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key).or_insert(0);
+        if max > 0 && *n >= max {
+            if *n == 0 {
+                map.remove(&key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_counts_are_per_address_and_released() {
+        let c = Arc::new(ConnectionCounts::default());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let s1 = c.acquire(a, 2).unwrap();
+        let _s2 = c.acquire(a, 2).unwrap();
+        assert!(c.acquire(a, 2).is_none());
+        assert!(c.acquire("192.0.2.2".parse().unwrap(), 2).is_some());
+        drop(s1);
+        assert!(c.acquire(a, 2).is_some());
+        assert!(c.acquire(a, 0).is_some(), "0: no limit");
+    }
 }

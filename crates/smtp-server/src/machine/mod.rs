@@ -51,23 +51,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use smtp_auth::{
-    AuthDecision, AuthExchange, AuthRequest, AuthResult, AuthStatus, LookupRequest, LookupResult,
-    SessionInfo, Step, smtp as auth_smtp,
-};
+use smtp_auth::{AuthRequest, LookupRequest, smtp as auth_smtp};
 use smtp_proto::codec::{DEFAULT_MAX_SASL_LINE, Frame, Mode, SmtpCodec};
 use smtp_proto::{
-    Command, DataDecoder, ForwardPath, Host, InitialResponse, MailParameters, Mechanism,
-    RcptParameters, Reply, ReversePath,
+    Command, ForwardPath, Host, InitialResponse, MailParameters, RcptParameters, Reply, ReversePath,
 };
 
 use crate::auth::AuthLimiter;
-use crate::body::Body;
 use crate::config::ServerConfig;
-use crate::observe::AuthOutcome;
 use crate::protocol;
 use crate::replies;
 use crate::session::{Envelope, Session, TlsInfo};
+
+mod auth;
+mod body;
+
+use auth::AuthRun;
+use body::Transaction;
 
 /// The read buffer an idle connection starts with and shrinks back to: one command line fits
 /// twice; DATA and BDAT grow it while they need it.
@@ -264,26 +264,14 @@ enum Pending {
     Rcpt(ForwardPath, RcptParameters),
 }
 
-/// An AUTH exchange in progress.
-struct AuthRun {
-    mechanism: String,
-    /// When the AUTH command was read (for the observer's latency).
-    started: Instant,
-    exchange: Option<AuthExchange>,
-    initial_response: Option<InitialResponse>,
-    /// The user named so far, for the log line of the outcome.
-    user: Option<String>,
-    /// A credential was refused (counted even if the client then hangs up).
-    refused: bool,
-}
-
 /// One SMTP session, sans-IO. See the [module documentation](self).
 pub struct Machine {
     cfg: Arc<ServerConfig>,
     /// The AUTH failure limiter (the session's own, made at its first AUTH, unless shared).
     limiter: Option<Arc<AuthLimiter>>,
     session: Session,
-    envelope: Envelope,
+    /// The mail transaction: the envelope and its body's state.
+    tx: Transaction,
     codec: SmtpCodec,
     input: BytesMut,
     input_closed: bool,
@@ -305,15 +293,8 @@ pub struct Machine {
     junk: u32,
     messages: u32,
     session_deadline: Instant,
-    body_deadline: Option<Instant>,
     /// The grace deadline once a shutdown began.
     shutdown: Option<Instant>,
-    /// A message body is being stored (a `MessageStart` was emitted).
-    body_started: bool,
-    body_len: u64,
-    storage_failed: bool,
-    /// BDAT: the error that refuses the message at LAST.
-    bdat_error: Option<Reply>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -333,33 +314,6 @@ fn push_line(out: &mut BytesMut, line: &str) {
         out.extend_from_slice(part.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// The reply for an AUTH outcome: none when a `handle_auth` hook already replied; its own
-/// `message` when that is one well-formed reply line of the outcome's kind (2xx for a success,
-/// 4xx or 5xx for a failure); else, with a warning, the standard reply for its status, so the
-/// client never reads a success the session does not have, or the reverse.
-fn auth_reply(result: &AuthResult) -> Option<Reply> {
-    if result.handled && !result.is_success() {
-        return None;
-    }
-    let (code, enhanced, text) = auth_smtp::status_reply(result.status);
-    let standard = Reply::simple(code, Some(enhanced), text);
-    let Some(message) = &result.message else {
-        return Some(standard);
-    };
-    let mut line = message.replace(['\r', '\n'], "");
-    line.push_str("\r\n");
-    match Reply::parse(line.as_bytes()) {
-        Ok(r) if (r.code().class() == 2) == result.is_success() && r.code().class() != 3 => Some(r),
-        _ => {
-            tracing::warn!(
-                status = ?result.status,
-                "an AUTH message that is not a reply of its outcome's kind: the standard reply is sent"
-            );
-            Some(standard)
-        }
-    }
 }
 
 impl Machine {
@@ -383,7 +337,7 @@ impl Machine {
             cfg: config,
             limiter: None,
             session: Session::new(peer, local),
-            envelope: Envelope::default(),
+            tx: Transaction::default(),
             codec,
             input: BytesMut::with_capacity(IDLE_READ_BUFFER),
             input_closed: false,
@@ -400,12 +354,7 @@ impl Machine {
             errors: 0,
             junk: 0,
             messages: 0,
-            body_deadline: None,
             shutdown: None,
-            body_started: false,
-            body_len: 0,
-            storage_failed: false,
-            bdat_error: None,
         }
     }
 
@@ -422,17 +371,6 @@ impl Machine {
         self.channel_binding = channel_binding;
     }
 
-    fn limiter(&mut self) -> &AuthLimiter {
-        let cfg = &self.cfg;
-        self.limiter.get_or_insert_with(|| {
-            Arc::new(AuthLimiter::new(
-                cfg.max_auth_failures_per_ip,
-                cfg.max_auth_failures_per_user,
-                cfg.auth_failure_window,
-            ))
-        })
-    }
-
     /// The session as the hooks see it.
     pub fn session(&self) -> &Session {
         &self.session
@@ -440,7 +378,7 @@ impl Machine {
 
     /// The mail transaction as the hooks see it.
     pub fn envelope(&self) -> &Envelope {
-        &self.envelope
+        &self.tx.envelope
     }
 
     /// The name of the HELO/EHLO/LHLO a [`Call::Hello`] asks about.
@@ -621,78 +559,25 @@ impl Machine {
                         self.state = State::Commands;
                     }
                 }
-                State::Commands => {
-                    if let Some(r) = self.idle_end() {
+                State::Commands
+                | State::Data { .. }
+                | State::Bdat { .. }
+                | State::AuthResponse
+                | State::HookResponse => {
+                    let idle = matches!(self.state, State::Commands);
+                    if idle && let Some(r) = self.idle_end() {
                         self.close_after(Some(&r));
                         continue;
                     }
                     match self.codec.decode_frame(&mut self.input) {
-                        Some(Frame::Command(c)) => {
+                        Some(frame) => {
                             self.waiting_since = None;
-                            self.command_frame(c);
-                        }
-                        Some(_) => {}
-                        None => {
-                            if let Some(e) = self.wait(true) {
+                            if let Some(e) = self.frame(frame) {
                                 return e;
                             }
                         }
-                    }
-                }
-                State::Data { early } => match self.codec.decode_frame(&mut self.input) {
-                    Some(Frame::DataChunk(c)) => {
-                        self.waiting_since = None;
-                        if !self.storage_failed {
-                            self.body_len += c.len() as u64;
-                            return Event::MessageChunk(c);
-                        }
-                    }
-                    Some(Frame::DataEnd(end)) => {
-                        self.waiting_since = None;
-                        self.data_end(end, early);
-                    }
-                    Some(_) => {}
-                    None => {
-                        if let Some(e) = self.wait(false) {
-                            return e;
-                        }
-                    }
-                },
-                State::Bdat { .. } => match self.codec.decode_frame(&mut self.input) {
-                    Some(Frame::BdatChunk(c)) => {
-                        self.waiting_since = None;
-                        if let Some(e) = self.bdat_chunk(c) {
-                            return e;
-                        }
-                    }
-                    Some(Frame::BdatEnd) => {
-                        self.waiting_since = None;
-                        self.bdat_end();
-                    }
-                    Some(_) => {}
-                    None => {
-                        if let Some(e) = self.wait(false) {
-                            return e;
-                        }
-                    }
-                },
-                State::AuthResponse | State::HookResponse => {
-                    match self.codec.decode_frame(&mut self.input) {
-                        Some(Frame::SaslResponse(line)) => {
-                            self.waiting_since = None;
-                            self.codec.set_mode(Mode::Command);
-                            if matches!(self.state, State::HookResponse) {
-                                self.state = State::Awaiting(Awaiting::HandleAuth);
-                                return Event::AuthResponse(match line {
-                                    Ok(l) => auth_smtp::decode_response(&l, DEFAULT_MAX_SASL_LINE),
-                                    Err(_) => auth_smtp::Response::TooLong,
-                                });
-                            }
-                            self.auth_response(line);
-                        }
-                        Some(_) => {}
                         None => {
-                            if let Some(e) = self.wait(false) {
+                            if let Some(e) = self.wait(idle) {
                                 return e;
                             }
                         }
@@ -700,6 +585,20 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// One frame, read in the state whose codec mode produced it (the mode always follows the
+    /// state): each kind goes to its room.
+    fn frame(&mut self, frame: Frame) -> Option<Event> {
+        match frame {
+            Frame::Command(c) => self.command_frame(c),
+            Frame::DataChunk(c) => return self.data_chunk(c),
+            Frame::DataEnd(end) => self.data_end(end),
+            Frame::BdatChunk(c) => return self.bdat_chunk(c),
+            Frame::BdatEnd => self.bdat_end(),
+            Frame::SaslResponse(line) => return self.sasl_response(line),
+        }
+        None
     }
 
     /// The end of an idle session before its next command: shutdown or its time is up.
@@ -734,7 +633,7 @@ impl Machine {
             if let Some(grace) = self.shutdown {
                 deadline = deadline.min(grace);
             }
-            if let Some(b) = self.body_deadline {
+            if let Some(b) = self.tx.body_deadline {
                 // The whole body, not just each read, has a deadline: a client trickling one
                 // byte per read timeout cannot hold the session for ever.
                 deadline = deadline.min(b);
@@ -770,36 +669,6 @@ impl Machine {
         self.close_after(None);
     }
 
-    /// An exchange ended because the client went away: a refused credential still counts
-    /// (curl hangs up at the XOAUTH2 error challenge).
-    fn auth_gone(&mut self) {
-        if let Some(run) = self.auth.take() {
-            self.observe_auth(&run.mechanism, AuthOutcome::Cancelled, run.started);
-            if run.refused {
-                self.record_failure(&run.mechanism, run.user.as_deref(), AuthStatus::Invalid);
-            }
-        }
-        self.session.auth_progress = smtp_auth::AuthProgress::None;
-    }
-
-    fn abandon_auth(&mut self) {
-        self.call_deadline = None;
-        self.auth_gone();
-        self.close_after(None);
-    }
-
-    fn call_timed_out(&mut self, a: Awaiting) {
-        self.call_deadline = None;
-        match a {
-            Awaiting::Verify => {
-                tracing::warn!("authenticator timed out");
-                self.verify_result(AuthResult::failure(AuthStatus::TempFail));
-            }
-            Awaiting::Lookup => self.lookup_result(LookupResult::Failure),
-            _ => {}
-        }
-    }
-
     // ---- commands ----
 
     fn command_frame(&mut self, frame: Result<Command, smtp_proto::ProtoError>) {
@@ -809,7 +678,7 @@ impl Machine {
                 // Sequencing before syntax (protocol::sequencing): a malformed AUTH after a
                 // successful one is 503, not 501.
                 let refused = self.codec.error_verb().and_then(|v| {
-                    protocol::sequencing(&self.cfg, &self.session, &self.envelope, v)
+                    protocol::sequencing(&self.cfg, &self.session, &self.tx.envelope, v)
                 });
                 match refused {
                     Some(r) => self.send(&r),
@@ -901,7 +770,7 @@ impl Machine {
 
     fn mail(&mut self, from: ReversePath, params: MailParameters) {
         if let Err(r) =
-            protocol::check_mail(&self.cfg, &self.session, &self.envelope, &from, &params)
+            protocol::check_mail(&self.cfg, &self.session, &self.tx.envelope, &from, &params)
         {
             self.send(&r);
             return;
@@ -911,174 +780,12 @@ impl Machine {
     }
 
     fn rcpt(&mut self, to: ForwardPath, params: RcptParameters) {
-        if let Err(r) = protocol::check_rcpt(&self.cfg, &self.envelope, &to, &params) {
+        if let Err(r) = protocol::check_rcpt(&self.cfg, &self.tx.envelope, &to, &params) {
             self.send(&r);
             return;
         }
         self.pending = Pending::Rcpt(to, params);
         self.call(Awaiting::Rcpt, Call::Rcpt);
-    }
-
-    fn start_body(&mut self) {
-        if self.body_deadline.is_none() {
-            self.body_deadline = Some(self.now + self.cfg.max_data_duration);
-        }
-    }
-
-    fn begin_message(&mut self) {
-        self.discard_body();
-        self.body_started = true;
-        self.body_len = 0;
-        self.storage_failed = false;
-        self.events.push_back(Event::MessageStart);
-    }
-
-    fn discard_body(&mut self) {
-        if self.body_started {
-            self.body_started = false;
-            self.events.push_back(Event::MessageDiscard);
-        }
-    }
-
-    fn reset_transaction(&mut self) {
-        self.body_deadline = None;
-        self.body_len = 0;
-        self.storage_failed = false;
-        self.envelope = Envelope::default();
-        self.bdat_error = None;
-        self.discard_body();
-    }
-
-    fn data(&mut self) {
-        if let Err(r) = protocol::check_data(&self.envelope) {
-            self.send(&r);
-            return;
-        }
-        // RFC 2920 §3.1: the client must wait for the 354. Octets already waiting behind the
-        // DATA line were sent without it (Postfix: "improper command pipelining after DATA").
-        let early = !self.input.is_empty();
-        self.send(&replies::start_data());
-        self.start_body();
-        self.codec.set_mode(Mode::Data(DataDecoder::new(
-            self.cfg.max_message_size,
-            self.cfg.bare_policy,
-        )));
-        self.state = State::Data { early };
-        self.begin_message();
-    }
-
-    fn data_end(&mut self, end: smtp_proto::DataEnd, early: bool) {
-        self.state = State::Commands;
-        if let Some(e) = end.error() {
-            tracing::info!(size = end.size, reason = %e, "message refused");
-            self.reset_transaction();
-            let reply = e.reply();
-            self.observe_message(&reply, end.size);
-            self.send(&reply);
-            return;
-        }
-        if early && !self.cfg.allow_pipelined_body {
-            tracing::info!(
-                peer = %self.session.peer_addr,
-                size = end.size,
-                "improper command pipelining after DATA: message refused"
-            );
-            self.reset_transaction();
-            let reply = replies::pipelined_body();
-            self.observe_message(&reply, end.size);
-            self.send(&reply);
-            return;
-        }
-        self.store_message();
-    }
-
-    fn store_message(&mut self) {
-        if self.storage_failed {
-            tracing::error!("cannot spool the message: refused");
-            let octets = self.body_len;
-            self.reset_transaction();
-            let reply = replies::local_error();
-            self.observe_message(&reply, octets);
-            self.send(&reply);
-            return;
-        }
-        if !self.body_started {
-            // BDAT 0 LAST: an empty message.
-            self.begin_message();
-        }
-        self.call(Awaiting::Stored, Call::StoreMessage);
-    }
-
-    fn bdat(&mut self, size: u64, last: bool) {
-        let refused = protocol::check_bdat(&self.envelope).err();
-        if refused.is_none() {
-            self.envelope.chunked = true;
-        }
-        // The chunk's octets are read in every case, so the stream stays in sync.
-        self.start_body();
-        self.codec.set_mode(Mode::bdat(size));
-        self.state = State::Bdat {
-            size,
-            last,
-            refused,
-        };
-    }
-
-    fn bdat_chunk(&mut self, c: Bytes) -> Option<Event> {
-        let State::Bdat { refused, .. } = &self.state else {
-            return None;
-        };
-        if refused.is_some() || self.bdat_error.is_some() {
-            return None;
-        }
-        if self.body_len + c.len() as u64 > self.cfg.max_message_size {
-            self.bdat_error = Some(replies::size_exceeded());
-            return None;
-        }
-        if !self.body_started {
-            self.begin_message();
-        }
-        if self.storage_failed {
-            return None;
-        }
-        self.body_len += c.len() as u64;
-        self.events.push_back(Event::MessageChunk(c));
-        self.events.pop_front()
-    }
-
-    fn bdat_end(&mut self) {
-        let State::Bdat {
-            size,
-            last,
-            refused,
-        } = std::mem::replace(&mut self.state, State::Commands)
-        else {
-            return;
-        };
-        if let Some(r) = refused {
-            self.body_deadline = None;
-            self.send(&r);
-            return;
-        }
-        if self.storage_failed && self.bdat_error.is_none() {
-            tracing::error!("cannot spool the message");
-            self.bdat_error = Some(replies::local_error());
-        }
-        if !last {
-            match self.bdat_error.clone() {
-                Some(r) => self.send(&r),
-                None => self.send(&replies::bdat_chunk(size)),
-            }
-            return;
-        }
-        if let Some(r) = self.bdat_error.take() {
-            let octets = self.body_len;
-            self.reset_transaction();
-            self.observe_message(&r, octets);
-            self.send(&r);
-            return;
-        }
-        self.store_message();
     }
 
     fn starttls(&mut self) {
@@ -1106,342 +813,11 @@ impl Machine {
         self.events.push_back(Event::Call(Call::StartTls));
     }
 
-    // ---- AUTH ----
-
-    fn session_info(&self) -> SessionInfo {
-        SessionInfo {
-            remote_ip: Some(self.session.peer_addr.ip()),
-            helo_name: self.session.helo_name.clone(),
-            server_name: self.cfg.hostname.clone(),
-            external_identity: match (&self.cfg.external_identity, &self.session.tls) {
-                (
-                    Some(map),
-                    Some(TlsInfo {
-                        peer_certificate: Some(cert),
-                        ..
-                    }),
-                ) => map(cert),
-                _ => None,
-            },
-            tls: self.session.tls.is_some(),
-            channel_binding: self.channel_binding.clone().map(smtp_auth::Secret::new),
-        }
-    }
-
-    fn auth(&mut self, mechanism: Mechanism, initial_response: Option<InitialResponse>) {
-        if let Err(r) = protocol::check_auth(&self.cfg, &self.session, &self.envelope) {
-            self.send(&r);
-            return;
-        }
-        // Whatever happens next, the lines that follow may be credentials.
-        self.quiet = QUIET_AFTER_AUTH;
-        let ip = self.session.peer_addr.ip();
-        if self.limiter().ip_blocked(ip) {
-            tracing::warn!(remote_ip = %ip, "AUTH refused: too many failures from this address");
-            self.observe_auth(mechanism.as_str(), AuthOutcome::Locked, self.now);
-            self.close_after(Some(&replies::too_many_auth_failures()));
-            return;
-        }
-        let name = mechanism.as_str().to_owned();
-        self.auth = Some(AuthRun {
-            mechanism: name.clone(),
-            started: self.now,
-            exchange: None,
-            initial_response: initial_response.clone(),
-            user: None,
-            refused: false,
-        });
-        // The replies so far go out before a hook may talk to the client itself.
-        if !self.output.is_empty() {
-            self.events.push_back(Event::Send);
-        }
-        self.call(
-            Awaiting::HandleAuth,
-            Call::Auth {
-                mechanism: name,
-                initial_response,
-            },
-        );
-    }
-
-    /// Queues a reply line from a `handle_auth` hook (without CRLF; CR and LF are removed);
-    /// send it with [`Machine::output`] and [`Machine::sent`].
-    pub fn auth_push(&mut self, line: &str) -> Result<(), WrongState> {
-        if !matches!(self.state, State::Awaiting(Awaiting::HandleAuth)) {
-            return Err(WrongState { given: "auth_push" });
-        }
-        push_line(&mut self.output, line);
-        Ok(())
-    }
-
-    /// Sends `334 <base64(challenge)>` for a `handle_auth` hook: [`Machine::next`] then reads
-    /// the client's response line and returns it as [`Event::AuthResponse`] (with the read
-    /// timeout and shutdown applied as anywhere else).
-    pub fn auth_challenge(&mut self, challenge: &[u8]) -> Result<(), WrongState> {
-        if !matches!(self.state, State::Awaiting(Awaiting::HandleAuth)) {
-            return Err(WrongState {
-                given: "auth_challenge",
-            });
-        }
-        push_line(&mut self.output, &auth_smtp::challenge_line(challenge));
-        self.codec.set_mode(Mode::SaslResponse);
-        self.state = State::HookResponse;
-        Ok(())
-    }
-
     fn expect(&self, awaiting: Awaiting, given: &'static str) -> Result<(), WrongState> {
         match self.state {
             State::Awaiting(a) if a == awaiting => Ok(()),
             _ => Err(WrongState { given }),
         }
-    }
-
-    /// Answers a `handle_auth` hook ([`Call::Auth`]): `None` runs the built-in mechanism;
-    /// `Some(result)` is the outcome of the hook's own exchange.
-    pub fn answer_auth(&mut self, result: Option<AuthResult>) -> Result<(), WrongState> {
-        self.expect(Awaiting::HandleAuth, "answer_auth")?;
-        self.state = State::Commands;
-        match result {
-            Some(r) => self.auth_done(r, false),
-            None => {
-                let info = self.session_info();
-                let Some(run) = self.auth.as_mut() else {
-                    return Ok(());
-                };
-                let mut ex = AuthExchange::new(self.cfg.registry.clone(), info)
-                    .with_proxy_authorization(self.cfg.proxy_authorization);
-                let ir = run.initial_response.take();
-                let step = ex.start(&run.mechanism, ir.as_ref().map(|r| r.expose_secret()));
-                run.exchange = Some(ex);
-                match step {
-                    Ok(step) => self.auth_step(step),
-                    Err(_) => {
-                        self.auth_done(AuthResult::failure(AuthStatus::UnknownMechanism), true)
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn auth_step(&mut self, step: Step) {
-        let Some(run) = self.auth.as_mut() else {
-            return;
-        };
-        if let Some(ex) = &run.exchange {
-            self.session.auth_progress = ex.progress();
-        }
-        match step {
-            Step::Challenge(c) => {
-                push_line(&mut self.output, &auth_smtp::challenge_line(&c));
-                self.codec.set_mode(Mode::SaslResponse);
-                self.state = State::AuthResponse;
-            }
-            Step::Verify(req) => {
-                run.user = Some(req.username.clone());
-                if self.locked_out(&req.username) {
-                    self.verify_result(AuthResult::failure(AuthStatus::Locked));
-                } else {
-                    self.call_deadline = Some(self.now + self.cfg.auth_timeout);
-                    self.call(Awaiting::Verify, Call::Verify(req));
-                }
-            }
-            Step::Lookup(req) => {
-                run.user = Some(req.username.clone());
-                if self.locked_out(&req.username) {
-                    // 454 like a failed lookup, the secret unread.
-                    self.lookup_result(LookupResult::Locked);
-                } else {
-                    self.call_deadline = Some(self.now + self.cfg.auth_timeout);
-                    self.call(Awaiting::Lookup, Call::Lookup(req));
-                }
-            }
-            Step::Done(r) => self.auth_done(r, true),
-        }
-    }
-
-    fn auth_response(&mut self, line: Result<Bytes, smtp_proto::ProtoError>) {
-        self.state = State::Commands;
-        let Some(ex) = self.auth.as_mut().and_then(|r| r.exchange.as_mut()) else {
-            return;
-        };
-        let step = match line {
-            Ok(l) => ex.respond(&l),
-            Err(_) => Ok(Step::Done(AuthResult::failure(AuthStatus::TooLong))),
-        };
-        match step {
-            Ok(s) => self.auth_step(s),
-            Err(_) => self.auth_done(AuthResult::failure(AuthStatus::Malformed), true),
-        }
-    }
-
-    /// Answers [`Call::Verify`] with the authenticator's result.
-    pub fn answer_verify(&mut self, result: AuthResult) -> Result<(), WrongState> {
-        self.expect(Awaiting::Verify, "answer_verify")?;
-        self.call_deadline = None;
-        self.verify_result(result);
-        Ok(())
-    }
-
-    fn verify_result(&mut self, r: AuthResult) {
-        self.state = State::Commands;
-        let Some(run) = self.auth.as_mut() else {
-            return;
-        };
-        if r.decision() == AuthDecision::Invalid {
-            run.refused = true;
-        }
-        if r.handled {
-            tracing::warn!(
-                "an authenticator returned handled=true, but it cannot reply itself: \
-                 the server sends the reply"
-            );
-        }
-        // One outcome: the exchange takes the authenticator's answer whole (its status as the
-        // decision, its message and data as overrides).
-        let step = run.exchange.as_mut().map(|ex| ex.conclude(r));
-        match step {
-            Some(Ok(s)) => self.auth_step(s),
-            _ => self.auth_done(AuthResult::failure(AuthStatus::Malformed), true),
-        }
-    }
-
-    /// Answers [`Call::Lookup`] with the stored secret (or why there is none).
-    pub fn answer_lookup(&mut self, found: LookupResult) -> Result<(), WrongState> {
-        self.expect(Awaiting::Lookup, "answer_lookup")?;
-        self.call_deadline = None;
-        self.lookup_result(found);
-        Ok(())
-    }
-
-    fn lookup_result(&mut self, found: LookupResult) {
-        self.state = State::Commands;
-        let step = self
-            .auth
-            .as_mut()
-            .and_then(|r| r.exchange.as_mut())
-            .map(|ex| ex.supply(found));
-        match step {
-            Some(Ok(s)) => self.auth_step(s),
-            _ => self.auth_done(AuthResult::failure(AuthStatus::Malformed), true),
-        }
-    }
-
-    /// True (and logged) when `user` is past `max_auth_failures_per_user`: the answer is then
-    /// 454 with the credential unchecked.
-    fn locked_out(&mut self, user: &str) -> bool {
-        if !self.limiter().user_locked(user) {
-            return false;
-        }
-        tracing::warn!(
-            remote_ip = %self.session.peer_addr.ip(),
-            user,
-            "AUTH refused: too many failures for this user"
-        );
-        true
-    }
-
-    fn observe_auth(&self, mechanism: &str, outcome: AuthOutcome, started: Instant) {
-        if let Some(o) = &self.cfg.observer {
-            o.auth(
-                mechanism,
-                outcome,
-                self.now.saturating_duration_since(started),
-            );
-        }
-    }
-
-    /// A message's final reply, for the observer.
-    fn observe_message(&self, reply: &Reply, octets: u64) {
-        if let Some(o) = &self.cfg.observer {
-            o.message(reply.code().class(), octets);
-        }
-    }
-
-    /// An exchange is over (`builtin`: the server's mechanisms ran it): reply, apply.
-    fn auth_done(&mut self, mut result: AuthResult, builtin: bool) {
-        self.state = State::Commands;
-        self.session.auth_progress = smtp_auth::AuthProgress::None;
-        let Some(run) = self.auth.take() else {
-            return;
-        };
-        if builtin && result.handled {
-            // Only a handle_auth hook holds the connection and can have replied. A mechanism
-            // or authenticator that claims it did would leave the client without an answer.
-            tracing::warn!("a mechanism returned handled=true: the server sends the reply");
-            result.handled = false;
-        }
-        if let Some(reply) = auth_reply(&result) {
-            self.send(&reply);
-        }
-        let outcome = match result.status {
-            AuthStatus::Success => AuthOutcome::Ok,
-            AuthStatus::Locked => AuthOutcome::Locked,
-            AuthStatus::TempFail => AuthOutcome::TempFail,
-            AuthStatus::Cancelled => AuthOutcome::Cancelled,
-            _ => AuthOutcome::Invalid,
-        };
-        self.observe_auth(&run.mechanism, outcome, run.started);
-        let login = result
-            .auth_data
-            .as_ref()
-            .and_then(|d| d.login())
-            .map(str::to_owned);
-        if result.is_success() {
-            tracing::info!(
-                remote_ip = %self.session.peer_addr.ip(),
-                mechanism = run.mechanism,
-                user = login.as_deref().unwrap_or(""),
-                success = true,
-                "AUTH"
-            );
-            self.session.authenticated = true;
-            self.session.login_data = login;
-            self.session.auth_data = result.auth_data;
-            self.session.auth_mechanism = Some(run.mechanism);
-            return;
-        }
-        let counted = self.record_failure(&run.mechanism, run.user.as_deref(), result.status);
-        if !counted {
-            return;
-        }
-        let close = self.session.auth_failures >= self.cfg.max_auth_failures;
-        let delay = self.cfg.auth_failure_delay;
-        if delay.is_zero() {
-            if close {
-                self.close_after(Some(&replies::too_many_auth_failures()));
-            }
-        } else {
-            self.state = State::AuthDelay {
-                until: self.now + delay,
-                close,
-            };
-        }
-    }
-
-    /// Logs a failed AUTH and counts it: per connection, per address and, for a refused
-    /// credential, per user. False when it does not count (a temporary failure, a lock, an
-    /// unknown mechanism).
-    fn record_failure(&mut self, mechanism: &str, user: Option<&str>, status: AuthStatus) -> bool {
-        let ip = self.session.peer_addr.ip();
-        tracing::info!(
-            remote_ip = %ip,
-            mechanism,
-            user = user.unwrap_or(""),
-            success = false,
-            status = ?status,
-            "AUTH"
-        );
-        if matches!(
-            status,
-            AuthStatus::TempFail | AuthStatus::Locked | AuthStatus::UnknownMechanism
-        ) {
-            return false;
-        }
-        self.session.auth_failures += 1;
-        let user = user.filter(|_| status == AuthStatus::Invalid);
-        self.limiter().record_failure(ip, user);
-        true
     }
 
     // ---- answers ----
@@ -1479,9 +855,9 @@ impl Machine {
                 match (refused, pending) {
                     (Some(r), _) => self.send(&r),
                     (None, Pending::Mail(from, params)) => {
-                        self.envelope.auth = params.auth.clone();
-                        self.envelope.mail_from = Some(from);
-                        self.envelope.mail_params = params;
+                        self.tx.envelope.auth = params.auth.clone();
+                        self.tx.envelope.mail_from = Some(from);
+                        self.tx.envelope.mail_params = params;
                         self.send(&reply.unwrap_or_else(replies::sender_ok));
                     }
                     (None, _) => {}
@@ -1492,8 +868,8 @@ impl Machine {
                 match (refused, pending) {
                     (Some(r), _) => self.send(&r),
                     (None, Pending::Rcpt(to, params)) => {
-                        self.envelope.rcpt_to.push(to);
-                        self.envelope.rcpt_params.push(params);
+                        self.tx.envelope.rcpt_to.push(to);
+                        self.tx.envelope.rcpt_params.push(params);
                         self.send(&reply.unwrap_or_else(replies::recipient_ok));
                     }
                     (None, _) => {}
@@ -1530,80 +906,6 @@ impl Machine {
         self.send(&reply);
     }
 
-    /// Answers [`Call::StoreMessage`]: the stored body, or `None` when it could not be stored
-    /// (the message is refused with 451).
-    pub fn answer_stored(&mut self, body: Option<Body>) -> Result<(), WrongState> {
-        self.expect(Awaiting::Stored, "answer_stored")?;
-        self.body_started = false;
-        let Some(body) = body else {
-            self.state = State::Commands;
-            tracing::error!("cannot spool the message: refused");
-            let octets = self.body_len;
-            self.reset_transaction();
-            let reply = replies::local_error();
-            self.observe_message(&reply, octets);
-            self.send(&reply);
-            return Ok(());
-        };
-        self.envelope.body = body;
-        if self.cfg.lmtp {
-            self.state = State::Awaiting(Awaiting::Lmtp);
-            self.events.push_back(Event::Call(Call::DataLmtp));
-        } else {
-            self.state = State::Awaiting(Awaiting::Data);
-            self.events.push_back(Event::Call(Call::Data));
-        }
-        Ok(())
-    }
-
-    /// Answers [`Call::Data`] with the message's reply (a 2xx only once it is safe).
-    pub fn answer_data(&mut self, reply: Reply) -> Result<(), WrongState> {
-        self.expect(Awaiting::Data, "answer_data")?;
-        self.state = State::Commands;
-        tracing::debug!(
-            size = self.envelope.body.len(),
-            recipients = self.envelope.rcpt_to.len(),
-            code = reply.code().get(),
-            "message"
-        );
-        if reply.code().class() == 2 {
-            self.messages += 1;
-        }
-        self.observe_message(&reply, self.envelope.body.len());
-        self.send(&reply);
-        self.reset_transaction();
-        Ok(())
-    }
-
-    /// Answers [`Call::DataLmtp`]: one reply per accepted recipient, in order (RFC 2033 §4.2;
-    /// missing ones become 451, extra ones are dropped).
-    pub fn answer_lmtp(&mut self, mut replies: Vec<Reply>) -> Result<(), WrongState> {
-        self.expect(Awaiting::Lmtp, "answer_lmtp")?;
-        self.state = State::Commands;
-        replies.resize(self.envelope.rcpt_to.len(), replies::local_error());
-        if replies.iter().any(|r| r.code().class() == 2) {
-            self.messages += 1;
-        }
-        let summary = replies
-            .iter()
-            .find(|r| r.code().class() == 2)
-            .or(replies.first());
-        if let Some(r) = summary {
-            self.observe_message(r, self.envelope.body.len());
-        }
-        for r in &replies {
-            self.send(r);
-        }
-        self.reset_transaction();
-        Ok(())
-    }
-
-    /// Storing the message body failed (a full disk): the message is refused at its end and
-    /// the rest of it is read and dropped, so the stream stays in sync.
-    pub fn storage_failed(&mut self) {
-        self.storage_failed = true;
-    }
-
     /// Answers [`Call::StartTls`]: the handshake succeeded. The session starts over (RFC 3207
     /// §4.2) inside TLS.
     pub fn tls_started(
@@ -1631,5 +933,4 @@ impl Machine {
 }
 
 #[cfg(test)]
-#[path = "machine_tests.rs"]
 mod tests;
