@@ -157,8 +157,8 @@ fn session(stream: TcpStream, registry: &Registry, users: &MemoryProvider) -> st
                     }
                     .map_err(std::io::Error::other)?;
                 };
-                if let Some(line) = smtp::reply_line(&result) {
-                    conn.send(&line)?;
+                if let Some(reply) = smtp::reply(&result) {
+                    conn.send(&reply.to_string())?;
                 }
                 if result.is_success() {
                     authenticated = result.auth_data.and_then(|d| d.login().map(str::to_owned));

@@ -1,6 +1,9 @@
-//! [`AuthDecision`] and [`AuthProgress`], the two enums of the Nim `smtpauth` module.
+//! [`AuthDecision`] and [`AuthProgress`], the two enums of the Nim `smtpauth` module, and
+//! [`Verdict`], an authenticator's whole answer.
 
 use std::fmt;
+
+use crate::result::{AuthData, AuthStatus};
 
 /// What an [`AuthProvider`](crate::AuthProvider) decided about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -12,6 +15,22 @@ pub enum AuthDecision {
     /// The provider could not decide (timeout, outage); the client should retry later
     /// (SMTP: 454 4.7.0).
     Failure,
+    /// The credential was not checked: the user or the client's address is past its failure
+    /// limit. Answered like [`Failure`](Self::Failure) (454 4.7.0), so a lock says nothing
+    /// about the credential or whether the user exists; reported apart from it.
+    Locked,
+}
+
+impl AuthDecision {
+    /// The status an exchange ends with when this decision stands.
+    pub fn status(self) -> AuthStatus {
+        match self {
+            Self::Ok => AuthStatus::Success,
+            Self::Invalid => AuthStatus::Invalid,
+            Self::Failure => AuthStatus::TempFail,
+            Self::Locked => AuthStatus::Locked,
+        }
+    }
 }
 
 impl fmt::Display for AuthDecision {
@@ -20,6 +39,7 @@ impl fmt::Display for AuthDecision {
             Self::Ok => "ok",
             Self::Invalid => "invalid",
             Self::Failure => "failure",
+            Self::Locked => "locked",
         })
     }
 }
@@ -61,4 +81,57 @@ pub enum AuthProgress {
     Custom,
     /// Waiting for the provider's decision or a credential lookup.
     Verifying,
+}
+
+/// An authenticator's answer to [`Step::Verify`](crate::Step::Verify) (aiosmtpd's
+/// authenticator returns an `AuthResult`; here the parts it may set are typed): the decision,
+/// and what it adds to the outcome when the exchange ends as it decided.
+///
+/// - `message`: a full reply line (`"535 5.7.8 Account locked"`) sent instead of the standard
+///   one. It is sent only when the exchange ends as decided and the line is a reply of the
+///   outcome's kind ([`smtp::reply`](crate::smtp::reply)); a "235 Welcome" never answers an
+///   exchange refused afterwards.
+/// - `auth_data`: kept on the session on success instead of the mechanism's
+///   [`Identity`](crate::Identity).
+///
+/// There is no `handled`: only a hook that holds the connection can reply itself.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// What was decided.
+    pub decision: AuthDecision,
+    /// A reply line replacing the standard one.
+    pub message: Option<String>,
+    /// Data to keep on the session on success.
+    pub auth_data: Option<AuthData>,
+}
+
+impl Verdict {
+    /// The decision alone.
+    pub fn new(decision: AuthDecision) -> Self {
+        Self {
+            decision,
+            message: None,
+            auth_data: None,
+        }
+    }
+
+    /// A success keeping `auth_data` on the session (`None`: the mechanism's identity).
+    pub fn ok(auth_data: Option<AuthData>) -> Self {
+        Self {
+            auth_data,
+            ..Self::new(AuthDecision::Ok)
+        }
+    }
+
+    /// Replaces the standard reply with `message` (a full reply line).
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+}
+
+impl From<AuthDecision> for Verdict {
+    fn from(decision: AuthDecision) -> Self {
+        Self::new(decision)
+    }
 }

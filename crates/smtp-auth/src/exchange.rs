@@ -11,14 +11,12 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-
-use crate::decision::{AuthDecision, AuthProgress};
+use crate::decision::{AuthDecision, AuthProgress, Verdict};
 use crate::mechanism::ServerMechanism;
 use crate::registry::Registry;
 use crate::request::{AuthRequest, LookupRequest, LookupResult, SessionInfo};
-use crate::result::{AuthData, AuthResult, AuthStatus};
+use crate::result::{AuthData, AuthResult, AuthStatus, Identity};
+use crate::sasl::{self, Response};
 use crate::secret::SecretBytes;
 
 /// RFC 4954 §4: servers accept responses of at least 12288 octets.
@@ -30,7 +28,8 @@ pub enum Step {
     /// Send this challenge (raw bytes; SMTP sends `334 ` + base64) and then call
     /// [`AuthExchange::respond`] with the client's line.
     Challenge(Vec<u8>),
-    /// Ask the provider, then call [`AuthExchange::decide`] with its decision.
+    /// Ask the provider (or authenticator), then call [`AuthExchange::decide`] with its
+    /// decision or [`Verdict`].
     Verify(AuthRequest),
     /// Look the user's secret up, then call [`AuthExchange::supply`] (CRAM-MD5, SCRAM).
     Lookup(LookupRequest),
@@ -82,10 +81,14 @@ pub struct AuthExchange {
     state: State,
     max_response: usize,
     proxy_authorization: bool,
+    /// The identity a `Verify` asked about: what a success of the provider's decision
+    /// authenticates.
+    verifying: Option<Identity>,
     /// A provider's `Ok` decided this exchange (so its authzid was the provider's to judge).
     decided_ok: bool,
-    /// The deciding authenticator's status, reply line and data ([`AuthExchange::conclude`]).
-    overrides: Option<(AuthStatus, Option<String>, Option<AuthData>)>,
+    /// The verdict given, until the exchange ends: its message and data go into the result
+    /// when the exchange ends as it decided.
+    verdict: Option<Verdict>,
 }
 
 impl fmt::Debug for AuthExchange {
@@ -113,8 +116,9 @@ impl AuthExchange {
             state: State::New,
             max_response: DEFAULT_MAX_RESPONSE,
             proxy_authorization: false,
+            verifying: None,
             decided_ok: false,
-            overrides: None,
+            verdict: None,
         }
     }
 
@@ -176,8 +180,8 @@ impl AuthExchange {
             // `*` cancels a response to a challenge, not an initial response: there it is
             // just not base64.
             Some(b"*") => return Ok(self.finish(AuthResult::failure(AuthStatus::Undecodable))),
-            Some(text) => match crate::smtp::decode_response(text, self.max_response) {
-                crate::smtp::Response::Data(bytes) => Some(bytes),
+            Some(text) => match sasl::decode_response(text, self.max_response) {
+                Response::Data(bytes) => Some(bytes),
                 other => {
                     let status = other.failure().unwrap_or(AuthStatus::Malformed);
                     return Ok(self.finish(AuthResult::failure(status)));
@@ -195,8 +199,8 @@ impl AuthExchange {
             return Err(ExchangeError::NotAwaitingResponse);
         }
         // RFC 4954 §4: "*" cancels the exchange.
-        let bytes = match crate::smtp::decode_response(line, self.max_response) {
-            crate::smtp::Response::Data(b) => b,
+        let bytes = match sasl::decode_response(line, self.max_response) {
+            Response::Data(b) => b,
             other => {
                 let status = other.failure().unwrap_or(AuthStatus::Malformed);
                 return Ok(self.finish(AuthResult::failure(status)));
@@ -209,31 +213,37 @@ impl AuthExchange {
         Ok(self.track(step))
     }
 
-    /// Resumes after [`Step::Verify`] with an authenticator's whole answer (aiosmtpd's
-    /// authenticator callback returns an `AuthResult`): its status is the decision, and when
-    /// the exchange ends as it decided, its `message` and (on success) `auth_data` replace the
-    /// mechanism's own in the final result. `handled` is ignored: only a hook that holds the
-    /// connection can reply.
-    pub fn conclude(&mut self, answer: AuthResult) -> Result<Step, ExchangeError> {
+    /// Resumes after [`Step::Verify`] with the provider's decision, or an authenticator's
+    /// whole [`Verdict`] (aiosmtpd's authenticator callback). When the decision stands (the
+    /// mechanism has nothing to add, as for PLAIN, LOGIN and EXTERNAL), the exchange ends with
+    /// the one result it builds: success with the identity the `Verify` asked about (or the
+    /// verdict's `auth_data`), or the decision's failure status. The verdict's `message`
+    /// answers only an exchange that ends as it decided.
+    pub fn decide(&mut self, verdict: impl Into<Verdict>) -> Result<Step, ExchangeError> {
         if self.state != State::AwaitingDecision {
             return Err(ExchangeError::NotAwaitingDecision);
         }
-        let decision = answer.decision();
-        self.overrides = Some((answer.status, answer.message, answer.auth_data));
-        self.decide(decision)
-    }
-
-    /// Resumes after [`Step::Verify`] with the provider's decision.
-    pub fn decide(&mut self, decision: AuthDecision) -> Result<Step, ExchangeError> {
-        if self.state != State::AwaitingDecision {
-            return Err(ExchangeError::NotAwaitingDecision);
-        }
-        self.decided_ok = decision == AuthDecision::Ok;
+        let verdict = verdict.into();
+        self.decided_ok = verdict.decision == AuthDecision::Ok;
         let step = match self.mechanism.as_mut() {
-            Some(m) => m.decide(&self.info, decision),
+            Some(m) => m.decide(&self.info, verdict.decision),
             None => return Err(ExchangeError::NotAwaitingDecision),
         };
-        Ok(self.track(step))
+        let decision = verdict.decision;
+        self.verdict = Some(verdict);
+        Ok(match step {
+            Some(step) => self.track(step),
+            None => {
+                let result = match (decision, self.verifying.take()) {
+                    (AuthDecision::Ok, Some(id)) => {
+                        AuthResult::success(Some(AuthData::Identity(id)))
+                    }
+                    (AuthDecision::Ok, None) => AuthResult::failure(AuthStatus::TempFail),
+                    (d, _) => AuthResult::failure(d.status()),
+                };
+                self.track(Step::Done(result))
+            }
+        })
     }
 
     /// Resumes after [`Step::Lookup`] with the stored secret.
@@ -261,6 +271,14 @@ impl AuthExchange {
             {
                 Step::Done(AuthResult::failure(AuthStatus::Invalid))
             }
+            Step::Verify(req) => {
+                self.verifying = Some(Identity {
+                    login: req.username.clone(),
+                    authzid: req.authzid.clone(),
+                    mechanism: req.mechanism.clone(),
+                });
+                Step::Verify(req)
+            }
             Step::Done(result)
                 if result.is_success()
                     && !(self.proxy_authorization && self.decided_ok)
@@ -271,25 +289,17 @@ impl AuthExchange {
             {
                 Step::Done(AuthResult::failure(AuthStatus::Invalid))
             }
-            other => other,
-        };
-        let step = match step {
             Step::Done(mut result) => {
-                // Only where the exchange ended as the authenticator decided: its "235 Welcome"
-                // must not answer an exchange refused afterwards (a foreign authzid).
-                if let Some((status, message, data)) = self.overrides.take()
-                    && (status == AuthStatus::Success) == result.is_success()
+                // Only where the exchange ended as the verdict decided: an authenticator's
+                // "235 Welcome" must not answer an exchange refused afterwards.
+                if let Some(v) = self.verdict.take()
+                    && (v.decision == AuthDecision::Ok) == result.is_success()
                 {
-                    let success = result.is_success();
-                    // A lock reaches the mechanism as a temporary failure; it ends as a lock.
-                    if status == AuthStatus::Locked && result.status == AuthStatus::TempFail {
-                        result.status = AuthStatus::Locked;
+                    if v.message.is_some() {
+                        result.message = v.message;
                     }
-                    if message.is_some() {
-                        result.message = message;
-                    }
-                    if success && data.is_some() {
-                        result.auth_data = data;
+                    if result.is_success() && v.auth_data.is_some() {
+                        result.auth_data = v.auth_data;
                     }
                 }
                 Step::Done(result)
@@ -310,9 +320,4 @@ impl AuthExchange {
 /// RFC 4616 §2).
 fn foreign_authzid(authzid: Option<&str>, user: &str) -> bool {
     authzid.is_some_and(|z| !z.is_empty() && z != user)
-}
-
-/// Base64 of a challenge, as SMTP sends it after `334 `.
-pub fn encode_challenge(challenge: &[u8]) -> String {
-    STANDARD.encode(challenge)
 }

@@ -12,7 +12,7 @@
 //! Step = Challenge(bytes)   send "334 " + base64, read the client's line
 //!      | Verify(request)    ask the AuthProvider, then exchange.decide(decision)
 //!      | Lookup(request)    ask the SecretProvider (CRAM-MD5, SCRAM), then exchange.supply(found)
-//!      | Done(result)       send the reply (smtp::reply_line) and record the outcome
+//!      | Done(result)       send the reply (smtp::reply) and record the outcome
 //! ```
 //!
 //! The exchange owns base64, the `*` cancel, `=` as an empty initial response, the response
@@ -55,7 +55,7 @@
 //! let decision = users.check(&request);
 //! let Step::Done(result) = exchange.decide(decision).unwrap() else { panic!() };
 //! assert!(result.is_success());
-//! assert_eq!(smtp::reply_line(&result).unwrap(), "235 2.7.0 Authentication successful");
+//! assert_eq!(smtp::reply(&result).unwrap().to_string(), "235 2.7.0 Authentication successful");
 //! assert_eq!(result.auth_data.unwrap().login(), Some("alice"));
 //! ```
 //!
@@ -71,15 +71,17 @@ mod provider;
 mod registry;
 mod request;
 mod result;
+pub mod sasl;
 mod secret;
 pub mod smtp;
 
 pub use cache::{CacheConfig, Cached, CredentialCache, CredentialCacheLayer};
-pub use decision::{AuthDecision, AuthProgress};
-pub use exchange::{AuthExchange, DEFAULT_MAX_RESPONSE, ExchangeError, Step, encode_challenge};
+pub use decision::{AuthDecision, AuthProgress, Verdict};
+pub use exchange::{AuthExchange, DEFAULT_MAX_RESPONSE, ExchangeError, Step};
 pub use mechanism::{ClientError, ClientMechanism, ServerMechanism};
 pub use provider::{AuthProvider, MemoryProvider, ProviderFn, SecretProvider, provider_fn};
 pub use registry::{InvalidMechanismName, Registry, valid_mechanism_name};
 pub use request::{AuthRequest, LookupRequest, LookupResult, ScramKeys, SessionInfo, StoredSecret};
 pub use result::{AuthData, AuthResult, AuthStatus, Identity, LoginPassword};
+pub use sasl::encode_challenge;
 pub use secret::{Password, Secret, SecretBytes};

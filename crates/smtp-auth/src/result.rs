@@ -9,7 +9,7 @@ use zeroize::Zeroize;
 
 use crate::secret::Password;
 
-/// Why an exchange ended, protocol-neutral. [`crate::smtp`] maps it to an SMTP reply.
+/// Why an exchange ended, protocol-neutral. [`crate::smtp::reply`] maps it to an SMTP reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AuthStatus {
@@ -101,9 +101,9 @@ impl fmt::Debug for AuthData {
 ///   the standard reply for `status`.
 /// - `auth_data`: saved as the session's `auth_data` on success.
 ///
-/// An authenticator returns one as its decision: the exchange takes its status as the
-/// decision and its `message` and `auth_data` as overrides of the mechanism's own
-/// ([`crate::AuthExchange::conclude`]).
+/// The exchange builds the one result of a built-in exchange; a custom mechanism or a
+/// `handle_auth` hook builds its own. An authenticator answers with a
+/// [`Verdict`](crate::Verdict) instead.
 #[derive(Debug, Clone)]
 pub struct AuthResult {
     /// Whether the reply was already sent.
@@ -147,16 +147,6 @@ impl AuthResult {
         self.status == AuthStatus::Success
     }
 
-    /// The provider decision this result amounts to: success is `Ok`, a temporary failure (or
-    /// a lock) is `Failure`, anything else `Invalid`.
-    pub fn decision(&self) -> crate::AuthDecision {
-        match self.status {
-            AuthStatus::Success => crate::AuthDecision::Ok,
-            AuthStatus::TempFail | AuthStatus::Locked => crate::AuthDecision::Failure,
-            _ => crate::AuthDecision::Invalid,
-        }
-    }
-
     /// A failure whose reply a hook already sent.
     pub fn handled() -> Self {
         Self {
@@ -169,15 +159,6 @@ impl AuthResult {
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
         self.message = Some(message.into());
         self
-    }
-
-    /// The result of a provider's decision for `identity`.
-    pub fn from_decision(decision: crate::AuthDecision, identity: Identity) -> Self {
-        match decision {
-            crate::AuthDecision::Ok => Self::success(Some(AuthData::Identity(identity))),
-            crate::AuthDecision::Invalid => Self::failure(AuthStatus::Invalid),
-            crate::AuthDecision::Failure => Self::failure(AuthStatus::TempFail),
-        }
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 use common::b64;
 use smtp_auth::{
     AuthDecision, AuthExchange, AuthProgress, AuthResult, AuthStatus, DEFAULT_MAX_RESPONSE,
-    ExchangeError, LookupResult, Registry, ServerMechanism, SessionInfo, Step, smtp,
+    ExchangeError, LookupResult, Registry, ServerMechanism, SessionInfo, Step, Verdict, smtp,
 };
 
 fn ex(reg: Registry) -> AuthExchange {
@@ -27,7 +27,7 @@ fn star_cancels_with_501_5_7_0() {
     let r = done(e.respond(b"*").unwrap());
     assert_eq!(r.status, AuthStatus::Cancelled);
     assert_eq!(
-        smtp::reply_line(&r).unwrap(),
+        smtp::reply(&r).unwrap().to_string(),
         "501 5.7.0 Authentication cancelled"
     );
     assert!(e.is_done());
@@ -39,7 +39,7 @@ fn undecodable_is_501_5_5_2() {
     let mut e = ex(Registry::default());
     let r = done(e.start("PLAIN", Some(b"not base64!")).unwrap());
     assert_eq!(
-        smtp::reply_line(&r).unwrap(),
+        smtp::reply(&r).unwrap().to_string(),
         "501 5.5.2 Cannot decode response"
     );
     let mut e = ex(Registry::default());
@@ -66,7 +66,7 @@ fn response_length_limit() {
     e.start("LOGIN", None).unwrap();
     let r = done(e.respond(&vec![b'A'; DEFAULT_MAX_RESPONSE + 4]).unwrap());
     assert_eq!(
-        smtp::reply_line(&r).unwrap(),
+        smtp::reply(&r).unwrap().to_string(),
         "500 5.5.6 Authentication line too long"
     );
 }
@@ -75,7 +75,7 @@ fn response_length_limit() {
 fn unknown_and_excluded_mechanisms_are_504() {
     let r = done(ex(Registry::default()).start("NTLM", None).unwrap());
     assert_eq!(
-        smtp::reply_line(&r).unwrap(),
+        smtp::reply(&r).unwrap().to_string(),
         "504 5.5.4 Unrecognized authentication type"
     );
     let mut reg = Registry::all_builtin();
@@ -120,7 +120,7 @@ fn wrong_state_calls_are_errors_not_panics() {
     );
     let r = done(e.decide(AuthDecision::Failure).unwrap());
     assert_eq!(
-        smtp::reply_line(&r).unwrap(),
+        smtp::reply(&r).unwrap().to_string(),
         "454 4.7.0 Temporary authentication failure"
     );
     assert_eq!(
@@ -146,7 +146,7 @@ fn decisions_map_to_replies() {
         e.start("PLAIN", Some(&b64(b"\0alice\0pw"))).unwrap();
         let r = done(e.decide(d).unwrap());
         assert_eq!(r.is_success(), d == AuthDecision::Ok);
-        assert_eq!(smtp::reply_line(&r).unwrap(), line);
+        assert_eq!(smtp::reply(&r).unwrap().to_string(), line);
     }
 }
 
@@ -197,7 +197,10 @@ fn custom_mechanism_by_exact_name() {
     assert_eq!(data.downcast_ref::<u32>(), Some(&42));
 
     let r = done(ex(reg).start("X-KNOCK_KNOCK", Some(&b64(b"hi"))).unwrap());
-    assert_eq!(smtp::reply_line(&r).unwrap(), "535 5.7.8 Wrong knock");
+    assert_eq!(
+        smtp::reply(&r).unwrap().to_string(),
+        "535 5.7.8 Wrong knock"
+    );
 
     assert!(
         Registry::default()
@@ -237,8 +240,8 @@ impl ServerMechanism for SecondCheck {
     fn respond(&mut self, _: &SessionInfo, _: smtp_auth::SecretBytes) -> Step {
         Step::Done(AuthResult::failure(AuthStatus::Malformed))
     }
-    fn decide(&mut self, _: &SessionInfo, _: AuthDecision) -> Step {
-        Step::Done(AuthResult::failure(AuthStatus::Invalid))
+    fn decide(&mut self, _: &SessionInfo, _: AuthDecision) -> Option<Step> {
+        Some(Step::Done(AuthResult::failure(AuthStatus::Invalid)))
     }
 }
 
@@ -255,31 +258,30 @@ fn an_authenticators_answer_is_the_decision_and_its_overrides_follow_the_outcome
         mechanism: "PLAIN".into(),
     });
     let r = done(
-        e.conclude(AuthResult::success(Some(data)).with_message("235 2.7.0 Welcome, Ann"))
+        e.decide(Verdict::ok(Some(data)).with_message("235 2.7.0 Welcome, Ann"))
             .unwrap(),
     );
     assert!(r.is_success());
-    assert_eq!(smtp::reply_line(&r).unwrap(), "235 2.7.0 Welcome, Ann");
+    assert_eq!(
+        smtp::reply(&r).unwrap().to_string(),
+        "235 2.7.0 Welcome, Ann"
+    );
     assert_eq!(r.auth_data.unwrap().login(), Some("ann@example.org"));
     // A temporary failure is a Failure decision: 454.
     let mut e = ex(Registry::default());
     e.start("PLAIN", Some(&b64(b"\0ann\0pw"))).unwrap();
-    let r = done(
-        e.conclude(AuthResult::failure(AuthStatus::TempFail))
-            .unwrap(),
-    );
+    let r = done(e.decide(AuthDecision::Failure).unwrap());
     assert_eq!(
-        smtp::reply_line(&r).unwrap(),
+        smtp::reply(&r).unwrap().to_string(),
         "454 4.7.0 Temporary authentication failure"
     );
-    // A lock (a shared limiter's answer) reaches the mechanism as a Failure and ends as a
-    // lock, answered like a temporary failure.
+    // A lock (a shared limiter's answer) ends as a lock, answered like a temporary failure.
     let mut e = ex(Registry::default());
     e.start("PLAIN", Some(&b64(b"\0ann\0pw"))).unwrap();
-    let r = done(e.conclude(AuthResult::failure(AuthStatus::Locked)).unwrap());
+    let r = done(e.decide(AuthDecision::Locked).unwrap());
     assert_eq!(r.status, AuthStatus::Locked);
     assert_eq!(
-        smtp::reply_line(&r).unwrap(),
+        smtp::reply(&r).unwrap().to_string(),
         "454 4.7.0 Temporary authentication failure"
     );
     // The authenticator said yes with a 235 of its own, but the mechanism refused afterwards:
@@ -289,16 +291,16 @@ fn an_authenticators_answer_is_the_decision_and_its_overrides_follow_the_outcome
     let mut e = ex(reg);
     e.start("X-SECOND", None).unwrap();
     let r = done(
-        e.conclude(AuthResult::success(None).with_message("235 2.7.0 Welcome"))
+        e.decide(Verdict::ok(None).with_message("235 2.7.0 Welcome"))
             .unwrap(),
     );
     assert!(!r.is_success());
     assert_eq!(
-        smtp::reply_line(&r).unwrap(),
+        smtp::reply(&r).unwrap().to_string(),
         "535 5.7.8 Authentication credentials invalid"
     );
     // A second answer is a wrong-state error.
-    assert!(e.conclude(AuthResult::success(None)).is_err());
+    assert!(e.decide(Verdict::ok(None)).is_err());
 }
 
 #[test]
@@ -308,5 +310,5 @@ fn success_is_derived_from_the_status() {
     let r = AuthResult::failure(AuthStatus::Success);
     assert!(!r.is_success());
     assert_eq!(r.status, AuthStatus::Invalid);
-    assert_eq!(AuthResult::handled().decision(), AuthDecision::Invalid);
+    assert!(!AuthResult::handled().is_success());
 }

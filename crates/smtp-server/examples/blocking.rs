@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use smtp_auth::{AuthData, AuthResult, AuthStatus, Identity, LookupResult};
+use smtp_auth::{AuthDecision, LookupResult};
 use smtp_proto::Reply;
 use smtp_server::machine::{Call, Event, Machine, WrongState};
 use smtp_server::{AuthLimiter, Body, ServerConfig};
@@ -122,15 +122,15 @@ fn answer(
         Call::Auth { .. } => m.answer_auth(None),
         Call::Verify(req) => {
             let ok = req.username == "alice" && req.password.expose_secret() == "wonderland";
-            m.answer_verify(if ok {
-                AuthResult::success(Some(AuthData::Identity(Identity {
-                    login: req.username.clone(),
-                    authzid: None,
-                    mechanism: req.mechanism.clone(),
-                })))
-            } else {
-                AuthResult::failure(AuthStatus::Invalid)
-            })
+            // The decision alone: the exchange builds the identity it authenticated.
+            m.answer_verify(
+                if ok {
+                    AuthDecision::Ok
+                } else {
+                    AuthDecision::Invalid
+                }
+                .into(),
+            )
         }
         Call::Lookup(_) => m.answer_lookup(LookupResult::NotFound),
         Call::StoreMessage => {

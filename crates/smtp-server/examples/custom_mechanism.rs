@@ -1,12 +1,13 @@
 //! A custom SASL mechanism (aiosmtpd's `auth_MECHANISM` hook): `X-KNOCK`, a two-step
 //! exchange — the server asks "Who's there?", the client answers its name, the server asks
 //! "<name> who?", the client answers its password. The mechanism is a sans-IO state machine;
-//! it stops at `Step::Verify` and the server asks the same authenticator as for PLAIN.
+//! it stops at `Step::Verify` and the server asks the same authenticator as for PLAIN; the
+//! decision stands, so the exchange ends with the identity the `Verify` asked about.
 //! Run it with `cargo run -p smtp-server --example custom_mechanism`.
 
 use smtp_auth::{
-    AuthDecision, AuthProgress, AuthRequest, AuthResult, AuthStatus, Identity, MemoryProvider,
-    Password, SecretBytes, ServerMechanism, SessionInfo, Step,
+    AuthProgress, AuthRequest, AuthResult, AuthStatus, MemoryProvider, Password, SecretBytes,
+    ServerMechanism, SessionInfo, Step,
 };
 use smtp_server::{AcceptAll, Server, ServerConfig};
 
@@ -31,29 +32,14 @@ impl ServerMechanism for Knock {
                 Step::Challenge(format!("{text} who?").into_bytes())
             }
             None => Step::Done(AuthResult::failure(AuthStatus::Malformed)),
-            Some(name) => {
-                self.name = Some(name.clone());
-                Step::Verify(AuthRequest::new(
-                    info,
-                    "X-KNOCK",
-                    name,
-                    Password::new(text.to_owned()),
-                    None,
-                ))
-            }
+            Some(name) => Step::Verify(AuthRequest::new(
+                info,
+                "X-KNOCK",
+                name,
+                Password::new(text.to_owned()),
+                None,
+            )),
         }
-    }
-
-    fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Step {
-        let login = self.name.take().unwrap_or_default();
-        Step::Done(AuthResult::from_decision(
-            decision,
-            Identity {
-                login,
-                authzid: None,
-                mechanism: "X-KNOCK".into(),
-            },
-        ))
     }
 
     fn progress(&self) -> AuthProgress {

@@ -5,7 +5,7 @@
 //! Run it with `cargo run -p smtp-server --example handle_auth`.
 
 use smtp_auth::{AuthData, AuthResult, Identity, MemoryProvider};
-use smtp_server::{AuthChannel, ChallengeResponse, Handler, Server, ServerConfig, Session};
+use smtp_server::{AuthChannel, Handler, Server, ServerConfig, Session};
 
 /// The handler with the AUTH hook.
 #[derive(Clone, Default)]
@@ -30,10 +30,10 @@ impl Handler for PinDesk {
         if mechanism != "X-PIN" {
             return None; // the server runs PLAIN and LOGIN
         }
-        let Ok(ChallengeResponse::Response(user)) = channel.challenge(b"User?").await else {
+        let Ok(smtp_auth::sasl::Response::Data(user)) = channel.challenge(b"User?").await else {
             return Some(AuthResult::failure(smtp_auth::AuthStatus::Cancelled));
         };
-        let Ok(ChallengeResponse::Response(pin)) = channel.challenge(b"PIN?").await else {
+        let Ok(smtp_auth::sasl::Response::Data(pin)) = channel.challenge(b"PIN?").await else {
             return Some(AuthResult::failure(smtp_auth::AuthStatus::Cancelled));
         };
         let user = String::from_utf8_lossy(user.expose_secret()).into_owned();

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smtp_auth::{AuthDecision, AuthRequest, AuthResult, AuthStatus, LookupRequest, LookupResult};
+use smtp_auth::{AuthDecision, AuthRequest, LookupRequest, LookupResult, Verdict};
 use tower_service::Service;
 
 use crate::session::Session;
@@ -17,11 +17,13 @@ use crate::session::Session;
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Decides credentials for the built-in mechanisms, with read-only session facts, the
-/// mechanism (in `request.mechanism`) and its credentials. It returns an [`AuthResult`], so it
-/// can send its own `message` or attach `auth_data`; it never changes the session itself.
+/// mechanism (in `request.mechanism`) and its credentials (aiosmtpd's `authenticator`). It
+/// returns a [`Verdict`]: the decision, plus a reply line of its own or `auth_data` to keep
+/// on the session, which apply when the exchange ends as it decided. It never changes the
+/// session itself.
 pub trait Authenticator: Send + Sync + 'static {
     /// Decides a credential check.
-    fn authenticate(&self, session: &Session, request: AuthRequest) -> BoxFuture<AuthResult>;
+    fn authenticate(&self, session: &Session, request: AuthRequest) -> BoxFuture<Verdict>;
 
     /// Looks up a stored secret for CRAM-MD5 and SCRAM-SHA-256. The default knows no one.
     fn lookup(&self, session: &Session, request: LookupRequest) -> BoxFuture<LookupResult> {
@@ -83,18 +85,17 @@ where
     P::Future: Send,
     P::Error: Send,
 {
-    fn authenticate(&self, _session: &Session, request: AuthRequest) -> BoxFuture<AuthResult> {
+    fn authenticate(&self, _session: &Session, request: AuthRequest) -> BoxFuture<Verdict> {
         let mut svc = self.provider.clone();
         Box::pin(async move {
             if poll_fn(|cx| svc.poll_ready(cx)).await.is_err() {
-                return AuthResult::failure(AuthStatus::TempFail);
+                return AuthDecision::Failure.into();
             }
             // The decision alone: the exchange records the identity it authenticated.
-            match svc.call(request).await {
-                Ok(AuthDecision::Ok) => AuthResult::success(None),
-                Ok(AuthDecision::Invalid) => AuthResult::failure(AuthStatus::Invalid),
-                Ok(AuthDecision::Failure) | Err(_) => AuthResult::failure(AuthStatus::TempFail),
-            }
+            svc.call(request)
+                .await
+                .unwrap_or(AuthDecision::Failure)
+                .into()
         })
     }
 
@@ -123,7 +124,7 @@ where
 /// The limiter is one process's view. To share failures with other instances (a fleet behind
 /// a load balancer), give it a [`FailureListener`] with [`AuthLimiter::with_listener`] that
 /// publishes each failure, and check the shared counts where a wait is allowed: an
-/// [`Authenticator`] answering [`AuthStatus::Locked`] (or `LookupResult::Locked`) before it
+/// [`Authenticator`] answering [`AuthDecision::Locked`] (or `LookupResult::Locked`) before it
 /// checks a credential. `smtpd` does this with Redis.
 pub struct AuthLimiter {
     per_ip: u32,

@@ -8,13 +8,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smtp_auth::{AuthResult, AuthStatus, LookupResult, SecretBytes};
+use smtp_auth::sasl::Response;
+use smtp_auth::{AuthDecision, LookupResult};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::timeout;
 
 use crate::Handler;
 use crate::body::{BodySink, BudgetHold};
+use crate::channel::{AuthChannel, ChannelDriver, ChannelFuture};
 use crate::machine::{Call, Event, Machine, WrongState};
 use crate::replies;
 use crate::server::Shared;
@@ -86,75 +88,49 @@ async fn wait_input(
     }
 }
 
-/// A client's answer to a challenge sent by a `handle_auth` hook.
-#[derive(Debug)]
-pub enum ChallengeResponse {
-    /// The decoded response.
-    Response(SecretBytes),
-    /// The client sent `*`.
-    Cancelled,
-    /// The response was not base64.
-    Undecodable,
-    /// The response line was too long.
-    TooLong,
-}
-
-/// The connection as a `handle_auth` hook sees it: it can push reply lines and send
-/// challenges (aiosmtpd's `push()` and `challenge_auth()`). Responses are read by the session
-/// machine with the one SASL decoder of `smtp-auth`, under the read timeout and shutdown.
-pub struct AuthChannel<'a> {
+/// The driver's side of a `handle_auth` hook's [`AuthChannel`]: the connection and its
+/// machine, borrowed for the hook.
+struct HookIo<'a> {
     io: &'a mut BoxIo,
     machine: &'a mut Machine,
     shutdown: &'a mut Option<watch::Receiver<bool>>,
-}
-
-impl std::fmt::Debug for AuthChannel<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AuthChannel")
-    }
 }
 
 fn wrong_state(e: WrongState) -> std::io::Error {
     std::io::Error::other(e)
 }
 
-impl AuthChannel<'_> {
-    /// Sends one reply line (without CRLF; CR and LF are removed) and flushes it.
-    pub async fn push(&mut self, line: &str) -> std::io::Result<()> {
-        self.machine.auth_push(line).map_err(wrong_state)?;
-        send(self.io, self.machine).await
+impl ChannelDriver for HookIo<'_> {
+    fn push<'a>(&'a mut self, line: &'a str) -> ChannelFuture<'a, ()> {
+        Box::pin(async move {
+            self.machine.auth_push(line).map_err(wrong_state)?;
+            send(self.io, self.machine).await
+        })
     }
 
-    /// Sends `334 <base64(challenge)>` and reads the client's response line.
-    pub async fn challenge(&mut self, challenge: &[u8]) -> std::io::Result<ChallengeResponse> {
-        self.machine
-            .auth_challenge(challenge)
-            .map_err(wrong_state)?;
-        loop {
-            self.machine.now(now());
-            match self.machine.next() {
-                Event::Send => send(self.io, self.machine).await?,
-                Event::Wait { deadline, read: r } => {
-                    if r {
-                        wait_input(self.io, self.machine, self.shutdown, deadline).await;
-                    } else {
-                        sleep_until(deadline).await;
+    fn challenge<'a>(&'a mut self, challenge: &'a [u8]) -> ChannelFuture<'a, Response> {
+        Box::pin(async move {
+            self.machine
+                .auth_challenge(challenge)
+                .map_err(wrong_state)?;
+            loop {
+                self.machine.now(now());
+                match self.machine.next() {
+                    Event::Send => send(self.io, self.machine).await?,
+                    Event::Wait { deadline, read: r } => {
+                        if r {
+                            wait_input(self.io, self.machine, self.shutdown, deadline).await;
+                        } else {
+                            sleep_until(deadline).await;
+                        }
                     }
+                    Event::AuthResponse(r) => return Ok(r),
+                    // Timed out or gone: the machine already sent what it had to (a 421 on a
+                    // timeout) and the session is over.
+                    _ => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 }
-                Event::AuthResponse(r) => {
-                    use smtp_auth::smtp::Response;
-                    return Ok(match r {
-                        Response::Data(d) => ChallengeResponse::Response(d),
-                        Response::Cancelled => ChallengeResponse::Cancelled,
-                        Response::Undecodable => ChallengeResponse::Undecodable,
-                        Response::TooLong => ChallengeResponse::TooLong,
-                    });
-                }
-                // Timed out or gone: the machine already sent what it had to (a 421 on a
-                // timeout) and the session is over.
-                _ => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             }
-        }
+        })
     }
 }
 
@@ -476,11 +452,12 @@ impl<H: Handler> Driver<'_, H> {
                 // The hook holds the connection; it sees the session as it was at AUTH.
                 let session = m.session().clone();
                 let ir = initial_response.as_ref().map(|r| r.expose_secret());
-                let mut channel = AuthChannel {
+                let mut hook_io = HookIo {
                     io: &mut self.io,
                     machine: &mut self.machine,
                     shutdown: &mut self.shutdown,
                 };
+                let mut channel = AuthChannel::new(&mut hook_io);
                 let r = h.handle_auth(&mut channel, &session, &mechanism, ir).await;
                 match self.machine.answer_auth(r) {
                     // The session ended inside the hook (timeout, hang-up).
@@ -491,7 +468,7 @@ impl<H: Handler> Driver<'_, H> {
             Call::Verify(request) => {
                 let Some(a) = shared.authenticator.clone() else {
                     // No authenticator: every attempt is refused (aiosmtpd's rule).
-                    return m.answer_verify(AuthResult::failure(AuthStatus::Invalid));
+                    return m.answer_verify(AuthDecision::Invalid.into());
                 };
                 let call = a.authenticate(m.session(), request);
                 match self.watch(call).await {

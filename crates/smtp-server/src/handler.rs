@@ -5,7 +5,7 @@ use std::future::Future;
 use smtp_auth::AuthResult;
 use smtp_proto::{ForwardPath, MailParameters, RcptParameters, Reply, ReversePath};
 
-use crate::conn::AuthChannel;
+use crate::channel::AuthChannel;
 use crate::replies;
 use crate::session::{Envelope, Session};
 

@@ -72,6 +72,8 @@
 
 mod auth;
 mod body;
+#[cfg(feature = "tokio")]
+mod channel;
 mod config;
 #[cfg(feature = "tokio")]
 mod conn;
@@ -95,9 +97,9 @@ pub use auth::{
     ProviderAuthenticator, address_key, user_key,
 };
 pub use body::{Body, BodyTarget, SpoolFile};
-pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 #[cfg(feature = "tokio")]
-pub use conn::{AuthChannel, ChallengeResponse};
+pub use channel::AuthChannel;
+pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 #[cfg(feature = "tokio")]
 pub use handler::{AcceptAll, Handler};
 pub use observe::{AuthOutcome, Observer, Refusal};

@@ -1,5 +1,5 @@
 //! An `Authenticator` implemented by hand (aiosmtpd's `authenticator` callback): how its
-//! `message`, `auth_data` and failures reach the client and the session.
+//! verdict's `message`, `auth_data` and failures reach the client and the session.
 #![cfg(feature = "tokio")]
 
 mod common;
@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{Client, b64, plain_config, start};
-use smtp_auth::{AuthData, AuthRequest, AuthResult, AuthStatus};
+use smtp_auth::{AuthData, AuthDecision, AuthRequest, Verdict};
 use smtp_proto::Reply;
 use smtp_server::{Authenticator, BoxFuture, Envelope, Handler, Server, Session};
 
@@ -21,7 +21,7 @@ struct Account {
 struct Accounts;
 
 impl Authenticator for Accounts {
-    fn authenticate(&self, session: &Session, request: AuthRequest) -> BoxFuture<AuthResult> {
+    fn authenticate(&self, session: &Session, request: AuthRequest) -> BoxFuture<Verdict> {
         // Read-only session facts are available to the decision.
         let helo = session.helo_name.clone().unwrap_or_default();
         Box::pin(async move {
@@ -29,7 +29,7 @@ impl Authenticator for Accounts {
                 request.username.as_str(),
                 request.password.expose_secret().as_str(),
             ) {
-                ("alice", "wonderland") => AuthResult::success(Some(AuthData::Custom {
+                ("alice", "wonderland") => Verdict::ok(Some(AuthData::Custom {
                     login: Some("alice@example.org".into()),
                     data: Arc::new(Account {
                         id: 7,
@@ -37,10 +37,10 @@ impl Authenticator for Accounts {
                     }),
                 }))
                 .with_message(format!("235 2.7.0 Welcome alice, {helo}")),
-                ("bob", _) => AuthResult::failure(AuthStatus::Invalid)
+                ("bob", _) => Verdict::new(AuthDecision::Invalid)
                     .with_message("535 5.7.8 Account locked, call the help desk"),
-                ("carol", _) => AuthResult::failure(AuthStatus::TempFail),
-                _ => AuthResult::failure(AuthStatus::Invalid),
+                ("carol", _) => AuthDecision::Failure.into(),
+                _ => AuthDecision::Invalid.into(),
             }
         })
     }

@@ -8,7 +8,7 @@ use smtp_auth::{
     AuthData, AuthResult, AuthStatus, SecretBytes, ServerMechanism, SessionInfo, Step,
 };
 use smtp_proto::Reply;
-use smtp_server::{AuthChannel, ChallengeResponse, Envelope, Handler, Server, Session};
+use smtp_server::{AuthChannel, Envelope, Handler, Server, Session};
 
 /// `X-OTP`: the client answers a challenge with a one-time code.
 struct Otp;
@@ -81,10 +81,10 @@ impl Handler for WholeAuth {
             return None;
         }
         let user = match channel.challenge(b"who?").await.ok()? {
-            ChallengeResponse::Response(r) => {
+            smtp_auth::sasl::Response::Data(r) => {
                 String::from_utf8_lossy(r.expose_secret()).into_owned()
             }
-            ChallengeResponse::Cancelled => {
+            smtp_auth::sasl::Response::Cancelled => {
                 channel.push("501 5.7.0 Cancelled by hook").await.ok()?;
                 return Some(AuthResult::handled());
             }

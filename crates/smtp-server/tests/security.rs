@@ -15,9 +15,10 @@ use base64::engine::general_purpose::STANDARD;
 use common::{Client, Recorder, b64, plain_config, start, tls_configs, tls_connect};
 use smtp_auth::mechanism::ScramSha256Client;
 use smtp_auth::{
-    AuthDecision, AuthRequest, AuthResult, ClientMechanism, MemoryProvider, Registry, provider_fn,
+    AuthDecision, AuthRequest, AuthResult, ClientMechanism, MemoryProvider, Registry, SecretBytes,
+    ServerMechanism, SessionInfo, Step, provider_fn,
 };
-use smtp_server::{AuthLimiter, Authenticator, BoxFuture, ProviderAuthenticator, Server, Session};
+use smtp_server::{AuthLimiter, ProviderAuthenticator, Server};
 
 fn plain(authz: &str, user: &str, pw: &str) -> String {
     b64(format!("{authz}\0{user}\0{pw}").as_bytes())
@@ -34,20 +35,24 @@ async fn eventually(mut f: impl FnMut() -> bool) {
     panic!("condition not reached within 5 s");
 }
 
-/// An authenticator that wrongly claims it already replied.
+/// A mechanism that wrongly claims it already replied (only a `handle_auth` hook holds the
+/// connection and can; an authenticator's `Verdict` has no such claim at all).
 struct ClaimsHandled;
-impl Authenticator for ClaimsHandled {
-    fn authenticate(&self, _s: &Session, _r: AuthRequest) -> BoxFuture<AuthResult> {
-        Box::pin(async { AuthResult::handled() })
+impl ServerMechanism for ClaimsHandled {
+    fn start(&mut self, _: &SessionInfo, _: Option<SecretBytes>) -> Step {
+        Step::Done(AuthResult::handled())
+    }
+    fn respond(&mut self, _: &SessionInfo, _: SecretBytes) -> Step {
+        Step::Done(AuthResult::handled())
     }
 }
 
 #[tokio::test]
-async fn an_authenticator_cannot_suppress_the_reply() {
-    let srv = start(
-        Server::new(plain_config().build(), Recorder::default()).authenticator(ClaimsHandled),
-    )
-    .await;
+async fn a_mechanism_cannot_suppress_the_reply() {
+    let cfg = plain_config()
+        .mechanism("PLAIN", || Box::new(ClaimsHandled))
+        .build();
+    let srv = start(Server::new(cfg, Recorder::default())).await;
     let mut c = Client::connect(srv.addr).await;
     c.cmd("EHLO client.example").await;
     // Without the rule the server sent nothing and this read timed out.

@@ -205,16 +205,14 @@ impl Handler for Challenger {
     ) -> Option<smtp_auth::AuthResult> {
         let got = channel.challenge(b"PIN?").await;
         self.0.lock().unwrap().push(match &got {
-            Ok(smtp_server::ChallengeResponse::Response(r)) => {
+            Ok(smtp_auth::sasl::Response::Data(r)) => {
                 format!("response {}", String::from_utf8_lossy(r.expose_secret()))
             }
             Ok(other) => format!("{other:?}"),
             Err(e) => format!("error {:?}", e.kind()),
         });
         match got {
-            Ok(smtp_server::ChallengeResponse::Response(_)) => {
-                Some(smtp_auth::AuthResult::success(None))
-            }
+            Ok(smtp_auth::sasl::Response::Data(_)) => Some(smtp_auth::AuthResult::success(None)),
             _ => Some(smtp_auth::AuthResult::failure(
                 smtp_auth::AuthStatus::Cancelled,
             )),

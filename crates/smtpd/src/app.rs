@@ -931,7 +931,7 @@ impl Authenticator for Shared {
         &self,
         session: &Session,
         request: smtp_auth::AuthRequest,
-    ) -> smtp_server::BoxFuture<smtp_auth::AuthResult> {
+    ) -> smtp_server::BoxFuture<smtp_auth::Verdict> {
         self.0.authenticate(session, request)
     }
 

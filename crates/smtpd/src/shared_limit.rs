@@ -5,7 +5,7 @@
 //! publishes every failure that limiter counts (a [`FailureListener`]) and, before a credential
 //! is checked, reads the fleet's counts for the client's address and the named user (an
 //! [`Authenticator`] layer): past `max_auth_failures_per_ip` or `max_auth_failures_per_user`
-//! the attempt ends as [`AuthStatus::Locked`] (454 4.7.0, the credential unchecked), whichever
+//! the attempt is decided [`AuthDecision::Locked`] (454 4.7.0, the credential unchecked), whichever
 //! instance the client reached.
 //!
 //! Counts are Redis strings `{prefix}:ip:{address}` and `{prefix}:user:{name}` (the keys the
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use smtp_auth::{AuthRequest, AuthResult, AuthStatus, LookupRequest, LookupResult};
+use smtp_auth::{AuthDecision, AuthRequest, LookupRequest, LookupResult, Verdict};
 use smtp_server::{
     AuthLimiter, Authenticator, BoxFuture, FailureListener, Session, address_key, user_key,
 };
@@ -451,14 +451,14 @@ pub struct SharedCheck {
 }
 
 impl Authenticator for SharedCheck {
-    fn authenticate(&self, session: &Session, request: AuthRequest) -> BoxFuture<AuthResult> {
+    fn authenticate(&self, session: &Session, request: AuthRequest) -> BoxFuture<Verdict> {
         let (inner, shared, session) = (self.inner.clone(), self.shared.clone(), session.clone());
         Box::pin(async move {
             if shared
                 .locked(session.peer_addr.ip(), &request.username)
                 .await
             {
-                return AuthResult::failure(AuthStatus::Locked);
+                return AuthDecision::Locked.into();
             }
             inner.authenticate(&session, request).await
         })

@@ -3,17 +3,18 @@
 //! client's message is the authorization identity (empty for "the same").
 
 use super::{ClientError, ClientMechanism, ServerMechanism, done, utf8};
-use crate::decision::{AuthDecision, AuthProgress};
+use crate::decision::AuthProgress;
 use crate::exchange::Step;
 use crate::request::{AuthRequest, SessionInfo};
-use crate::result::{AuthResult, AuthStatus, Identity};
+use crate::result::AuthStatus;
 use crate::secret::{Password, SecretBytes};
 
 /// The server side of EXTERNAL. The provider receives the transport identity as `username`,
 /// an empty password and the requested `authzid`, and decides whether it may log in.
 #[derive(Debug, Default)]
 pub struct ExternalServer {
-    identity: Option<Identity>,
+    // Stateless today; built with `default()` so it may gain state.
+    _private: (),
 }
 
 impl ExternalServer {
@@ -26,11 +27,6 @@ impl ExternalServer {
             return done(AuthStatus::Malformed);
         };
         let authzid = Some(authzid).filter(|a| !a.is_empty());
-        self.identity = Some(Identity {
-            login: identity.clone(),
-            authzid: authzid.clone(),
-            mechanism: "EXTERNAL".into(),
-        });
         Step::Verify(AuthRequest::new(
             info,
             "EXTERNAL",
@@ -51,13 +47,6 @@ impl ServerMechanism for ExternalServer {
 
     fn respond(&mut self, info: &SessionInfo, response: SecretBytes) -> Step {
         self.authzid(info, response.expose_secret())
-    }
-
-    fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Step {
-        match self.identity.take() {
-            Some(id) => Step::Done(AuthResult::from_decision(decision, id)),
-            None => done(AuthStatus::TempFail),
-        }
     }
 
     fn progress(&self) -> AuthProgress {

@@ -4,10 +4,10 @@
 //! `AUTH LOGIN <base64 user>` skips the first prompt (Python's smtplib sends it).
 
 use super::{ClientError, ClientMechanism, ServerMechanism, done, utf8};
-use crate::decision::{AuthDecision, AuthProgress};
+use crate::decision::AuthProgress;
 use crate::exchange::Step;
 use crate::request::{AuthRequest, SessionInfo};
-use crate::result::{AuthResult, AuthStatus, Identity};
+use crate::result::AuthStatus;
 use crate::secret::{Password, SecretBytes};
 
 /// The first LOGIN challenge.
@@ -20,7 +20,7 @@ enum State {
     #[default]
     User,
     Pass(String),
-    Verifying(String),
+    Verifying,
 }
 
 /// The server side of LOGIN.
@@ -54,7 +54,7 @@ impl ServerMechanism for LoginServer {
             State::User => self.username(response.expose_secret()),
             State::Pass(user) => match utf8(response.expose_secret()) {
                 Some(p) if !p.is_empty() => {
-                    self.state = State::Verifying(user.clone());
+                    self.state = State::Verifying;
                     Step::Verify(AuthRequest::new(
                         info,
                         "LOGIN",
@@ -65,21 +65,7 @@ impl ServerMechanism for LoginServer {
                 }
                 _ => done(AuthStatus::Malformed),
             },
-            State::Verifying(_) => done(AuthStatus::TempFail),
-        }
-    }
-
-    fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Step {
-        match std::mem::take(&mut self.state) {
-            State::Verifying(login) => Step::Done(AuthResult::from_decision(
-                decision,
-                Identity {
-                    login,
-                    authzid: None,
-                    mechanism: "LOGIN".into(),
-                },
-            )),
-            _ => done(AuthStatus::TempFail),
+            State::Verifying => done(AuthStatus::TempFail),
         }
     }
 
@@ -87,7 +73,7 @@ impl ServerMechanism for LoginServer {
         match self.state {
             State::User => AuthProgress::LoginUser,
             State::Pass(_) => AuthProgress::LoginPass,
-            State::Verifying(_) => AuthProgress::Verifying,
+            State::Verifying => AuthProgress::Verifying,
         }
     }
 }

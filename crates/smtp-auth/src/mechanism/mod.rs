@@ -41,10 +41,13 @@ pub trait ServerMechanism: Send {
     /// The decoded response to the last challenge.
     fn respond(&mut self, info: &SessionInfo, response: SecretBytes) -> Step;
 
-    /// The provider's decision after [`Step::Verify`].
-    fn decide(&mut self, info: &SessionInfo, decision: AuthDecision) -> Step {
+    /// The provider's decision after [`Step::Verify`]. `None` (the default): the decision
+    /// stands, and the exchange ends with the result it builds from it (success with the
+    /// identity the `Verify` asked about, or the decision's failure). A mechanism with more
+    /// to say returns its next step (OAuth's error challenge, RFC 7628 §3.2.2).
+    fn decide(&mut self, info: &SessionInfo, decision: AuthDecision) -> Option<Step> {
         let _ = (info, decision);
-        Step::Done(AuthResult::failure(AuthStatus::TempFail))
+        None
     }
 
     /// The stored secret after [`Step::Lookup`].

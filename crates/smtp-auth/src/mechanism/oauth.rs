@@ -6,7 +6,7 @@ use super::{ClientError, ClientMechanism, ServerMechanism, done, utf8};
 use crate::decision::{AuthDecision, AuthProgress};
 use crate::exchange::Step;
 use crate::request::{AuthRequest, SessionInfo};
-use crate::result::{AuthResult, AuthStatus, Identity};
+use crate::result::AuthStatus;
 use crate::secret::{Password, SecretBytes};
 
 /// The XOAUTH2 error challenge.
@@ -33,7 +33,6 @@ fn bearer(value: &str) -> Option<&str> {
 #[derive(Debug, Default)]
 struct OAuth {
     state: State,
-    identity: Option<Identity>,
 }
 
 impl OAuth {
@@ -45,11 +44,6 @@ impl OAuth {
         token: String,
     ) -> Step {
         self.state = State::Verifying;
-        self.identity = Some(Identity {
-            login: user.clone(),
-            authzid: None,
-            mechanism: mech.into(),
-        });
         Step::Verify(AuthRequest::new(
             info,
             mech,
@@ -59,25 +53,18 @@ impl OAuth {
         ))
     }
 
-    fn decide(&mut self, decision: AuthDecision, error: &[u8]) -> Step {
+    /// A refused token gets the error challenge (RFC 7628 §3.2.2: the client answers it and
+    /// the server then fails the exchange); any other decision stands.
+    fn decide(&mut self, decision: AuthDecision, error: &[u8]) -> Option<Step> {
         if self.state != State::Verifying {
-            return done(AuthStatus::TempFail);
+            return Some(done(AuthStatus::TempFail));
         }
-        match decision {
-            AuthDecision::Invalid => {
-                // RFC 7628 §3.2.2: the error goes in a challenge; the client answers and
-                // the server then fails the exchange.
-                self.state = State::ErrorSent;
-                Step::Challenge(error.to_vec())
-            }
-            d => {
-                self.state = State::Done;
-                match self.identity.take() {
-                    Some(id) => Step::Done(AuthResult::from_decision(d, id)),
-                    None => done(AuthStatus::TempFail),
-                }
-            }
+        if decision == AuthDecision::Invalid {
+            self.state = State::ErrorSent;
+            return Some(Step::Challenge(error.to_vec()));
         }
+        self.state = State::Done;
+        None
     }
 
     fn after_error(&mut self) -> Option<Step> {
@@ -222,7 +209,7 @@ impl ServerMechanism for OAuthServer {
         }
     }
 
-    fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Step {
+    fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Option<Step> {
         self.inner.decide(decision, self.kind.error())
     }
 

@@ -1,16 +1,17 @@
 //! PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd`.
 
 use super::{ClientError, ClientMechanism, ServerMechanism, done, utf8};
-use crate::decision::{AuthDecision, AuthProgress};
+use crate::decision::AuthProgress;
 use crate::exchange::Step;
 use crate::request::{AuthRequest, SessionInfo};
-use crate::result::{AuthResult, AuthStatus, Identity};
+use crate::result::AuthStatus;
 use crate::secret::{Password, SecretBytes};
 
 /// The server side of PLAIN.
 #[derive(Debug, Default)]
 pub struct PlainServer {
-    identity: Option<Identity>,
+    // Stateless today; built with `default()` so it may gain state.
+    _private: (),
 }
 
 impl PlainServer {
@@ -31,11 +32,6 @@ impl PlainServer {
         };
         // RFC 4616 §2: an empty authzid means "act as the authcid".
         let authzid = Some(authzid).filter(|a| !a.is_empty());
-        self.identity = Some(Identity {
-            login: authcid.clone(),
-            authzid: authzid.clone(),
-            mechanism: "PLAIN".into(),
-        });
         Step::Verify(AuthRequest::new(
             info,
             "PLAIN",
@@ -57,13 +53,6 @@ impl ServerMechanism for PlainServer {
 
     fn respond(&mut self, info: &SessionInfo, response: SecretBytes) -> Step {
         self.credentials(info, response.expose_secret())
-    }
-
-    fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Step {
-        match self.identity.take() {
-            Some(id) => Step::Done(AuthResult::from_decision(decision, id)),
-            None => done(AuthStatus::TempFail),
-        }
     }
 
     fn progress(&self) -> AuthProgress {

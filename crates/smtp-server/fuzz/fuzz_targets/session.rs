@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use smtp_auth::{AuthData, AuthResult, AuthStatus, Identity, LookupResult};
+use smtp_auth::{AuthData, AuthDecision, AuthResult, AuthStatus, Identity, LookupResult, Verdict};
 use smtp_proto::Reply;
 use smtp_server::machine::{Call, Event, Machine};
 use smtp_server::{Body, ServerConfig};
@@ -36,7 +36,11 @@ fn config(sel: u8) -> ServerConfig {
         .auth_required(sel & 1 != 0)
         .max_errors(if sel & 2 != 0 { 3 } else { 20 })
         .max_message_size(if sel & 4 != 0 { 64 } else { 1 << 20 })
-        .auth_failure_delay(if sel & 8 != 0 { Duration::from_secs(1) } else { Duration::ZERO })
+        .auth_failure_delay(if sel & 8 != 0 {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        })
         .forbid_bare_newline(sel & 16 != 0)
         .lenient_paths(sel & 32 != 0)
         .max_junk_commands(if sel & 64 != 0 { 2 } else { 100 })
@@ -126,14 +130,16 @@ fn answer(
             1 => m.answer_auth(Some(AuthResult::success(None))),
             _ => m.answer_auth(None),
         },
-        Call::Verify(req) => m.answer_verify(match rng.below(3) {
-            0 => AuthResult::success(Some(AuthData::Identity(Identity {
+        Call::Verify(req) => m.answer_verify(match rng.below(5) {
+            0 => Verdict::ok(Some(AuthData::Identity(Identity {
                 login: req.username.clone(),
                 authzid: None,
                 mechanism: req.mechanism.clone(),
             }))),
-            1 => AuthResult::failure(AuthStatus::TempFail),
-            _ => AuthResult::failure(AuthStatus::Invalid),
+            1 => AuthDecision::Failure.into(),
+            2 => AuthDecision::Locked.into(),
+            3 => Verdict::ok(None).with_message("535 5.7.8 mismatched"),
+            _ => AuthDecision::Invalid.into(),
         }),
         Call::Lookup(_) => m.answer_lookup(if rng.below(2) == 0 {
             LookupResult::NotFound

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use smtp_auth::{
-    AuthDecision, AuthExchange, AuthResult, AuthStatus, LookupResult, SessionInfo, Step,
-    smtp as auth_smtp,
+    AuthDecision, AuthExchange, AuthResult, AuthStatus, LookupResult, SessionInfo, Step, Verdict,
+    sasl, smtp as auth_smtp,
 };
 use smtp_proto::codec::{DEFAULT_MAX_SASL_LINE, Mode};
 use smtp_proto::{InitialResponse, Mechanism, Reply};
@@ -32,31 +32,10 @@ pub(super) struct AuthRun {
     refused: bool,
 }
 
-/// The reply for an AUTH outcome: none when a `handle_auth` hook already replied; its own
-/// `message` when that is one well-formed reply line of the outcome's kind (2xx for a success,
-/// 4xx or 5xx for a failure); else, with a warning, the standard reply for its status, so the
-/// client never reads a success the session does not have, or the reverse.
+/// The reply for an AUTH outcome, by the one function that maps an outcome to its reply:
+/// none when a `handle_auth` hook already replied.
 fn auth_reply(result: &AuthResult) -> Option<Reply> {
-    if result.handled && !result.is_success() {
-        return None;
-    }
-    let (code, enhanced, text) = auth_smtp::status_reply(result.status);
-    let standard = Reply::simple(code, Some(enhanced), text);
-    let Some(message) = &result.message else {
-        return Some(standard);
-    };
-    let mut line = message.replace(['\r', '\n'], "");
-    line.push_str("\r\n");
-    match Reply::parse(line.as_bytes()) {
-        Ok(r) if (r.code().class() == 2) == result.is_success() && r.code().class() != 3 => Some(r),
-        _ => {
-            tracing::warn!(
-                status = ?result.status,
-                "an AUTH message that is not a reply of its outcome's kind: the standard reply is sent"
-            );
-            Some(standard)
-        }
-    }
+    auth_smtp::reply(result).map(|r| Reply::simple(r.code, r.enhanced, &r.text))
 }
 
 impl Machine {
@@ -94,7 +73,7 @@ impl Machine {
         match a {
             Awaiting::Verify => {
                 tracing::warn!("authenticator timed out");
-                self.verify_result(AuthResult::failure(AuthStatus::TempFail));
+                self.verify_result(AuthDecision::Failure.into());
             }
             Awaiting::Lookup => self.lookup_result(LookupResult::Failure),
             _ => {}
@@ -228,7 +207,7 @@ impl Machine {
             Step::Verify(req) => {
                 run.user = Some(req.username.clone());
                 if self.locked_out(&req.username) {
-                    self.verify_result(AuthResult::failure(AuthStatus::Locked));
+                    self.verify_result(AuthDecision::Locked.into());
                 } else {
                     self.call_deadline = Some(self.now + self.cfg.auth_timeout);
                     self.call(Awaiting::Verify, Call::Verify(req));
@@ -258,8 +237,8 @@ impl Machine {
         if matches!(self.state, State::HookResponse) {
             self.state = State::Awaiting(Awaiting::HandleAuth);
             return Some(Event::AuthResponse(match line {
-                Ok(l) => auth_smtp::decode_response(&l, DEFAULT_MAX_SASL_LINE),
-                Err(_) => auth_smtp::Response::TooLong,
+                Ok(l) => sasl::decode_response(&l, DEFAULT_MAX_SASL_LINE),
+                Err(_) => sasl::Response::TooLong,
             }));
         }
         self.auth_response(line);
@@ -281,31 +260,24 @@ impl Machine {
         }
     }
 
-    /// Answers [`Call::Verify`] with the authenticator's result.
-    pub fn answer_verify(&mut self, result: AuthResult) -> Result<(), WrongState> {
+    /// Answers [`Call::Verify`] with the authenticator's verdict.
+    pub fn answer_verify(&mut self, result: Verdict) -> Result<(), WrongState> {
         self.expect(Awaiting::Verify, "answer_verify")?;
         self.call_deadline = None;
         self.verify_result(result);
         Ok(())
     }
 
-    pub(super) fn verify_result(&mut self, r: AuthResult) {
+    pub(super) fn verify_result(&mut self, verdict: Verdict) {
         self.state = State::Commands;
         let Some(run) = self.auth.as_mut() else {
             return;
         };
-        if r.decision() == AuthDecision::Invalid {
+        if verdict.decision == AuthDecision::Invalid {
             run.refused = true;
         }
-        if r.handled {
-            tracing::warn!(
-                "an authenticator returned handled=true, but it cannot reply itself: \
-                 the server sends the reply"
-            );
-        }
-        // One outcome: the exchange takes the authenticator's answer whole (its status as the
-        // decision, its message and data as overrides).
-        let step = run.exchange.as_mut().map(|ex| ex.conclude(r));
+        // One outcome: the exchange takes the verdict whole and builds the result.
+        let step = run.exchange.as_mut().map(|ex| ex.decide(verdict));
         match step {
             Some(Ok(s)) => self.auth_step(s),
             _ => self.auth_done(AuthResult::failure(AuthStatus::Malformed), true),

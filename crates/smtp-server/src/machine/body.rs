@@ -92,10 +92,7 @@ impl Machine {
         self.state = State::Commands;
         if let Some(e) = end.error() {
             tracing::info!(size = end.size, reason = %e, "message refused");
-            self.reset_transaction();
-            let reply = e.reply();
-            self.observe_message(&reply, end.size);
-            self.send(&reply);
+            self.end_message(&e.reply(), end.size);
             return;
         }
         if early && !self.cfg.allow_pipelined_body {
@@ -104,23 +101,28 @@ impl Machine {
                 size = end.size,
                 "improper command pipelining after DATA: message refused"
             );
-            self.reset_transaction();
-            let reply = replies::pipelined_body();
-            self.observe_message(&reply, end.size);
-            self.send(&reply);
+            self.end_message(&replies::pipelined_body(), end.size);
             return;
         }
         self.store_message();
     }
 
+    /// The message could not be stored: refused with 451, the transaction over.
+    fn unstored(&mut self) {
+        tracing::error!("cannot spool the message: refused");
+        self.end_message(&replies::local_error(), self.tx.body_len);
+    }
+
+    /// The transaction ends with `reply` for a message of `octets`: reset, observed, answered.
+    fn end_message(&mut self, reply: &Reply, octets: u64) {
+        self.reset_transaction();
+        self.observe_message(reply, octets);
+        self.send(reply);
+    }
+
     pub(super) fn store_message(&mut self) {
         if self.tx.storage_failed {
-            tracing::error!("cannot spool the message: refused");
-            let octets = self.tx.body_len;
-            self.reset_transaction();
-            let reply = replies::local_error();
-            self.observe_message(&reply, octets);
-            self.send(&reply);
+            self.unstored();
             return;
         }
         if !self.tx.body_started {
@@ -193,10 +195,7 @@ impl Machine {
             return;
         }
         if let Some(r) = self.tx.bdat_error.take() {
-            let octets = self.tx.body_len;
-            self.reset_transaction();
-            self.observe_message(&r, octets);
-            self.send(&r);
+            self.end_message(&r, self.tx.body_len);
             return;
         }
         self.store_message();
@@ -216,12 +215,7 @@ impl Machine {
         self.tx.body_started = false;
         let Some(body) = body else {
             self.state = State::Commands;
-            tracing::error!("cannot spool the message: refused");
-            let octets = self.tx.body_len;
-            self.reset_transaction();
-            let reply = replies::local_error();
-            self.observe_message(&reply, octets);
-            self.send(&reply);
+            self.unstored();
             return Ok(());
         };
         self.tx.envelope.body = body;
@@ -248,9 +242,7 @@ impl Machine {
         if reply.code().class() == 2 {
             self.messages += 1;
         }
-        self.observe_message(&reply, self.tx.envelope.body.len());
-        self.send(&reply);
-        self.reset_transaction();
+        self.end_message(&reply, self.tx.envelope.body.len());
         Ok(())
     }
 

@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use smtp_auth::{AuthRequest, LookupRequest, smtp as auth_smtp};
+use smtp_auth::{AuthRequest, LookupRequest};
 use smtp_proto::codec::{DEFAULT_MAX_SASL_LINE, Frame, Mode, SmtpCodec};
 use smtp_proto::{
     Command, ForwardPath, Host, InitialResponse, MailParameters, RcptParameters, Reply, ReversePath,
@@ -113,7 +113,7 @@ pub enum Event {
     /// An answer to the last [`Call`] is due first (see [`Machine::deadline`]).
     Pending,
     /// An answer to a `handle_auth` hook's challenge (see [`Machine::auth_challenge`]).
-    AuthResponse(auth_smtp::Response),
+    AuthResponse(smtp_auth::sasl::Response),
     /// The session is over: close the connection (everything to send was sent).
     Close,
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use smtp_auth::{AuthData, AuthResult, AuthStatus, Identity, LookupResult};
+use smtp_auth::{AuthData, AuthDecision, Identity, LookupResult, Verdict};
 use smtp_proto::Reply;
 
 use super::*;
@@ -14,7 +14,7 @@ use crate::Body;
 #[derive(Clone)]
 struct Answers {
     mail: Option<Reply>,
-    verify: fn(&AuthRequest) -> Option<AuthResult>,
+    verify: fn(&AuthRequest) -> Option<Verdict>,
     lmtp: Vec<Reply>,
     store_fails: bool,
 }
@@ -25,13 +25,13 @@ impl Default for Answers {
             mail: None,
             verify: |r| {
                 Some(if r.password.expose_secret() == "right" {
-                    AuthResult::success(Some(AuthData::Identity(Identity {
+                    Verdict::ok(Some(AuthData::Identity(Identity {
                         login: r.username.clone(),
                         authzid: None,
                         mechanism: r.mechanism.clone(),
                     })))
                 } else {
-                    AuthResult::failure(AuthStatus::Invalid)
+                    Verdict::new(AuthDecision::Invalid)
                 })
             },
             lmtp: Vec::new(),
@@ -359,7 +359,7 @@ fn auth_failures_are_counted_delayed_and_closed_at_the_limit() {
     assert_eq!(h.advance(Duration::from_secs(1)), "250 2.0.0 OK\r\n");
     assert_eq!(h.m.session().auth_failures, 1);
     // A temporary failure is not counted.
-    h.answers.verify = |_| Some(AuthResult::failure(AuthStatus::TempFail));
+    h.answers.verify = |_| Some(Verdict::new(AuthDecision::Failure));
     let r = h.feed(&format!("AUTH PLAIN {}\r\n", plain("bob", "x")));
     assert_eq!(r, "454 4.7.0 Temporary authentication failure\r\n");
     assert_eq!(h.m.session().auth_failures, 1);
@@ -392,7 +392,7 @@ fn auth_success_sets_the_session_and_a_second_auth_is_503() {
     let mut h = Harness::new(config().build());
     h.feed("EHLO c\r\n");
     h.answers.verify =
-        |_| Some(AuthResult::failure(AuthStatus::Invalid).with_message("535 5.7.8 Go away"));
+        |_| Some(Verdict::new(AuthDecision::Invalid).with_message("535 5.7.8 Go away"));
     assert_eq!(
         h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "x"))),
         "535 5.7.8 Go away\r\n"
@@ -406,7 +406,7 @@ fn an_auth_message_must_be_a_reply_of_its_outcomes_kind() {
     let mut h = Harness::new(config().build());
     h.feed("EHLO c\r\n");
     h.answers.verify = |r| {
-        let ok = AuthResult::success(Some(AuthData::Identity(Identity {
+        let ok = Verdict::ok(Some(AuthData::Identity(Identity {
             login: r.username.clone(),
             authzid: None,
             mechanism: r.mechanism.clone(),
@@ -421,20 +421,19 @@ fn an_auth_message_must_be_a_reply_of_its_outcomes_kind() {
     let mut h = Harness::new(config().build());
     h.feed("EHLO c\r\n");
     h.answers.verify =
-        |_| Some(AuthResult::failure(AuthStatus::Invalid).with_message("235 2.7.0 Come in"));
+        |_| Some(Verdict::new(AuthDecision::Invalid).with_message("235 2.7.0 Come in"));
     assert_eq!(
         h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "x"))),
         "535 5.7.8 Authentication credentials invalid\r\n"
     );
     // Not a reply line at all, or a 334 that would leave the client waiting: the standard one.
     h.answers.verify =
-        |_| Some(AuthResult::failure(AuthStatus::Invalid).with_message("go away\r\n250 OK"));
+        |_| Some(Verdict::new(AuthDecision::Invalid).with_message("go away\r\n250 OK"));
     assert_eq!(
         h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "x"))),
         "535 5.7.8 Authentication credentials invalid\r\n"
     );
-    h.answers.verify =
-        |_| Some(AuthResult::failure(AuthStatus::TempFail).with_message("334 more?"));
+    h.answers.verify = |_| Some(Verdict::new(AuthDecision::Failure).with_message("334 more?"));
     assert_eq!(
         h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "x"))),
         "454 4.7.0 Temporary authentication failure\r\n"
@@ -467,7 +466,7 @@ fn a_client_that_hangs_up_during_the_check_abandons_it() {
     h.run();
     assert!(h.closed);
     assert!(
-        h.m.answer_verify(AuthResult::failure(AuthStatus::Invalid))
+        h.m.answer_verify(Verdict::new(AuthDecision::Invalid))
             .is_err()
     );
 }
@@ -484,7 +483,7 @@ fn a_slow_authenticator_is_a_temporary_failure_at_auth_timeout() {
         h.advance(Duration::from_secs(1)),
         "454 4.7.0 Temporary authentication failure\r\n"
     );
-    assert!(h.m.answer_verify(AuthResult::success(None)).is_err());
+    assert!(h.m.answer_verify(Verdict::ok(None)).is_err());
     assert!(!h.m.session().authenticated);
 }
 
@@ -644,7 +643,7 @@ fn the_observer_hears_auth_outcomes_and_messages() {
     h.advance(Duration::from_millis(1500));
     let req = h.held.take().unwrap();
     assert_eq!(req.username, "ann");
-    h.m.answer_verify(AuthResult::failure(AuthStatus::Invalid))
+    h.m.answer_verify(Verdict::new(AuthDecision::Invalid))
         .unwrap();
     h.run();
     h.hold_verify = false;
