@@ -80,7 +80,7 @@ pub use decision::{AuthDecision, AuthProgress, Verdict};
 pub use exchange::{AuthExchange, DEFAULT_MAX_RESPONSE, ExchangeError, Step};
 pub use mechanism::{ClientError, ClientMechanism, ServerMechanism};
 pub use provider::{AuthProvider, MemoryProvider, ProviderFn, SecretProvider, provider_fn};
-pub use registry::{InvalidMechanismName, Registry, valid_mechanism_name};
+pub use registry::{InvalidMechanismName, Registry, UnknownMechanism, valid_mechanism_name};
 pub use request::{AuthRequest, LookupRequest, LookupResult, ScramKeys, SessionInfo, StoredSecret};
 pub use result::{AuthData, AuthResult, AuthStatus, Identity, LoginPassword};
 pub use sasl::encode_challenge;

@@ -40,6 +40,27 @@ struct Entry {
     factory: Factory,
 }
 
+/// A name [`Registry::only`] was asked for that the registry does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownMechanism {
+    /// The name, upper-case.
+    pub name: String,
+    /// The names the registry holds, comma-separated.
+    pub known: String,
+}
+
+impl fmt::Display for UnknownMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown mechanism {:?} (known: {})",
+            self.name, self.known
+        )
+    }
+}
+
+impl std::error::Error for UnknownMechanism {}
+
 /// Which mechanisms exist, in advertising order, and which are excluded.
 ///
 /// Cheap to clone (shared until changed). `Registry::default()` holds PLAIN and LOGIN, like
@@ -152,6 +173,46 @@ impl Registry {
             .into_iter()
             .filter(|m| channel_binding || !m.ends_with("-PLUS"))
             .collect()
+    }
+
+    /// The mechanisms of this registry named in `names` (any case), in that order: the one
+    /// place a configured list of names becomes a registry (`smtpd`'s `mechanisms`). A name
+    /// this registry does not hold (or excludes) is refused, naming it and the known ones.
+    ///
+    /// ```
+    /// use smtp_auth::Registry;
+    /// let r = Registry::all_builtin().only(&["login", "SCRAM-SHA-256"]).unwrap();
+    /// assert_eq!(r.names(), ["LOGIN", "SCRAM-SHA-256"]);
+    /// let e = Registry::default().only(&["X-NOPE"]).unwrap_err();
+    /// assert_eq!(e.to_string(), r#"unknown mechanism "X-NOPE" (known: PLAIN, LOGIN)"#);
+    /// ```
+    pub fn only<S: AsRef<str>>(&self, names: &[S]) -> Result<Registry, UnknownMechanism> {
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            let name = name.as_ref().to_ascii_uppercase();
+            let found = self
+                .entries
+                .iter()
+                .find(|e| e.name == name)
+                .filter(|_| !self.excluded.contains(&name));
+            match found {
+                Some(e) if !entries.iter().any(|x: &Entry| x.name == name) => entries.push(Entry {
+                    name: e.name.clone(),
+                    factory: e.factory.clone(),
+                }),
+                Some(_) => {}
+                None => {
+                    return Err(UnknownMechanism {
+                        name,
+                        known: self.names().join(", "),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            entries: Arc::new(entries),
+            excluded: Arc::new(Vec::new()),
+        })
     }
 
     /// A fresh server mechanism for `name` (exact, upper-case), unless unknown or excluded.

@@ -52,7 +52,9 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(peer_addr: SocketAddr, local_addr: SocketAddr) -> Self {
+    /// A new session of a client at `peer_addr` connected to `local_addr`, before its
+    /// greeting (what the connect hook sees; also for testing handlers without a server).
+    pub fn new(peer_addr: SocketAddr, local_addr: SocketAddr) -> Self {
         Self {
             peer_addr,
             local_addr,

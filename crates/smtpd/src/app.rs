@@ -1,472 +1,26 @@
 //! The composition: configuration → `smtp-server` with the chosen auth backend and delivery.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use smtp_auth::Registry;
 use smtp_auth::mechanism::ScramSha256Server;
 use smtp_auth::{CacheConfig, CredentialCache};
 use smtp_auth_http::HttpAuthProvider;
-use smtp_proto::{BarePolicy, ForwardPath, MailParameters, RcptParameters, Reply, ReversePath};
+use smtp_proto::BarePolicy;
 use smtp_server::{
-    AuthLimiter, Authenticator, BodyTarget, Envelope, Handler, ProviderAuthenticator, Server,
-    ServerConfig, Session,
+    AuthLimiter, Authenticator, ProviderAuthenticator, Server, ServerConfig, Session,
 };
 use tokio::sync::watch;
 use tower_layer::Layer as _;
 
-use crate::config::{AuthSection, BareLineEndings, Config, Delivery, ListenerTls, RelaySection};
-use crate::delivery::{Maildir, queue_id};
+use crate::config::{AuthSection, BareLineEndings, Config, ListenerTls};
+pub use crate::handler::App;
+use crate::reload::{Reloadable, reload_on_sighup};
 use crate::sender::SenderPolicy;
 use crate::shared_limit::{RedisTarget, SharedCheck, SharedLimiter};
+pub use crate::tls::{CertStore, load_tls};
 use crate::users::{ExternalMap, FileUsers};
-use crate::{received, relay, submission};
-
-#[derive(Debug)]
-enum Target {
-    Maildir(Maildir),
-    /// The upstream, and its connections kept between messages.
-    Relay(RelaySection, Arc<relay::RelayPool>),
-    Discard,
-}
-
-/// The handler: adds the Received header and delivers.
-#[derive(Debug, Clone)]
-pub struct App {
-    hostname: String,
-    lmtp: bool,
-    target: Arc<Target>,
-    senders: SenderPolicy,
-    add_missing_headers: bool,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
-}
-
-impl App {
-    /// Whether this session's messages get missing `Date:`/`Message-ID:` fields: authenticated
-    /// submission (RFC 6409 §8), when configured.
-    fn fixes_headers(&self, session: &Session) -> bool {
-        self.add_missing_headers && session.authenticated
-    }
-
-    /// The fields a submitted message lacks (`Date:`, `Message-ID:`), read from its first
-    /// octets; none when its header section is longer than `submission::MAX_HEAD`.
-    async fn missing_headers(&self, body: &smtp_server::Body, id: &str) -> String {
-        let whole = body.len() <= submission::MAX_HEAD as u64;
-        let present = match body.as_memory() {
-            Some(b) => submission::scan(&b[..b.len().min(submission::MAX_HEAD)], whole),
-            None => {
-                use tokio::io::AsyncReadExt;
-                let mut head = Vec::with_capacity(submission::MAX_HEAD.min(body.len() as usize));
-                match body.reader().await {
-                    Ok(r) => {
-                        let mut r = r.take(submission::MAX_HEAD as u64);
-                        if r.read_to_end(&mut head).await.is_err() {
-                            return String::new();
-                        }
-                        submission::scan(&head, whole)
-                    }
-                    Err(_) => None,
-                }
-            }
-        };
-        match present {
-            Some(p) => submission::additions(p, id, &self.hostname, SystemTime::now()),
-            None => String::new(),
-        }
-    }
-
-    /// Gives up the session's upstream transaction, if the relay has one open.
-    async fn abandon_relay(&self, session: &Session) {
-        if let Target::Relay(_, pool) = &*self.target {
-            relay::abandon(pool, session_key(session)).await;
-        }
-    }
-
-    /// Counts a delivery for the metrics endpoint, when there is one.
-    fn observe_delivery(&self, kind: &'static str, started: std::time::Instant, ok: bool) {
-        if let Some(m) = &self.metrics {
-            m.delivery(kind, started.elapsed(), ok);
-        }
-    }
-
-    /// The `Received:` header of message `id`, stamped now.
-    fn received(&self, session: &Session, envelope: &Envelope, id: &str) -> String {
-        received::header(
-            session,
-            envelope,
-            &self.hostname,
-            id,
-            self.lmtp,
-            SystemTime::now(),
-        )
-    }
-}
-
-impl Handler for App {
-    async fn mail(
-        &self,
-        session: &Session,
-        _envelope: &Envelope,
-        from: &ReversePath,
-        params: &MailParameters,
-    ) -> Option<Reply> {
-        // Sender/login binding: an authenticated user sends only as addresses it owns.
-        if let (Some(login), ReversePath::Mailbox(m)) = (&session.login_data, from) {
-            let address = m.to_string();
-            if !self.senders.allows(login, &address) {
-                tracing::warn!(user = %login, sender = %address, "sender address not owned by user");
-                return Some(Reply::simple(
-                    553,
-                    Some((5, 7, 1)),
-                    &format!("<{address}>: Sender address rejected: not owned by user {login}"),
-                ));
-            }
-        }
-        // Relay: the upstream transaction opens now, so each recipient gets its own answer.
-        if let Target::Relay(cfg, pool) = &*self.target
-            && let Err(e) = relay::begin(
-                cfg,
-                pool,
-                session_key(session),
-                &self.hostname,
-                from,
-                params,
-            )
-            .await
-        {
-            tracing::warn!(error = %e.detail, "relay: MAIL not taken upstream");
-            return Some(e.command_reply());
-        }
-        None
-    }
-
-    async fn rcpt(
-        &self,
-        session: &Session,
-        _envelope: &Envelope,
-        to: &ForwardPath,
-        params: &RcptParameters,
-    ) -> Option<Reply> {
-        if let Target::Relay(_, pool) = &*self.target
-            && let Err(e) = relay::recipient(pool, session_key(session), to, params).await
-        {
-            tracing::info!(recipient = %to, error = %e.detail, "relay: recipient refused upstream");
-            return Some(e.command_reply());
-        }
-        None
-    }
-
-    async fn ehlo(&self, session: &Session, _name: &str) -> Option<Reply> {
-        self.abandon_relay(session).await;
-        None
-    }
-
-    async fn rset(&self, session: &Session) -> Option<Reply> {
-        self.abandon_relay(session).await;
-        None
-    }
-
-    async fn disconnect(&self, session: &Session) {
-        self.abandon_relay(session).await;
-    }
-
-    /// Maildir: the body is written straight into `tmp/`, after the `Received:` header, while
-    /// it arrives; `data` then only renames it into `new/` (no second copy).
-    async fn body_target(&self, session: &Session, envelope: &Envelope) -> Option<BodyTarget> {
-        let Target::Maildir(md) = &*self.target else {
-            return None;
-        };
-
-        let id = queue_id();
-        let header = self.received(session, envelope, &id);
-        Some(BodyTarget {
-            path: md.tmp_path(&id, &self.hostname),
-            prefix: bytes::Bytes::from(header),
-        })
-    }
-
-    async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
-        let started = std::time::Instant::now();
-        // A body already written into the Maildir's tmp/ (see body_target) is committed.
-        if let (Target::Maildir(md), Some(path)) = (&*self.target, envelope.body.spool_path())
-            && path.parent() == Some(&md.root().join("tmp"))
-        {
-            let id = md.queue_id_of(path, &self.hostname).unwrap_or_default();
-            // A submission that lacks Date or Message-ID is written again with them (the one
-            // case that copies); everything else is renamed into place as it is.
-            let additions = if self.fixes_headers(session) {
-                self.missing_headers(&envelope.body, &id).await
-            } else {
-                String::new()
-            };
-            let offset = match &envelope.body {
-                smtp_server::Body::Spooled(f) => f.offset(),
-                smtp_server::Body::Memory(_) => 0,
-            };
-            let (md, path, host, id2) = (
-                md.clone(),
-                path.to_path_buf(),
-                self.hostname.clone(),
-                id.clone(),
-            );
-            let size = envelope.body.len();
-            let rcpts: Vec<String> = envelope.rcpt_to.iter().map(|r| r.to_string()).collect();
-            let commit = move || {
-                if additions.is_empty() {
-                    return md.commit(&path);
-                }
-                with_added_fields(&md, &path, offset, &additions, &id2, &host)
-            };
-            let committed = match tokio::task::spawn_blocking(commit).await {
-                Ok(r) => r.map_err(|e| format!("maildir: {e}")),
-                Err(e) => Err(format!("maildir task: {e}")),
-            };
-            self.observe_delivery("maildir", started, committed.is_ok());
-            return delivered(session, &id, size, &rcpts, committed.map(|_| ()));
-        }
-        let id = queue_id();
-        let mut header = self.received(session, envelope, &id);
-        // (Discarded messages are not read for it.)
-        if self.fixes_headers(session) && !matches!(&*self.target, Target::Discard) {
-            header.push_str(&self.missing_headers(&envelope.body, &id).await);
-        }
-        let size = envelope.body.len();
-        let rcpts: Vec<String> = envelope.rcpt_to.iter().map(|r| r.to_string()).collect();
-        let outcome = match &*self.target {
-            Target::Discard => Ok(()),
-            Target::Maildir(md) => {
-                let (md, body, host, id2) = (
-                    md.clone(),
-                    envelope.body.clone(),
-                    self.hostname.clone(),
-                    id.clone(),
-                );
-                // The header, then the body streamed from memory or its spool file.
-                match tokio::task::spawn_blocking(move || {
-                    let mut message = std::io::Read::chain(
-                        std::io::Cursor::new(header.into_bytes()),
-                        body.blocking_reader()?,
-                    );
-                    md.store_from(&id2, &host, &mut message)
-                })
-                .await
-                {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!("maildir: {e}")),
-                    Err(e) => Err(format!("maildir task: {e}")),
-                }
-            }
-            Target::Relay(cfg, pool) => {
-                // Streamed from memory or the spool file, never loaded whole: on the
-                // transaction opened at MAIL, or a whole new one when there is none.
-                let sent = match relay::finish(
-                    pool,
-                    session_key(session),
-                    header.as_bytes(),
-                    &envelope.body,
-                )
-                .await
-                {
-                    Some(r) => r,
-                    None => {
-                        relay::relay(
-                            cfg,
-                            pool,
-                            session_key(session),
-                            &self.hostname,
-                            envelope,
-                            header.as_bytes(),
-                        )
-                        .await
-                    }
-                };
-                match sent {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        tracing::warn!(queue_id = %id, error = %e.detail, "relay failed");
-                        self.observe_delivery("relay", started, false);
-                        return e.reply();
-                    }
-                }
-            }
-        };
-        let kind = match &*self.target {
-            Target::Maildir(_) => "maildir",
-            Target::Relay(..) => "relay",
-            Target::Discard => "discard",
-        };
-        self.observe_delivery(kind, started, outcome.is_ok());
-        delivered(session, &id, size, &rcpts, outcome)
-    }
-}
-
-/// The key of a session's upstream transaction: its connection's two addresses.
-fn session_key(session: &Session) -> relay::SessionKey {
-    (session.peer_addr, session.local_addr)
-}
-
-/// Writes the message at `tmp` again with `additions` after its first `offset` octets (the
-/// `Received:` header), into `new/` under the same name. Blocking.
-fn with_added_fields(
-    md: &Maildir,
-    tmp: &std::path::Path,
-    offset: u64,
-    additions: &str,
-    id: &str,
-    hostname: &str,
-) -> std::io::Result<std::path::PathBuf> {
-    use std::io::Read;
-    // The name is the new file's: the original moves aside while it is read.
-    let mut aside = tmp.as_os_str().to_owned();
-    aside.push(".orig");
-    let aside = std::path::PathBuf::from(aside);
-    std::fs::rename(tmp, &aside)?;
-    let result = (|| {
-        let mut original = std::fs::File::open(&aside)?;
-        let mut prefix = vec![0u8; usize::try_from(offset).unwrap_or(0)];
-        original.read_exact(&mut prefix)?;
-        let mut message = std::io::Cursor::new(prefix)
-            .chain(std::io::Cursor::new(additions.as_bytes()))
-            .chain(original);
-        md.store_from(id, hostname, &mut message)
-    })();
-    let _ = std::fs::remove_file(&aside);
-    result
-}
-
-/// The reply and the log line for a delivery's outcome.
-fn delivered(
-    session: &Session,
-    id: &str,
-    size: u64,
-    rcpts: &[String],
-    outcome: Result<(), String>,
-) -> Reply {
-    match outcome {
-        Ok(()) => {
-            tracing::info!(queue_id = %id, size, recipients = ?rcpts, user = session.login_data.as_deref().unwrap_or(""), "delivered");
-            Reply::simple(250, Some((2, 0, 0)), &format!("OK: queued as {id}"))
-        }
-        Err(e) => {
-            tracing::error!(queue_id = %id, error = %e, "delivery failed");
-            Reply::simple(
-                451,
-                Some((4, 3, 0)),
-                "Local error in processing, try again later",
-            )
-        }
-    }
-}
-
-/// The server's certificate and key, swappable while it runs: the TLS configuration resolves
-/// every handshake through it, so a [`CertStore::reload`] (SIGHUP) reaches the next handshake
-/// on every listener, and sessions already in TLS keep theirs.
-#[derive(Debug)]
-pub struct CertStore {
-    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-}
-
-impl CertStore {
-    /// Loads the certificate chain and key (PEM); errors name the key and the file.
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
-        Ok(Self {
-            current: std::sync::RwLock::new(Arc::new(certified_key(cert, key)?)),
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-        })
-    }
-
-    /// Re-reads both files for the handshakes that follow; a broken or mismatched pair is
-    /// refused with the reason and the current one stays in force.
-    pub fn reload(&self) -> Result<(), String> {
-        let fresh = Arc::new(certified_key(&self.cert, &self.key)?);
-        if let Ok(mut current) = self.current.write() {
-            *current = fresh;
-        }
-        Ok(())
-    }
-}
-
-impl rustls::server::ResolvesServerCert for CertStore {
-    fn resolve(
-        &self,
-        _hello: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        match self.current.read() {
-            Ok(c) => Some(c.clone()),
-            Err(poisoned) => Some(poisoned.into_inner().clone()),
-        }
-    }
-}
-
-/// A certificate chain and its private key from PEM files, checked to belong together.
-fn certified_key(cert: &Path, key: &Path) -> Result<rustls::sign::CertifiedKey, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!("tls.cert {}: no certificate", cert.display()));
-    }
-    let key_der =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?;
-    let provider = rustls::crypto::ring::default_provider();
-    rustls::sign::CertifiedKey::from_der(certs, key_der, &provider).map_err(|e| {
-        format!(
-            "tls.key {}: {e} (does it belong to tls.cert?)",
-            key.display()
-        )
-    })
-}
-
-/// The TLS configuration: the certificate and key through a [`CertStore`] (reloadable), and
-/// client certificates verified against `client_ca` when given (EXTERNAL).
-pub fn load_tls(
-    cert: &Path,
-    key: &Path,
-    client_ca: Option<&Path>,
-) -> Result<(Arc<rustls::ServerConfig>, Arc<CertStore>), String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let store = Arc::new(CertStore::load(cert, key)?);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let builder = match client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?
-            {
-                let c = c.map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("tls.client_ca {}: no certificate", ca.display()));
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| format!("tls.client_ca {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let config = builder.with_cert_resolver(store.clone());
-    Ok((Arc::new(config), store))
-}
 
 /// Everything the configuration names besides itself, loaded and checked: what `serve`
 /// starts with and what `check-config` validates.
@@ -542,36 +96,26 @@ fn server_config(
     loaded: &Loaded,
     mode: ListenerTls,
     metrics: Option<&Arc<crate::metrics::Metrics>>,
-) -> ServerConfig {
+) -> Result<ServerConfig, String> {
     let s = &c.server;
-    let mut registry = Registry::empty();
-    let all = Registry::all_builtin();
-    let scram_secret = loaded.users.as_ref().map(FileUsers::scram_secret);
-    for m in &s.mechanisms {
-        let name = m.to_ascii_uppercase();
-        match (name.as_str(), &scram_secret) {
-            // Unknown users' fake salts stay the same across restarts.
-            ("SCRAM-SHA-256", Some(k)) => {
+    // The configured names, in their order, from the one list of offerable mechanisms.
+    let mut registry = crate::config::offerable()
+        .only(&s.mechanisms)
+        .map_err(|e| format!("server.mechanisms: {e}"))?;
+    if let Some(k) = loaded.users.as_ref().map(FileUsers::scram_secret) {
+        // Unknown users' fake salts stay the same across restarts.
+        for (name, plus) in [("SCRAM-SHA-256", false), ("SCRAM-SHA-256-PLUS", true)] {
+            if registry.contains(name) {
                 let k = k.clone();
-                let _ = registry.register(&name, move || {
-                    Box::new(ScramSha256Server::default().with_secret(k.clone()))
+                let _ = registry.register(name, move || {
+                    let m = if plus {
+                        ScramSha256Server::plus()
+                    } else {
+                        ScramSha256Server::default()
+                    };
+                    Box::new(m.with_secret(k.clone()))
                 });
             }
-            ("SCRAM-SHA-256-PLUS", Some(k)) => {
-                let k = k.clone();
-                let _ = registry.register(&name, move || {
-                    Box::new(ScramSha256Server::plus().with_secret(k.clone()))
-                });
-            }
-            _ if all.contains(&name) => {
-                let all = all.clone();
-                let n2 = name.clone();
-                // Names were validated with the configuration.
-                let _ = registry.register(&name, move || {
-                    all.create(&n2).expect("a built-in mechanism")
-                });
-            }
-            _ => {}
         }
     }
     for m in &s.exclude_mechanisms {
@@ -632,7 +176,7 @@ fn server_config(
     if let Some(m) = metrics {
         b = b.observer(m.clone());
     }
-    b.build()
+    Ok(b.build())
 }
 
 /// Builds one [`Server`] per listener from the configuration, sharing the delivery target,
@@ -641,41 +185,19 @@ fn server_config(
 /// connection of its own with `Server::serve_connection`.
 pub async fn build(config: &Config) -> Result<Built, String> {
     let loaded = load(config)?;
-    let target = match &config.delivery {
-        Delivery::Maildir { path } => {
-            let md = Maildir::open(path)
-                .map_err(|e| format!("delivery.path {}: {e}", path.display()))?;
-            match md.clean_tmp(&config.server.hostname) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    removed = n,
-                    dir = %path.join("tmp").display(),
-                    "removed stale files from the Maildir's tmp/ (crashed writes, or older than 36 hours)"
-                ),
-                Err(e) => tracing::warn!(error = %e, "could not clean the Maildir's tmp/"),
-            }
-            Target::Maildir(md)
-        }
-        Delivery::Relay(r) => Target::Relay(
-            r.clone(),
-            Arc::new(relay::RelayPool::new(Duration::from_secs(
-                r.reuse_idle_secs,
-            ))),
-        ),
-        Delivery::Discard => Target::Discard,
-    };
+    let delivery = crate::delivery::from_config(&config.delivery, &config.server.hostname)?;
     let metrics = config
         .metrics
         .as_ref()
         .map(|_| Arc::new(crate::metrics::Metrics::default()));
-    let app = App {
-        hostname: config.server.hostname.clone(),
-        lmtp: config.server.lmtp,
-        target: Arc::new(target),
-        senders: loaded.senders.clone(),
-        add_missing_headers: config.server.add_missing_headers,
-        metrics: metrics.clone(),
-    };
+    let app = App::new(
+        &config.server.hostname,
+        config.server.lmtp,
+        delivery,
+        loaded.senders.clone(),
+        config.server.add_missing_headers,
+        metrics.clone(),
+    );
     let keys = config.auth.cache();
     let cache = keys.enabled.then(|| {
         CredentialCache::new(CacheConfig {
@@ -778,13 +300,13 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         .listeners
         .iter()
         .map(|l| {
-            let cfg = server_config(config, &loaded, l.tls, metrics.as_ref());
+            let cfg = server_config(config, &loaded, l.tls, metrics.as_ref())?;
             let server = Server::new(cfg, app.clone())
                 .authenticator(Shared(authenticator.clone()))
                 .limiter(limiter.clone());
-            (l.address, server)
+            Ok((l.address, server))
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     Ok(Built { servers, metrics })
 }
 
@@ -847,69 +369,6 @@ pub async fn run(
     Ok(())
 }
 
-/// What a SIGHUP reloads.
-struct Reloadable {
-    /// The file backend's users, their file and the credential cache to correct.
-    users: Option<(FileUsers, std::path::PathBuf, Option<CredentialCache>)>,
-    /// The TLS certificate and key.
-    certs: Option<Arc<CertStore>>,
-    /// The sender/login map.
-    senders: SenderPolicy,
-}
-
-/// SIGHUP re-reads the users file, the TLS certificate and key, and the sender/login map, for
-/// the sessions and handshakes that follow (sessions in progress are untouched), and drops the
-/// cached credentials of every user whose line changed or went away. Each file is checked by
-/// the loader that `check-config` and a start use; a broken one is refused with a log line
-/// naming the problem, and what was in force stays in force.
-async fn reload_on_sighup(r: Reloadable) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("no SIGHUP handler: reloads need a restart");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        if let Some((users, path, cache)) = &r.users {
-            match users.reload(path) {
-                Ok(changed) => {
-                    if let Some(c) = cache {
-                        for u in &changed {
-                            c.invalidate_user(u);
-                        }
-                    }
-                    tracing::info!(
-                        file = %path.display(),
-                        users = users.len(),
-                        changed = changed.len(),
-                        "users file reloaded"
-                    );
-                }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "users file reload refused: the old users stay in force"
-                ),
-            }
-        }
-        if let Some(certs) = &r.certs {
-            match certs.reload() {
-                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "TLS reload refused: the old certificate stays in force"
-                ),
-            }
-        }
-        match r.senders.reload() {
-            Ok(Some(n)) => tracing::info!(entries = n, "sender/login map reloaded"),
-            Ok(None) => {}
-            Err(e) => tracing::error!(
-                error = %e,
-                "sender/login map reload refused: the old map stays in force"
-            ),
-        }
-    }
-}
-
 /// A listener with an explicit backlog (the default of `TcpListener::bind` is 128: a burst of
 /// connects while busy overflows it, and the kernel drops them silently).
 fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
@@ -941,5 +400,97 @@ impl Authenticator for Shared {
         request: smtp_auth::LookupRequest,
     ) -> smtp_server::BoxFuture<smtp_auth::LookupResult> {
         self.0.lookup(session, request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory of its own under the system's temporary one.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("smtpd-app-{name}-{}", crate::delivery::queue_id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A users file of one user (`demo`, the demo's hash) in `dir`.
+    fn users(dir: &std::path::Path) -> std::path::PathBuf {
+        let p = dir.join("users");
+        let demo =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/users"))
+                .unwrap();
+        std::fs::write(&p, demo).unwrap();
+        p
+    }
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, "test.toml").unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_server_per_listener_and_metrics_only_when_configured() {
+        let dir = scratch("listeners");
+        let u = users(&dir);
+        let text = format!(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\n[[listener]]\naddress = \"127.0.0.1:2\"\n\
+             [auth]\nbackend = \"file\"\nusers_file = {u:?}\n[delivery]\nkind = \"discard\"\n"
+        );
+        let built = build(&parse(&text)).await.unwrap();
+        let addrs: Vec<_> = built.servers.iter().map(|(a, _)| a.port()).collect();
+        assert_eq!(addrs, [1, 2]);
+        assert!(built.metrics.is_none());
+        let with = format!("{text}[metrics]\naddress = \"127.0.0.1:3\"\n");
+        assert!(build(&parse(&with)).await.unwrap().metrics.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_mechanisms_are_the_configured_ones_in_their_order() {
+        let dir = scratch("mechs");
+        let u = users(&dir);
+        let text = format!(
+            "[server]\nmechanisms = [\"login\", \"SCRAM-SHA-256\", \"PLAIN\"]\n\
+             exclude_mechanisms = [\"PLAIN\"]\n\
+             [auth]\nbackend = \"file\"\nusers_file = {u:?}\n[delivery]\nkind = \"discard\"\n"
+        );
+        let config = parse(&text);
+        let loaded = load(&config).unwrap();
+        let cfg = server_config(&config, &loaded, ListenerTls::None, None).unwrap();
+        assert!(
+            format!("{cfg:?}").contains(r#"mechanisms: ["LOGIN", "SCRAM-SHA-256"]"#),
+            "{cfg:?}"
+        );
+        // A configuration built in code without the check is refused here, not served.
+        let mut unchecked = config.clone();
+        unchecked.server.mechanisms = vec!["X-NOPE".into()];
+        let e = server_config(&unchecked, &loaded, ListenerTls::None, None).unwrap_err();
+        assert!(
+            e.starts_with("server.mechanisms: unknown mechanism \"X-NOPE\""),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn files_the_configuration_names_are_loaded_or_named_in_the_error() {
+        let dir = scratch("load");
+        let missing = dir.join("no-such-users");
+        let text = format!(
+            "[auth]\nbackend = \"file\"\nusers_file = {missing:?}\n[delivery]\nkind = \"discard\"\n"
+        );
+        let e = load(&parse(&text)).unwrap_err();
+        assert!(e.starts_with("auth.users_file: "), "{e}");
+        assert!(build(&parse(&text)).await.is_err());
+        // The Maildir is created (tmp/, new/, cur/) when the server is built.
+        let u = users(&dir);
+        let md = dir.join("Maildir");
+        let text = format!(
+            "[auth]\nbackend = \"file\"\nusers_file = {u:?}\n[delivery]\nkind = \"maildir\"\npath = {md:?}\n"
+        );
+        build(&parse(&text)).await.unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            assert!(md.join(sub).is_dir(), "{sub}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -27,12 +27,14 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod handler;
 pub mod metrics;
 pub mod received;
-pub mod relay;
+mod reload;
 pub mod sender;
 pub mod shared_limit;
 pub mod submission;
+pub mod tls;
 pub mod users;
 
 /// The configuration `smtpd serve` uses without `--config`.

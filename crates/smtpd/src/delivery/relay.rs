@@ -2,6 +2,11 @@
 //! crates: `smtp-proto` commands (`Command::encode`), replies and DATA encoding, `smtp-auth`'s
 //! PLAIN client, rustls for STARTTLS. The AUTH line is built in a buffer that is wiped once
 //! sent.
+//!
+//! [`Relay`] is the [`Delivery`]: each session's transaction is opened upstream at MAIL and
+//! fed at each RCPT, so every command gets the upstream's own answer; DATA finishes it (or, when
+//! the upstream connection broke after MAIL, relays the whole transaction again). Upstream
+//! connections are kept for the next message ([`RelayPool`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +22,106 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zeroize::Zeroize;
 
+use smtp_server::Session;
+
+use super::{Delivery, DeliveryError, DeliveryFuture, Message};
 use crate::config::RelaySection;
+
+/// The relay as a [`Delivery`]: the upstream, its connections kept between messages, and the
+/// name it greets the upstream with.
+#[derive(Debug)]
+pub struct Relay {
+    cfg: RelaySection,
+    pool: Arc<RelayPool>,
+    hostname: String,
+}
+
+impl Relay {
+    /// A relay to `cfg`'s upstream, greeting it as `hostname`.
+    pub fn new(cfg: RelaySection, hostname: &str) -> Self {
+        let pool = Arc::new(RelayPool::new(Duration::from_secs(cfg.reuse_idle_secs)));
+        Self {
+            cfg,
+            pool,
+            hostname: hostname.to_owned(),
+        }
+    }
+}
+
+/// The key of a session's upstream transaction: its connection's two addresses.
+fn session_key(session: &Session) -> SessionKey {
+    (session.peer_addr, session.local_addr)
+}
+
+impl Delivery for Relay {
+    fn kind(&self) -> &'static str {
+        "relay"
+    }
+
+    fn begin<'a>(
+        &'a self,
+        session: &'a Session,
+        from: &'a ReversePath,
+        params: &'a MailParameters,
+    ) -> DeliveryFuture<'a, Result<(), Reply>> {
+        Box::pin(async move {
+            let key = session_key(session);
+            begin(&self.cfg, &self.pool, key, &self.hostname, from, params)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e.detail, "relay: MAIL not taken upstream");
+                    e.command_reply()
+                })
+        })
+    }
+
+    fn recipient<'a>(
+        &'a self,
+        session: &'a Session,
+        to: &'a ForwardPath,
+        params: &'a RcptParameters,
+    ) -> DeliveryFuture<'a, Result<(), Reply>> {
+        Box::pin(async move {
+            recipient(&self.pool, session_key(session), to, params)
+                .await
+                .map_err(|e| {
+                    tracing::info!(recipient = %to, error = %e.detail, "relay: recipient refused upstream");
+                    e.command_reply()
+                })
+        })
+    }
+
+    fn deliver<'a>(&'a self, m: Message<'a>) -> DeliveryFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let key = session_key(m.session);
+            let header = m.header.as_bytes();
+            // Streamed from memory or the spool file, never loaded whole: on the transaction
+            // opened at MAIL, or a whole new one when there is none.
+            let sent = match finish(&self.pool, key, header, &m.envelope.body).await {
+                Some(r) => r,
+                None => {
+                    relay(
+                        &self.cfg,
+                        &self.pool,
+                        key,
+                        &self.hostname,
+                        m.envelope,
+                        header,
+                    )
+                    .await
+                }
+            };
+            sent.map_err(|e| {
+                tracing::warn!(queue_id = %m.id, error = %e.detail, "relay failed");
+                DeliveryError::Refused(e.reply())
+            })
+        })
+    }
+
+    fn abandon<'a>(&'a self, session: &'a Session) -> DeliveryFuture<'a, ()> {
+        Box::pin(abandon(&self.pool, session_key(session)))
+    }
+}
 
 /// The upstream mechanism: XOAUTH2 with the token when one is configured and offered, else
 /// PLAIN, else LOGIN, among what the upstream offers (Office 365 submission offers
@@ -440,7 +544,7 @@ async fn connect(cfg: &RelaySection, helo: &str) -> Result<(Upstream, EhloRespon
 /// Relays the envelope's whole transaction for a session that has none open upstream (its
 /// connection broke after MAIL): [`begin`] with the message's exact size, [`recipient`] for
 /// each one (any refusal fails the message), [`finish`] with `header` before the body.
-pub async fn relay(
+async fn relay(
     cfg: &RelaySection,
     pool: &Arc<RelayPool>,
     key: SessionKey,
@@ -561,7 +665,7 @@ async fn take_or_connect(
 /// Opens the upstream transaction for a session's MAIL (a transaction the session left behind,
 /// after a reset no hook sees, is given up first): `Err` carries the upstream's refusal. SIZE
 /// upstream is the client's declaration plus room for our header.
-pub async fn begin(
+async fn begin(
     cfg: &RelaySection,
     pool: &Arc<RelayPool>,
     key: SessionKey,
@@ -606,7 +710,7 @@ async fn open(
 
 /// One RCPT of the session's open transaction: `Err` carries the upstream's refusal of this
 /// recipient (the transaction goes on for the others).
-pub async fn recipient(
+async fn recipient(
     pool: &Arc<RelayPool>,
     key: SessionKey,
     to: &ForwardPath,
@@ -630,7 +734,7 @@ pub async fn recipient(
 
 /// Sends the message on the session's open transaction: `None` when there is none (then the
 /// caller relays the whole transaction itself).
-pub async fn finish(
+async fn finish(
     pool: &Arc<RelayPool>,
     key: SessionKey,
     header: &[u8],
@@ -645,7 +749,7 @@ pub async fn finish(
 }
 
 /// Gives up the session's open transaction, if any (RSET, and the connection is kept).
-pub async fn abandon(pool: &Arc<RelayPool>, key: SessionKey) {
+async fn abandon(pool: &Arc<RelayPool>, key: SessionKey) {
     if let Some(mut open) = pool.take_open(key)
         && open.up.cmd(&Command::Rset, 2).await.is_ok()
     {

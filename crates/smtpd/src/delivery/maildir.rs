@@ -1,24 +1,16 @@
-//! Delivery: Maildir (atomic: tmp/, fsync, rename into new/, fsync the directory, all before
-//! the 250), relay to an upstream server, or discard.
+//! Maildir delivery (<https://cr.yp.to/proto/maildir.html>): atomic (tmp/, fsync, rename
+//! into new/, fsync the directory, all before the 250). The body is written straight into
+//! `tmp/` behind the `Received:` header while it arrives ([`Delivery::body_target`]), so
+//! delivering it is a rename; a submission that lacks `Date:` or `Message-ID:` is the one case
+//! written again, with the fields added after the `Received:` header.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A unique message id: seconds, microseconds, process and a counter.
-pub fn queue_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{}.M{}P{}Q{}",
-        now.as_secs(),
-        now.subsec_micros(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use smtp_server::{Body, BodyTarget};
+
+#[cfg(test)]
+use super::queue_id;
+use super::{Delivery, DeliveryError, DeliveryFuture, Message};
 
 /// A host name as it may appear in a Maildir file name.
 fn sanitize(hostname: &str) -> String {
@@ -161,6 +153,135 @@ impl Maildir {
     }
 }
 
+/// [`Maildir`] as a [`Delivery`]: the directory and the host name its file names carry.
+#[derive(Debug, Clone)]
+pub struct MaildirDelivery {
+    dir: Maildir,
+    hostname: String,
+}
+
+impl MaildirDelivery {
+    /// Opens (creating) the Maildir at `path` and removes its stale `tmp/` files.
+    pub fn open(path: &Path, hostname: &str) -> Result<Self, String> {
+        let dir =
+            Maildir::open(path).map_err(|e| format!("delivery.path {}: {e}", path.display()))?;
+        match dir.clean_tmp(hostname) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                removed = n,
+                dir = %path.join("tmp").display(),
+                "removed stale files from the Maildir's tmp/ (crashed writes, or older than 36 hours)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not clean the Maildir's tmp/"),
+        }
+        Ok(Self {
+            dir,
+            hostname: hostname.to_owned(),
+        })
+    }
+
+    /// The Maildir.
+    pub fn maildir(&self) -> &Maildir {
+        &self.dir
+    }
+}
+
+impl Delivery for MaildirDelivery {
+    fn kind(&self) -> &'static str {
+        "maildir"
+    }
+
+    fn body_target(&self, id: &str, prefix: bytes::Bytes) -> Option<BodyTarget> {
+        Some(BodyTarget {
+            path: self.dir.tmp_path(id, &self.hostname),
+            prefix,
+        })
+    }
+
+    fn written(&self, body: &Body) -> Option<String> {
+        let path = body.spool_path()?;
+        (path.parent() == Some(&self.dir.root().join("tmp"))).then(|| {
+            self.dir
+                .queue_id_of(path, &self.hostname)
+                .unwrap_or_default()
+        })
+    }
+
+    fn deliver<'a>(&'a self, m: Message<'a>) -> DeliveryFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let (dir, host, id, header) = (
+                self.dir.clone(),
+                self.hostname.clone(),
+                m.id.to_owned(),
+                m.header.to_owned(),
+            );
+            let body = &m.envelope.body;
+            let task = match (self.written(body).is_some(), body.spool_path()) {
+                // Written into tmp/ behind its Received header: renamed into place, or
+                // written again with the added fields after that header.
+                (true, Some(path)) => {
+                    let path = path.to_path_buf();
+                    let offset = match body {
+                        Body::Spooled(f) => f.offset(),
+                        Body::Memory(_) => 0,
+                    };
+                    tokio::task::spawn_blocking(move || {
+                        if header.is_empty() {
+                            return dir.commit(&path);
+                        }
+                        with_added_fields(&dir, &path, offset, &header, &id, &host)
+                    })
+                }
+                // The header, then the body streamed from memory or its spool file.
+                _ => {
+                    let body = body.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut message = std::io::Read::chain(
+                            std::io::Cursor::new(header.into_bytes()),
+                            body.blocking_reader()?,
+                        );
+                        dir.store_from(&id, &host, &mut message)
+                    })
+                }
+            };
+            match task.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(DeliveryError::Local(format!("maildir: {e}"))),
+                Err(e) => Err(DeliveryError::Local(format!("maildir task: {e}"))),
+            }
+        })
+    }
+}
+
+/// Writes the message at `tmp` again with `additions` after its first `offset` octets (the
+/// `Received:` header), into `new/` under the same name. Blocking.
+fn with_added_fields(
+    md: &Maildir,
+    tmp: &Path,
+    offset: u64,
+    additions: &str,
+    id: &str,
+    hostname: &str,
+) -> std::io::Result<PathBuf> {
+    use std::io::Read;
+    // The name is the new file's: the original moves aside while it is read.
+    let mut aside = tmp.as_os_str().to_owned();
+    aside.push(".orig");
+    let aside = PathBuf::from(aside);
+    std::fs::rename(tmp, &aside)?;
+    let result = (|| {
+        let mut original = std::fs::File::open(&aside)?;
+        let mut prefix = vec![0u8; usize::try_from(offset).unwrap_or(0)];
+        original.read_exact(&mut prefix)?;
+        let mut message = std::io::Cursor::new(prefix)
+            .chain(std::io::Cursor::new(additions.as_bytes()))
+            .chain(original);
+        md.store_from(id, hostname, &mut message)
+    })();
+    let _ = std::fs::remove_file(&aside);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +335,48 @@ mod tests {
         let a = queue_id();
         let b = queue_id();
         assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn a_message_from_memory_is_its_header_then_its_body_in_new() {
+        let dir = std::env::temp_dir().join(format!("smtpd-deliver-{}", queue_id()));
+        let d = MaildirDelivery::open(&dir, "mx.test").unwrap();
+        assert_eq!(d.kind(), "maildir");
+        let session = smtp_server::Session::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let envelope = smtp_server::Envelope {
+            body: Body::Memory(bytes::Bytes::from_static(b"Subject: x\r\n\r\nhi\r\n")),
+            ..Default::default()
+        };
+        // Not written into tmp/: delivered as header + body.
+        assert_eq!(d.written(&envelope.body), None);
+        let m = Message {
+            session: &session,
+            envelope: &envelope,
+            id: "1.M2P3Q4",
+            header: "Received: by mx.test\r\n",
+        };
+        d.deliver(m).await.unwrap();
+        let new: Vec<_> = std::fs::read_dir(dir.join("new")).unwrap().collect();
+        assert_eq!(new.len(), 1);
+        let file = new[0].as_ref().unwrap().path();
+        assert!(
+            file.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("1.M2P3Q4.")
+        );
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            b"Received: by mx.test\r\nSubject: x\r\n\r\nhi\r\n"
+        );
+        assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        // A target in tmp/ names the file the rename will find.
+        let t = d.body_target("9.M9P9Q9", bytes::Bytes::new()).unwrap();
+        assert_eq!(t.path.parent().unwrap(), dir.join("tmp"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

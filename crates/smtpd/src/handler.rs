@@ -1,0 +1,205 @@
+//! The handler `smtpd` serves with: sender/login binding at MAIL, the `Received:` header, the
+//! header fields a submission lacks, metrics, and the [`Delivery`] backend for everything that
+//! stores or forwards the message.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use smtp_proto::{ForwardPath, MailParameters, RcptParameters, Reply, ReversePath};
+use smtp_server::{BodyTarget, Envelope, Handler, Session};
+
+use crate::delivery::{Delivery, DeliveryError, Message, queue_id};
+use crate::sender::SenderPolicy;
+use crate::{received, submission};
+
+/// The handler: binds senders to logins, adds the `Received:` header (and, for a submission,
+/// missing `Date:`/`Message-ID:`), and delivers through its [`Delivery`].
+#[derive(Debug, Clone)]
+pub struct App {
+    hostname: String,
+    lmtp: bool,
+    delivery: Arc<dyn Delivery>,
+    senders: SenderPolicy,
+    add_missing_headers: bool,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl App {
+    /// A handler delivering through `delivery`, naming itself `hostname` in `Received:`
+    /// headers (`lmtp`: the protocol it records), binding senders with `senders`, adding the
+    /// fields a submission lacks when `add_missing_headers`, counting into `metrics`.
+    pub fn new(
+        hostname: &str,
+        lmtp: bool,
+        delivery: Arc<dyn Delivery>,
+        senders: SenderPolicy,
+        add_missing_headers: bool,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        Self {
+            hostname: hostname.to_owned(),
+            lmtp,
+            delivery,
+            senders,
+            add_missing_headers,
+            metrics,
+        }
+    }
+
+    /// Whether this session's messages get missing `Date:`/`Message-ID:` fields: authenticated
+    /// submission (RFC 6409 §8), when configured.
+    fn fixes_headers(&self, session: &Session) -> bool {
+        self.add_missing_headers && session.authenticated
+    }
+
+    /// The fields a submitted message lacks (`Date:`, `Message-ID:`), read from its first
+    /// octets; none when its header section is longer than `submission::MAX_HEAD`.
+    async fn missing_headers(&self, body: &smtp_server::Body, id: &str) -> String {
+        let whole = body.len() <= submission::MAX_HEAD as u64;
+        let present = match body.as_memory() {
+            Some(b) => submission::scan(&b[..b.len().min(submission::MAX_HEAD)], whole),
+            None => {
+                use tokio::io::AsyncReadExt;
+                let mut head = Vec::with_capacity(submission::MAX_HEAD.min(body.len() as usize));
+                match body.reader().await {
+                    Ok(r) => {
+                        let mut r = r.take(submission::MAX_HEAD as u64);
+                        if r.read_to_end(&mut head).await.is_err() {
+                            return String::new();
+                        }
+                        submission::scan(&head, whole)
+                    }
+                    Err(_) => None,
+                }
+            }
+        };
+        match present {
+            Some(p) => submission::additions(p, id, &self.hostname, SystemTime::now()),
+            None => String::new(),
+        }
+    }
+
+    /// The `Received:` header of message `id`, stamped now.
+    fn received(&self, session: &Session, envelope: &Envelope, id: &str) -> String {
+        received::header(
+            session,
+            envelope,
+            &self.hostname,
+            id,
+            self.lmtp,
+            SystemTime::now(),
+        )
+    }
+}
+
+impl Handler for App {
+    async fn mail(
+        &self,
+        session: &Session,
+        _envelope: &Envelope,
+        from: &ReversePath,
+        params: &MailParameters,
+    ) -> Option<Reply> {
+        // Sender/login binding: an authenticated user sends only as addresses it owns.
+        if let (Some(login), ReversePath::Mailbox(m)) = (&session.login_data, from) {
+            let address = m.to_string();
+            if !self.senders.allows(login, &address) {
+                tracing::warn!(user = %login, sender = %address, "sender address not owned by user");
+                return Some(Reply::simple(
+                    553,
+                    Some((5, 7, 1)),
+                    &format!("<{address}>: Sender address rejected: not owned by user {login}"),
+                ));
+            }
+        }
+        self.delivery.begin(session, from, params).await.err()
+    }
+
+    async fn rcpt(
+        &self,
+        session: &Session,
+        _envelope: &Envelope,
+        to: &ForwardPath,
+        params: &RcptParameters,
+    ) -> Option<Reply> {
+        self.delivery.recipient(session, to, params).await.err()
+    }
+
+    async fn ehlo(&self, session: &Session, _name: &str) -> Option<Reply> {
+        self.delivery.abandon(session).await;
+        None
+    }
+
+    async fn rset(&self, session: &Session) -> Option<Reply> {
+        self.delivery.abandon(session).await;
+        None
+    }
+
+    async fn disconnect(&self, session: &Session) {
+        self.delivery.abandon(session).await;
+    }
+
+    async fn body_target(&self, session: &Session, envelope: &Envelope) -> Option<BodyTarget> {
+        let id = queue_id();
+        let header = self.received(session, envelope, &id);
+        self.delivery.body_target(&id, bytes::Bytes::from(header))
+    }
+
+    async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
+        let started = Instant::now();
+        // A body already written into place behind its Received header (body_target) gets
+        // only the added fields; any other gets its Received header in front.
+        let written = self.delivery.written(&envelope.body);
+        let mut header = String::new();
+        let id = match written {
+            Some(id) => id,
+            None => {
+                let id = queue_id();
+                header = self.received(session, envelope, &id);
+                id
+            }
+        };
+        if self.fixes_headers(session) && self.delivery.reads_body() {
+            header.push_str(&self.missing_headers(&envelope.body, &id).await);
+        }
+        let outcome = self
+            .delivery
+            .deliver(Message {
+                session,
+                envelope,
+                id: &id,
+                header: &header,
+            })
+            .await;
+        if let Some(m) = &self.metrics {
+            m.delivery(self.delivery.kind(), started.elapsed(), outcome.is_ok());
+        }
+        delivered(session, envelope, &id, outcome)
+    }
+}
+
+/// The reply and the log line for a delivery's outcome.
+fn delivered(
+    session: &Session,
+    envelope: &Envelope,
+    id: &str,
+    outcome: Result<(), DeliveryError>,
+) -> Reply {
+    match outcome {
+        Ok(()) => {
+            let rcpts: Vec<String> = envelope.rcpt_to.iter().map(|r| r.to_string()).collect();
+            tracing::info!(queue_id = %id, size = envelope.body.len(), recipients = ?rcpts, user = session.login_data.as_deref().unwrap_or(""), "delivered");
+            Reply::simple(250, Some((2, 0, 0)), &format!("OK: queued as {id}"))
+        }
+        Err(DeliveryError::Local(e)) => {
+            tracing::error!(queue_id = %id, error = %e, "delivery failed");
+            Reply::simple(
+                451,
+                Some((4, 3, 0)),
+                "Local error in processing, try again later",
+            )
+        }
+        // The backend logged it; its party's answer goes to the client.
+        Err(DeliveryError::Refused(reply)) => reply,
+    }
+}

@@ -1,0 +1,72 @@
+//! SIGHUP: what it reloads, and the loop that does it.
+
+use std::sync::Arc;
+
+use smtp_auth::CredentialCache;
+
+use crate::sender::SenderPolicy;
+use crate::tls::CertStore;
+use crate::users::FileUsers;
+
+/// What a SIGHUP reloads.
+pub(crate) struct Reloadable {
+    /// The file backend's users, their file and the credential cache to correct.
+    pub(crate) users: Option<(FileUsers, std::path::PathBuf, Option<CredentialCache>)>,
+    /// The TLS certificate and key.
+    pub(crate) certs: Option<Arc<CertStore>>,
+    /// The sender/login map.
+    pub(crate) senders: SenderPolicy,
+}
+
+/// SIGHUP re-reads the users file, the TLS certificate and key, and the sender/login map, for
+/// the sessions and handshakes that follow (sessions in progress are untouched), and drops the
+/// cached credentials of every user whose line changed or went away. Each file is checked by
+/// the loader that `check-config` and a start use; a broken one is refused with a log line
+/// naming the problem, and what was in force stays in force.
+pub(crate) async fn reload_on_sighup(r: Reloadable) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: reloads need a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Some((users, path, cache)) = &r.users {
+            match users.reload(path) {
+                Ok(changed) => {
+                    if let Some(c) = cache {
+                        for u in &changed {
+                            c.invalidate_user(u);
+                        }
+                    }
+                    tracing::info!(
+                        file = %path.display(),
+                        users = users.len(),
+                        changed = changed.len(),
+                        "users file reloaded"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "users file reload refused: the old users stay in force"
+                ),
+            }
+        }
+        if let Some(certs) = &r.certs {
+            match certs.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "TLS reload refused: the old certificate stays in force"
+                ),
+            }
+        }
+        match r.senders.reload() {
+            Ok(Some(n)) => tracing::info!(entries = n, "sender/login map reloaded"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                error = %e,
+                "sender/login map reload refused: the old map stays in force"
+            ),
+        }
+    }
+}
