@@ -140,9 +140,8 @@ impl Handler for App {
     }
 
     async fn body_target(&self, session: &Session, envelope: &Envelope) -> Option<BodyTarget> {
-        let id = queue_id();
-        let header = self.received(session, envelope, &id);
-        self.delivery.body_target(&id, bytes::Bytes::from(header))
+        self.delivery
+            .body_target(&|id| bytes::Bytes::from(self.received(session, envelope, id)))
     }
 
     async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {

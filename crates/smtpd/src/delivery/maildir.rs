@@ -191,10 +191,11 @@ impl Delivery for MaildirDelivery {
         "maildir"
     }
 
-    fn body_target(&self, id: &str, prefix: bytes::Bytes) -> Option<BodyTarget> {
+    fn body_target(&self, header: &dyn Fn(&str) -> bytes::Bytes) -> Option<BodyTarget> {
+        let id = super::queue_id();
         Some(BodyTarget {
-            path: self.dir.tmp_path(id, &self.hostname),
-            prefix,
+            path: self.dir.tmp_path(&id, &self.hostname),
+            prefix: header(&id),
         })
     }
 
@@ -375,8 +376,15 @@ mod tests {
         );
         assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
         // A target in tmp/ names the file the rename will find.
-        let t = d.body_target("9.M9P9Q9", bytes::Bytes::new()).unwrap();
+        let t = d
+            .body_target(&|id| bytes::Bytes::from(format!("Received: {id}\r\n")))
+            .unwrap();
         assert_eq!(t.path.parent().unwrap(), dir.join("tmp"));
+        let name = t.path.file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            t.prefix,
+            format!("Received: {}\r\n", name.split_once(".mx").unwrap().0)
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -86,10 +86,11 @@ pub trait Delivery: Send + Sync + std::fmt::Debug + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    /// Where the body of message `id` is written while it arrives, after `prefix` (its
-    /// `Received:` header); `None`: in memory or a spool file.
-    fn body_target(&self, id: &str, prefix: bytes::Bytes) -> Option<BodyTarget> {
-        let _ = (id, prefix);
+    /// Where the body is written while it arrives; `header(id)` makes the `Received:` header
+    /// of message `id`, to write in front of it (called only by a backend that takes the
+    /// body, so the others pay nothing). `None`: in memory or a spool file.
+    fn body_target(&self, header: &dyn Fn(&str) -> bytes::Bytes) -> Option<BodyTarget> {
+        let _ = header;
         None
     }
 
