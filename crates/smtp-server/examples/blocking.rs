@@ -20,7 +20,7 @@ use bytes::Bytes;
 use smtp_auth::{AuthDecision, LookupResult};
 use smtp_proto::Reply;
 use smtp_server::machine::{Call, Event, Machine, WrongState};
-use smtp_server::{AuthLimiter, Body, ServerConfig};
+use smtp_server::{Body, ServerConfig};
 
 /// The configuration: AUTH required, allowed without TLS because it listens on loopback.
 pub fn config() -> ServerConfig {
@@ -35,21 +35,17 @@ pub fn config() -> ServerConfig {
 /// Serves `connections` connections (all of them when `None`), each on its own thread,
 /// writing accepted messages into `dir`. Returns once the last accepted connection is over.
 pub fn serve(listener: TcpListener, dir: PathBuf, connections: Option<usize>) {
+    // One configuration, so one AUTH failure limiter, for every connection: failures count
+    // across them.
     let cfg = Arc::new(config());
-    // One limiter for every connection: AUTH failures count across them.
-    let limiter = Arc::new(AuthLimiter::new(
-        30,
-        10,
-        std::time::Duration::from_secs(600),
-    ));
     let dir: Arc<Path> = Arc::from(dir);
     let seq = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
     for stream in listener.incoming().take(connections.unwrap_or(usize::MAX)) {
         let Ok(stream) = stream else { continue };
-        let (cfg, limiter, dir, seq) = (cfg.clone(), limiter.clone(), dir.clone(), seq.clone());
+        let (cfg, dir, seq) = (cfg.clone(), dir.clone(), seq.clone());
         threads.push(std::thread::spawn(move || {
-            if let Err(e) = session(stream, cfg, limiter, &dir, &seq) {
+            if let Err(e) = session(stream, cfg, &dir, &seq) {
                 eprintln!("session ended: {e}");
             }
         }));
@@ -63,13 +59,11 @@ pub fn serve(listener: TcpListener, dir: PathBuf, connections: Option<usize>) {
 fn session(
     mut stream: TcpStream,
     cfg: Arc<ServerConfig>,
-    limiter: Arc<AuthLimiter>,
     dir: &Path,
     seq: &AtomicU64,
 ) -> std::io::Result<()> {
     let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
     let mut m = Machine::new(cfg, peer, local, Instant::now());
-    m.set_limiter(limiter);
     let mut body = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {

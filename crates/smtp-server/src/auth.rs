@@ -265,22 +265,22 @@ impl AuthLimiter {
         (self.per_ip, self.per_user, self.window)
     }
 
-    /// True when `ip` has reached its limit.
-    pub fn ip_blocked(&self, ip: IpAddr) -> bool {
+    /// True when `ip` has reached its limit at `now` (the limiter reads no clock: the session
+    /// machine passes its own time, so paused and simulated time apply).
+    pub fn ip_blocked(&self, ip: IpAddr, now: Instant) -> bool {
         let map = self.ips.lock().unwrap_or_else(|p| p.into_inner());
-        self.per_ip > 0 && map.count(&address_key(ip), self.window, Instant::now()) >= self.per_ip
+        self.per_ip > 0 && map.count(&address_key(ip), self.window, now) >= self.per_ip
     }
 
-    /// True when `user` has reached its limit.
-    pub fn user_locked(&self, user: &str) -> bool {
+    /// True when `user` has reached its limit at `now`.
+    pub fn user_locked(&self, user: &str, now: Instant) -> bool {
         let map = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        self.per_user > 0
-            && map.count(&user_key(user), self.window, Instant::now()) >= self.per_user
+        self.per_user > 0 && map.count(&user_key(user), self.window, now) >= self.per_user
     }
 
-    /// Records one failure from `ip`, for `user` when a credential for that user was refused.
-    pub fn record_failure(&self, ip: IpAddr, user: Option<&str>) {
-        let now = Instant::now();
+    /// Records one failure from `ip` at `now`, for `user` when a credential for that user was
+    /// refused.
+    pub fn record_failure(&self, ip: IpAddr, user: Option<&str>, now: Instant) {
         let ip = address_key(ip);
         if self.per_ip > 0 {
             let mut map = self.ips.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,48 +310,54 @@ mod tests {
 
     #[test]
     fn per_ip_and_per_user_limits() {
+        let t = Instant::now();
         let l = AuthLimiter::new(3, 2, Duration::from_secs(60));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        l.record_failure(a, Some("Alice"));
-        assert!(!l.user_locked("alice"));
-        l.record_failure(b, Some("alice"));
+        l.record_failure(a, Some("Alice"), t);
+        assert!(!l.user_locked("alice", t));
+        l.record_failure(b, Some("alice"), t);
         assert!(
-            l.user_locked("ALICE"),
+            l.user_locked("ALICE", t),
             "counted across addresses, case-insensitively"
         );
-        assert!(!l.user_locked("bob"));
-        l.record_failure(a, None);
-        assert!(!l.ip_blocked(a), "2 of 3");
-        l.record_failure(a, None);
-        assert!(!l.ip_blocked(b));
-        assert!(l.ip_blocked(a));
+        assert!(!l.user_locked("bob", t));
+        l.record_failure(a, None, t);
+        assert!(!l.ip_blocked(a, t), "2 of 3");
+        l.record_failure(a, None, t);
+        assert!(!l.ip_blocked(b, t));
+        assert!(l.ip_blocked(a, t));
     }
 
     #[test]
     fn tables_stay_bounded_and_keep_recent_entries() {
+        let t = Instant::now();
         let l = AuthLimiter::with_capacity(2, 2, Duration::from_secs(60), 100);
         for i in 0..1000u32 {
             let ip = IpAddr::from(i.to_be_bytes());
-            l.record_failure(ip, Some(&format!("user{i}")));
+            l.record_failure(ip, Some(&format!("user{i}")), t);
         }
         let (ips, users) = l.tracked();
         assert!(ips <= 100 && users <= 100, "{ips} {users}");
         // The newest entry survived the evictions and still counts.
         let last = IpAddr::from(999u32.to_be_bytes());
-        l.record_failure(last, Some("user999"));
-        assert!(l.ip_blocked(last));
-        assert!(l.user_locked("user999"));
+        l.record_failure(last, Some("user999"), t);
+        assert!(l.ip_blocked(last, t));
+        assert!(l.user_locked("user999", t));
     }
 
     #[test]
     fn ipv6_counts_per_64() {
+        let t = Instant::now();
         let l = AuthLimiter::new(2, 0, Duration::from_secs(60));
-        l.record_failure("2001:db8:1:2::10".parse().unwrap(), None);
-        l.record_failure("2001:db8:1:2:ffff::99".parse().unwrap(), None);
-        assert!(l.ip_blocked("2001:db8:1:2::1".parse().unwrap()), "same /64");
+        l.record_failure("2001:db8:1:2::10".parse().unwrap(), None, t);
+        l.record_failure("2001:db8:1:2:ffff::99".parse().unwrap(), None, t);
         assert!(
-            !l.ip_blocked("2001:db8:1:3::1".parse().unwrap()),
+            l.ip_blocked("2001:db8:1:2::1".parse().unwrap(), t),
+            "same /64"
+        );
+        assert!(
+            !l.ip_blocked("2001:db8:1:3::1".parse().unwrap(), t),
             "another /64"
         );
         assert_eq!(
@@ -362,6 +368,7 @@ mod tests {
 
     #[test]
     fn a_listener_hears_each_counted_failure_under_its_keys() {
+        let t = Instant::now();
         #[derive(Default)]
         struct Heard(Mutex<Vec<(IpAddr, Option<String>)>>);
         impl FailureListener for Heard {
@@ -372,8 +379,8 @@ mod tests {
         let heard = Arc::new(Heard::default());
         let l = AuthLimiter::new(3, 2, Duration::from_secs(60)).with_listener(heard.clone());
         let v6: IpAddr = "2001:db8::1:2:3:4".parse().unwrap();
-        l.record_failure(v6, Some("Alice"));
-        l.record_failure("192.0.2.1".parse().unwrap(), None);
+        l.record_failure(v6, Some("Alice"), t);
+        l.record_failure("192.0.2.1".parse().unwrap(), None, t);
         let got = heard.0.lock().unwrap().clone();
         assert_eq!(
             got,
@@ -382,20 +389,34 @@ mod tests {
                 ("192.0.2.1".parse().unwrap(), None),
             ]
         );
-        assert!(!l.user_locked("ALICE"));
-        l.record_failure(v6, Some("alice"));
-        assert!(l.user_locked("ALICE"));
+        assert!(!l.user_locked("ALICE", t));
+        l.record_failure(v6, Some("alice"), t);
+        assert!(l.user_locked("ALICE", t));
         assert!(format!("{l:?}").contains("listener: true"));
     }
 
     #[test]
+    fn the_limiter_reads_no_clock_the_window_passes_with_the_time_given() {
+        let t = Instant::now();
+        let l = AuthLimiter::new(1, 1, Duration::from_secs(60));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        l.record_failure(a, Some("ann"), t);
+        assert!(l.ip_blocked(a, t) && l.user_locked("ann", t));
+        let later = t + Duration::from_secs(59);
+        assert!(l.ip_blocked(a, later) && l.user_locked("ann", later));
+        let after = t + Duration::from_secs(60);
+        assert!(!l.ip_blocked(a, after) && !l.user_locked("ann", after));
+    }
+
+    #[test]
     fn zero_turns_a_limit_off() {
+        let t = Instant::now();
         let l = AuthLimiter::new(0, 0, Duration::from_secs(60));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..10 {
-            l.record_failure(a, Some("x"));
+            l.record_failure(a, Some("x"), t);
         }
-        assert!(!l.ip_blocked(a) && !l.user_locked("x"));
+        assert!(!l.ip_blocked(a, t) && !l.user_locked("x", t));
         assert_eq!(l.tracked(), (0, 0));
     }
 }

@@ -242,7 +242,6 @@ pub(crate) async fn run<H: Handler>(
     let started = tokio::time::Instant::now();
     // Boxed: the session's state stays put while the task's future moves and waits.
     let mut machine = Box::new(Machine::new(cfg.clone(), peer, local, now()));
-    machine.set_limiter(shared.limiter.clone());
     if cfg.implicit_tls {
         let Some(tls) = cfg.tls.clone() else {
             tracing::error!("implicit TLS configured without a TLS configuration");
@@ -369,7 +368,7 @@ impl<H: Handler> Driver<'_, H> {
         let cfg = &self.shared.config;
         BodySink::new(
             cfg.spool_threshold,
-            cfg.spool_dir.clone(),
+            cfg.spool.clone(),
             self.shared.budget.clone(),
         )
     }

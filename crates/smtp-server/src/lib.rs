@@ -83,6 +83,7 @@ mod handler;
 mod io;
 pub mod machine;
 mod observe;
+mod options;
 #[cfg(feature = "tokio")]
 mod pool;
 mod protocol;
@@ -103,6 +104,7 @@ pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 #[cfg(feature = "tokio")]
 pub use handler::{AcceptAll, Handler};
 pub use observe::{AuthOutcome, Observer, Refusal};
+pub use options::{InvalidOption, ServerOptions};
 #[cfg(feature = "tokio")]
 pub use pool::{DEFAULT_MAX_QUEUE, VerifyPool, default_workers};
 #[cfg(feature = "tokio")]

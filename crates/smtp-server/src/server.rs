@@ -21,7 +21,6 @@ pub(crate) struct Shared<H> {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) handler: H,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
-    pub(crate) limiter: Arc<AuthLimiter>,
     pub(crate) per_ip: Arc<ConnectionCounts>,
     pub(crate) budget: Arc<crate::body::MemoryBudget>,
 }
@@ -45,11 +44,6 @@ impl<H: Handler> Server<H> {
     pub fn new(config: ServerConfig, handler: H) -> Self {
         Self {
             shared: Shared {
-                limiter: Arc::new(AuthLimiter::new(
-                    config.max_auth_failures_per_ip,
-                    config.max_auth_failures_per_user,
-                    config.auth_failure_window,
-                )),
                 per_ip: Arc::default(),
                 budget: Arc::new(crate::body::MemoryBudget::new(config.memory_budget)),
                 config: Arc::new(config),
@@ -60,10 +54,10 @@ impl<H: Handler> Server<H> {
     }
 
     /// Shares an AUTH failure limiter with other servers of the process (one per listener),
-    /// so failures count once across all of them. Without it the server makes its own from
-    /// `max_auth_failures_per_ip`, `max_auth_failures_per_user` and the window.
+    /// so failures count once across all of them: the configuration's limiter is replaced
+    /// (the same as [`ServerConfigBuilder::limiter`](crate::ServerConfigBuilder::limiter)).
     pub fn limiter(mut self, limiter: Arc<AuthLimiter>) -> Self {
-        self.shared.limiter = limiter;
+        Arc::make_mut(&mut self.shared.config).limiter = limiter;
         self
     }
 

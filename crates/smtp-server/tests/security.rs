@@ -92,7 +92,7 @@ async fn a_refused_token_counts_when_the_client_leaves_at_the_error_challenge() 
     // curl's behaviour: hang up instead of answering the error challenge.
     drop(c);
     eventually(|| limiter.tracked() == (1, 1)).await;
-    assert!(limiter.user_locked("alice"));
+    assert!(limiter.user_locked("alice", std::time::Instant::now()));
     let mut c = Client::connect(srv.addr).await;
     c.cmd("EHLO client.example").await;
     assert_eq!(

@@ -7,14 +7,13 @@ use std::time::Duration;
 use smtp_auth::mechanism::ScramSha256Server;
 use smtp_auth::{CacheConfig, CredentialCache};
 use smtp_auth_http::HttpAuthProvider;
-use smtp_proto::BarePolicy;
 use smtp_server::{
     AuthLimiter, Authenticator, ProviderAuthenticator, Server, ServerConfig, Session,
 };
 use tokio::sync::watch;
 use tower_layer::Layer as _;
 
-use crate::config::{AuthSection, BareLineEndings, Config, ListenerTls};
+use crate::config::{AuthSection, Config, ListenerTls};
 pub use crate::handler::App;
 use crate::reload::{Reloadable, reload_on_sighup};
 use crate::sender::SenderPolicy;
@@ -95,6 +94,7 @@ fn server_config(
     c: &Config,
     loaded: &Loaded,
     mode: ListenerTls,
+    limiter: &Arc<AuthLimiter>,
     metrics: Option<&Arc<crate::metrics::Metrics>>,
 ) -> Result<ServerConfig, String> {
     let s = &c.server;
@@ -121,54 +121,21 @@ fn server_config(
     for m in &s.exclude_mechanisms {
         registry.exclude(m);
     }
+    let mut options = s.options();
+    options.implicit_tls = mode == ListenerTls::Implicit;
+    options.proxy_authorization = matches!(
+        c.auth,
+        AuthSection::Http {
+            send_authzid: true,
+            ..
+        }
+    );
     let mut b = ServerConfig::builder()
-        .hostname(s.hostname.clone())
-        .greeting(s.greeting.clone())
-        .max_message_size(s.max_message_size)
-        .max_recipients(s.max_recipients)
-        .max_line_length(s.max_line_length)
-        .read_timeout(Duration::from_secs(s.read_timeout_secs))
-        .max_connections(s.max_connections)
-        .auth_required(s.auth_required)
-        .auth_require_tls(s.auth_require_tls)
-        .max_auth_failures(s.max_auth_failures)
-        .auth_failure_delay(Duration::from_millis(s.auth_failure_delay_ms))
-        .max_auth_failures_per_ip(
-            s.max_auth_failures_per_ip,
-            Duration::from_secs(s.auth_failure_window_secs),
-        )
+        .options(options)
         .registry(registry)
-        .smtputf8(s.smtputf8)
-        .lmtp(s.lmtp)
-        .proxy_protocol(s.proxy_protocol)
-        .bare_line_endings(match s.bare_line_endings {
-            BareLineEndings::Reject => BarePolicy::Reject,
-            BareLineEndings::Normalize => BarePolicy::Normalize,
-        })
-        .shutdown_grace(Duration::from_secs(s.shutdown_grace_secs))
-        .auth_timeout(Duration::from_secs(s.auth_timeout_secs))
-        .max_errors(s.max_errors)
-        .lenient_helo(s.lenient_helo)
-        .lenient_paths(s.lenient_paths)
-        .max_connections_per_ip(s.max_connections_per_ip)
-        .max_junk_commands(s.max_junk_commands)
-        .max_session_duration(Duration::from_secs(s.max_session_duration_secs))
-        .spool_threshold(s.spool_threshold)
-        .memory_budget(s.memory_budget)
-        .spool_dir(s.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
-        .forbid_bare_newline(s.forbid_bare_newline)
-        .max_data_duration(Duration::from_secs(s.max_data_duration_secs))
-        .max_auth_failures_per_user(s.max_auth_failures_per_user)
-        .allow_pipelined_body(s.allow_pipelined_body)
-        .proxy_authorization(matches!(
-            c.auth,
-            AuthSection::Http {
-                send_authzid: true,
-                ..
-            }
-        ));
+        .limiter(limiter.clone());
     if let (Some(t), ListenerTls::Starttls | ListenerTls::Implicit) = (loaded.tls.clone(), mode) {
-        b = b.tls(t).implicit_tls(mode == ListenerTls::Implicit);
+        b = b.tls(t);
     }
     if let Some(map) = loaded.external.clone() {
         b = b.external_identity(move |cert| map.user(cert));
@@ -176,7 +143,7 @@ fn server_config(
     if let Some(m) = metrics {
         b = b.observer(m.clone());
     }
-    Ok(b.build())
+    b.try_build().map_err(|e| format!("server.{e}"))
 }
 
 /// Builds one [`Server`] per listener from the configuration, sharing the delivery target,
@@ -300,10 +267,8 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         .listeners
         .iter()
         .map(|l| {
-            let cfg = server_config(config, &loaded, l.tls, metrics.as_ref())?;
-            let server = Server::new(cfg, app.clone())
-                .authenticator(Shared(authenticator.clone()))
-                .limiter(limiter.clone());
+            let cfg = server_config(config, &loaded, l.tls, &limiter, metrics.as_ref())?;
+            let server = Server::new(cfg, app.clone()).authenticator(Shared(authenticator.clone()));
             Ok((l.address, server))
         })
         .collect::<Result<_, String>>()?;
@@ -425,6 +390,10 @@ mod tests {
         p
     }
 
+    fn limiter() -> Arc<AuthLimiter> {
+        Arc::new(AuthLimiter::new(1, 1, Duration::from_secs(1)))
+    }
+
     fn parse(text: &str) -> Config {
         Config::parse(text, "test.toml").unwrap()
     }
@@ -456,15 +425,21 @@ mod tests {
         );
         let config = parse(&text);
         let loaded = load(&config).unwrap();
-        let cfg = server_config(&config, &loaded, ListenerTls::None, None).unwrap();
+        let cfg = server_config(&config, &loaded, ListenerTls::None, &limiter(), None).unwrap();
         assert!(
             format!("{cfg:?}").contains(r#"mechanisms: ["LOGIN", "SCRAM-SHA-256"]"#),
             "{cfg:?}"
         );
+        // Every listener counts into the one limiter the process built.
+        let shared = limiter();
+        let a = server_config(&config, &loaded, ListenerTls::None, &shared, None).unwrap();
+        let b = server_config(&config, &loaded, ListenerTls::None, &shared, None).unwrap();
+        assert!(Arc::ptr_eq(a.limiter(), &shared) && Arc::ptr_eq(b.limiter(), &shared));
         // A configuration built in code without the check is refused here, not served.
         let mut unchecked = config.clone();
         unchecked.server.mechanisms = vec!["X-NOPE".into()];
-        let e = server_config(&unchecked, &loaded, ListenerTls::None, None).unwrap_err();
+        let e =
+            server_config(&unchecked, &loaded, ListenerTls::None, &limiter(), None).unwrap_err();
         assert!(
             e.starts_with("server.mechanisms: unknown mechanism \"X-NOPE\""),
             "{e}"

@@ -239,6 +239,56 @@ impl Default for ServerSection {
     }
 }
 
+impl ServerSection {
+    /// The server options these keys set: the one conversion from `[server]` to
+    /// `smtp-server`'s [`ServerOptions`](smtp_server::ServerOptions), whose one validation
+    /// [`Config::parse`] applies (naming the key and its line).
+    pub fn options(&self) -> smtp_server::ServerOptions {
+        use std::time::Duration;
+        smtp_server::ServerOptions {
+            hostname: self.hostname.clone(),
+            greeting: self.greeting.clone(),
+            max_message_size: self.max_message_size,
+            max_recipients: self.max_recipients,
+            max_line_length: self.max_line_length,
+            read_timeout: Duration::from_secs(self.read_timeout_secs),
+            spool_threshold: self.spool_threshold,
+            spool_dir: self.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+            memory_budget: self.memory_budget,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_junk_commands: self.max_junk_commands,
+            max_session_duration: Duration::from_secs(self.max_session_duration_secs),
+            auth_required: self.auth_required,
+            auth_require_tls: self.auth_require_tls,
+            max_auth_failures: self.max_auth_failures,
+            auth_failure_delay: Duration::from_millis(self.auth_failure_delay_ms),
+            max_auth_failures_per_ip: self.max_auth_failures_per_ip,
+            max_auth_failures_per_user: self.max_auth_failures_per_user,
+            auth_failure_window: Duration::from_secs(self.auth_failure_window_secs),
+            // Set by `[auth]` (the http backend's send_authzid).
+            proxy_authorization: false,
+            allow_pipelined_body: self.allow_pipelined_body,
+            // Set per listener.
+            implicit_tls: false,
+            smtputf8: self.smtputf8,
+            lmtp: self.lmtp,
+            proxy_protocol: self.proxy_protocol,
+            bare_line_endings: match self.bare_line_endings {
+                BareLineEndings::Reject => smtp_proto::BarePolicy::Reject,
+                BareLineEndings::Normalize => smtp_proto::BarePolicy::Normalize,
+            },
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            auth_timeout: Duration::from_secs(self.auth_timeout_secs),
+            max_errors: self.max_errors,
+            max_data_duration: Duration::from_secs(self.max_data_duration_secs),
+            lenient_helo: self.lenient_helo,
+            lenient_paths: self.lenient_paths,
+            forbid_bare_newline: self.forbid_bare_newline,
+        }
+    }
+}
+
 /// What to do with bare CR/LF in DATA.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -654,46 +704,12 @@ impl Config {
             )))
         };
         let s = &self.server;
-        if s.hostname.is_empty() || smtp_proto::Domain::try_from(s.hostname.as_str()).is_err() {
-            return bad("server", "hostname", "must be a domain name");
-        }
-        if s.max_message_size == 0 {
-            return bad("server", "max_message_size", "must be greater than 0");
-        }
-        if s.max_recipients == 0 {
-            return bad("server", "max_recipients", "must be greater than 0");
-        }
-        if s.max_line_length < 512 {
-            return bad(
-                "server",
-                "max_line_length",
-                "must be at least 512 (RFC 5321 §4.5.3.1.4)",
-            );
-        }
-        if s.read_timeout_secs == 0 {
-            return bad("server", "read_timeout_secs", "must be greater than 0");
-        }
-        if s.max_connections == 0 {
-            return bad("server", "max_connections", "must be greater than 0");
-        }
-        if s.max_session_duration_secs == 0 {
-            return bad(
-                "server",
-                "max_session_duration_secs",
-                "must be greater than 0",
-            );
+        // The server's own options: the one validation of `smtp-server`.
+        if let Err(e) = s.options().validate() {
+            return bad("server", e.key, e.reason);
         }
         if s.listen_backlog == 0 {
             return bad("server", "listen_backlog", "must be greater than 0");
-        }
-        if s.max_data_duration_secs == 0 {
-            return bad("server", "max_data_duration_secs", "must be greater than 0");
-        }
-        if s.auth_timeout_secs == 0 {
-            return bad("server", "auth_timeout_secs", "must be greater than 0");
-        }
-        if s.max_auth_failures == 0 {
-            return bad("server", "max_auth_failures", "must be greater than 0");
         }
         if let Some(l) = &self.limiter {
             let port = l.redis.rsplit_once(':').map(|(_, p)| p.parse::<u16>());

@@ -1,7 +1,6 @@
 //! The AUTH section of the session: the `handle_auth` hook, the built-in exchange, the
 //! authenticator's and the secret store's answers, the failure count, the limiter and the reply.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,7 +12,6 @@ use smtp_proto::codec::{DEFAULT_MAX_SASL_LINE, Mode};
 use smtp_proto::{InitialResponse, Mechanism, Reply};
 
 use super::{Awaiting, Call, Event, Machine, QUIET_AFTER_AUTH, State, WrongState, push_line};
-use crate::auth::AuthLimiter;
 use crate::observe::AuthOutcome;
 use crate::protocol;
 use crate::replies;
@@ -39,17 +37,6 @@ fn auth_reply(result: &AuthResult) -> Option<Reply> {
 }
 
 impl Machine {
-    pub(super) fn limiter(&mut self) -> &AuthLimiter {
-        let cfg = &self.cfg;
-        self.limiter.get_or_insert_with(|| {
-            Arc::new(AuthLimiter::new(
-                cfg.max_auth_failures_per_ip,
-                cfg.max_auth_failures_per_user,
-                cfg.auth_failure_window,
-            ))
-        })
-    }
-
     /// An exchange ended because the client went away: a refused credential still counts
     /// (curl hangs up at the XOAUTH2 error challenge).
     pub(super) fn auth_gone(&mut self) {
@@ -110,7 +97,7 @@ impl Machine {
         // Whatever happens next, the lines that follow may be credentials.
         self.quiet = QUIET_AFTER_AUTH;
         let ip = self.session.peer_addr.ip();
-        if self.limiter().ip_blocked(ip) {
+        if self.cfg.limiter.ip_blocked(ip, self.now) {
             tracing::warn!(remote_ip = %ip, "AUTH refused: too many failures from this address");
             self.observe_auth(mechanism.as_str(), AuthOutcome::Locked, self.now);
             self.close_after(Some(&replies::too_many_auth_failures()));
@@ -308,7 +295,7 @@ impl Machine {
     /// True (and logged) when `user` is past `max_auth_failures_per_user`: the answer is then
     /// 454 with the credential unchecked.
     pub(super) fn locked_out(&mut self, user: &str) -> bool {
-        if !self.limiter().user_locked(user) {
+        if !self.cfg.limiter.user_locked(user, self.now) {
             return false;
         }
         tracing::warn!(
@@ -416,7 +403,7 @@ impl Machine {
         }
         self.session.auth_failures += 1;
         let user = user.filter(|_| status == AuthStatus::Invalid);
-        self.limiter().record_failure(ip, user);
+        self.cfg.limiter.record_failure(ip, user, self.now);
         true
     }
 }

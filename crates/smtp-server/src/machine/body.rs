@@ -72,7 +72,7 @@ impl Machine {
         self.start_body();
         self.codec.set_mode(Mode::Data(DataDecoder::new(
             self.cfg.max_message_size,
-            self.cfg.bare_policy,
+            self.cfg.bare_line_endings,
         )));
         self.state = State::Data { early };
         self.begin_message();

@@ -57,7 +57,6 @@ use smtp_proto::{
     Command, ForwardPath, Host, InitialResponse, MailParameters, RcptParameters, Reply, ReversePath,
 };
 
-use crate::auth::AuthLimiter;
 use crate::config::ServerConfig;
 use crate::protocol;
 use crate::replies;
@@ -267,8 +266,6 @@ enum Pending {
 /// One SMTP session, sans-IO. See the [module documentation](self).
 pub struct Machine {
     cfg: Arc<ServerConfig>,
-    /// The AUTH failure limiter (the session's own, made at its first AUTH, unless shared).
-    limiter: Option<Arc<AuthLimiter>>,
     session: Session,
     /// The mail transaction: the envelope and its body's state.
     tx: Transaction,
@@ -318,7 +315,7 @@ fn push_line(out: &mut BytesMut, line: &str) {
 
 impl Machine {
     /// A session for a client at `peer` connected to `local`, starting at `now`, with its own
-    /// AUTH failure limiter (see [`Machine::set_limiter`] to share one).
+    /// AUTH failure limiter: the configuration's ([`ServerConfig::limiter`]).
     pub fn new(
         config: Arc<ServerConfig>,
         peer: SocketAddr,
@@ -335,7 +332,6 @@ impl Machine {
         Self {
             session_deadline: now + config.max_session_duration,
             cfg: config,
-            limiter: None,
             session: Session::new(peer, local),
             tx: Transaction::default(),
             codec,
@@ -356,12 +352,6 @@ impl Machine {
             messages: 0,
             shutdown: None,
         }
-    }
-
-    /// Counts AUTH failures in `limiter`, shared with other sessions (and servers); without
-    /// it the session counts its own from the configuration's limits.
-    pub fn set_limiter(&mut self, limiter: Arc<AuthLimiter>) {
-        self.limiter = Some(limiter);
     }
 
     /// The session begins inside TLS (implicit TLS, RFC 8314): its facts and its
