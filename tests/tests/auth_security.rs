@@ -457,3 +457,65 @@ print(code, text.decode())
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[test]
+fn a_trace_log_of_successful_logins_never_shows_the_password() {
+    setup();
+    let dir = temp_dir("trace-ok");
+    let port = free_port();
+    let password = "C0rrect-Horse-battery";
+    let users = e2e::users_file(&dir, &[("alice", password)]);
+    let config = format!(
+        r#"
+[server]
+hostname = "mx.test"
+auth_require_tls = false
+sender_login = "any"
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "file"
+users_file = {users:?}
+cache = false
+[delivery]
+kind = "discard"
+[log]
+level = "trace"
+"#
+    );
+    let srv = Smtpd::start(&dir, &config, port);
+    // LOGIN with pipelined answers, then PLAIN with an initial response, each succeeding, on
+    // two connections (a session authenticates once).
+    let (user64, pass64) = (b64(b"alice"), b64(password.as_bytes()));
+    let plain = b64(format!("\0alice\0{password}").as_bytes());
+    let out = python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, timeout=20)
+s.ehlo()
+print(s.docmd('AUTH', 'LOGIN {user64}'))
+print(s.docmd('{pass64}'))
+s.quit()
+s = smtplib.SMTP('127.0.0.1', {port}, timeout=20)
+s.ehlo()
+print(s.docmd('AUTH', 'PLAIN {plain}'))
+print(s.sendmail('alice@mx.test', ['bob@example.org'], 'Subject: x\r\n\r\nhi\r\n'))
+s.quit()
+"#
+    ));
+    assert_eq!(
+        out,
+        "(334, b'UGFzc3dvcmQ6')\n(235, b'2.7.0 Authentication successful')\n\
+         (235, b'2.7.0 Authentication successful')\n{}\n"
+    );
+    wait_for_log(&srv, "delivered");
+    srv.wait_for_log("connection", 2);
+    let log = srv.log();
+    // Every line at DEBUG and below was written (the command lines among them).
+    assert!(log.contains("DEBUG") && log.contains("command"), "{log}");
+    assert_eq!(log.matches("success=true").count(), 2, "{log}");
+    for secret in [password, pass64.as_str(), plain.as_str()] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -667,3 +667,26 @@ fn the_observer_hears_auth_outcomes_and_messages() {
         ]
     );
 }
+
+#[test]
+fn the_sessions_auth_progress_follows_each_step_of_login() {
+    let mut h = Harness::new(config().build());
+    h.feed("EHLO c\r\n");
+    assert_eq!(h.m.session().auth_progress, smtp_auth::AuthProgress::None);
+    assert_eq!(h.feed("AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(
+        h.m.session().auth_progress,
+        smtp_auth::AuthProgress::LoginUser
+    );
+    assert_eq!(h.feed("YW5u\r\n"), "334 UGFzc3dvcmQ6\r\n");
+    assert_eq!(
+        h.m.session().auth_progress,
+        smtp_auth::AuthProgress::LoginPass
+    );
+    assert_eq!(
+        h.feed("cmlnaHQ=\r\n"),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert_eq!(h.m.session().auth_progress, smtp_auth::AuthProgress::None);
+    assert_eq!(h.m.session().login_data.as_deref(), Some("ann"));
+}
