@@ -649,3 +649,69 @@ print('sent')
     );
     assert_eq!(rest, "relayed in\r\n\r\nbody\r\n");
 }
+
+#[test]
+fn sender_login_map_refuses_every_address_the_login_does_not_own() {
+    setup();
+    let dir = temp_dir("sender-map");
+    let port = free_port();
+    let map = dir.join("senders");
+    std::fs::write(
+        &map,
+        "alice@mx.test: alice\n@shared.test: alice, bob\nsales@mx.test: bob\n",
+    )
+    .unwrap();
+    let extra = format!("sender_login = \"map\"\nsender_login_map = {map:?}");
+    let _srv = Smtpd::start(&dir, &file_config(&dir, port, &extra, false), port);
+    let out = python(&format!(
+        r#"
+import smtplib
+def attempt(user, password, sender):
+    s = smtplib.SMTP('127.0.0.1', {port}, timeout=20)
+    s.login(user, password)
+    code, text = s.mail(sender)
+    if code == 250:
+        s.rcpt('erin@example.org')
+        s.data('Subject: from ' + (sender or 'null') + '\r\n\r\nhi\r\n')
+    s.quit()
+    print(user, sender or '<>', code, text.decode())
+attempt('alice', 'wonder land', 'alice@mx.test')
+attempt('alice', 'wonder land', 'carol@mx.test')
+attempt('alice', 'wonder land', 'sales@mx.test')
+attempt('alice', 'wonder land', 'anyone@shared.test')
+attempt('bob', 'builder', 'alice@mx.test')
+attempt('bob', 'builder', 'sales@mx.test')
+attempt('bob', 'builder', '')
+"#
+    ));
+    assert_eq!(
+        out,
+        "alice alice@mx.test 250 2.1.0 Sender OK\n\
+         alice carol@mx.test 553 5.7.1 <carol@mx.test>: Sender address rejected: not owned by user alice\n\
+         alice sales@mx.test 553 5.7.1 <sales@mx.test>: Sender address rejected: not owned by user alice\n\
+         alice anyone@shared.test 250 2.1.0 Sender OK\n\
+         bob alice@mx.test 553 5.7.1 <alice@mx.test>: Sender address rejected: not owned by user bob\n\
+         bob sales@mx.test 250 2.1.0 Sender OK\n\
+         bob <> 250 2.1.0 Sender OK\n"
+    );
+    // Only the four accepted senders' messages were delivered.
+    let mut subjects: Vec<String> = maildir_messages(&dir.join("Maildir"))
+        .iter()
+        .filter_map(|m| {
+            m.lines()
+                .find(|l| l.starts_with("Subject: "))
+                .map(str::to_owned)
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "Subject: from alice@mx.test",
+            "Subject: from anyone@shared.test",
+            "Subject: from null",
+            "Subject: from sales@mx.test"
+        ]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
