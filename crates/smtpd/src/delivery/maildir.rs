@@ -20,8 +20,13 @@ fn sanitize(hostname: &str) -> String {
         .collect()
 }
 
-/// The writer's pid when `name` is one of this server's own Maildir names for `host`.
+/// The suffix of a message moved aside while it is written again with added fields.
+const ASIDE: &str = ".orig";
+
+/// The writer's pid when `name` is one of this server's own Maildir names for `host` (or such
+/// a name moved aside, [`ASIDE`]).
 fn own_writer_pid(name: &str, host: &str) -> Option<u32> {
+    let name = name.strip_suffix(ASIDE).unwrap_or(name);
     let id = name.strip_suffix(host)?.strip_suffix('.')?;
     let (secs, rest) = id.split_once(".M")?;
     let (_usec, rest) = rest.split_once('P')?;
@@ -55,8 +60,9 @@ impl Maildir {
 
     /// Removes stale files from `tmp/` (at start): any file older than 36 hours (the Maildir
     /// convention), and this server's own partial writes whose process is gone (names
-    /// `<secs>.M<usec>P<pid>Q<n>.<hostname>` whose pid no longer runs: a crash or `kill -9`
-    /// during a write). Returns how many were removed.
+    /// `<secs>.M<usec>P<pid>Q<n>.<hostname>`, or that name moved aside with `.orig` while the
+    /// message is written again, whose pid no longer runs: a crash or `kill -9` during a
+    /// write). Returns how many were removed.
     pub fn clean_tmp(&self, hostname: &str) -> std::io::Result<usize> {
         let host = sanitize(hostname);
         let old = std::time::Duration::from_secs(36 * 3600);
@@ -267,7 +273,7 @@ fn with_added_fields(
     use std::io::Read;
     // The name is the new file's: the original moves aside while it is read.
     let mut aside = tmp.as_os_str().to_owned();
-    aside.push(".orig");
+    aside.push(ASIDE);
     let aside = PathBuf::from(aside);
     std::fs::rename(tmp, &aside)?;
     let result = (|| {
@@ -294,6 +300,8 @@ mod tests {
         let tmp = dir.join("tmp");
         // A partial write of a process that no longer exists (pid beyond pid_max).
         std::fs::write(tmp.join("1790000000.M1P4999999Q3.mx.test"), "half a mes").unwrap();
+        // The same process's message moved aside while written again with added fields.
+        std::fs::write(tmp.join("1790000000.M2P4999999Q5.mx.test.orig"), "whole").unwrap();
         // A write in progress of a live process (ours stands in for another smtpd).
         let live = format!("1790000000.M1P{}Q4.mx.test", std::process::id());
         std::fs::write(tmp.join(&live), "in progress").unwrap();
@@ -308,7 +316,7 @@ mod tests {
             .unwrap()
             .set_modified(three_days)
             .unwrap();
-        assert_eq!(md.clean_tmp("mx.test").unwrap(), 2);
+        assert_eq!(md.clean_tmp("mx.test").unwrap(), 3);
         let mut left: Vec<String> = std::fs::read_dir(&tmp)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
