@@ -8,16 +8,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use futures_util::SinkExt;
 use smtp_auth::sasl::Response;
 use smtp_auth::{AuthDecision, LookupResult};
+use smtp_proto::codec::SmtpCodec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::timeout;
+use tokio_util::codec::Framed;
 
 use crate::Handler;
 use crate::body::{BodySink, BudgetHold};
 use crate::channel::{AuthChannel, ChannelDriver, ChannelFuture};
-use crate::machine::{Call, Event, Machine, WrongState};
+use crate::machine::{
+    Call, Event, IDLE_READ_BUFFER, MAX_READ_AHEAD, Machine, SHRINK_ABOVE, WrongState,
+};
 use crate::replies;
 use crate::server::Shared;
 use crate::session::TlsInfo;
@@ -42,22 +48,91 @@ async fn write(io: &mut BoxIo, bytes: &[u8]) -> std::io::Result<()> {
     io.flush().await
 }
 
-/// Sends the machine's output.
-async fn send(io: &mut BoxIo, machine: &mut Machine) -> std::io::Result<()> {
-    write(io, machine.output()).await?;
-    machine.sent();
-    Ok(())
+/// The connection as the driver reads and writes it: the stream framed by the SMTP codec,
+/// whose mode follows the machine's.
+pub(crate) type Conn = Framed<BoxIo, SmtpCodec>;
+
+/// Frames `io` with a codec configured as the machine's, and the small buffers of an idle
+/// connection (they grow inside a message body and are given back after it).
+fn framed(io: BoxIo, machine: &Machine) -> Conn {
+    Framed::with_capacity(io, machine.new_codec(), IDLE_READ_BUFFER)
 }
 
-/// One read into the machine: false when the client is gone.
-async fn read(io: &mut BoxIo, machine: &mut Machine) -> bool {
-    matches!(io.read_buf(machine.input_buffer()).await, Ok(n) if n > 0)
+/// Takes the connection out of `slot`, leaving a placeholder that is never read.
+fn take_conn(slot: &mut Conn) -> Conn {
+    let placeholder: BoxIo = Box::new(tokio::io::duplex(1).0);
+    std::mem::replace(
+        slot,
+        Framed::with_capacity(placeholder, SmtpCodec::default(), 0),
+    )
+}
+
+/// Sends the machine's output through the framing's write buffer and flushes it. The replies
+/// are already encoded by the machine (`Reply::encode`, what the codec's encoders do), so
+/// they are appended as the codec's `Encoder<Bytes>` would, without an owned copy.
+async fn send(conn: &mut Conn, machine: &mut Machine) -> std::io::Result<()> {
+    conn.write_buffer_mut().extend_from_slice(machine.output());
+    machine.sent();
+    SinkExt::<bytes::Bytes>::flush(conn).await
+}
+
+/// The framing's read buffer, lent out for a read and put back when dropped (also when a
+/// read is cancelled by a timeout or a shutdown: no octet is lost).
+struct Lent<'a> {
+    conn: &'a mut Conn,
+    buf: BytesMut,
+}
+
+impl<'a> Lent<'a> {
+    fn new(conn: &'a mut Conn) -> Self {
+        let buf = std::mem::take(conn.read_buffer_mut());
+        Self { conn, buf }
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        *self.conn.read_buffer_mut() = std::mem::take(&mut self.buf);
+    }
+}
+
+/// Reads what the client sent into the framing's read buffer, sized `want` for what the
+/// machine reads now ([`Machine::read_capacity`]): false when the client is gone. The machine decodes it with the framing's codec
+/// at its next step ([`next_event`]): each frame's mode depends on the frame before it, so
+/// frames are decoded one by one as the machine takes them, in place. Cancel-safe.
+async fn read(conn: &mut Conn, want: usize) -> bool {
+    let mut lent = Lent::new(conn);
+    let buf = &mut lent.buf;
+    if want == IDLE_READ_BUFFER && buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+        // A message body is over: its buffer goes back.
+        *buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
+    } else if buf.capacity() - buf.len() < want / 2 {
+        buf.reserve(want);
+    }
+    matches!(lent.conn.get_mut().read_buf(&mut lent.buf).await, Ok(n) if n > 0)
+}
+
+/// The machine's next event, with the framing's codec and read buffer lent to it, so it
+/// decodes every frame already buffered (the buffer is swapped out and back: no copy, no
+/// allocation).
+fn next_event(conn: &mut Conn, machine: &mut Machine) -> Event {
+    let mut buf = std::mem::take(conn.read_buffer_mut());
+    let event = machine.next_framed(conn.codec_mut(), &mut buf);
+    *conn.read_buffer_mut() = buf;
+    event
+}
+
+/// Reads octets ahead while a hook runs (to notice a client that hangs up): false when the
+/// client is gone.
+async fn read_ahead(conn: &mut Conn) -> bool {
+    let mut lent = Lent::new(conn);
+    matches!(lent.conn.get_mut().read_buf(&mut lent.buf).await, Ok(n) if n > 0)
 }
 
 /// Reads until input arrives, the deadline passes or the server shuts down (passed on to the
 /// machine once).
 async fn wait_input(
-    io: &mut BoxIo,
+    conn: &mut Conn,
     machine: &mut Machine,
     shutdown: &mut Option<watch::Receiver<bool>>,
     deadline: std::time::Instant,
@@ -72,8 +147,9 @@ async fn wait_input(
             None => std::future::pending().await,
         }
     };
+    let want = machine.read_capacity();
     let stop = tokio::select! {
-        ok = read(io, machine) => {
+        ok = read(conn, want) => {
             if !ok {
                 machine.input_closed();
             }
@@ -91,7 +167,7 @@ async fn wait_input(
 /// The driver's side of a `handle_auth` hook's [`AuthChannel`]: the connection and its
 /// machine, borrowed for the hook.
 struct HookIo<'a> {
-    io: &'a mut BoxIo,
+    conn: &'a mut Conn,
     machine: &'a mut Machine,
     shutdown: &'a mut Option<watch::Receiver<bool>>,
 }
@@ -104,7 +180,7 @@ impl ChannelDriver for HookIo<'_> {
     fn push<'a>(&'a mut self, line: &'a str) -> ChannelFuture<'a, ()> {
         Box::pin(async move {
             self.machine.auth_push(line).map_err(wrong_state)?;
-            send(self.io, self.machine).await
+            send(self.conn, self.machine).await
         })
     }
 
@@ -115,11 +191,11 @@ impl ChannelDriver for HookIo<'_> {
                 .map_err(wrong_state)?;
             loop {
                 self.machine.now(now());
-                match self.machine.next() {
-                    Event::Send => send(self.io, self.machine).await?,
+                match next_event(self.conn, self.machine) {
+                    Event::Send => send(self.conn, self.machine).await?,
                     Event::Wait { deadline, read: r } => {
                         if r {
-                            wait_input(self.io, self.machine, self.shutdown, deadline).await;
+                            wait_input(self.conn, self.machine, self.shutdown, deadline).await;
                         } else {
                             sleep_until(deadline).await;
                         }
@@ -241,7 +317,7 @@ pub(crate) async fn run<H: Handler>(
     };
     let started = tokio::time::Instant::now();
     // Boxed: the session's state stays put while the task's future moves and waits.
-    let mut machine = Box::new(Machine::new(cfg.clone(), peer, local, now()));
+    let mut machine = Box::new(Machine::new(cfg.clone(), peer, local, now()).with_frames());
     if cfg.implicit_tls {
         let Some(tls) = cfg.tls.clone() else {
             tracing::error!("implicit TLS configured without a TLS configuration");
@@ -269,14 +345,14 @@ pub(crate) async fn run<H: Handler>(
     }
     let mut driver = Driver {
         shared,
-        io,
+        conn: Box::new(framed(io, &machine)),
         machine,
         shutdown,
         sink: None,
         hold: None,
     };
     driver.serve().await;
-    let _ = driver.io.shutdown().await;
+    let _ = driver.conn.get_mut().shutdown().await;
     if let Some(o) = &cfg.observer {
         o.connection_closed();
     }
@@ -297,7 +373,8 @@ pub(crate) async fn run<H: Handler>(
 
 struct Driver<'s, H: Handler> {
     shared: &'s Shared<H>,
-    io: BoxIo,
+    /// Boxed like the machine: the task's future stays small (it is moved when spawned).
+    conn: Box<Conn>,
     machine: Box<Machine>,
     /// The server's shutdown signal (until it fired and was passed on).
     shutdown: Option<watch::Receiver<bool>>,
@@ -311,9 +388,9 @@ impl<H: Handler> Driver<'_, H> {
     async fn serve(&mut self) {
         loop {
             self.machine.now(now());
-            match self.machine.next() {
+            match next_event(&mut self.conn, &mut self.machine) {
                 Event::Send => {
-                    if send(&mut self.io, &mut self.machine).await.is_err() {
+                    if send(&mut self.conn, &mut self.machine).await.is_err() {
                         // The client is not reading its replies.
                         return;
                     }
@@ -321,7 +398,7 @@ impl<H: Handler> Driver<'_, H> {
                 Event::Wait { deadline, read: r } => {
                     if r {
                         wait_input(
-                            &mut self.io,
+                            &mut self.conn,
                             &mut self.machine,
                             &mut self.shutdown,
                             deadline,
@@ -452,7 +529,7 @@ impl<H: Handler> Driver<'_, H> {
                 let session = m.session().clone();
                 let ir = initial_response.as_ref().map(|r| r.expose_secret());
                 let mut hook_io = HookIo {
-                    io: &mut self.io,
+                    conn: &mut self.conn,
                     machine: &mut self.machine,
                     shutdown: &mut self.shutdown,
                 };
@@ -489,8 +566,16 @@ impl<H: Handler> Driver<'_, H> {
                 let Some(tls) = shared.config.tls.clone() else {
                     return m.tls_failed();
                 };
-                let placeholder: BoxIo = Box::new(tokio::io::duplex(1).0);
-                let io = std::mem::replace(&mut self.io, placeholder);
+                // The framing is taken apart: the stream goes into TLS, and the octets it still
+                // holds were sent in the clear behind STARTTLS (CVE-2011-0411): dropped.
+                let parts = take_conn(&mut self.conn).into_parts();
+                if !parts.read_buf.is_empty() {
+                    tracing::warn!(
+                        octets = parts.read_buf.len(),
+                        "discarded data pipelined after STARTTLS"
+                    );
+                }
+                let io = parts.io;
                 let read_timeout = shared.config.read_timeout;
                 match accept_tls(
                     tls,
@@ -502,7 +587,7 @@ impl<H: Handler> Driver<'_, H> {
                 .await
                 {
                     Some((io, info, binding)) => {
-                        self.io = io;
+                        *self.conn = framed(io, &self.machine);
                         self.machine.tls_started(info, binding)
                     }
                     None => self.machine.tls_failed(),
@@ -528,7 +613,7 @@ impl<H: Handler> Driver<'_, H> {
             tokio::select! {
                 r = &mut call => return Some(r),
                 _ = &mut expiry => return None,
-                ok = read(&mut self.io, &mut self.machine), if self.machine.input_room() > 0 => {
+                ok = read_ahead(&mut self.conn), if self.conn.read_buffer().len() < MAX_READ_AHEAD => {
                     if !ok {
                         self.machine.input_closed();
                         return None;

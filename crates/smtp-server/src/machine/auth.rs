@@ -145,7 +145,7 @@ impl Machine {
             });
         }
         push_line(&mut self.output, &auth_smtp::challenge_line(challenge));
-        self.codec.set_mode(Mode::SaslResponse);
+        self.set_mode(Mode::SaslResponse);
         self.state = State::HookResponse;
         Ok(())
     }
@@ -188,7 +188,7 @@ impl Machine {
         match step {
             Step::Challenge(c) => {
                 push_line(&mut self.output, &auth_smtp::challenge_line(&c));
-                self.codec.set_mode(Mode::SaslResponse);
+                self.set_mode(Mode::SaslResponse);
                 self.state = State::AuthResponse;
             }
             Step::Verify(req) => {
@@ -220,7 +220,7 @@ impl Machine {
         &mut self,
         line: Result<Bytes, smtp_proto::ProtoError>,
     ) -> Option<Event> {
-        self.codec.set_mode(Mode::Command);
+        self.set_mode(Mode::Command);
         if matches!(self.state, State::HookResponse) {
             self.state = State::Awaiting(Awaiting::HandleAuth);
             return Some(Event::AuthResponse(match line {

@@ -67,10 +67,10 @@ impl Machine {
         }
         // RFC 2920 §3.1: the client must wait for the 354. Octets already waiting behind the
         // DATA line were sent without it (Postfix: "improper command pipelining after DATA").
-        let early = !self.input.is_empty();
+        let early = self.input_pending();
         self.send(&replies::start_data());
         self.start_body();
-        self.codec.set_mode(Mode::Data(DataDecoder::new(
+        self.set_mode(Mode::Data(DataDecoder::new(
             self.cfg.max_message_size,
             self.cfg.bare_line_endings,
         )));
@@ -139,7 +139,7 @@ impl Machine {
         }
         // The chunk's octets are read in every case, so the stream stays in sync.
         self.start_body();
-        self.codec.set_mode(Mode::bdat(size));
+        self.set_mode(Mode::bdat(size));
         self.state = State::Bdat {
             size,
             last,

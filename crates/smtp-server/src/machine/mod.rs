@@ -7,7 +7,9 @@
 //! moves bytes and time in and acts on what [`Machine::next`] asks for:
 //!
 //! - [`Machine::enqueue_input`] (or [`Machine::input_buffer`] for reading in place) feeds what
-//!   the client sent, [`Machine::input_closed`] says it hung up;
+//!   the client sent, [`Machine::input_closed`] says it hung up; a driver with a codec of its
+//!   own (tokio-util's `Framed`, as the tokio server runs) uses [`Machine::with_frames`] and
+//!   [`Machine::next_framed`] instead, lending its codec and read buffer at each step;
 //! - [`Machine::now`] passes the time in (the machine never reads a clock);
 //! - [`Machine::next`] returns an [`Event`]: bytes to send, a [`Call`] to a hook whose answer
 //!   goes back through a typed method ([`Machine::answer`], [`Machine::answer_data`],
@@ -70,11 +72,11 @@ use body::Transaction;
 
 /// The read buffer an idle connection starts with and shrinks back to: one command line fits
 /// twice; DATA and BDAT grow it while they need it.
-const IDLE_READ_BUFFER: usize = 1024;
+pub const IDLE_READ_BUFFER: usize = 1024;
 /// The read buffer a message body is read with (given back after it).
 const BODY_READ_BUFFER: usize = 16 * 1024;
 /// A buffer larger than this is given back once it is empty.
-const SHRINK_ABOVE: usize = 4 * 1024;
+pub const SHRINK_ABOVE: usize = 4 * 1024;
 /// The reply buffer a connection starts with (and returns to after a large reply).
 const OUTPUT_BUFFER: usize = 512;
 /// Replies are sent once this many octets wait, even inside a pipelined batch.
@@ -83,7 +85,7 @@ const SEND_ABOVE: usize = 16 * 1024;
 const QUIET_AFTER_AUTH: u8 = 3;
 /// Input kept while a hook runs (a driver that watches for a hang-up reads at most this far
 /// ahead; see [`Machine::input_room`]).
-const MAX_READ_AHEAD: usize = 64 * 1024;
+pub const MAX_READ_AHEAD: usize = 64 * 1024;
 
 /// What the driver must do next.
 #[derive(Debug)]
@@ -166,9 +168,9 @@ pub enum Call {
     /// Look up a stored secret (CRAM-MD5, SCRAM): [`Machine::answer_lookup`] before
     /// [`Machine::deadline`].
     Lookup(LookupRequest),
-    /// STARTTLS: the 220 was sent and anything pipelined behind the command dropped; run the
-    /// TLS handshake on the connection, then [`Machine::tls_started`] or
-    /// [`Machine::tls_failed`].
+    /// STARTTLS: the 220 was sent and anything pipelined behind the command dropped (a driver
+    /// that decodes frames itself must drop its own buffered octets now); run the TLS
+    /// handshake on the connection, then [`Machine::tls_started`] or [`Machine::tls_failed`].
     StartTls,
 }
 
@@ -263,6 +265,20 @@ enum Pending {
     Rcpt(ForwardPath, RcptParameters),
 }
 
+/// A `Framed` driver's codec and read buffer, lent for one [`Machine::next_framed`].
+type Lent<'a> = Option<(&'a mut SmtpCodec, &'a mut BytesMut)>;
+
+/// What a `Framed` driver handed in: the next frame its codec decoded, and what the machine
+/// would otherwise read off its own input buffer.
+#[derive(Debug, Default)]
+struct FrameInput {
+    frame: Option<Frame>,
+    /// The verb behind a `Frame::Command(Err(_))` (the codec's `error_verb`).
+    error_verb: Option<&'static str>,
+    /// Octets were buffered behind the frame (a client that did not wait for a reply).
+    more: bool,
+}
+
 /// One SMTP session, sans-IO. See the [module documentation](self).
 pub struct Machine {
     cfg: Arc<ServerConfig>,
@@ -270,6 +286,10 @@ pub struct Machine {
     /// The mail transaction: the envelope and its body's state.
     tx: Transaction,
     codec: SmtpCodec,
+    /// Frames come from the driver's codec (a `Framed` driver), not from `input`.
+    frames: Option<FrameInput>,
+    /// The codec's mode changed since the driver last took it ([`Machine::codec_mode`]).
+    mode_changed: bool,
     input: BytesMut,
     input_closed: bool,
     output: BytesMut,
@@ -335,7 +355,10 @@ impl Machine {
             session: Session::new(peer, local),
             tx: Transaction::default(),
             codec,
-            input: BytesMut::with_capacity(IDLE_READ_BUFFER),
+            frames: None,
+            mode_changed: false,
+            // Allocated at the first read (a `Framed` driver never reads into it).
+            input: BytesMut::new(),
             input_closed: false,
             output: BytesMut::with_capacity(OUTPUT_BUFFER),
             events: VecDeque::new(),
@@ -410,6 +433,101 @@ impl Machine {
         &self.cfg
     }
 
+    /// Takes frames from the driver's own codec instead of bytes ([`Machine::enqueue_frame`]):
+    /// a `tokio_util::codec::Framed` driver, whose codec ([`Machine::new_codec`]) follows the
+    /// machine's mode ([`Machine::codec_mode`]). The tokio server runs this way; the bytes API
+    /// ([`Machine::enqueue_input`]) serves drivers without a codec of their own.
+    pub fn with_frames(mut self) -> Self {
+        self.frames = Some(FrameInput::default());
+        self
+    }
+
+    /// A codec configured as this machine's (line limits, parse options, mode), for a driver
+    /// that decodes frames itself.
+    pub fn new_codec(&self) -> SmtpCodec {
+        self.codec.clone()
+    }
+
+    /// The mode the driver's codec must be in before it decodes the next frame, when it
+    /// changed since the last call (DATA, BDAT, a SASL response, back to commands).
+    pub fn codec_mode(&mut self) -> Option<Mode> {
+        std::mem::take(&mut self.mode_changed).then(|| self.codec.mode().clone())
+    }
+
+    /// The next frame, decoded by the driver's codec (after [`Machine::with_frames`]), when
+    /// [`Machine::next`] asked for input: `error_verb` is that codec's
+    /// [`error_verb`](SmtpCodec::error_verb), `more` whether octets are buffered behind it.
+    pub fn enqueue_frame(&mut self, frame: Frame, error_verb: Option<&'static str>, more: bool) {
+        // A body's end returns the driver's codec to commands by itself; so does ours.
+        if matches!(frame, Frame::DataEnd(_) | Frame::BdatEnd) {
+            self.set_mode(Mode::Command);
+        }
+        self.frames = Some(FrameInput {
+            frame: Some(frame),
+            error_verb,
+            more,
+        });
+    }
+
+    /// How much a driver should be able to read at once now: little between commands, more
+    /// inside a message body.
+    pub fn read_capacity(&self) -> usize {
+        if matches!(self.state, State::Data { .. } | State::Bdat { .. }) {
+            BODY_READ_BUFFER
+        } else {
+            IDLE_READ_BUFFER
+        }
+    }
+
+    /// The next frame: one the driver handed in, one its lent codec decodes from its lent
+    /// buffer, or (without frames) one decoded from the input buffer.
+    fn pull_frame(&mut self, lent: &mut Lent<'_>) -> Option<Frame> {
+        let Some(input) = self.frames.as_mut() else {
+            return self.codec.decode_frame(&mut self.input);
+        };
+        if let Some(frame) = input.frame.take() {
+            return Some(frame);
+        }
+        let (codec, buf) = lent.as_mut()?;
+        if self.mode_changed {
+            codec.set_mode(self.codec.mode().clone());
+            self.mode_changed = false;
+        }
+        // Returned as decoded (not unwrapped and wrapped again: a frame is 168 octets).
+        let frame = codec.decode_frame(buf);
+        if let Some(f) = &frame {
+            input.error_verb = codec.error_verb();
+            input.more = !buf.is_empty();
+            if matches!(f, Frame::DataEnd(_) | Frame::BdatEnd) {
+                // The lent codec went back to commands by itself; ours follows.
+                self.codec.set_mode(Mode::Command);
+            }
+        }
+        frame
+    }
+
+    /// Octets wait behind the frame being handled (the client did not wait for a reply).
+    fn input_pending(&self) -> bool {
+        match &self.frames {
+            Some(f) => f.more,
+            None => !self.input.is_empty(),
+        }
+    }
+
+    /// The verb behind the last `Frame::Command(Err(_))`.
+    fn error_verb(&self) -> Option<&'static str> {
+        match &self.frames {
+            Some(f) => f.error_verb,
+            None => self.codec.error_verb(),
+        }
+    }
+
+    /// Switches what the codec reads next (and tells a `Framed` driver).
+    fn set_mode(&mut self, mode: Mode) {
+        self.codec.set_mode(mode);
+        self.mode_changed = true;
+    }
+
     /// Appends octets the client sent.
     pub fn enqueue_input(&mut self, bytes: &[u8]) {
         self.input.extend_from_slice(bytes);
@@ -418,11 +536,7 @@ impl Machine {
     /// The input buffer, for reading into it in place (append only), sized for what the
     /// session reads now: small between commands, larger inside a message body.
     pub fn input_buffer(&mut self) -> &mut BytesMut {
-        let want = if matches!(self.state, State::Data { .. } | State::Bdat { .. }) {
-            BODY_READ_BUFFER
-        } else {
-            IDLE_READ_BUFFER
-        };
+        let want = self.read_capacity();
         if self.input.capacity() - self.input.len() < want / 2 {
             self.input.reserve(want);
         }
@@ -493,6 +607,17 @@ impl Machine {
     // driver must act on each event before asking again.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Event {
+        self.step(None)
+    }
+
+    /// [`Machine::next`] for a `Framed` driver (after [`Machine::with_frames`]): the frames
+    /// buffered in the driver's read buffer are decoded by its codec, lent for this call, so a
+    /// pipelined batch or a message body is handled in one call, not one frame per read.
+    pub fn next_framed(&mut self, codec: &mut SmtpCodec, buffer: &mut BytesMut) -> Event {
+        self.step(Some((codec, buffer)))
+    }
+
+    fn step(&mut self, mut lent: Lent<'_>) -> Event {
         loop {
             if let Some(e) = self.events.pop_front() {
                 return e;
@@ -559,7 +684,7 @@ impl Machine {
                         self.close_after(Some(&r));
                         continue;
                     }
-                    match self.codec.decode_frame(&mut self.input) {
+                    match self.pull_frame(&mut lent) {
                         Some(frame) => {
                             self.waiting_since = None;
                             if let Some(e) = self.frame(frame) {
@@ -667,7 +792,7 @@ impl Machine {
             Err(e) => {
                 // Sequencing before syntax (protocol::sequencing): a malformed AUTH after a
                 // successful one is 503, not 501.
-                let refused = self.codec.error_verb().and_then(|v| {
+                let refused = self.error_verb().and_then(|v| {
                     protocol::sequencing(&self.cfg, &self.session, &self.tx.envelope, v)
                 });
                 match refused {
@@ -788,9 +913,10 @@ impl Machine {
             return;
         }
         self.send(&replies::ready_tls());
+        // CVE-2011-0411: anything pipelined after STARTTLS was sent in the clear and must not
+        // be executed inside the TLS session. A `Framed` driver drops its own read buffer at
+        // the handshake (`Framed::into_parts`, see `Call::StartTls`).
         if !self.input.is_empty() {
-            // CVE-2011-0411: anything pipelined after STARTTLS was sent in the clear and must
-            // not be executed inside the TLS session.
             tracing::warn!(
                 octets = self.input.len(),
                 "discarded data pipelined after STARTTLS"
@@ -905,7 +1031,7 @@ impl Machine {
     ) -> Result<(), WrongState> {
         self.expect(Awaiting::Tls, "tls_started")?;
         self.state = State::Commands;
-        self.codec.set_mode(Mode::Command);
+        self.set_mode(Mode::Command);
         self.channel_binding = channel_binding;
         self.session.reset_after_tls();
         self.session.tls = Some(info);

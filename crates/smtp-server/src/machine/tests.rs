@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use smtp_auth::{AuthData, AuthDecision, Identity, LookupResult, Verdict};
 use smtp_proto::Reply;
+use smtp_proto::codec::SmtpCodec;
 
 use super::*;
 use crate::Body;
@@ -54,6 +55,8 @@ struct Harness {
     /// A Verify call left unanswered (the test answers it later).
     held: Option<AuthRequest>,
     hold_verify: bool,
+    /// A `Framed` driver's codec and read buffer, when the machine takes frames.
+    framed: Option<(SmtpCodec, BytesMut)>,
 }
 
 fn config() -> ServerConfigBuilder {
@@ -67,6 +70,16 @@ use crate::ServerConfigBuilder;
 
 impl Harness {
     fn new(cfg: ServerConfig) -> Self {
+        Self::start(cfg, false)
+    }
+
+    /// Driven as the tokio server drives it: frames decoded by the driver's own codec from its
+    /// own buffer, lent to the machine at each step.
+    fn framed(cfg: ServerConfig) -> Self {
+        Self::start(cfg, true)
+    }
+
+    fn start(cfg: ServerConfig, framed: bool) -> Self {
         let t = Instant::now();
         let m = Machine::new(
             Arc::new(cfg),
@@ -85,7 +98,21 @@ impl Harness {
             wait: None,
             held: None,
             hold_verify: false,
+            framed: None,
         };
+        if framed {
+            h.m = std::mem::replace(
+                &mut h.m,
+                Machine::new(
+                    Arc::new(ServerConfig::default()),
+                    "192.0.2.1:1".parse().unwrap(),
+                    "192.0.2.25:25".parse().unwrap(),
+                    t,
+                ),
+            )
+            .with_frames();
+            h.framed = Some((h.m.new_codec(), BytesMut::new()));
+        }
         h.run();
         assert_eq!(h.take(), "220 mx.test ESMTP ready\r\n");
         h
@@ -93,7 +120,11 @@ impl Harness {
 
     fn run(&mut self) {
         loop {
-            match self.m.next() {
+            let event = match &mut self.framed {
+                Some((codec, buf)) => self.m.next_framed(codec, buf),
+                None => self.m.next(),
+            };
+            match event {
                 Event::Send => {
                     self.out
                         .push_str(std::str::from_utf8(self.m.output()).unwrap());
@@ -153,8 +184,13 @@ impl Harness {
                 m.answer_verify(r).unwrap()
             }
             Call::Lookup(_) => m.answer_lookup(LookupResult::NotFound).unwrap(),
-            Call::StartTls => m
-                .tls_started(
+            Call::StartTls => {
+                // A framed driver drops what it holds and frames the TLS stream afresh.
+                if let Some((codec, buf)) = &mut self.framed {
+                    buf.clear();
+                    *codec = m.new_codec();
+                }
+                m.tls_started(
                     TlsInfo {
                         protocol: "TLSv1_3".into(),
                         cipher: "TLS13_AES_128_GCM_SHA256".into(),
@@ -164,14 +200,18 @@ impl Harness {
                     },
                     None,
                 )
-                .unwrap(),
+                .unwrap()
+            }
             _ => m.answer(None).unwrap(),
         }
     }
 
     /// Feeds input and runs; returns what was sent.
     fn feed(&mut self, input: &str) -> String {
-        self.m.enqueue_input(input.as_bytes());
+        match &mut self.framed {
+            Some((_, buf)) => buf.extend_from_slice(input.as_bytes()),
+            None => self.m.enqueue_input(input.as_bytes()),
+        }
         self.run();
         self.take()
     }
@@ -689,4 +729,71 @@ fn the_sessions_auth_progress_follows_each_step_of_login() {
     );
     assert_eq!(h.m.session().auth_progress, smtp_auth::AuthProgress::None);
     assert_eq!(h.m.session().login_data.as_deref(), Some("ann"));
+}
+
+/// The same conversations, fed whole and octet by octet, give the same replies and the same
+/// messages whether the machine decodes its own input or a `Framed` driver's codec decodes
+/// the frames (the tokio server's way).
+#[test]
+fn frames_from_a_driver_codec_answer_exactly_as_bytes() {
+    let plain = |u: &str, p: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{u}\0{p}"))
+    };
+    let scripts = [
+        // A pipelined batch with a body, dot-stuffing and QUIT.
+        "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nRCPT TO:<g@e.f>\r\nDATA\r\n".to_owned()
+            + "Subject: x\r\n\r\n..dot\r\nline\r\n.\r\nNOOP\r\nQUIT\r\n",
+        // BDAT chunks, then a syntax error and an unknown command.
+        "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nBDAT 5\r\nabcdeBDAT 3 LAST\r\nfgh"
+            .to_owned()
+            + "MAIL FROM:bad\r\nFOO\r\nRSET\r\n",
+        // AUTH LOGIN with its answers, a refused PLAIN, then a malformed AUTH after success
+        // (sequencing before syntax: 503).
+        format!(
+            "EHLO c\r\nAUTH PLAIN {}\r\nAUTH LOGIN\r\nYW5u\r\ncmlnaHQ=\r\nAUTH\r\nAUTH PLAIN !!\r\n",
+            plain("ann", "wrong")
+        ),
+        // STARTTLS with commands injected behind it, then a session inside TLS.
+        "EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.y>\r\n".to_owned(),
+        // A body that does not wait for the 354, and a smuggling attempt.
+        "EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nearly\r\n.\r\n".to_owned()
+            + "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n",
+        "DATA\r\nx\n.\nMAIL FROM:<smuggled@x.y>\r\n.\r\nQUIT\r\n".to_owned(),
+    ];
+    let cfg = || config().tls(rustls_config()).build();
+    let run = |input: &str, framed: bool, whole: bool| {
+        let mut h = if framed {
+            Harness::framed(cfg())
+        } else {
+            Harness::new(cfg())
+        };
+        let mut out = String::new();
+        if whole {
+            out.push_str(&h.feed(input));
+        } else {
+            for c in input.chars() {
+                out.push_str(&h.feed(&c.to_string()));
+            }
+        }
+        (out, h.delivered.clone(), h.closed)
+    };
+    let mut replies = 0;
+    for (i, script) in scripts.iter().enumerate() {
+        // Scripts 4 and 5 are one conversation.
+        let input = if i == 5 {
+            format!("{}{script}", scripts[4])
+        } else {
+            script.clone()
+        };
+        // Where the input is cut changes what a client did (a body sent before the 354, a
+        // command behind STARTTLS): bytes and frames are compared cut the same way.
+        for whole in [true, false] {
+            let bytes = run(&input, false, whole);
+            let frames = run(&input, true, whole);
+            assert_eq!(frames, bytes, "script {i}, whole {whole}");
+            replies += bytes.0.lines().count();
+        }
+    }
+    assert!(replies > 60, "{replies} replies compared");
 }
