@@ -231,30 +231,24 @@ mod tests {
             code(check_mail(&cfg, &session(), &env, &mb("a@b.c"), &unknown)),
             "555 5.5.4 Unsupported parameter"
         );
-        assert_eq!(
+        let utf8_address = |params: &MailParameters| {
             code(check_mail(
                 &cfg,
                 &session(),
                 &env,
                 &mb("用户@例子.广告"),
-                &p
-            )),
+                params,
+            ))
+        };
+        assert_eq!(
+            utf8_address(&p),
             "553 5.6.7 Non-ASCII address requires SMTPUTF8"
         );
         let utf8 = MailParameters {
             smtputf8: true,
             ..Default::default()
         };
-        assert_eq!(
-            code(check_mail(
-                &cfg,
-                &session(),
-                &env,
-                &mb("用户@例子.广告"),
-                &utf8
-            )),
-            "ok"
-        );
+        assert_eq!(utf8_address(&utf8), "ok");
         // DSN and AUTH= parameters are accepted.
         let dsn = MailParameters::parse("RET=HDRS ENVID=x AUTH=<>").unwrap();
         assert_eq!(

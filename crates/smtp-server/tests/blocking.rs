@@ -7,19 +7,11 @@ mod blocking;
 
 use std::net::TcpListener;
 
-fn python(script: &str) -> String {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+#[allow(unreachable_pub)]
+#[path = "common/python.rs"]
+mod python;
+
+use python::python_blocking as python;
 
 #[test]
 fn smtplib_sends_through_the_blocking_server() {

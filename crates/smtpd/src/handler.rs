@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use smtp_proto::{ForwardPath, MailParameters, RcptParameters, Reply, ReversePath};
 use smtp_server::{BodyTarget, Envelope, Handler, Session};
 
-use crate::delivery::{Delivery, DeliveryError, Message, queue_id};
+use crate::delivery::{Delivery, DeliveryError, MailCommand, Message, RcptCommand, queue_id};
 use crate::sender::SenderPolicy;
 use crate::{received, submission};
 
@@ -112,7 +112,8 @@ impl Handler for App {
                 ));
             }
         }
-        self.delivery.begin(session, from, params).await.err()
+        let mail = MailCommand { from, params };
+        self.delivery.begin(session, mail).await.err()
     }
 
     async fn rcpt(
@@ -122,7 +123,8 @@ impl Handler for App {
         to: &ForwardPath,
         params: &RcptParameters,
     ) -> Option<Reply> {
-        self.delivery.recipient(session, to, params).await.err()
+        let rcpt = RcptCommand { to, params };
+        self.delivery.recipient(session, rcpt).await.err()
     }
 
     async fn ehlo(&self, session: &Session, _name: &str) -> Option<Reply> {

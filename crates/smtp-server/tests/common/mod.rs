@@ -12,6 +12,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+mod python;
+pub use python::python_blocking;
+
 /// What the recording handler saw of each delivered message.
 #[derive(Debug, Clone)]
 pub struct Delivered {
@@ -201,16 +204,7 @@ pub fn b64(s: &[u8]) -> String {
 
 /// Runs a Python script; its stdout (panics with stderr when it fails).
 pub async fn python(script: String) -> String {
-    let out = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .output()
+    tokio::task::spawn_blocking(move || python_blocking(&script))
         .await
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+        .unwrap()
 }

@@ -37,6 +37,27 @@ pub use relay::Relay;
 /// A boxed future borrowing the delivery and the session.
 pub type DeliveryFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What [`Delivery::begin`] and [`Delivery::recipient`] answer: `Err(reply)` refuses.
+pub type Answer<'a> = DeliveryFuture<'a, Result<(), Reply>>;
+
+/// A MAIL the session accepted: its reverse-path and parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct MailCommand<'a> {
+    /// The reverse-path.
+    pub from: &'a ReversePath,
+    /// Its parameters.
+    pub params: &'a MailParameters,
+}
+
+/// An RCPT the session accepted: its forward-path and parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct RcptCommand<'a> {
+    /// The forward-path.
+    pub to: &'a ForwardPath,
+    /// Its parameters.
+    pub params: &'a RcptParameters,
+}
+
 /// A whole message handed to [`Delivery::deliver`].
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
@@ -65,24 +86,14 @@ pub trait Delivery: Send + Sync + std::fmt::Debug + 'static {
     fn kind(&self) -> &'static str;
 
     /// MAIL was accepted by the session: `Err(reply)` refuses it.
-    fn begin<'a>(
-        &'a self,
-        session: &'a Session,
-        from: &'a ReversePath,
-        params: &'a MailParameters,
-    ) -> DeliveryFuture<'a, Result<(), Reply>> {
-        let _ = (session, from, params);
+    fn begin<'a>(&'a self, session: &'a Session, mail: MailCommand<'a>) -> Answer<'a> {
+        let _ = (session, mail);
         Box::pin(std::future::ready(Ok(())))
     }
 
     /// RCPT was accepted by the session: `Err(reply)` refuses this recipient.
-    fn recipient<'a>(
-        &'a self,
-        session: &'a Session,
-        to: &'a ForwardPath,
-        params: &'a RcptParameters,
-    ) -> DeliveryFuture<'a, Result<(), Reply>> {
-        let _ = (session, to, params);
+    fn recipient<'a>(&'a self, session: &'a Session, rcpt: RcptCommand<'a>) -> Answer<'a> {
+        let _ = (session, rcpt);
         Box::pin(std::future::ready(Ok(())))
     }
 

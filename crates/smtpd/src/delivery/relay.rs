@@ -24,7 +24,7 @@ use zeroize::Zeroize;
 
 use smtp_server::Session;
 
-use super::{Delivery, DeliveryError, DeliveryFuture, Message};
+use super::{Answer, Delivery, DeliveryError, DeliveryFuture, MailCommand, Message, RcptCommand};
 use crate::config::RelaySection;
 
 /// The relay as a [`Delivery`]: the upstream, its connections kept between messages, and the
@@ -58,15 +58,10 @@ impl Delivery for Relay {
         "relay"
     }
 
-    fn begin<'a>(
-        &'a self,
-        session: &'a Session,
-        from: &'a ReversePath,
-        params: &'a MailParameters,
-    ) -> DeliveryFuture<'a, Result<(), Reply>> {
+    fn begin<'a>(&'a self, session: &'a Session, mail: MailCommand<'a>) -> Answer<'a> {
         Box::pin(async move {
-            let key = session_key(session);
-            begin(&self.cfg, &self.pool, key, &self.hostname, from, params)
+            let (key, host) = (session_key(session), &self.hostname);
+            begin(&self.cfg, &self.pool, key, host, mail.from, mail.params)
                 .await
                 .map_err(|e| {
                     tracing::warn!(error = %e.detail, "relay: MAIL not taken upstream");
@@ -75,17 +70,12 @@ impl Delivery for Relay {
         })
     }
 
-    fn recipient<'a>(
-        &'a self,
-        session: &'a Session,
-        to: &'a ForwardPath,
-        params: &'a RcptParameters,
-    ) -> DeliveryFuture<'a, Result<(), Reply>> {
+    fn recipient<'a>(&'a self, session: &'a Session, rcpt: RcptCommand<'a>) -> Answer<'a> {
         Box::pin(async move {
-            recipient(&self.pool, session_key(session), to, params)
+            recipient(&self.pool, session_key(session), rcpt.to, rcpt.params)
                 .await
                 .map_err(|e| {
-                    tracing::info!(recipient = %to, error = %e.detail, "relay: recipient refused upstream");
+                    tracing::info!(recipient = %rcpt.to, error = %e.detail, "relay: recipient refused upstream");
                     e.command_reply()
                 })
         })
