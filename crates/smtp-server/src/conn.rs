@@ -53,10 +53,18 @@ async fn write(io: &mut BoxIo, bytes: &[u8]) -> std::io::Result<()> {
 pub(crate) type Conn = Framed<BoxIo, SmtpCodec>;
 
 /// Frames `io` with a codec configured as the machine's, and the small buffers of an idle
-/// connection (they grow inside a message body and are given back after it).
+/// connection: the read buffer of one command line (it grows inside a message body and is
+/// given back after it), and a write buffer for the greeting and an EHLO reply (it grows for
+/// a larger batch of replies; the machine's own output buffer holds them first).
 fn framed(io: BoxIo, machine: &Machine) -> Conn {
-    Framed::with_capacity(io, machine.new_codec(), IDLE_READ_BUFFER)
+    let mut conn = Framed::with_capacity(io, machine.new_codec(), IDLE_READ_BUFFER);
+    // 2 KiB less per idle connection than the read buffer's size (`cargo xtask soak`).
+    *conn.write_buffer_mut() = BytesMut::with_capacity(WRITE_BUFFER);
+    conn
 }
+
+/// The framing's write buffer at the start: the greeting and an EHLO reply fit.
+const WRITE_BUFFER: usize = 256;
 
 /// Takes the connection out of `slot`, leaving a placeholder that is never read.
 fn take_conn(slot: &mut Conn) -> Conn {
