@@ -715,3 +715,146 @@ attempt('bob', 'builder', '')
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// One user per password scheme a users file may hold, each hash written by another
+/// implementation (libxcrypt through Python's `crypt`, Python's `hashlib`) except argon2
+/// (ours): every one logs in with its password through smtplib and curl, and not with another's.
+#[test]
+fn a_users_file_with_every_scheme_logs_each_user_in() {
+    setup();
+    let dir = temp_dir("schemes");
+    let port = free_port();
+    let lines = python(
+        r#"
+import base64, crypt, hashlib, warnings
+warnings.simplefilter('ignore')
+b64 = lambda b: base64.b64encode(b).decode()
+phc = lambda b: b64(b).rstrip('=')
+salt = b'0123456789abcdef'
+out = []
+def user(name, stored): out.append('%s:%s' % (name, stored))
+user('sha512', crypt.crypt('pw-sha512', crypt.mksalt(crypt.METHOD_SHA512)))
+user('sha256', '{SHA256-CRYPT}' + crypt.crypt('pw-sha256', crypt.mksalt(crypt.METHOD_SHA256)))
+user('bcrypt', crypt.crypt('pw-bcrypt', '$2b$05$' + 'abcdefghijklmnopqrstuv'))
+user('blf', '{BLF-CRYPT}' + crypt.crypt('pw-blf', '$2y$05$' + 'vutsrqponmlkjihgfedcba'))
+user('crypt', '{CRYPT}' + crypt.crypt('pw-crypt', crypt.mksalt(crypt.METHOD_SHA512)))
+h = hashlib.pbkdf2_hmac('sha256', b'pw-pbkdf2', salt, 1000, 32)
+user('pbkdf2', '$pbkdf2-sha256$i=1000,l=32$%s$%s' % (phc(salt), phc(h)))
+h = hashlib.pbkdf2_hmac('sha512', b'pw-pbkdf2-512', salt, 1000, 64)
+user('pbkdf2x', '$pbkdf2-sha512$i=1000,l=64$%s$%s' % (phc(salt), phc(h)))
+h = hashlib.scrypt(b'pw-scrypt', salt=salt, n=16, r=8, p=1, dklen=32)
+user('scrypt', '$scrypt$ln=4,r=8,p=1$%s$%s' % (phc(salt), phc(h)))
+user('ssha512', '{SSHA512}' + b64(hashlib.sha512(b'pw-ssha512' + b'NaCl').digest() + b'NaCl'))
+user('ssha256', '{SSHA256}' + b64(hashlib.sha256(b'pw-ssha256' + b'NaCl').digest() + b'NaCl'))
+h = hashlib.pbkdf2_hmac('sha1', b'pw-dovecot', b'saltsalt', 1000, 20).hex()
+user('dovecot', '{PBKDF2}$1$saltsalt$1000$' + h)
+print('\n'.join(out))
+"#,
+    );
+    let argon = smtpd::users::hash_password("pw-argon2").unwrap();
+    let text = format!("{lines}argon2:{argon}\nargon2x:{{ARGON2ID}}{argon}\n");
+    let users = dir.join("users");
+    std::fs::write(&users, &text).unwrap();
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| l.split(':').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 13, "{text}");
+    let config = format!(
+        "[server]\nhostname = \"mx.test\"\nauth_require_tls = false\nauth_failure_delay_ms = 0\n\
+         max_auth_failures = 20\nmax_auth_failures_per_ip = 0\nsender_login = \"any\"\n\
+         [[listener]]\naddress = \"127.0.0.1:{port}\"\n\
+         [auth]\nbackend = \"file\"\nusers_file = {users:?}\ncache = false\n\
+         [delivery]\nkind = \"maildir\"\npath = {:?}\n",
+        dir.join("Maildir")
+    );
+    let _srv = Smtpd::start(&dir, &config, port);
+    // Each user's password, and the next user's password (wrong for it).
+    let passwords: Vec<String> = names
+        .iter()
+        .map(|n| match n.as_str() {
+            "pbkdf2x" => "pw-pbkdf2-512".to_owned(),
+            "argon2x" => "pw-argon2".to_owned(),
+            "blf" => "pw-blf".to_owned(),
+            "crypt" => "pw-crypt".to_owned(),
+            "dovecot" => "pw-dovecot".to_owned(),
+            n => format!("pw-{n}"),
+        })
+        .collect();
+    let pairs: Vec<String> = names
+        .iter()
+        .zip(&passwords)
+        .map(|(n, p)| format!("({n:?}, {p:?})"))
+        .collect();
+    let out = python(&format!(
+        r#"
+import smtplib
+pairs = [{}]
+for i, (name, pw) in enumerate(pairs):
+    s = smtplib.SMTP('127.0.0.1', {port}, timeout=30)
+    wrong = pairs[(i + 1) % len(pairs)][1] if i + 1 < len(pairs) and pairs[i + 1][1] != pw else 'x' + pw
+    try:
+        s.login(name, wrong)
+        print(name, 'logged in with a wrong password')
+    except smtplib.SMTPAuthenticationError as e:
+        assert e.smtp_code == 535, e
+    s.quit()
+    s = smtplib.SMTP('127.0.0.1', {port}, timeout=30)
+    code, _ = s.login(name, pw)
+    s.sendmail(name + '@mx.test', ['erin@example.org'], 'Subject: ' + name + '\r\n\r\nhi\r\n')
+    s.quit()
+    print(name, code)
+"#,
+        pairs.join(", ")
+    ));
+    let want: String = names.iter().map(|n| format!("{n} 235\n")).collect();
+    assert_eq!(out, want);
+    assert_eq!(maildir_messages(&dir.join("Maildir")).len(), names.len());
+    // curl, for the scheme Dovecot writes by default.
+    let msg = dir.join("msg.txt");
+    std::fs::write(&msg, "Subject: curl\n\nhi\n").unwrap();
+    let out = curl_send(
+        port,
+        "sha512:pw-sha512",
+        "sha512@mx.test",
+        "erin@example.org",
+        &msg,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        maildir_messages(&dir.join("Maildir")).len(),
+        names.len() + 1
+    );
+    // check-config names the line of an unknown or weak scheme.
+    for (line, why) in [
+        (
+            "carol:$y$j9T$abc$def",
+            "line 2: carol: unknown password scheme \"y\"",
+        ),
+        (
+            "carol:{PLAIN}secret",
+            "line 2: carol: the PLAIN scheme is weak",
+        ),
+        (
+            "carol:$1$salt$hash",
+            "line 2: carol: MD5-crypt ($1$) is not supported",
+        ),
+    ] {
+        std::fs::write(&users, format!("alice:{argon}\n{line}\n")).unwrap();
+        let f = dir.join("check.toml");
+        std::fs::write(
+            &f,
+            format!("[auth]\nbackend = \"file\"\nusers_file = {users:?}\n"),
+        )
+        .unwrap();
+        let out = run(Command::new(e2e::smtpd_bin()).arg("check-config").arg(&f));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{line}");
+        assert!(err.contains(why), "{line} → {err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

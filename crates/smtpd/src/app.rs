@@ -59,13 +59,14 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
         AuthSection::File {
             users_file,
             external_map,
+            allow_weak_schemes,
             ..
         } => {
             let workers = match config.server.auth_workers {
                 0 => smtp_server::default_workers(),
                 n => n,
             };
-            let users = FileUsers::load(users_file)
+            let users = FileUsers::load_with(users_file, *allow_weak_schemes)
                 .map_err(|e| format!("auth.users_file: {e}"))?
                 .with_workers(workers);
             let external = match external_map {

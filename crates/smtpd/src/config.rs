@@ -355,6 +355,10 @@ pub enum AuthSection {
         /// certificates to users.
         #[serde(default)]
         external_map: Option<PathBuf>,
+        /// Accept weak password schemes (`{PLAIN}`, `{PLAIN-MD5}`, unsalted `{SHA}`,
+        /// `{SHA256}`, `{SHA512}`) in the users file; off: such a line is refused, naming it.
+        #[serde(default)]
+        allow_weak_schemes: bool,
         /// The credential cache (on by default; a reload invalidates it exactly).
         #[serde(default = "yes")]
         cache: bool,
@@ -503,6 +507,7 @@ impl Default for AuthSection {
         Self::File {
             users_file: PathBuf::from("examples/users"),
             external_map: None,
+            allow_weak_schemes: false,
             cache: true,
             cache_ttl_secs: None,
             cache_max_entries: default_cache_entries(),

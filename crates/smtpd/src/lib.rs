@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod handler;
+pub mod hashes;
 pub mod metrics;
 pub mod received;
 mod reload;

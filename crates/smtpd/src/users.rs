@@ -1,7 +1,11 @@
-//! The local users file: one `name:PHC-string[:scram-keys]` per line (made by
-//! `smtpd hash-password [--scram]`), `#` comments and blank lines allowed. The argon2id hash
-//! serves PLAIN and LOGIN, checked in constant time on a bounded [`VerifyPool`] so hashing never
-//! stalls the server; the optional SCRAM keys
+//! The local users file: one `name:hash[:scram-keys]` per line (made by
+//! `smtpd hash-password [--scram]`), `#` comments and blank lines allowed. The hash is an
+//! argon2id PHC string, or any scheme [`crate::hashes`] recognises (bcrypt, SHA-crypt, PBKDF2,
+//! scrypt, Dovecot's `{SCHEME}` prefixes): a file taken over from Dovecot or another server
+//! works as it is. An unknown or unsupported scheme is refused when the file is loaded, naming
+//! the line; a weak one too, unless `[auth] allow_weak_schemes`. The hash serves PLAIN and
+//! LOGIN, checked in constant time on a bounded [`VerifyPool`] so hashing never stalls the
+//! server; the optional SCRAM keys
 //! (`$scram-sha-256$<iterations>$<salt>$<StoredKey>$<ServerKey>`, base64) serve
 //! SCRAM-SHA-256 without the server ever holding the password.
 
@@ -21,6 +25,8 @@ use smtp_auth::{
     AuthDecision, AuthRequest, LookupRequest, LookupResult, ScramKeys, Secret, StoredSecret,
 };
 use smtp_server::VerifyPool;
+
+use crate::hashes::{Scheme, StoredHash};
 use tower_service::Service;
 
 /// Hashes a password into an argon2id PHC string with a random salt.
@@ -114,10 +120,10 @@ fn fill_random(buf: &mut [u8]) -> Result<(), String> {
 
 /// One parsed users file.
 struct Table {
-    users: HashMap<String, String>,
+    users: HashMap<String, StoredHash>,
     scram: HashMap<String, ScramKeys>,
-    /// A hash with the file's own argon2 parameters, verified for unknown users.
-    dummy: String,
+    /// A hash of the file's most common scheme and cost, verified for unknown users.
+    dummy: StoredHash,
 }
 
 /// The users, loaded from a file: argon2 verification on a bounded [`VerifyPool`], and a
@@ -131,6 +137,8 @@ pub struct FileUsers {
     /// salts (kept across reloads).
     digest: Arc<Secret<Vec<u8>>>,
     pool: VerifyPool,
+    /// Weak schemes accepted (kept for reloads).
+    allow_weak: bool,
 }
 
 impl std::fmt::Debug for FileUsers {
@@ -169,10 +177,34 @@ fn dummy_hash(like: Option<&str>) -> String {
     }
 }
 
-fn parse_table(text: &str) -> Result<Table, String> {
+/// What an unknown user's password is verified against: verifying it costs what verifying a
+/// user of the file costs. For argon2 a fresh hash with the parameters of the file's first
+/// argon2 user; for any other scheme, the first stored hash of the file's most common scheme
+/// (with its own cost): a random password never matches it.
+fn dummy_for(users: &[(String, StoredHash)]) -> StoredHash {
+    let mut counts: HashMap<Scheme, usize> = HashMap::new();
+    for (_, h) in users {
+        *counts.entry(h.scheme()).or_default() += 1;
+    }
+    let common = counts
+        .into_iter()
+        .max_by_key(|(scheme, n)| (*n, *scheme == Scheme::Argon2))
+        .map(|(scheme, _)| scheme);
+    let first = |scheme| users.iter().map(|(_, h)| h).find(|h| h.scheme() == scheme);
+    match common {
+        Some(scheme) if scheme != Scheme::Argon2 => first(scheme).cloned(),
+        _ => None,
+    }
+    .unwrap_or_else(|| {
+        let like = first(Scheme::Argon2).map(StoredHash::value);
+        StoredHash::parse(&dummy_hash(like)).expect("an argon2 PHC string")
+    })
+}
+
+fn parse_table(text: &str, allow_weak: bool) -> Result<Table, String> {
     let mut users = HashMap::new();
+    let mut order = Vec::new();
     let mut scram = HashMap::new();
-    let mut first_hash = None;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -188,34 +220,51 @@ fn parse_table(text: &str) -> Result<Table, String> {
             Some((h, k)) => (h, Some(k)),
             None => (hash, None),
         };
-        if PasswordHash::new(hash).is_err() {
-            return Err(format!("line {}: {name}: not a PHC password hash", i + 1));
+        let stored = StoredHash::parse(hash).map_err(|e| format!("line {}: {name}: {e}", i + 1))?;
+        if stored.scheme().weak() && !allow_weak {
+            return Err(format!(
+                "line {}: {name}: the {} scheme is weak (clear or unsalted): rehash the \
+                 password, or set [auth] allow_weak_schemes = true",
+                i + 1,
+                stored.scheme().name()
+            ));
         }
         if let Some(k) = keys {
             let keys = parse_scram(k)
                 .ok_or_else(|| format!("line {}: {name}: malformed SCRAM keys", i + 1))?;
             scram.insert(name.to_owned(), keys);
         }
-        first_hash.get_or_insert_with(|| hash.to_owned());
-        users.insert(name.to_owned(), hash.to_owned());
+        order.push((name.to_owned(), stored.clone()));
+        users.insert(name.to_owned(), stored);
     }
     Ok(Table {
+        dummy: dummy_for(&order),
         users,
         scram,
-        dummy: dummy_hash(first_hash.as_deref()),
     })
 }
 
 impl FileUsers {
-    /// Loads and checks the file: every line must be `name:PHC` with a parsable hash.
+    /// Loads and checks the file: every line must be `name:hash` with a hash of a known,
+    /// strong scheme.
     pub fn load(path: &Path) -> Result<Self, String> {
+        Self::load_with(path, false)
+    }
+
+    /// The same, accepting weak schemes when `allow_weak` (`[auth] allow_weak_schemes`).
+    pub fn load_with(path: &Path, allow_weak: bool) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        Self::parse_with(&text, allow_weak).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Parses the file's text. Verification runs on a pool of as many workers as cores.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let table = parse_table(text)?;
+        Self::parse_with(text, false)
+    }
+
+    /// Parses the file's text, accepting weak schemes when `allow_weak`.
+    pub fn parse_with(text: &str, allow_weak: bool) -> Result<Self, String> {
+        let table = parse_table(text, allow_weak)?;
         use sha2::Digest as _;
         let digest = sha2::Sha256::new()
             .chain_update(b"smtpd scram secret\0")
@@ -227,6 +276,7 @@ impl FileUsers {
             verifications: Arc::default(),
             digest: Arc::new(Secret::new(digest)),
             pool: VerifyPool::new(smtp_server::default_workers()),
+            allow_weak,
         })
     }
 
@@ -251,7 +301,8 @@ impl FileUsers {
     /// changed or went away (their cached credentials must go).
     pub fn reload(&self, path: &Path) -> Result<Vec<String>, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let new = parse_table(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let new =
+            parse_table(&text, self.allow_weak).map_err(|e| format!("{}: {e}", path.display()))?;
         let old = self.table();
         let mut changed: Vec<String> = old
             .users
@@ -294,17 +345,17 @@ impl FileUsers {
         self.len() == 0
     }
 
-    /// Checks a password (blocking: argon2 is deliberately slow). An unknown user costs the
-    /// same: a hash with the file's parameters is verified instead.
+    /// Checks a password (blocking: the strong schemes are deliberately slow). An unknown user
+    /// costs the same: a hash of the file's usual scheme and cost is verified instead.
     pub fn verify(&self, user: &str, password: &str) -> bool {
         let table = self.table();
         let (known, hash) = match table.users.get(user) {
-            Some(h) => (true, h.as_str()),
-            None => (false, table.dummy.as_str()),
+            Some(h) => (true, h),
+            None => (false, &table.dummy),
         };
         self.verifications
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ok = verify_phc(password.as_bytes(), hash);
+        let ok = hash.verify(password, verify_phc);
         known && ok
     }
 }
@@ -461,6 +512,7 @@ mod tests {
             users
                 .table()
                 .dummy
+                .value()
                 .starts_with("$argon2id$v=19$m=8,t=1,p=1$")
         );
         assert!(parse_params("m=8,t=1").is_err());
@@ -517,9 +569,43 @@ mod tests {
         assert!(
             FileUsers::parse("alice:plaintext")
                 .unwrap_err()
-                .contains("not a PHC")
+                .starts_with("line 1: alice: not a password hash")
         );
         assert!(FileUsers::parse(":x").is_err());
+    }
+
+    #[test]
+    fn every_scheme_in_one_file_and_the_bad_lines_named() {
+        let bcrypt = bcrypt::hash("b-pass", 4).unwrap();
+        let file = format!(
+            "# taken over from Dovecot\n\
+             sha:{{SHA512-CRYPT}}$6$saltsalt$pauPrmdmG4BTE9h2HPmywiw152IFch6BJCEsaY6D.PLTfpV8sqvXwWdyfsgVgozkYH9B80bAip/08R2BPH2xk/\n\
+             blf:{bcrypt}\n\
+             plain:{{PLAIN}}clear-pass\n"
+        );
+        // A weak scheme is refused, naming the line, unless allowed.
+        let e = FileUsers::parse(&file).unwrap_err();
+        assert_eq!(
+            e,
+            "line 4: plain: the PLAIN scheme is weak (clear or unsalted): rehash the password, \
+             or set [auth] allow_weak_schemes = true"
+        );
+        let users = FileUsers::parse_with(&file, true).unwrap();
+        assert!(users.verify("sha", "pw"));
+        assert!(users.verify("blf", "b-pass"));
+        assert!(users.verify("plain", "clear-pass"));
+        assert!(!users.verify("blf", "pw") && !users.verify("sha", "b-pass"));
+        // An unknown user costs a verification of the file's most common scheme.
+        let before = users.verifications();
+        assert!(!users.verify("nobody", "pw"));
+        assert_eq!(users.verifications(), before + 1);
+        assert_ne!(users.table().dummy.scheme(), Scheme::Argon2);
+        // An unknown scheme, named with its line.
+        let e = FileUsers::parse(
+            "a:$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\nb:$y$j9T$salt$hash\n",
+        )
+        .unwrap_err();
+        assert_eq!(e, "line 2: b: unknown password scheme \"y\"");
     }
 }
 
