@@ -579,6 +579,7 @@ impl<H: Handler> Driver<'_, H> {
                 let parts = take_conn(&mut self.conn).into_parts();
                 if !parts.read_buf.is_empty() {
                     tracing::warn!(
+                        target: "smtp_server::machine",
                         octets = parts.read_buf.len(),
                         "discarded data pipelined after STARTTLS"
                     );

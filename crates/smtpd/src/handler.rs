@@ -104,7 +104,7 @@ impl Handler for App {
         if let (Some(login), ReversePath::Mailbox(m)) = (&session.login_data, from) {
             let address = m.to_string();
             if !self.senders.allows(login, &address) {
-                tracing::warn!(user = %login, sender = %address, "sender address not owned by user");
+                tracing::warn!(target: "smtpd::app", user = %login, sender = %address, "sender address not owned by user");
                 return Some(Reply::simple(
                     553,
                     Some((5, 7, 1)),
@@ -189,11 +189,11 @@ fn delivered(
     match outcome {
         Ok(()) => {
             let rcpts: Vec<String> = envelope.rcpt_to.iter().map(|r| r.to_string()).collect();
-            tracing::info!(queue_id = %id, size = envelope.body.len(), recipients = ?rcpts, user = session.login_data.as_deref().unwrap_or(""), "delivered");
+            tracing::info!(target: "smtpd::app", queue_id = %id, size = envelope.body.len(), recipients = ?rcpts, user = session.login_data.as_deref().unwrap_or(""), "delivered");
             Reply::simple(250, Some((2, 0, 0)), &format!("OK: queued as {id}"))
         }
         Err(DeliveryError::Local(e)) => {
-            tracing::error!(queue_id = %id, error = %e, "delivery failed");
+            tracing::error!(target: "smtpd::app", queue_id = %id, error = %e, "delivery failed");
             Reply::simple(
                 451,
                 Some((4, 3, 0)),

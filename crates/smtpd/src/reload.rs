@@ -26,7 +26,7 @@ pub(crate) struct Reloadable {
 pub(crate) async fn reload_on_sighup(r: Reloadable) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("no SIGHUP handler: reloads need a restart");
+        tracing::warn!(target: "smtpd::app", "no SIGHUP handler: reloads need a restart");
         return;
     };
     while hup.recv().await.is_some() {
@@ -38,14 +38,14 @@ pub(crate) async fn reload_on_sighup(r: Reloadable) {
                             c.invalidate_user(u);
                         }
                     }
-                    tracing::info!(
+                    tracing::info!(target: "smtpd::app",
                         file = %path.display(),
                         users = users.len(),
                         changed = changed.len(),
                         "users file reloaded"
                     );
                 }
-                Err(e) => tracing::error!(
+                Err(e) => tracing::error!(target: "smtpd::app",
                     error = %e,
                     "users file reload refused: the old users stay in force"
                 ),
@@ -53,17 +53,19 @@ pub(crate) async fn reload_on_sighup(r: Reloadable) {
         }
         if let Some(certs) = &r.certs {
             match certs.reload() {
-                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
-                Err(e) => tracing::error!(
+                Ok(()) => tracing::info!(target: "smtpd::app", "TLS certificate and key reloaded"),
+                Err(e) => tracing::error!(target: "smtpd::app",
                     error = %e,
                     "TLS reload refused: the old certificate stays in force"
                 ),
             }
         }
         match r.senders.reload() {
-            Ok(Some(n)) => tracing::info!(entries = n, "sender/login map reloaded"),
+            Ok(Some(n)) => {
+                tracing::info!(target: "smtpd::app", entries = n, "sender/login map reloaded")
+            }
             Ok(None) => {}
-            Err(e) => tracing::error!(
+            Err(e) => tracing::error!(target: "smtpd::app",
                 error = %e,
                 "sender/login map reload refused: the old map stays in force"
             ),

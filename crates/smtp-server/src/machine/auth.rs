@@ -59,7 +59,7 @@ impl Machine {
         self.call_deadline = None;
         match a {
             Awaiting::Verify => {
-                tracing::warn!("authenticator timed out");
+                tracing::warn!(target: "smtp_server::machine", "authenticator timed out");
                 self.verify_result(AuthDecision::Failure.into());
             }
             Awaiting::Lookup => self.lookup_result(LookupResult::Failure),
@@ -98,7 +98,7 @@ impl Machine {
         self.quiet = QUIET_AFTER_AUTH;
         let ip = self.session.peer_addr.ip();
         if self.cfg.limiter.ip_blocked(ip, self.now) {
-            tracing::warn!(remote_ip = %ip, "AUTH refused: too many failures from this address");
+            tracing::warn!(target: "smtp_server::machine", remote_ip = %ip, "AUTH refused: too many failures from this address");
             self.observe_auth(mechanism.as_str(), AuthOutcome::Locked, self.now);
             self.close_after(Some(&replies::too_many_auth_failures()));
             return;
@@ -298,7 +298,7 @@ impl Machine {
         if !self.cfg.limiter.user_locked(user, self.now) {
             return false;
         }
-        tracing::warn!(
+        tracing::warn!(target: "smtp_server::machine",
             remote_ip = %self.session.peer_addr.ip(),
             user,
             "AUTH refused: too many failures for this user"
@@ -326,7 +326,7 @@ impl Machine {
         if builtin && result.handled {
             // Only a handle_auth hook holds the connection and can have replied. A mechanism
             // or authenticator that claims it did would leave the client without an answer.
-            tracing::warn!("a mechanism returned handled=true: the server sends the reply");
+            tracing::warn!(target: "smtp_server::machine", "a mechanism returned handled=true: the server sends the reply");
             result.handled = false;
         }
         if let Some(reply) = auth_reply(&result) {
@@ -346,7 +346,7 @@ impl Machine {
             .and_then(|d| d.login())
             .map(str::to_owned);
         if result.is_success() {
-            tracing::info!(
+            tracing::info!(target: "smtp_server::machine",
                 remote_ip = %self.session.peer_addr.ip(),
                 mechanism = run.mechanism,
                 user = login.as_deref().unwrap_or(""),
@@ -387,7 +387,7 @@ impl Machine {
         status: AuthStatus,
     ) -> bool {
         let ip = self.session.peer_addr.ip();
-        tracing::info!(
+        tracing::info!(target: "smtp_server::machine",
             remote_ip = %ip,
             mechanism,
             user = user.unwrap_or(""),

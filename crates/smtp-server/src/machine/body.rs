@@ -91,12 +91,12 @@ impl Machine {
         let early = matches!(self.state, State::Data { early: true });
         self.state = State::Commands;
         if let Some(e) = end.error() {
-            tracing::info!(size = end.size, reason = %e, "message refused");
+            tracing::info!(target: "smtp_server::machine", size = end.size, reason = %e, "message refused");
             self.end_message(&e.reply(), end.size);
             return;
         }
         if early && !self.cfg.allow_pipelined_body {
-            tracing::info!(
+            tracing::info!(target: "smtp_server::machine",
                 peer = %self.session.peer_addr,
                 size = end.size,
                 "improper command pipelining after DATA: message refused"
@@ -109,7 +109,7 @@ impl Machine {
 
     /// The message could not be stored: refused with 451, the transaction over.
     fn unstored(&mut self) {
-        tracing::error!("cannot spool the message: refused");
+        tracing::error!(target: "smtp_server::machine", "cannot spool the message: refused");
         self.end_message(&replies::local_error(), self.tx.body_len);
     }
 
@@ -184,7 +184,7 @@ impl Machine {
             return;
         }
         if self.tx.storage_failed && self.tx.bdat_error.is_none() {
-            tracing::error!("cannot spool the message");
+            tracing::error!(target: "smtp_server::machine", "cannot spool the message");
             self.tx.bdat_error = Some(replies::local_error());
         }
         if !last {
@@ -233,7 +233,7 @@ impl Machine {
     pub fn answer_data(&mut self, reply: Reply) -> Result<(), WrongState> {
         self.expect(Awaiting::Data, "answer_data")?;
         self.state = State::Commands;
-        tracing::debug!(
+        tracing::debug!(target: "smtp_server::machine",
             size = self.tx.envelope.body.len(),
             recipients = self.tx.envelope.rcpt_to.len(),
             code = reply.code().get(),

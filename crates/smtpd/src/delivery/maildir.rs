@@ -173,12 +173,14 @@ impl MaildirDelivery {
             Maildir::open(path).map_err(|e| format!("delivery.path {}: {e}", path.display()))?;
         match dir.clean_tmp(hostname) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(
+            Ok(n) => tracing::info!(target: "smtpd::app",
                 removed = n,
                 dir = %path.join("tmp").display(),
                 "removed stale files from the Maildir's tmp/ (crashed writes, or older than 36 hours)"
             ),
-            Err(e) => tracing::warn!(error = %e, "could not clean the Maildir's tmp/"),
+            Err(e) => {
+                tracing::warn!(target: "smtpd::app", error = %e, "could not clean the Maildir's tmp/")
+            }
         }
         Ok(Self {
             dir,

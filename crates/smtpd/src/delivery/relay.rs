@@ -64,7 +64,7 @@ impl Delivery for Relay {
             begin(&self.cfg, &self.pool, key, host, mail.from, mail.params)
                 .await
                 .map_err(|e| {
-                    tracing::warn!(error = %e.detail, "relay: MAIL not taken upstream");
+                    tracing::warn!(target: "smtpd::app", error = %e.detail, "relay: MAIL not taken upstream");
                     e.command_reply()
                 })
         })
@@ -75,7 +75,7 @@ impl Delivery for Relay {
             recipient(&self.pool, session_key(session), rcpt.to, rcpt.params)
                 .await
                 .map_err(|e| {
-                    tracing::info!(recipient = %rcpt.to, error = %e.detail, "relay: recipient refused upstream");
+                    tracing::info!(target: "smtpd::app", recipient = %rcpt.to, error = %e.detail, "relay: recipient refused upstream");
                     e.command_reply()
                 })
         })
@@ -102,7 +102,7 @@ impl Delivery for Relay {
                 }
             };
             sent.map_err(|e| {
-                tracing::warn!(queue_id = %m.id, error = %e.detail, "relay failed");
+                tracing::warn!(target: "smtpd::app", queue_id = %m.id, error = %e.detail, "relay failed");
                 DeliveryError::Refused(e.reply())
             })
         })
