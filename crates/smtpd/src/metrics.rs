@@ -268,8 +268,9 @@ impl Observer for Metrics {
     fn auth(&self, mechanism: &str, outcome: AuthOutcome, elapsed: Duration) {
         self.auth_latency.observe(elapsed);
         if let Ok(mut t) = self.auth.lock() {
-            // Mechanism names are the registry's (a client's unknown name is counted too, but
-            // only as far as 20 characters of a SASL name go).
+            // Mechanism names are the registry's: any name the server does not offer arrives
+            // as "unknown" (smtp_server::machine::UNKNOWN_MECHANISM), so the table is bounded
+            // by the registry. The cut is a second guard for another observer's caller.
             let m: String = mechanism.chars().take(20).collect();
             *t.entry((m, outcome.as_str())).or_default() += 1;
         }

@@ -30,6 +30,9 @@ pub(super) struct AuthRun {
     refused: bool,
 }
 
+/// The mechanism name an observer sees for any mechanism the server does not offer.
+pub const UNKNOWN_MECHANISM: &str = "unknown";
+
 /// The reply for an AUTH outcome, by the one function that maps an outcome to its reply:
 /// none when a `handle_auth` hook already replied.
 fn auth_reply(result: &AuthResult) -> Option<Reply> {
@@ -306,10 +309,18 @@ impl Machine {
         true
     }
 
+    /// Reports an AUTH outcome to the observer. A mechanism the server does not offer (not in
+    /// its registry, whatever a `handle_auth` hook did with it) is reported as
+    /// [`UNKNOWN_MECHANISM`], so no client can mint a metric series per name it makes up.
     pub(super) fn observe_auth(&self, mechanism: &str, outcome: AuthOutcome, started: Instant) {
         if let Some(o) = &self.cfg.observer {
+            let offered = self.cfg.registry.contains(mechanism);
             o.auth(
-                mechanism,
+                if offered {
+                    mechanism
+                } else {
+                    UNKNOWN_MECHANISM
+                },
                 outcome,
                 self.now.saturating_duration_since(started),
             );

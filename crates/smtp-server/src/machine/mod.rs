@@ -67,6 +67,8 @@ use crate::session::{Envelope, Session, TlsInfo};
 mod auth;
 mod body;
 
+pub use auth::UNKNOWN_MECHANISM;
+
 use auth::AuthRun;
 use body::Transaction;
 

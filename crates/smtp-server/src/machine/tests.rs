@@ -709,6 +709,35 @@ fn the_observer_hears_auth_outcomes_and_messages() {
 }
 
 #[test]
+fn made_up_mechanism_names_reach_the_observer_as_one_name() {
+    let rec = Arc::new(Recorder::default());
+    let cfg = config()
+        .observer(rec.clone())
+        .max_auth_failures(100)
+        .max_errors(100)
+        .build();
+    let mut h = Harness::new(cfg);
+    h.feed("EHLO c\r\n");
+    // Fifteen names a client made up: one series, not fifteen.
+    for i in 0..15 {
+        assert_eq!(
+            h.feed(&format!("AUTH X-RANDOM-{i}\r\n")),
+            "504 5.5.4 Unrecognized authentication type\r\n"
+        );
+    }
+    // CRAM-MD5 exists as a built-in but is not offered here: unknown too.
+    h.feed("AUTH CRAM-MD5\r\n");
+    h.feed(&format!("AUTH PLAIN {}\r\n", plain("ann", "wrong")));
+    let seen = rec.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 17);
+    assert!(
+        seen[..16].iter().all(|l| l == "auth unknown invalid 0ms"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[16], "auth PLAIN invalid 0ms");
+}
+
+#[test]
 fn the_sessions_auth_progress_follows_each_step_of_login() {
     let mut h = Harness::new(config().build());
     h.feed("EHLO c\r\n");
