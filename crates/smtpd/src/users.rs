@@ -534,6 +534,27 @@ mod tests {
         std::fs::write(&path, "broken\n").unwrap();
         assert!(users.reload(&path).unwrap_err().contains("line 1"));
         assert!(users.verify("dave", "a"), "the old users stay");
+        // A scheme the server cannot verify is refused at a reload too, naming its line; a
+        // weak one as at the start (the file was loaded without allow_weak_schemes).
+        std::fs::write(&path, format!("dave:{a}\nerin:$1$salt$hash\n")).unwrap();
+        let e = users.reload(&path).unwrap_err();
+        assert!(
+            e.ends_with("line 2: erin: MD5-crypt ($1$) is not supported: rehash the password"),
+            "{e}"
+        );
+        std::fs::write(&path, format!("dave:{a}\nerin:{{PLAIN}}x\n")).unwrap();
+        assert!(
+            users
+                .reload(&path)
+                .unwrap_err()
+                .contains("line 2: erin: the PLAIN scheme is weak")
+        );
+        assert!(users.verify("dave", "a") && !users.contains("erin"));
+        // A scheme change of a line is a change: its cached credentials go.
+        let crypt6 = "$6$saltsalt$pauPrmdmG4BTE9h2HPmywiw152IFch6BJCEsaY6D.PLTfpV8sqvXwWdyfsgVgozkYH9B80bAip/08R2BPH2xk/";
+        std::fs::write(&path, format!("dave:{{SHA512-CRYPT}}{crypt6}\n")).unwrap();
+        assert_eq!(users.reload(&path).unwrap(), vec!["alice", "bob", "dave"]);
+        assert!(users.verify("dave", "pw") && !users.verify("dave", "a"));
         let _ = std::fs::remove_dir_all(dir);
     }
 
