@@ -96,6 +96,7 @@ pub enum AuthProgress {
 ///
 /// There is no `handled`: only a hook that holds the connection can reply itself.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Verdict {
     /// What was decided.
     pub decision: AuthDecision,

@@ -42,6 +42,7 @@ struct Entry {
 
 /// A name [`Registry::only`] was asked for that the registry does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UnknownMechanism {
     /// The name, upper-case.
     pub name: String,

@@ -21,6 +21,7 @@ pub type EnhancedCode = (u8, u16, u16);
 /// [`reply`], so its class always matches the outcome. `Display` writes the line without
 /// CRLF.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuthReply {
     /// The reply code (235, 454, 501, 535, ...).
     pub code: u16,

@@ -193,6 +193,7 @@ impl Default for ServerOptions {
 /// A value [`ServerOptions::validate`] refuses: the option's key (as serde and `smtpd`'s
 /// `[server]` spell it) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InvalidOption {
     /// The key, e.g. `max_recipients` or `read_timeout_secs`.
     pub key: &'static str,

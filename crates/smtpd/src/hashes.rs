@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 
 /// How a stored hash is verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Scheme {
     /// argon2id / argon2i / argon2d, a PHC string.
     Argon2,

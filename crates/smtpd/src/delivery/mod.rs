@@ -73,6 +73,7 @@ pub struct Message<'a> {
 
 /// Why a message was not delivered.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum DeliveryError {
     /// A local failure (disk, task): logged, answered 451 4.3.0.
     Local(String),
