@@ -858,3 +858,59 @@ for i, (name, pw) in enumerate(pairs):
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// App passwords: a user with a second, labelled line logs in with either password; the AUTH
+/// log line names the credential (also when the credential cache answers); removing the line
+/// and sending SIGHUP revokes it while the user's password goes on working.
+#[test]
+fn an_app_password_logs_in_is_named_in_the_log_and_is_revoked_by_a_reload() {
+    setup();
+    let dir = temp_dir("app-passwords");
+    let port = free_port();
+    let primary = smtpd::users::hash_password("wonder land").unwrap();
+    let phone = smtpd::users::hash_password("phone-pass-1").unwrap();
+    let users = dir.join("users");
+    std::fs::write(
+        &users,
+        format!("alice:{primary}\nalice:{phone}:label=phone\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "[server]\nhostname = \"mx.test\"\nauth_require_tls = false\nauth_failure_delay_ms = 0\n\
+         sender_login = \"any\"\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n\
+         [auth]\nbackend = \"file\"\nusers_file = {users:?}\n[delivery]\nkind = \"discard\"\n"
+    );
+    let srv = Smtpd::start(&dir, &config, port);
+    let login = |pw: &str| {
+        python(&format!(
+            r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, timeout=30)
+try:
+    print(s.login('alice', {pw:?})[0])
+except smtplib.SMTPAuthenticationError as e:
+    print(e.smtp_code)
+s.quit()
+"#
+        ))
+    };
+    // Twice: verified, then answered by the credential cache.
+    assert_eq!(login("phone-pass-1"), "235\n");
+    assert_eq!(login("phone-pass-1"), "235\n");
+    assert_eq!(login("wonder land"), "235\n");
+    srv.wait_for_log("success=true", 3);
+    assert_eq!(
+        srv.log().matches("credential=\"phone\"").count(),
+        2,
+        "{}",
+        srv.log()
+    );
+    assert_eq!(srv.log().matches("credential=\"\"").count(), 1);
+    // Revoked: the line goes, SIGHUP.
+    std::fs::write(&users, format!("alice:{primary}\n")).unwrap();
+    srv.sighup();
+    srv.wait_for_log("users file reloaded", 1);
+    assert_eq!(login("phone-pass-1"), "535\n");
+    assert_eq!(login("wonder land"), "235\n");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -82,6 +82,6 @@ pub use mechanism::{ClientError, ClientMechanism, ServerMechanism};
 pub use provider::{AuthProvider, MemoryProvider, ProviderFn, SecretProvider, provider_fn};
 pub use registry::{InvalidMechanismName, Registry, UnknownMechanism, valid_mechanism_name};
 pub use request::{AuthRequest, LookupRequest, LookupResult, ScramKeys, SessionInfo, StoredSecret};
-pub use result::{AuthData, AuthResult, AuthStatus, Identity, LoginPassword};
+pub use result::{AuthData, AuthResult, AuthStatus, CredentialLabel, Identity, LoginPassword};
 pub use sasl::encode_challenge;
 pub use secret::{Password, Secret, SecretBytes};

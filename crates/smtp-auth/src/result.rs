@@ -76,7 +76,25 @@ impl AuthData {
             Self::Custom { login, .. } => login.as_deref(),
         }
     }
+
+    /// The label of the stored credential the login matched, when the store keeps several
+    /// per user (app passwords) and said which: [`AuthData::Custom`] data of type
+    /// [`CredentialLabel`].
+    pub fn credential(&self) -> Option<&str> {
+        match self {
+            Self::Custom { data, .. } => {
+                data.downcast_ref::<CredentialLabel>().map(|c| c.0.as_str())
+            }
+            _ => None,
+        }
+    }
 }
+
+/// Which of a user's stored credentials a login matched (an app password's label), kept as
+/// [`AuthData::Custom`] data so a handler can tell them apart and the server logs it. Not a
+/// secret: a name the operator gave the credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialLabel(pub String);
 
 impl fmt::Debug for AuthData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -187,7 +187,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 cache = keys.enabled,
                 "users loaded"
             );
-            match &cache {
+            let decides: Arc<dyn Authenticator> = match &cache {
                 Some(c) => Arc::new(
                     ProviderAuthenticator::new(c.layer().layer(users.clone()))
                         .with_secrets(users.clone()),
@@ -195,7 +195,12 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 None => {
                     Arc::new(ProviderAuthenticator::new(users.clone()).with_secrets(users.clone()))
                 }
-            }
+            };
+            // App passwords: the label of the credential a login matched.
+            Arc::new(crate::users::Labelled {
+                inner: decides,
+                users: users.clone(),
+            })
         }
         (
             AuthSection::Http {

@@ -118,12 +118,23 @@ fn fill_random(buf: &mut [u8]) -> Result<(), String> {
     getrandom::getrandom(buf).map_err(|e| format!("no randomness: {e}"))
 }
 
+/// One stored secret of a user: its hash and, for all but the user's first line, a label (an
+/// app password's name).
+#[derive(Clone, PartialEq, Eq)]
+struct Credential {
+    hash: StoredHash,
+    label: Option<String>,
+}
+
 /// One parsed users file.
 struct Table {
-    users: HashMap<String, StoredHash>,
+    users: HashMap<String, Vec<Credential>>,
     scram: HashMap<String, ScramKeys>,
     /// A hash of the file's most common scheme and cost, verified for unknown users.
     dummy: StoredHash,
+    /// The most credentials a user has: every login verifies this many hashes (padded with
+    /// the dummy), so the work says nothing about the user or how many secrets it has.
+    per_login: usize,
 }
 
 /// The users, loaded from a file: argon2 verification on a bounded [`VerifyPool`], and a
@@ -139,7 +150,17 @@ pub struct FileUsers {
     pool: VerifyPool,
     /// Weak schemes accepted (kept for reloads).
     allow_weak: bool,
+    /// Labels of the credentials recently matched, by user: keyed digests of the password.
+    recall: Arc<std::sync::Mutex<Recall>>,
+    /// The random key of those digests.
+    recall_key: Arc<Secret<Vec<u8>>>,
 }
+
+/// Matched labels by user: (keyed digest of the password, label).
+type Recall = HashMap<String, Vec<([u8; 32], String)>>;
+
+/// Users whose matched labels are recalled at once (the table is emptied past it).
+const MAX_RECALLED: usize = 100_000;
 
 impl std::fmt::Debug for FileUsers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,8 +222,16 @@ fn dummy_for(users: &[(String, StoredHash)]) -> StoredHash {
     })
 }
 
+/// A credential label: 1 to 32 of letters, digits, `.`, `_` and `-`.
+fn valid_label(label: &str) -> bool {
+    (1..=32).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 fn parse_table(text: &str, allow_weak: bool) -> Result<Table, String> {
-    let mut users = HashMap::new();
+    let mut users: HashMap<String, Vec<Credential>> = HashMap::new();
     let mut order = Vec::new();
     let mut scram = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -210,35 +239,65 @@ fn parse_table(text: &str, allow_weak: bool) -> Result<Table, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((name, hash)) = line.split_once(':') else {
-            return Err(format!("line {}: expected name:hash", i + 1));
+        let at = |what: String| format!("line {}: {what}", i + 1);
+        let Some((name, rest)) = line.split_once(':') else {
+            return Err(at("expected name:hash".into()));
         };
         if name.is_empty() {
-            return Err(format!("line {}: empty user name", i + 1));
+            return Err(at("empty user name".into()));
         }
-        let (hash, keys) = match hash.split_once(':') {
-            Some((h, k)) => (h, Some(k)),
-            None => (hash, None),
-        };
-        let stored = StoredHash::parse(hash).map_err(|e| format!("line {}: {name}: {e}", i + 1))?;
+        let mut fields = rest.split(':');
+        let hash = fields.next().unwrap_or_default();
+        let (mut keys, mut label) = (None, None);
+        for field in fields {
+            if let Some(l) = field.strip_prefix("label=") {
+                if !valid_label(l) || label.is_some() {
+                    return Err(at(format!(
+                        "{name}: a label is 1 to 32 of letters, digits, '.', '_' and '-', once"
+                    )));
+                }
+                label = Some(l.to_owned());
+            } else if keys.is_none() {
+                keys = Some(field);
+            } else {
+                return Err(at(format!("{name}: unexpected field")));
+            }
+        }
+        let stored = StoredHash::parse(hash).map_err(|e| at(format!("{name}: {e}")))?;
         if stored.scheme().weak() && !allow_weak {
-            return Err(format!(
-                "line {}: {name}: the {} scheme is weak (clear or unsalted): rehash the \
-                 password, or set [auth] allow_weak_schemes = true",
-                i + 1,
+            return Err(at(format!(
+                "{name}: the {} scheme is weak (clear or unsalted): rehash the password, or \
+                 set [auth] allow_weak_schemes = true",
                 stored.scheme().name()
-            ));
+            )));
+        }
+        let creds = users.entry(name.to_owned()).or_default();
+        if !creds.is_empty() {
+            match &label {
+                None => {
+                    return Err(at(format!(
+                        "{name}: a second line of a user needs a label (label=NAME)"
+                    )));
+                }
+                Some(l) if creds.iter().any(|c| c.label.as_ref() == Some(l)) => {
+                    return Err(at(format!("{name}: label {l:?} is used twice")));
+                }
+                Some(_) => {}
+            }
         }
         if let Some(k) = keys {
-            let keys = parse_scram(k)
-                .ok_or_else(|| format!("line {}: {name}: malformed SCRAM keys", i + 1))?;
-            scram.insert(name.to_owned(), keys);
+            let keys = parse_scram(k).ok_or_else(|| at(format!("{name}: malformed SCRAM keys")))?;
+            scram.entry(name.to_owned()).or_insert(keys);
         }
         order.push((name.to_owned(), stored.clone()));
-        users.insert(name.to_owned(), stored);
+        creds.push(Credential {
+            hash: stored,
+            label,
+        });
     }
     Ok(Table {
         dummy: dummy_for(&order),
+        per_login: users.values().map(Vec::len).max().unwrap_or(1),
         users,
         scram,
     })
@@ -277,6 +336,12 @@ impl FileUsers {
             digest: Arc::new(Secret::new(digest)),
             pool: VerifyPool::new(smtp_server::default_workers()),
             allow_weak,
+            recall: Arc::default(),
+            recall_key: Arc::new(Secret::new({
+                let mut key = vec![0u8; 32];
+                fill_random(&mut key)?;
+                key
+            })),
         })
     }
 
@@ -307,13 +372,18 @@ impl FileUsers {
         let mut changed: Vec<String> = old
             .users
             .iter()
-            .filter(|(name, hash)| {
-                new.users.get(*name) != Some(*hash) || old.scram.get(*name) != new.scram.get(*name)
+            .filter(|(name, creds)| {
+                new.users.get(*name) != Some(*creds) || old.scram.get(*name) != new.scram.get(*name)
             })
             .map(|(name, _)| name.clone())
             .collect();
         changed.sort();
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        // A revoked or changed credential's label is not recalled any more.
+        let mut recall = self.recall.lock().unwrap_or_else(|p| p.into_inner());
+        for user in &changed {
+            recall.remove(user);
+        }
         Ok(changed)
     }
 
@@ -348,15 +418,72 @@ impl FileUsers {
     /// Checks a password (blocking: the strong schemes are deliberately slow). An unknown user
     /// costs the same: a hash of the file's usual scheme and cost is verified instead.
     pub fn verify(&self, user: &str, password: &str) -> bool {
+        self.verify_credential(user, password).is_some()
+    }
+
+    /// Checks a password against each of the user's credentials: `Some(label)` for the one it
+    /// matched (`None` inside for the user's first, unlabelled line). Every login verifies as
+    /// many hashes as the user with the most credentials has, so the work tells nothing.
+    pub fn verify_credential(&self, user: &str, password: &str) -> Option<Option<String>> {
         let table = self.table();
-        let (known, hash) = match table.users.get(user) {
-            Some(h) => (true, h),
-            None => (false, &table.dummy),
-        };
-        self.verifications
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ok = hash.verify(password, verify_phc);
-        known && ok
+        let creds = table.users.get(user).map(Vec::as_slice).unwrap_or_default();
+        let mut matched = None;
+        for i in 0..table.per_login {
+            let hash = creds.get(i).map_or(&table.dummy, |c| &c.hash);
+            self.verifications
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if hash.verify(password, verify_phc) && i < creds.len() && matched.is_none() {
+                matched = Some(creds[i].label.clone());
+            }
+        }
+        if let Some(Some(label)) = &matched {
+            self.remember(user, password, label);
+        }
+        matched
+    }
+
+    /// True when some user has more than one credential (labels to recall).
+    pub fn labelled(&self) -> bool {
+        self.table().per_login > 1
+    }
+
+    /// The label of the credential `password` matched for `user` when it was last verified
+    /// (a login answered from the credential cache is not verified again): recalled by a
+    /// keyed digest, never the password; forgotten when the user's lines change.
+    pub fn label_of(&self, user: &str, password: &str) -> Option<String> {
+        let tag = self.tag(user, password);
+        let recall = self.recall.lock().unwrap_or_else(|p| p.into_inner());
+        recall
+            .get(user)?
+            .iter()
+            .find(|(t, _)| bool::from(subtle::ConstantTimeEq::ct_eq(&t[..], &tag[..])))
+            .map(|(_, l)| l.clone())
+    }
+
+    fn remember(&self, user: &str, password: &str, label: &str) {
+        let tag = self.tag(user, password);
+        let mut recall = self.recall.lock().unwrap_or_else(|p| p.into_inner());
+        if recall.len() >= MAX_RECALLED {
+            recall.clear();
+        }
+        let tags = recall.entry(user.to_owned()).or_default();
+        tags.retain(|(t, _)| *t != tag);
+        tags.push((tag, label.to_owned()));
+        if tags.len() > 16 {
+            tags.remove(0);
+        }
+    }
+
+    /// A digest of the credentials under this process's random key.
+    fn tag(&self, user: &str, password: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::new()
+            .chain_update(self.recall_key.expose_secret())
+            .chain_update(user.as_bytes())
+            .chain_update([0])
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into()
     }
 }
 
@@ -446,6 +573,51 @@ impl Service<AuthRequest> for FileUsers {
                 None => AuthDecision::Failure,
             })
         })
+    }
+}
+
+/// The file backend's [`Authenticator`](smtp_server::Authenticator): `inner` decides (the
+/// users behind the credential cache), and a success with one of a user's labelled
+/// credentials (an app password) carries its label as
+/// [`CredentialLabel`](smtp_auth::CredentialLabel) data, so the AUTH log line names it and a
+/// handler can tell which one was used.
+pub struct Labelled {
+    /// The authenticator that decides.
+    pub inner: Arc<dyn smtp_server::Authenticator>,
+    /// The users whose labels are recalled.
+    pub users: FileUsers,
+}
+
+impl smtp_server::Authenticator for Labelled {
+    fn authenticate(
+        &self,
+        session: &smtp_server::Session,
+        request: AuthRequest,
+    ) -> smtp_server::BoxFuture<smtp_auth::Verdict> {
+        let users = self.users.clone();
+        let (user, password) = (request.username.clone(), request.password.clone());
+        let decided = self.inner.authenticate(session, request);
+        Box::pin(async move {
+            let verdict = decided.await;
+            if verdict.decision != AuthDecision::Ok || !users.labelled() {
+                return verdict;
+            }
+            match users.label_of(&user, password.expose_secret()) {
+                Some(label) => smtp_auth::Verdict::ok(Some(smtp_auth::AuthData::Custom {
+                    login: Some(user),
+                    data: Arc::new(smtp_auth::CredentialLabel(label)),
+                })),
+                None => verdict,
+            }
+        })
+    }
+
+    fn lookup(
+        &self,
+        session: &smtp_server::Session,
+        request: LookupRequest,
+    ) -> smtp_server::BoxFuture<LookupResult> {
+        self.inner.lookup(session, request)
     }
 }
 
@@ -627,6 +799,89 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e, "line 2: b: unknown password scheme \"y\"");
+    }
+
+    #[test]
+    fn app_passwords_each_with_a_label_and_constant_work() {
+        let cheap =
+            |pw: &str| hash_password_with(pw, argon2::Params::new(8, 1, 1, None).unwrap()).unwrap();
+        let file = format!(
+            "alice:{}\nalice:{}:label=phone\nalice:{}:label=laptop\nbob:{}\n",
+            cheap("primary"),
+            cheap("phone-pass"),
+            cheap("laptop-pass"),
+            cheap("bob-pass")
+        );
+        let users = FileUsers::parse(&file).unwrap();
+        assert_eq!(users.len(), 2);
+        assert!(users.labelled());
+        assert_eq!(users.verify_credential("alice", "primary"), Some(None));
+        assert_eq!(
+            users.verify_credential("alice", "phone-pass"),
+            Some(Some("phone".into()))
+        );
+        assert_eq!(
+            users.verify_credential("alice", "laptop-pass"),
+            Some(Some("laptop".into()))
+        );
+        assert_eq!(users.verify_credential("alice", "bob-pass"), None);
+        assert_eq!(users.verify_credential("bob", "bob-pass"), Some(None));
+        // Recalled for a login the credential cache answers, by digest only.
+        assert_eq!(
+            users.label_of("alice", "phone-pass").as_deref(),
+            Some("phone")
+        );
+        assert_eq!(users.label_of("alice", "primary"), None);
+        assert_eq!(users.label_of("bob", "phone-pass"), None);
+        // Every login does the same work: three hashes here, for alice, bob or no one.
+        for (user, pw) in [
+            ("alice", "x"),
+            ("bob", "x"),
+            ("nobody", "x"),
+            ("bob", "bob-pass"),
+        ] {
+            let before = users.verifications();
+            users.verify(user, pw);
+            assert_eq!(users.verifications() - before, 3, "{user}");
+        }
+        // The lines that cannot be.
+        let e = |text: String| FileUsers::parse(&text).unwrap_err();
+        let h = cheap("x");
+        assert_eq!(
+            e(format!("a:{h}\na:{h}\n")),
+            "line 2: a: a second line of a user needs a label (label=NAME)"
+        );
+        assert_eq!(
+            e(format!("a:{h}\na:{h}:label=p\na:{h}:label=p\n")),
+            "line 3: a: label \"p\" is used twice"
+        );
+        assert!(e(format!("a:{h}:label=has space\n")).starts_with("line 1: a: a label is"));
+        assert!(e(format!("a:{h}:label=x:label=y\n")).starts_with("line 1: a: a label is"));
+    }
+
+    #[test]
+    fn removing_an_app_passwords_line_revokes_it_at_the_reload() {
+        let dir = std::env::temp_dir().join(format!("smtpd-apppw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users");
+        let cheap =
+            |pw: &str| hash_password_with(pw, argon2::Params::new(8, 1, 1, None).unwrap()).unwrap();
+        let (primary, phone) = (cheap("primary"), cheap("phone-pass"));
+        std::fs::write(
+            &path,
+            format!("alice:{primary}\nalice:{phone}:label=phone\n"),
+        )
+        .unwrap();
+        let users = FileUsers::load(&path).unwrap();
+        assert!(users.verify("alice", "phone-pass"));
+        assert!(users.label_of("alice", "phone-pass").is_some());
+        std::fs::write(&path, format!("alice:{primary}\n")).unwrap();
+        assert_eq!(users.reload(&path).unwrap(), vec!["alice"]);
+        assert!(!users.verify("alice", "phone-pass"), "revoked");
+        assert_eq!(users.label_of("alice", "phone-pass"), None, "forgotten");
+        assert!(users.verify("alice", "primary"));
+        assert!(!users.labelled());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use smtp_auth::{
-    AuthDecision, AuthExchange, AuthResult, AuthStatus, LookupResult, SessionInfo, Step, Verdict,
-    sasl, smtp as auth_smtp,
+    AuthData, AuthDecision, AuthExchange, AuthResult, AuthStatus, LookupResult, SessionInfo, Step,
+    Verdict, sasl, smtp as auth_smtp,
 };
 use smtp_proto::codec::{DEFAULT_MAX_SASL_LINE, Mode};
 use smtp_proto::{InitialResponse, Mechanism, Reply};
@@ -362,6 +362,12 @@ impl Machine {
                 mechanism = run.mechanism,
                 user = login.as_deref().unwrap_or(""),
                 success = true,
+                // Last: the line reads as before up to here (log filters match on it).
+                credential = result
+                    .auth_data
+                    .as_ref()
+                    .and_then(AuthData::credential)
+                    .unwrap_or(""),
                 "AUTH"
             );
             self.session.authenticated = true;
