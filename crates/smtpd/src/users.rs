@@ -432,7 +432,7 @@ impl FileUsers {
             let hash = creds.get(i).map_or(&table.dummy, |c| &c.hash);
             self.verifications
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if hash.verify(password, verify_phc) && i < creds.len() && matched.is_none() {
+            if hash.verify(password) && i < creds.len() && matched.is_none() {
                 matched = Some(creds[i].label.clone());
             }
         }
@@ -485,55 +485,6 @@ impl FileUsers {
             .finalize()
             .into()
     }
-}
-
-thread_local! {
-    /// The argon2 working memory of this thread, kept between verifications: a worker
-    /// allocates it once, so hashing memory stays at workers × the hash's memory (a fresh
-    /// 19 MiB allocation per login is what glibc keeps after free, per thread arena).
-    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Verifies `password` against an argon2 PHC string, in constant time, reusing this thread's
-/// working memory.
-fn verify_phc(password: &[u8], phc: &str) -> bool {
-    let Ok(hash) = PasswordHash::new(phc) else {
-        return false;
-    };
-    let (Ok(params), Ok(algorithm), Some(salt), Some(expected)) = (
-        argon2::Params::try_from(&hash),
-        argon2::Algorithm::try_from(hash.algorithm),
-        hash.salt,
-        hash.hash,
-    ) else {
-        return false;
-    };
-    let version = match hash.version.map(argon2::Version::try_from) {
-        None => argon2::Version::V0x13,
-        Some(Ok(v)) => v,
-        Some(Err(_)) => return false,
-    };
-    let mut salt_buf = [0u8; 64];
-    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
-        return false;
-    };
-    let blocks = params.block_count();
-    let argon = Argon2::new(algorithm, version, params);
-    let mut out = vec![0u8; expected.len()];
-    let hashed = BLOCKS.with(|b| {
-        let mut b = b.borrow_mut();
-        if b.len() != blocks {
-            *b = Vec::new();
-            b.resize(blocks, argon2::Block::default());
-        }
-        argon
-            .hash_password_into_with_memory(password, salt, &mut out, &mut b[..])
-            .is_ok()
-    });
-    // `Output` compares in constant time.
-    let ok = hashed && argon2::password_hash::Output::new(&out).is_ok_and(|o| o == expected);
-    out.fill(0);
-    ok
 }
 
 impl Service<AuthRequest> for FileUsers {

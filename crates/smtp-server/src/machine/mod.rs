@@ -270,11 +270,10 @@ enum Pending {
 /// A `Framed` driver's codec and read buffer, lent for one [`Machine::next_framed`].
 type Lent<'a> = Option<(&'a mut SmtpCodec, &'a mut BytesMut)>;
 
-/// What a `Framed` driver handed in: the next frame its codec decoded, and what the machine
-/// would otherwise read off its own input buffer.
+/// What the machine would otherwise read off its own codec and input buffer, kept from the
+/// last frame a `Framed` driver's lent codec decoded.
 #[derive(Debug, Default)]
 struct FrameInput {
-    frame: Option<Frame>,
     /// The verb behind a `Frame::Command(Err(_))` (the codec's `error_verb`).
     error_verb: Option<&'static str>,
     /// Octets were buffered behind the frame (a client that did not wait for a reply).
@@ -290,7 +289,7 @@ pub struct Machine {
     codec: SmtpCodec,
     /// Frames come from the driver's codec (a `Framed` driver), not from `input`.
     frames: Option<FrameInput>,
-    /// The codec's mode changed since the driver last took it ([`Machine::codec_mode`]).
+    /// The codec's mode changed since a lent codec last followed it.
     mode_changed: bool,
     input: BytesMut,
     input_closed: bool,
@@ -435,10 +434,11 @@ impl Machine {
         &self.cfg
     }
 
-    /// Takes frames from the driver's own codec instead of bytes ([`Machine::enqueue_frame`]):
-    /// a `tokio_util::codec::Framed` driver, whose codec ([`Machine::new_codec`]) follows the
-    /// machine's mode ([`Machine::codec_mode`]). The tokio server runs this way; the bytes API
-    /// ([`Machine::enqueue_input`]) serves drivers without a codec of their own.
+    /// Takes frames from the driver's own codec and read buffer, lent at each step
+    /// ([`Machine::next_framed`]): a `tokio_util::codec::Framed` driver, whose codec
+    /// ([`Machine::new_codec`]) the machine switches to the mode it reads in. The tokio server
+    /// runs this way; the bytes API ([`Machine::enqueue_input`], [`Machine::next`]) serves
+    /// drivers without a codec of their own.
     pub fn with_frames(mut self) -> Self {
         self.frames = Some(FrameInput::default());
         self
@@ -448,27 +448,6 @@ impl Machine {
     /// that decodes frames itself.
     pub fn new_codec(&self) -> SmtpCodec {
         self.codec.clone()
-    }
-
-    /// The mode the driver's codec must be in before it decodes the next frame, when it
-    /// changed since the last call (DATA, BDAT, a SASL response, back to commands).
-    pub fn codec_mode(&mut self) -> Option<Mode> {
-        std::mem::take(&mut self.mode_changed).then(|| self.codec.mode().clone())
-    }
-
-    /// The next frame, decoded by the driver's codec (after [`Machine::with_frames`]), when
-    /// [`Machine::next`] asked for input: `error_verb` is that codec's
-    /// [`error_verb`](SmtpCodec::error_verb), `more` whether octets are buffered behind it.
-    pub fn enqueue_frame(&mut self, frame: Frame, error_verb: Option<&'static str>, more: bool) {
-        // A body's end returns the driver's codec to commands by itself; so does ours.
-        if matches!(frame, Frame::DataEnd(_) | Frame::BdatEnd) {
-            self.set_mode(Mode::Command);
-        }
-        self.frames = Some(FrameInput {
-            frame: Some(frame),
-            error_verb,
-            more,
-        });
     }
 
     /// How much a driver should be able to read at once now: little between commands, more
@@ -481,15 +460,12 @@ impl Machine {
         }
     }
 
-    /// The next frame: one the driver handed in, one its lent codec decodes from its lent
-    /// buffer, or (without frames) one decoded from the input buffer.
+    /// The next frame: decoded by the driver's lent codec from its lent buffer, or (without
+    /// frames) from the input buffer.
     fn pull_frame(&mut self, lent: &mut Lent<'_>) -> Option<Frame> {
         let Some(input) = self.frames.as_mut() else {
             return self.codec.decode_frame(&mut self.input);
         };
-        if let Some(frame) = input.frame.take() {
-            return Some(frame);
-        }
         let (codec, buf) = lent.as_mut()?;
         if self.mode_changed {
             codec.set_mode(self.codec.mode().clone());
@@ -524,7 +500,7 @@ impl Machine {
         }
     }
 
-    /// Switches what the codec reads next (and tells a `Framed` driver).
+    /// Switches what the codec reads next (a lent codec follows at the next decode).
     fn set_mode(&mut self, mode: Mode) {
         self.codec.set_mode(mode);
         self.mode_changed = true;

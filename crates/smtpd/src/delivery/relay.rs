@@ -60,8 +60,9 @@ impl Delivery for Relay {
 
     fn begin<'a>(&'a self, session: &'a Session, mail: MailCommand<'a>) -> Answer<'a> {
         Box::pin(async move {
-            let (key, host) = (session_key(session), &self.hostname);
-            begin(&self.cfg, &self.pool, key, host, mail.from, mail.params)
+            // SIZE upstream: the client's declaration plus room for our header.
+            let size = mail.params.size.map(|s| s + HEADER_ALLOWANCE);
+            self.mail(session_key(session), mail.from, mail.params, size)
                 .await
                 .map_err(|e| {
                     tracing::warn!(target: "smtpd::app", error = %e.detail, "relay: MAIL not taken upstream");
@@ -72,7 +73,7 @@ impl Delivery for Relay {
 
     fn recipient<'a>(&'a self, session: &'a Session, rcpt: RcptCommand<'a>) -> Answer<'a> {
         Box::pin(async move {
-            recipient(&self.pool, session_key(session), rcpt.to, rcpt.params)
+            self.rcpt(session_key(session), rcpt.to, rcpt.params)
                 .await
                 .map_err(|e| {
                     tracing::info!(target: "smtpd::app", recipient = %rcpt.to, error = %e.detail, "relay: recipient refused upstream");
@@ -87,19 +88,9 @@ impl Delivery for Relay {
             let header = m.header.as_bytes();
             // Streamed from memory or the spool file, never loaded whole: on the transaction
             // opened at MAIL, or a whole new one when there is none.
-            let sent = match finish(&self.pool, key, header, &m.envelope.body).await {
+            let sent = match self.finish(key, header, &m.envelope.body).await {
                 Some(r) => r,
-                None => {
-                    relay(
-                        &self.cfg,
-                        &self.pool,
-                        key,
-                        &self.hostname,
-                        m.envelope,
-                        header,
-                    )
-                    .await
-                }
+                None => self.whole(key, m.envelope, header).await,
             };
             sent.map_err(|e| {
                 tracing::warn!(target: "smtpd::app", queue_id = %m.id, error = %e.detail, "relay failed");
@@ -109,7 +100,7 @@ impl Delivery for Relay {
     }
 
     fn abandon<'a>(&'a self, session: &'a Session) -> DeliveryFuture<'a, ()> {
-        Box::pin(abandon(&self.pool, session_key(session)))
+        Box::pin(self.rset(session_key(session)))
     }
 }
 
@@ -531,41 +522,6 @@ async fn connect(cfg: &RelaySection, helo: &str) -> Result<(Upstream, EhloRespon
     Ok((up, ehlo))
 }
 
-/// Relays the envelope's whole transaction for a session that has none open upstream (its
-/// connection broke after MAIL): [`begin`] with the message's exact size, [`recipient`] for
-/// each one (any refusal fails the message), [`finish`] with `header` before the body.
-async fn relay(
-    cfg: &RelaySection,
-    pool: &Arc<RelayPool>,
-    key: SessionKey,
-    helo: &str,
-    envelope: &smtp_server::Envelope,
-    header: &[u8],
-) -> Result<(), RelayError> {
-    let body = &envelope.body;
-    let from = envelope.mail_from.clone().unwrap_or(ReversePath::Null);
-    let size = header.len() as u64 + body.len();
-    open(
-        cfg,
-        pool,
-        key,
-        helo,
-        &from,
-        &envelope.mail_params,
-        Some(size),
-    )
-    .await?;
-    for (rcpt, p) in envelope.rcpt_to.iter().zip(&envelope.rcpt_params) {
-        if let Err(e) = recipient(pool, key, rcpt, p).await {
-            abandon(pool, key).await;
-            return Err(e);
-        }
-    }
-    finish(pool, key, header, body)
-        .await
-        .unwrap_or_else(|| Err(RelayError::temp("no upstream transaction")))
-}
-
 /// DATA, the message (`header` then `body`, dot-stuffed, streamed in 64 KiB pieces), and the
 /// upstream's reply to it.
 async fn send_message(
@@ -638,111 +594,119 @@ impl RelayPool {
     }
 }
 
-/// A kept connection (checked with RSET) or a new session.
-async fn take_or_connect(
-    cfg: &RelaySection,
-    pool: &Arc<RelayPool>,
-    helo: &str,
-) -> Result<(Upstream, EhloResponse), RelayError> {
-    while let Some(mut idle) = pool.take() {
-        if idle.up.cmd(&Command::Rset, 2).await.is_ok() {
-            return Ok((idle.up, idle.ehlo));
-        }
-    }
-    connect(cfg, helo).await
-}
-
-/// Opens the upstream transaction for a session's MAIL (a transaction the session left behind,
-/// after a reset no hook sees, is given up first): `Err` carries the upstream's refusal. SIZE
-/// upstream is the client's declaration plus room for our header.
-async fn begin(
-    cfg: &RelaySection,
-    pool: &Arc<RelayPool>,
-    key: SessionKey,
-    helo: &str,
-    from: &ReversePath,
-    params: &MailParameters,
-) -> Result<(), RelayError> {
-    let size = params.size.map(|s| s + HEADER_ALLOWANCE);
-    open(cfg, pool, key, helo, from, params, size).await
-}
-
-/// MAIL on a kept or new connection, declaring `size`; the transaction is kept under `key`.
-async fn open(
-    cfg: &RelaySection,
-    pool: &Arc<RelayPool>,
-    key: SessionKey,
-    helo: &str,
-    from: &ReversePath,
-    params: &MailParameters,
-    size: Option<u64>,
-) -> Result<(), RelayError> {
-    abandon(pool, key).await;
-    let (mut up, ehlo) = take_or_connect(cfg, pool, helo).await?;
-    let mail = Command::Mail {
-        from: from.clone(),
-        params: mail_params(&ehlo, params, size)?,
-    };
-    match up.cmd(&mail, 2).await {
-        Ok(_) => {
-            pool.put_open(key, Open { up, ehlo });
-            Ok(())
-        }
-        Err(e) => {
-            if e.upstream.is_some() {
-                // A refusal: the connection itself is fine.
-                pool.put(up, ehlo);
+impl Relay {
+    /// A kept connection (checked with RSET) or a new session.
+    async fn take_or_connect(&self) -> Result<(Upstream, EhloResponse), RelayError> {
+        while let Some(mut idle) = self.pool.take() {
+            if idle.up.cmd(&Command::Rset, 2).await.is_ok() {
+                return Ok((idle.up, idle.ehlo));
             }
-            Err(e)
+        }
+        connect(&self.cfg, &self.hostname).await
+    }
+
+    /// MAIL on a kept or new connection, declaring `size`; the transaction is kept under
+    /// `key` (one the session left behind, after a reset no hook sees, is given up first):
+    /// `Err` carries the upstream's refusal.
+    async fn mail(
+        &self,
+        key: SessionKey,
+        from: &ReversePath,
+        params: &MailParameters,
+        size: Option<u64>,
+    ) -> Result<(), RelayError> {
+        self.rset(key).await;
+        let (mut up, ehlo) = self.take_or_connect().await?;
+        let mail = Command::Mail {
+            from: from.clone(),
+            params: mail_params(&ehlo, params, size)?,
+        };
+        match up.cmd(&mail, 2).await {
+            Ok(_) => {
+                self.pool.put_open(key, Open { up, ehlo });
+                Ok(())
+            }
+            Err(e) => {
+                if e.upstream.is_some() {
+                    // A refusal: the connection itself is fine.
+                    self.pool.put(up, ehlo);
+                }
+                Err(e)
+            }
         }
     }
-}
 
-/// One RCPT of the session's open transaction: `Err` carries the upstream's refusal of this
-/// recipient (the transaction goes on for the others).
-async fn recipient(
-    pool: &Arc<RelayPool>,
-    key: SessionKey,
-    to: &ForwardPath,
-    params: &RcptParameters,
-) -> Result<(), RelayError> {
-    let Some(mut open) = pool.take_open(key) else {
-        return Err(RelayError::temp("no upstream transaction"));
-    };
-    let rcpt = Command::Rcpt {
-        to: to.clone(),
-        params: rcpt_param(&open.ehlo, params),
-    };
-    let r = open.up.cmd(&rcpt, 2).await;
-    match &r {
-        Ok(_) => pool.put_open(key, open),
-        Err(e) if e.upstream.is_some() => pool.put_open(key, open),
-        Err(_) => {} // the connection is gone
+    /// One RCPT of the session's open transaction: `Err` carries the upstream's refusal of
+    /// this recipient (the transaction goes on for the others).
+    async fn rcpt(
+        &self,
+        key: SessionKey,
+        to: &ForwardPath,
+        params: &RcptParameters,
+    ) -> Result<(), RelayError> {
+        let Some(mut open) = self.pool.take_open(key) else {
+            return Err(RelayError::temp("no upstream transaction"));
+        };
+        let rcpt = Command::Rcpt {
+            to: to.clone(),
+            params: rcpt_param(&open.ehlo, params),
+        };
+        let r = open.up.cmd(&rcpt, 2).await;
+        match &r {
+            Ok(_) => self.pool.put_open(key, open),
+            Err(e) if e.upstream.is_some() => self.pool.put_open(key, open),
+            Err(_) => {} // the connection is gone
+        }
+        r.map(|_| ())
     }
-    r.map(|_| ())
-}
 
-/// Sends the message on the session's open transaction: `None` when there is none (then the
-/// caller relays the whole transaction itself).
-async fn finish(
-    pool: &Arc<RelayPool>,
-    key: SessionKey,
-    header: &[u8],
-    body: &smtp_server::Body,
-) -> Option<Result<(), RelayError>> {
-    let mut open = pool.take_open(key)?;
-    let r = send_message(&mut open.up, header, body).await;
-    if r.is_ok() {
-        pool.put(open.up, open.ehlo);
+    /// Sends the message on the session's open transaction: `None` when there is none (then
+    /// the caller relays the whole transaction itself).
+    async fn finish(
+        &self,
+        key: SessionKey,
+        header: &[u8],
+        body: &smtp_server::Body,
+    ) -> Option<Result<(), RelayError>> {
+        let mut open = self.pool.take_open(key)?;
+        let r = send_message(&mut open.up, header, body).await;
+        if r.is_ok() {
+            self.pool.put(open.up, open.ehlo);
+        }
+        Some(r)
     }
-    Some(r)
-}
 
-/// Gives up the session's open transaction, if any (RSET, and the connection is kept).
-async fn abandon(pool: &Arc<RelayPool>, key: SessionKey) {
-    if let Some(mut open) = pool.take_open(key)
-        && open.up.cmd(&Command::Rset, 2).await.is_ok()
-    {
-        pool.put(open.up, open.ehlo);
+    /// Relays the envelope's whole transaction for a session that has none open upstream (its
+    /// connection broke after MAIL): MAIL with the message's exact size, each RCPT (any
+    /// refusal fails the message), then the message with `header` before the body.
+    async fn whole(
+        &self,
+        key: SessionKey,
+        envelope: &smtp_server::Envelope,
+        header: &[u8],
+    ) -> Result<(), RelayError> {
+        let body = &envelope.body;
+        let from = envelope.mail_from.clone().unwrap_or(ReversePath::Null);
+        let size = header.len() as u64 + body.len();
+        self.mail(key, &from, &envelope.mail_params, Some(size))
+            .await?;
+        for (rcpt, p) in envelope.rcpt_to.iter().zip(&envelope.rcpt_params) {
+            if let Err(e) = self.rcpt(key, rcpt, p).await {
+                self.rset(key).await;
+                return Err(e);
+            }
+        }
+        self.finish(key, header, body)
+            .await
+            .unwrap_or_else(|| Err(RelayError::temp("no upstream transaction")))
+    }
+
+    /// Gives up the session's open transaction, if any (RSET, and the connection is kept).
+    async fn rset(&self, key: SessionKey) {
+        if let Some(mut open) = self.pool.take_open(key)
+            && open.up.cmd(&Command::Rset, 2).await.is_ok()
+        {
+            self.pool.put(open.up, open.ehlo);
+        }
     }
 }
