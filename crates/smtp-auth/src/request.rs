@@ -14,6 +14,8 @@ use crate::secret::{Password, Secret};
 pub struct SessionInfo {
     /// The client's address (after PROXY protocol, when used).
     pub remote_ip: Option<IpAddr>,
+    /// The server's address the client reached (after PROXY protocol, when used).
+    pub local_ip: Option<IpAddr>,
     /// The HELO/EHLO name the client gave.
     pub helo_name: Option<String>,
     /// The server's host name (used in CRAM-MD5 challenges).
@@ -48,6 +50,12 @@ pub struct AuthRequest {
     pub helo_name: String,
     /// The authorization identity, when the mechanism carries one and it differs from empty.
     pub authzid: Option<String>,
+    /// The server's address the client reached, as text (`""` when unknown): a store that
+    /// applies its own policy per address (Dovecot's `lip`) needs it.
+    pub local_ip: String,
+    /// The session is encrypted (TLS): a store that refuses passwords in clear over plain
+    /// connections (Dovecot's `disable_plaintext_auth`) needs it.
+    pub secured: bool,
 }
 
 impl AuthRequest {
@@ -66,6 +74,8 @@ impl AuthRequest {
             remote_ip: info.remote_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             helo_name: info.helo_name.clone().unwrap_or_default(),
             authzid,
+            local_ip: info.local_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            secured: info.tls,
         }
     }
 }
@@ -79,6 +89,8 @@ impl fmt::Debug for AuthRequest {
             .field("remote_ip", &self.remote_ip)
             .field("helo_name", &self.helo_name)
             .field("authzid", &self.authzid)
+            .field("local_ip", &self.local_ip)
+            .field("secured", &self.secured)
             .finish()
     }
 }

@@ -117,7 +117,8 @@ impl fmt::Debug for AuthData {
 ///   Meaningful only for a failure.
 /// - `message`: a full reply line (`"535 5.7.8 No"`) sent as is; when `None` the server sends
 ///   the standard reply for `status`.
-/// - `auth_data`: saved as the session's `auth_data` on success.
+/// - `auth_data`: saved as the session's `auth_data` on success. On a failure from a
+///   `handle_auth` hook, its login (if any) names the user the failure counts against.
 ///
 /// The exchange builds the one result of a built-in exchange; a custom mechanism or a
 /// `handle_auth` hook builds its own. An authenticator answers with a

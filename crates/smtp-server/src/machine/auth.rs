@@ -75,6 +75,7 @@ impl Machine {
     pub(super) fn session_info(&self) -> SessionInfo {
         SessionInfo {
             remote_ip: Some(self.session.peer_addr.ip()),
+            local_ip: Some(self.session.local_addr.ip()),
             helo_name: self.session.helo_name.clone(),
             server_name: self.cfg.hostname.clone(),
             external_identity: match (&self.cfg.external_identity, &self.session.tls) {
@@ -376,7 +377,10 @@ impl Machine {
             self.session.auth_mechanism = Some(run.mechanism);
             return;
         }
-        let counted = self.record_failure(&run.mechanism, run.user.as_deref(), result.status);
+        // A hook's failure may name its user in `auth_data` (the mechanism ran elsewhere, as
+        // with a Dovecot proxy): the failure counts against that user too.
+        let user = run.user.as_deref().or(login.as_deref());
+        let counted = self.record_failure(&run.mechanism, user, result.status);
         if !counted {
             return;
         }
