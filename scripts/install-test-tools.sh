@@ -3,7 +3,8 @@
 # `gsasl` (SCRAM-SHA-256-PLUS with tls-exporter channel binding, SASLprep) and Postfix's
 # `smtp-sink` (a relay upstream; package `postfix`, installed unconfigured), and `redis-server`
 # and `haproxy` for the fleet test (run as the test's children; their services are not started
-# here), and `swaks` for the conformance run's client checks. Called by .ci/run before the
+# here), `swaks` for the conformance run's client checks, and Dovecot (`dovecot-core`) for the
+# identity-store tests (started by the test from its own configuration, never as a service). Called by .ci/run before the
 # tests, and by the tests themselves when the tool is missing (so `cargo test` works from a
 # fresh clone too). Needs root and Debian's package registry; does nothing when all are there.
 set -euo pipefail
@@ -14,6 +15,8 @@ have_sink || missing+=(postfix)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
+have_dovecot() { command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ]; }
+have_dovecot || missing+=(dovecot-core)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
@@ -26,7 +29,8 @@ echo "install-test-tools: installing ${missing[*]} with apt-get" >&2
 exec 9>/tmp/smtp-rs-install-test-tools.lock
 flock 9
 command -v gsasl >/dev/null 2>&1 && have_sink && command -v redis-server >/dev/null 2>&1 \
-    && command -v haproxy >/dev/null 2>&1 && command -v swaks >/dev/null 2>&1 && exit 0
+    && command -v haproxy >/dev/null 2>&1 && command -v swaks >/dev/null 2>&1 \
+    && have_dovecot && exit 0
 $SUDO apt-get update -qq
 # Postfix asks how to configure itself; "No configuration" installs the tools only.
 echo 'postfix postfix/main_mailer_type select No configuration' | $SUDO debconf-set-selections

@@ -549,3 +549,139 @@ pub fn ensure_tool(program: &str) {
         out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
     );
 }
+
+/// A Dovecot authentication service started by a test from its own configuration in a
+/// temporary folder (never the system service): a passwd-file passdb, an `auth-client` Unix
+/// socket and a loopback TCP listener. Stopped (its whole process group) when dropped.
+pub struct Dovecot {
+    child: Option<Child>,
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The `auth-client` Unix socket.
+    pub socket: PathBuf,
+    /// The TCP port of the `auth-client` inet listener.
+    pub port: u16,
+}
+
+impl Dovecot {
+    /// Writes `passwd` (passwd-file lines, `user:{SCHEME}hash`) and a configuration offering
+    /// `mechanisms` (Dovecot's names, space-separated) into `dir`, and starts Dovecot.
+    pub fn start(dir: &Path, passwd: &str, mechanisms: &str) -> Self {
+        ensure_tool("dovecot");
+        let passwd_path = dir.join("passwd");
+        std::fs::write(&passwd_path, passwd).expect("write passwd");
+        let (run, state) = (dir.join("run"), dir.join("state"));
+        std::fs::create_dir_all(&run).expect("base_dir");
+        std::fs::create_dir_all(&state).expect("state_dir");
+        let socket = dir.join("auth-client");
+        let port = free_port();
+        let config = dir.join("dovecot.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "protocols =\nbase_dir = {run}\nstate_dir = {state}\nlog_path = /dev/stderr\n\
+                 ssl = no\ndefault_internal_user = dovecot\ndefault_login_user = dovenull\n\
+                 auth_mechanisms = {mechanisms}\nauth_failure_delay = 0\nauth_verbose = yes\n\
+                 passdb {{\n  driver = passwd-file\n  args = {passwd}\n}}\n\
+                 service auth {{\n  unix_listener auth-client {{\n    path = {socket}\n    mode = 0666\n  }}\n\
+                 \x20 inet_listener {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n",
+                run = run.display(),
+                state = state.display(),
+                passwd = passwd_path.display(),
+                socket = socket.display(),
+            ),
+        )
+        .expect("write dovecot.conf");
+        let mut d = Self {
+            child: None,
+            config,
+            socket,
+            port,
+        };
+        d.resume_service();
+        d
+    }
+
+    /// Starts the service again after [`Dovecot::stop`], with the same configuration.
+    pub fn resume_service(&mut self) {
+        use std::os::unix::process::CommandExt as _;
+        let _ = std::fs::remove_file(&self.socket);
+        // Its log goes next to its configuration, for a failing test to show.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.with_file_name("dovecot.log"))
+            .expect("dovecot.log");
+        let mut child = Command::new("dovecot")
+            .arg("-F")
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("dovecot starts");
+        wait_for_port(self.port, &mut child, "dovecot");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.socket.exists() {
+            assert!(Instant::now() < deadline, "no auth-client socket");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        self.child = Some(child);
+    }
+
+    /// `host:port` of the TCP listener.
+    pub fn tcp(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn signal_group(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, "--", &format!("-{}", c.id())])
+                .status();
+        }
+    }
+
+    /// Stops every process of the service (a Dovecot that is down).
+    pub fn stop(&mut self) {
+        self.signal_group("-KILL");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        // Its auth process may outlive the master for a moment; its port must be free again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "dovecot did not stop");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Freezes every process of the service (a Dovecot that accepts nothing and answers
+    /// nothing: a hang).
+    pub fn freeze(&self) {
+        self.signal_group("-STOP");
+    }
+
+    /// Undoes [`Dovecot::freeze`].
+    pub fn thaw(&self) {
+        self.signal_group("-CONT");
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.signal_group("-CONT");
+        self.stop();
+    }
+}
+
+/// A password hashed by Dovecot's own `doveadm pw` in `scheme`, with its `{SCHEME}` prefix.
+pub fn doveadm_hash(scheme: &str, password: &str) -> String {
+    ensure_tool("doveadm");
+    let out = run(Command::new("doveadm").args(["pw", "-s", scheme, "-p", password]));
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}

@@ -11,7 +11,8 @@
 //!   the cache before the clock starts);
 //! - the default hash, cache on, 1,000 distinct users each logging in twice;
 //!
-//! then 1,000 concurrent connections sending wrong passwords for unknown users while one
+//! then each identity store at 100 concurrent (Dovecot: cached and uncached, as ratios to the
+//! reference row), then 1,000 concurrent connections sending wrong passwords for unknown users while one
 //! client logs in correctly: the server's peak RSS and that login's latency.
 //!
 //! Every scenario gets a fresh server, so each peak RSS is its own.
@@ -220,6 +221,15 @@ impl Drop for Server {
 }
 
 fn start(smtpd: &Path, dir: &Path, users: &Path, cache: bool) -> Result<Server, String> {
+    start_with(
+        smtpd,
+        dir,
+        &format!("backend = \"file\"\nusers_file = {users:?}\ncache = {cache}"),
+    )
+}
+
+/// A server whose `[auth]` section is `auth`.
+fn start_with(smtpd: &Path, dir: &Path, auth: &str) -> Result<Server, String> {
     let port = free_port()?;
     let config = format!(
         r#"[server]
@@ -233,9 +243,7 @@ sender_login = "any"
 [[listener]]
 address = "127.0.0.1:{port}"
 [auth]
-backend = "file"
-users_file = {users:?}
-cache = {cache}
+{auth}
 [delivery]
 kind = "discard"
 [log]
@@ -403,7 +411,129 @@ fn auth_in(smtpd: &Path, dir: &Path) -> Result<(), String> {
             );
         }
     }
+    stores(smtpd, dir, reference_sps_100)?;
     flood(smtpd, dir, &default_users, cores)
+}
+
+/// A Dovecot authentication service for the store rows, from a configuration in `dir`
+/// (never the system service); killed with its process group when dropped.
+struct Dovecot(Child);
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The identity stores at 100 concurrent logins, cached (the same user again and again, the
+/// cache warm) and uncached, as ratios to the reference row's sessions/s. Dovecot's
+/// passwd-file holds the 1,000 users with its own default scheme (SHA512-CRYPT); a store whose
+/// server is not installed here is reported as skipped.
+fn stores(smtpd: &Path, dir: &Path, reference_sps_100: f64) -> Result<(), String> {
+    use std::os::unix::process::CommandExt as _;
+    println!();
+    let dovecot_here = Command::new("sh")
+        .args(["-c", "command -v dovecot && command -v doveadm"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !dovecot_here {
+        println!(
+            "store dovecot: skipped (dovecot-core is not installed; scripts/install-test-tools.sh installs it)"
+        );
+        return Ok(());
+    }
+    let out = Command::new("doveadm")
+        .args(["pw", "-s", "SHA512-CRYPT", "-p", PASSWORD])
+        .output()
+        .map_err(|e| format!("doveadm: {e}"))?;
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let d = dir.join("dovecot");
+    for sub in ["run", "state"] {
+        std::fs::create_dir_all(d.join(sub)).map_err(|e| e.to_string())?;
+    }
+    let passwd: String = (0..USERS).map(|i| format!("user{i}:{hash}\n")).collect();
+    std::fs::write(d.join("passwd"), passwd).map_err(|e| e.to_string())?;
+    let socket = d.join("auth-client");
+    let conf = d.join("dovecot.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "protocols =\nbase_dir = {run}\nstate_dir = {state}\nlog_path = /dev/null\nssl = no\n\
+             default_internal_user = dovecot\ndefault_login_user = dovenull\n\
+             auth_mechanisms = plain login\n\
+             passdb {{\n  driver = passwd-file\n  args = {passwd}\n}}\n\
+             service auth {{\n  unix_listener auth-client {{\n    path = {socket}\n    mode = 0666\n  }}\n}}\n",
+            run = d.join("run").display(),
+            state = d.join("state").display(),
+            passwd = d.join("passwd").display(),
+            socket = socket.display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let child = Command::new("dovecot")
+        .arg("-F")
+        .arg("-c")
+        .arg(&conf)
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("dovecot: {e}"))?;
+    let _dovecot = Dovecot(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            return Err("dovecot did not create its auth-client socket".into());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let same: &(dyn Fn(usize) -> String + Sync) = &|_| "user0".to_owned();
+    let distinct: &(dyn Fn(usize) -> String + Sync) = &|i| format!("user{}", i % USERS);
+    for (label, cache, pick, total) in [
+        (
+            "store dovecot (SHA512-CRYPT), cache on, same user",
+            true,
+            same,
+            3000,
+        ),
+        (
+            "store dovecot (SHA512-CRYPT), cache off, 1,000 users",
+            false,
+            distinct,
+            1000,
+        ),
+    ] {
+        let server = start_with(
+            smtpd,
+            dir,
+            &format!(
+                "backend = \"dovecot\"\nsocket = {:?}\ncache = {cache}",
+                socket.display().to_string()
+            ),
+        )?;
+        if cache {
+            session(server.port, "user0", PASSWORD)?;
+        }
+        let row = drive(server.port, server.child.id(), 100, total, pick)?;
+        let sps = row.sessions as f64 / row.wall;
+        println!(
+            "{label:<46} {:>4} {sps:>10.0} {:>10} {:>10} {:>9.2} ms {:>6} MiB  = {:.2}x the reference{}",
+            100,
+            ms(row.p50),
+            ms(row.p99),
+            row.cpu / row.sessions.max(1) as f64 * 1e3,
+            row.rss_kib / 1024,
+            sps / reference_sps_100.max(f64::MIN_POSITIVE),
+            if row.failed > 0 {
+                format!("  ({} failed)", row.failed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
 }
 
 /// 1,000 connections with wrong passwords for unknown users, and one correct login.

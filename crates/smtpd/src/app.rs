@@ -77,7 +77,7 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
             };
             (Some(users), external)
         }
-        AuthSection::Http { .. } => (None, None),
+        AuthSection::Http { .. } | AuthSection::Dovecot { .. } => (None, None),
     };
     let s = &config.server;
     let senders = SenderPolicy::load(s.sender_login, &s.hostname, s.sender_login_map.as_deref())
@@ -158,6 +158,10 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         .metrics
         .as_ref()
         .map(|_| Arc::new(crate::metrics::Metrics::default()));
+    let remote = crate::stores::Remote::from_config(
+        &config.auth,
+        Duration::from_secs(config.server.auth_timeout_secs),
+    )?;
     let app = App::new(
         &config.server.hostname,
         config.server.lmtp,
@@ -165,7 +169,8 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         loaded.senders.clone(),
         config.server.add_missing_headers,
         metrics.clone(),
-    );
+    )
+    .with_store(remote.clone());
     let keys = config.auth.cache();
     let cache = keys.enabled.then(|| {
         CredentialCache::new(CacheConfig {
@@ -187,15 +192,13 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 cache = keys.enabled,
                 "users loaded"
             );
-            let decides: Arc<dyn Authenticator> = match &cache {
-                Some(c) => Arc::new(
-                    ProviderAuthenticator::new(c.layer().layer(users.clone()))
-                        .with_secrets(users.clone()),
-                ),
-                None => {
-                    Arc::new(ProviderAuthenticator::new(users.clone()).with_secrets(users.clone()))
-                }
-            };
+            let decides = store_authenticator(
+                users.clone(),
+                "file",
+                cache.as_ref(),
+                metrics.as_ref(),
+                Some(users),
+            );
             // App passwords: the label of the credential a login matched.
             Arc::new(crate::users::Labelled {
                 inner: decides,
@@ -218,11 +221,24 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 .send_authzid(*send_authzid)
                 .build()
                 .map_err(|e| format!("auth.url: {e}"))?;
-            match &cache {
-                Some(c) => Arc::new(ProviderAuthenticator::new(c.layer().layer(p))),
-                None => Arc::new(ProviderAuthenticator::new(p)),
-            }
+            store_authenticator(p, "http", cache.as_ref(), metrics.as_ref(), None)
         }
+        (AuthSection::Dovecot { .. }, _) => match &remote {
+            Some(r) => {
+                tokio::spawn({
+                    let (r, offered) = (r.clone(), config.server.mechanisms.clone());
+                    async move { r.report(offered).await }
+                });
+                store_authenticator(
+                    r.provider(),
+                    r.name(),
+                    cache.as_ref(),
+                    metrics.as_ref(),
+                    None,
+                )
+            }
+            None => return Err("auth.socket: not configured".into()),
+        },
         (AuthSection::File { .. }, None) => return Err("auth.users_file: not loaded".into()),
     };
     let users = match (&config.auth, &loaded.users) {
@@ -235,6 +251,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         users,
         certs: loaded.certs.clone(),
         senders: loaded.senders.clone(),
+        store: remote.map(|r| (r, cache.clone())),
     }));
     // One failure limiter for the whole process: every listener counts into it. With
     // `[limiter]` it also tells Redis, and the authenticator asks Redis first.
@@ -279,6 +296,69 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         })
         .collect::<Result<_, String>>()?;
     Ok(Built { servers, metrics })
+}
+
+/// The authenticator over a store's provider, as every store gets it: measured when
+/// `[metrics]` is on (only the requests that reach the store count), behind the credential
+/// cache when it is on, with the users file's stored secrets for SCRAM when given.
+fn store_authenticator<P>(
+    provider: P,
+    store: &'static str,
+    cache: Option<&CredentialCache>,
+    metrics: Option<&Arc<crate::metrics::Metrics>>,
+    secrets: Option<&FileUsers>,
+) -> Arc<dyn Authenticator>
+where
+    P: tower_service::Service<smtp_auth::AuthRequest, Response = smtp_auth::AuthDecision>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    P::Future: Send,
+    P::Error: Send,
+{
+    fn finish<Q>(q: Q, secrets: Option<&FileUsers>) -> Arc<dyn Authenticator>
+    where
+        Q: tower_service::Service<smtp_auth::AuthRequest, Response = smtp_auth::AuthDecision>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        Q::Future: Send,
+        Q::Error: Send,
+    {
+        match secrets {
+            Some(s) => Arc::new(ProviderAuthenticator::new(q).with_secrets(s.clone())),
+            None => Arc::new(ProviderAuthenticator::new(q)),
+        }
+    }
+    fn cached<Q>(
+        q: Q,
+        cache: Option<&CredentialCache>,
+        secrets: Option<&FileUsers>,
+    ) -> Arc<dyn Authenticator>
+    where
+        Q: tower_service::Service<smtp_auth::AuthRequest, Response = smtp_auth::AuthDecision>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        Q::Future: Send,
+        Q::Error: Send,
+    {
+        match cache {
+            Some(c) => finish(c.layer().layer(q), secrets),
+            None => finish(q, secrets),
+        }
+    }
+    match metrics {
+        Some(m) => cached(
+            crate::stores::Measured::new(provider, store, m.clone()),
+            cache,
+            secrets,
+        ),
+        None => cached(provider, cache, secrets),
+    }
 }
 
 /// What [`build`] makes: one server per listener, and the metrics they report into when

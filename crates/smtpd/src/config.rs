@@ -401,6 +401,35 @@ pub enum AuthSection {
         #[serde(default)]
         cache_negative_ttl_secs: u64,
     },
+    /// `backend = "dovecot"`: Dovecot's authentication service, as Postfix's
+    /// `smtpd_sasl_type = dovecot` uses it. PLAIN and LOGIN are checked there through the
+    /// credential cache; every other offered mechanism (SCRAM-SHA-256, XOAUTH2, OAUTHBEARER)
+    /// runs inside Dovecot.
+    Dovecot {
+        /// Dovecot's `auth-client` listener: a Unix socket path or `host:port`.
+        socket: String,
+        /// Connections kept open to it (each carries many logins at once; default 4).
+        #[serde(default = "default_dovecot_connections")]
+        connections: usize,
+        /// Dovecot's own per-address penalty (a growing delay, up to 15 s, after failures
+        /// from an address; on by default, as under Postfix). `false` asks Dovecot to skip it
+        /// (`no-penalty`): `smtpd`'s failure limiter still applies.
+        #[serde(default = "yes")]
+        penalty: bool,
+        /// The credential cache for PLAIN and LOGIN (on by default).
+        #[serde(default = "yes")]
+        cache: bool,
+        /// Seconds a verified credential is remembered (default 300: a password changed or
+        /// an account disabled in Dovecot's store takes effect within it).
+        #[serde(default)]
+        cache_ttl_secs: Option<u64>,
+        /// Most cached credentials (default 100,000).
+        #[serde(default = "default_cache_entries")]
+        cache_max_entries: usize,
+        /// Seconds a refused credential is remembered (default 0: not at all).
+        #[serde(default)]
+        cache_negative_ttl_secs: u64,
+    },
 }
 
 impl std::fmt::Debug for AuthSection {
@@ -433,8 +462,24 @@ impl std::fmt::Debug for AuthSection {
                 .field("send_authzid", send_authzid)
                 .field("cache", &self.cache())
                 .finish(),
+            Self::Dovecot {
+                socket,
+                connections,
+                penalty,
+                ..
+            } => f
+                .debug_struct("Dovecot")
+                .field("socket", socket)
+                .field("connections", connections)
+                .field("penalty", penalty)
+                .field("cache", &self.cache())
+                .finish(),
         }
     }
+}
+
+fn default_dovecot_connections() -> usize {
+    4
 }
 
 fn default_http_timeout() -> u64 {
@@ -480,6 +525,19 @@ impl AuthSection {
                 3600,
             ),
             Self::Http {
+                cache,
+                cache_ttl_secs,
+                cache_max_entries,
+                cache_negative_ttl_secs,
+                ..
+            } => (
+                cache,
+                cache_ttl_secs,
+                cache_max_entries,
+                cache_negative_ttl_secs,
+                300,
+            ),
+            Self::Dovecot {
                 cache,
                 cache_ttl_secs,
                 cache_max_entries,
@@ -732,6 +790,7 @@ impl Config {
             }
         }
         let file = matches!(self.auth, AuthSection::File { .. });
+        let dovecot = matches!(self.auth, AuthSection::Dovecot { .. });
         for m in &s.mechanisms {
             let m = m.to_ascii_uppercase();
             if m == "CRAM-MD5" {
@@ -744,11 +803,20 @@ impl Config {
             if let Err(e) = offerable().only(&[&m]) {
                 return bad("server", "mechanisms", &e.to_string());
             }
-            if m.starts_with("SCRAM-SHA-256") && !file {
+            if m == "SCRAM-SHA-256-PLUS" && dovecot {
                 return bad(
                     "server",
                     "mechanisms",
-                    &format!("{m} needs the file backend (stored SCRAM keys)"),
+                    "SCRAM-SHA-256-PLUS is not offered with the dovecot backend: Dovecot 2.3's auth protocol carries no channel binding (offer SCRAM-SHA-256)",
+                );
+            }
+            if m.starts_with("SCRAM-SHA-256") && !(file || dovecot) {
+                return bad(
+                    "server",
+                    "mechanisms",
+                    &format!(
+                        "{m} needs the file backend (stored SCRAM keys) or the dovecot backend"
+                    ),
                 );
             }
             if (m == "XOAUTH2" || m == "OAUTHBEARER") && file {
@@ -756,7 +824,7 @@ impl Config {
                     "server",
                     "mechanisms",
                     &format!(
-                        "{m} needs the http backend: the file backend would check the bearer token as a password"
+                        "{m} needs the http or dovecot backend: the file backend would check the bearer token as a password"
                     ),
                 );
             }
@@ -813,6 +881,19 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return bad("auth", "url", "must be an http:// or https:// URL");
+        }
+        if let AuthSection::Dovecot {
+            socket,
+            connections,
+            ..
+        } = &self.auth
+        {
+            if let Err(e) = smtp_auth_dovecot::Endpoint::parse(socket) {
+                return bad("auth", "socket", &e);
+            }
+            if !(1..=64).contains(connections) {
+                return bad("auth", "connections", "must be between 1 and 64");
+            }
         }
         if let AuthSection::File { users_file, .. } = &self.auth
             && users_file.as_os_str().is_empty()
@@ -945,6 +1026,59 @@ mod tests {
     }
 
     #[test]
+    fn the_dovecot_backend_section() {
+        let c = Config::parse(
+            "[server]\nmechanisms = [\"PLAIN\", \"SCRAM-SHA-256\", \"XOAUTH2\"]\n\
+             [auth]\nbackend = \"dovecot\"\nsocket = \"/run/dovecot/auth-client\"\n",
+            "f",
+        )
+        .unwrap();
+        let AuthSection::Dovecot {
+            socket,
+            connections,
+            penalty,
+            ..
+        } = &c.auth
+        else {
+            panic!("{:?}", c.auth)
+        };
+        assert_eq!(
+            (socket.as_str(), *connections, *penalty),
+            ("/run/dovecot/auth-client", 4, true)
+        );
+        assert_eq!(c.auth.cache().ttl_secs, 300);
+        assert!(format!("{:?}", c.auth).contains("/run/dovecot/auth-client"));
+        for (text, key, why) in [
+            (
+                "socket = \"dovecot\"",
+                "auth.socket",
+                "neither an absolute socket path nor host:port",
+            ),
+            (
+                "socket = \"127.0.0.1:12345\"\nconnections = 0",
+                "auth.connections",
+                "between 1 and 64",
+            ),
+            (
+                "socket = \"h:1\"\nusers_file = \"u\"",
+                "users_file",
+                "unknown field",
+            ),
+        ] {
+            let e = Config::parse(&format!("[auth]\nbackend = \"dovecot\"\n{text}\n"), "f")
+                .unwrap_err();
+            assert!(e.0.contains(key) && e.0.contains(why), "{e}");
+        }
+        let e = Config::parse(
+            "[server]\nmechanisms = [\"SCRAM-SHA-256-PLUS\"]\n\
+             [auth]\nbackend = \"dovecot\"\nsocket = \"h:1\"\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("carries no channel binding"), "{e}");
+    }
+
+    #[test]
     fn mechanisms_must_match_the_backend() {
         let e = Config::parse(
             "[server]\nmechanisms = [\"PLAIN\", \"XOAUTH2\"]\n",
@@ -953,10 +1087,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.0,
-            "f.toml: key `server.mechanisms` at line 2: XOAUTH2 needs the http backend: the file backend would check the bearer token as a password"
+            "f.toml: key `server.mechanisms` at line 2: XOAUTH2 needs the http or dovecot backend: the file backend would check the bearer token as a password"
         );
         let e = Config::parse("[server]\nmechanisms = [\"OAUTHBEARER\"]\n", "f.toml").unwrap_err();
-        assert!(e.0.contains("OAUTHBEARER needs the http backend"), "{e}");
+        assert!(
+            e.0.contains("OAUTHBEARER needs the http or dovecot backend"),
+            "{e}"
+        );
         let http = "[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:1/\"\n";
         assert!(
             Config::parse(

@@ -22,6 +22,8 @@ pub struct App {
     senders: SenderPolicy,
     add_missing_headers: bool,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// A store that runs some mechanisms itself (Dovecot).
+    store: Option<crate::stores::Remote>,
 }
 
 impl App {
@@ -43,7 +45,14 @@ impl App {
             senders,
             add_missing_headers,
             metrics,
+            store: None,
         }
+    }
+
+    /// Relays the mechanisms `store` runs itself to it (from `handle_auth`).
+    pub fn with_store(mut self, store: Option<crate::stores::Remote>) -> Self {
+        self.store = store;
+        self
     }
 
     /// Whether this session's messages get missing `Date:`/`Message-ID:` fields: authenticated
@@ -93,6 +102,22 @@ impl App {
 }
 
 impl Handler for App {
+    async fn handle_auth(
+        &self,
+        channel: &mut smtp_server::AuthChannel<'_>,
+        session: &Session,
+        mechanism: &str,
+        initial_response: Option<&[u8]>,
+    ) -> Option<smtp_auth::AuthResult> {
+        let store = self.store.as_ref().filter(|s| s.runs(mechanism))?;
+        let metrics = self.metrics.as_deref();
+        Some(
+            store
+                .relay(channel, session, mechanism, initial_response, metrics)
+                .await,
+        )
+    }
+
     async fn mail(
         &self,
         session: &Session,

@@ -34,6 +34,7 @@ pub mod received;
 mod reload;
 pub mod sender;
 pub mod shared_limit;
+pub mod stores;
 pub mod submission;
 pub mod tls;
 pub mod users;

@@ -69,6 +69,9 @@ pub struct Metrics {
     octets: [AtomicU64; 3],
     delivery_latency: Histogram,
     delivery_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests to the identity store by store and outcome, and their latency.
+    store: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    store_latency: Histogram,
     cache: Mutex<Option<CredentialCache>>,
     limiter: Mutex<Option<Arc<SharedLimiter>>>,
 }
@@ -103,6 +106,16 @@ impl Metrics {
         self.delivery_latency.observe(elapsed);
         if !ok && let Ok(mut f) = self.delivery_failures.lock() {
             *f.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// A request to the identity store `store` (`file`, `http`, `dovecot`) answered `outcome`
+    /// (`ok`, `invalid`, `failure`, `locked`) after `elapsed`: checks the credential cache
+    /// answered are not requests.
+    pub fn store(&self, store: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.store_latency.observe(elapsed);
+        if let Ok(mut t) = self.store.lock() {
+            *t.entry((store, outcome)).or_default() += 1;
         }
     }
 
@@ -164,6 +177,19 @@ impl Metrics {
             "AUTH attempts by mechanism and outcome (ok, invalid, tempfail, cancelled, locked).",
             "counter",
             &auth,
+        );
+        let store: Vec<(String, u64)> = match self.store.lock() {
+            Ok(t) => t
+                .iter()
+                .map(|((s, o), v)| (format!("{{store=\"{s}\",outcome=\"{o}\"}}"), *v))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        counter(
+            "smtpd_auth_store_requests_total",
+            "Requests to the identity store by store (file, http, dovecot) and outcome (ok, invalid, failure, locked).",
+            "counter",
+            &store,
         );
         let (hits, misses) = match self.cache.lock() {
             Ok(c) => c.as_ref().map(CredentialCache::stats).unwrap_or_default(),
@@ -233,6 +259,11 @@ impl Metrics {
             &mut out,
             "smtpd_auth_duration_seconds",
             "From the AUTH command to its reply.",
+        );
+        self.store_latency.render(
+            &mut out,
+            "smtpd_auth_store_duration_seconds",
+            "A request to the identity store, from asking to its answer.",
         );
         self.delivery_latency.render(
             &mut out,
@@ -336,6 +367,8 @@ mod tests {
         m.message(5, 7);
         m.delivery("maildir", Duration::from_millis(2), true);
         m.delivery("relay", Duration::from_millis(200), false);
+        m.store("dovecot", "ok", Duration::from_millis(4));
+        m.store("dovecot", "failure", Duration::from_millis(900));
         let text = m.render();
         for line in [
             "smtpd_connections_current 1",
@@ -353,6 +386,11 @@ mod tests {
             "smtpd_auth_duration_seconds_count 2",
             "smtpd_auth_duration_seconds_sum 0.033",
             "smtpd_delivery_duration_seconds_bucket{le=\"0.25\"} 2",
+            "smtpd_auth_store_requests_total{store=\"dovecot\",outcome=\"ok\"} 1",
+            "smtpd_auth_store_requests_total{store=\"dovecot\",outcome=\"failure\"} 1",
+            "smtpd_auth_store_duration_seconds_bucket{le=\"0.005\"} 1",
+            "smtpd_auth_store_duration_seconds_bucket{le=\"1\"} 2",
+            "smtpd_auth_store_duration_seconds_count 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

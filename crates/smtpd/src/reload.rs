@@ -16,9 +16,13 @@ pub(crate) struct Reloadable {
     pub(crate) certs: Option<Arc<CertStore>>,
     /// The sender/login map.
     pub(crate) senders: SenderPolicy,
+    /// A remote identity store to reconnect, with the credential cache to empty (its users
+    /// and passwords live elsewhere: a SIGHUP makes changes there take effect at once).
+    pub(crate) store: Option<(crate::stores::Remote, Option<CredentialCache>)>,
 }
 
-/// SIGHUP re-reads the users file, the TLS certificate and key, and the sender/login map, for
+/// SIGHUP re-reads the users file, the TLS certificate and key, and the sender/login map,
+/// reconnects a remote identity store (emptying the credential cache), for
 /// the sessions and handshakes that follow (sessions in progress are untouched), and drops the
 /// cached credentials of every user whose line changed or went away. Each file is checked by
 /// the loader that `check-config` and a start use; a broken one is refused with a log line
@@ -59,6 +63,13 @@ pub(crate) async fn reload_on_sighup(r: Reloadable) {
                     "TLS reload refused: the old certificate stays in force"
                 ),
             }
+        }
+        if let Some((store, cache)) = &r.store {
+            store.reconnect().await;
+            if let Some(c) = cache {
+                c.clear();
+            }
+            tracing::info!(target: "smtpd::app", store = store.name(), "identity store reconnected, credential cache emptied");
         }
         match r.senders.reload() {
             Ok(Some(n)) => {

@@ -1,0 +1,226 @@
+//! The identity stores `[auth] backend` chooses, seen alike by the server: every one is an
+//! `AuthProvider` behind the credential cache and a [`Measured`] wrapper (requests and latency
+//! per store and outcome); a remote one ([`Remote`]) also reconnects on SIGHUP and may run
+//! whole SASL exchanges itself (Dovecot: SCRAM-SHA-256, XOAUTH2, OAUTHBEARER).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use smtp_auth::sasl::{self, Response};
+use smtp_auth::{AuthDecision, AuthRequest, AuthResult, AuthStatus};
+use smtp_auth_dovecot::{DovecotClient, DovecotConfig, Endpoint, Proxy, ProxyStep, RequestInfo};
+use smtp_server::{AuthChannel, Session};
+use tower_service::Service;
+
+use crate::config::AuthSection;
+use crate::metrics::Metrics;
+
+/// A store that lives in another process.
+#[derive(Debug, Clone)]
+pub enum Remote {
+    /// Dovecot's authentication service.
+    Dovecot(DovecotClient),
+}
+
+impl Remote {
+    /// The remote store `[auth]` configures, if any; `timeout` bounds each step of a request
+    /// (`server.auth_timeout_secs`).
+    pub fn from_config(auth: &AuthSection, timeout: Duration) -> Result<Option<Self>, String> {
+        match auth {
+            AuthSection::Dovecot {
+                socket,
+                connections,
+                penalty,
+                ..
+            } => {
+                let endpoint = Endpoint::parse(socket).map_err(|e| format!("auth.socket: {e}"))?;
+                let mut config = DovecotConfig::new(endpoint);
+                config.timeout = timeout;
+                config.connections = *connections;
+                config.penalty = *penalty;
+                Ok(Some(Self::Dovecot(DovecotClient::new(config))))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The store's name in metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Dovecot(_) => "dovecot",
+        }
+    }
+
+    /// Closes the store's connections; the next login connects afresh.
+    pub async fn reconnect(&self) {
+        match self {
+            Self::Dovecot(c) => c.reconnect().await,
+        }
+    }
+
+    /// Logs what the store offers against what the server offers, once it answers (a store
+    /// still starting is not an error: logins get 454 until it is up).
+    pub async fn report(&self, offered: Vec<String>) {
+        match self {
+            Self::Dovecot(c) => match c.mechanisms().await {
+                Ok(m) => {
+                    let theirs: Vec<String> = m.into_iter().map(|m| m.name).collect();
+                    let missing: Vec<&String> =
+                        offered.iter().filter(|o| !theirs.contains(o)).collect();
+                    if missing.is_empty() {
+                        tracing::info!(target: "smtpd::app", mechanisms = ?theirs, "Dovecot answers");
+                    } else {
+                        tracing::warn!(target: "smtpd::app", mechanisms = ?theirs, not_offered = ?missing, "Dovecot does not offer every configured mechanism: those logins will fail");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target: "smtpd::app", error = %e, "Dovecot not reachable yet: logins get 454 until it is")
+                }
+            },
+        }
+    }
+
+    /// The password provider of this store, for the built-in PLAIN and LOGIN.
+    pub fn provider(&self) -> smtp_auth_dovecot::DovecotProvider {
+        match self {
+            Self::Dovecot(c) => smtp_auth_dovecot::DovecotProvider::new(c.clone()),
+        }
+    }
+
+    /// Whether the store runs `mechanism` itself (the server relays the exchange): every
+    /// mechanism but PLAIN and LOGIN, whose passwords the server checks through the provider
+    /// and the credential cache.
+    pub fn runs(&self, mechanism: &str) -> bool {
+        match self {
+            Self::Dovecot(_) => !matches!(mechanism, "PLAIN" | "LOGIN"),
+        }
+    }
+
+    /// Relays a whole exchange to the store (`handle_auth`): challenges go to the client
+    /// through `channel`, its responses back to the store.
+    pub async fn relay(
+        &self,
+        channel: &mut AuthChannel<'_>,
+        session: &Session,
+        mechanism: &str,
+        initial_response: Option<&[u8]>,
+        metrics: Option<&Metrics>,
+    ) -> AuthResult {
+        let Self::Dovecot(client) = self;
+        let started = Instant::now();
+        let initial = match initial_response.map(read_initial) {
+            Some(Ok(r)) => Some(r),
+            Some(Err(status)) => return AuthResult::failure(status),
+            None => None,
+        };
+        let info = RequestInfo {
+            service: String::new(),
+            remote_ip: Some(session.peer_addr.ip()),
+            local_ip: Some(session.local_addr.ip()),
+            secured: session.tls.is_some(),
+            no_penalty: false,
+        };
+        let initial = initial.as_ref().map(|d| d.expose_secret().as_slice());
+        let (mut proxy, mut step) = Proxy::start(client, mechanism, &info, initial).await;
+        let result = loop {
+            match step {
+                ProxyStep::Done(r) => break r,
+                ProxyStep::Challenge(c) => match channel.challenge(&c).await {
+                    Ok(response) => step = proxy.respond(response).await,
+                    // The session ended meanwhile: nobody waits for a reply.
+                    Err(_) => break AuthResult::failure(AuthStatus::Cancelled),
+                },
+            }
+        };
+        if let Some(m) = metrics {
+            let outcome = match result.status {
+                AuthStatus::Success => Some("ok"),
+                AuthStatus::Invalid => Some("invalid"),
+                AuthStatus::TempFail => Some("failure"),
+                _ => None,
+            };
+            if let Some(o) = outcome {
+                m.store(self.name(), o, started.elapsed());
+            }
+        }
+        result
+    }
+}
+
+/// An initial response as the AUTH command carried it (base64, or `=` for an empty one),
+/// decoded with the one SASL response codec.
+fn read_initial(text: &[u8]) -> Result<smtp_auth::SecretBytes, AuthStatus> {
+    if text == b"=" {
+        return Ok(smtp_auth::SecretBytes::new(Vec::new()));
+    }
+    match sasl::decode_response(text, smtp_auth::DEFAULT_MAX_RESPONSE) {
+        Response::Data(d) => Ok(d),
+        other => Err(other.failure().unwrap_or(AuthStatus::Malformed)),
+    }
+}
+
+/// A provider measured: each request it answers counts in
+/// `smtpd_auth_store_requests_total{store,outcome}` and its latency histogram. It sits under
+/// the credential cache, so only the requests that reach the store count.
+#[derive(Clone)]
+pub struct Measured<P> {
+    inner: P,
+    store: &'static str,
+    metrics: Arc<Metrics>,
+}
+
+impl<P> std::fmt::Debug for Measured<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Measured")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P> Measured<P> {
+    /// Measures `inner` as `store`.
+    pub fn new(inner: P, store: &'static str, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner,
+            store,
+            metrics,
+        }
+    }
+}
+
+impl<P> Service<AuthRequest> for Measured<P>
+where
+    P: Service<AuthRequest, Response = AuthDecision> + Clone + Send + 'static,
+    P::Future: Send,
+    P::Error: Send,
+{
+    type Response = AuthDecision;
+    type Error = P::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<AuthDecision, P::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), P::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: AuthRequest) -> Self::Future {
+        // The clone that was made ready answers; a fresh clone takes its place.
+        let mut inner = self.inner.clone();
+        std::mem::swap(&mut inner, &mut self.inner);
+        let (store, metrics) = (self.store, self.metrics.clone());
+        Box::pin(async move {
+            let started = Instant::now();
+            let answer = inner.call(req).await;
+            let outcome = match &answer {
+                Ok(AuthDecision::Ok) => "ok",
+                Ok(AuthDecision::Invalid) => "invalid",
+                Ok(AuthDecision::Locked) => "locked",
+                _ => "failure",
+            };
+            metrics.store(store, outcome, started.elapsed());
+            answer
+        })
+    }
+}
