@@ -346,7 +346,7 @@ fn smtpd_answers_454_while_dovecot_is_down_or_hangs_and_logs_in_once_it_is_back(
     setup();
     let dir = temp_dir("dovecot-down");
     let passwd = format!("alice:{}\n", doveadm_hash("BLF-CRYPT", "wonder land"));
-    let mut dovecot = Dovecot::start(&dir, &passwd, "plain login");
+    let mut dovecot = Dovecot::start(&dir, &passwd, "plain login scram-sha-256");
     let port = free_port();
     // No cache: every login asks Dovecot. Two seconds for each of its answers.
     let config = smtpd_config(
@@ -373,6 +373,12 @@ except smtplib.SMTPAuthenticationError as e:
         (out, started.elapsed())
     };
     assert_eq!(login().0, "235\n");
+    // Dovecot offers SCRAM-SHA-256, smtpd does not: it is not relayed.
+    let out = python(&format!(
+        "import smtplib\ns = smtplib.SMTP('127.0.0.1', {port}, timeout=30)\ns.ehlo()\n\
+         print(*s.docmd('AUTH', 'SCRAM-SHA-256 biwsbj11c2VyLHI9YWJj'))\n"
+    ));
+    assert_eq!(out, "504 b'5.5.4 Unrecognized authentication type'\n");
     dovecot.stop();
     let (out, took) = login();
     assert_eq!(out, "454 4.7.0 Temporary authentication failure\n");

@@ -158,9 +158,23 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         .metrics
         .as_ref()
         .map(|_| Arc::new(crate::metrics::Metrics::default()));
+    let offered: Vec<String> = config
+        .server
+        .mechanisms
+        .iter()
+        .filter(|m| {
+            !config
+                .server
+                .exclude_mechanisms
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(m))
+        })
+        .cloned()
+        .collect();
     let remote = crate::stores::Remote::from_config(
         &config.auth,
         Duration::from_secs(config.server.auth_timeout_secs),
+        &offered,
     )?;
     let app = App::new(
         &config.server.hostname,
@@ -226,7 +240,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         (AuthSection::Dovecot { .. }, _) => match &remote {
             Some(r) => {
                 tokio::spawn({
-                    let (r, offered) = (r.clone(), config.server.mechanisms.clone());
+                    let (r, offered) = (r.clone(), offered.clone());
                     async move { r.report(offered).await }
                 });
                 store_authenticator(

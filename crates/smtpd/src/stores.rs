@@ -21,14 +21,19 @@ use crate::metrics::Metrics;
 /// A store that lives in another process.
 #[derive(Debug, Clone)]
 pub enum Remote {
-    /// Dovecot's authentication service.
-    Dovecot(DovecotClient),
+    /// Dovecot's authentication service, and the offered mechanisms relayed into it.
+    Dovecot(DovecotClient, Arc<[String]>),
 }
 
 impl Remote {
     /// The remote store `[auth]` configures, if any; `timeout` bounds each step of a request
-    /// (`server.auth_timeout_secs`).
-    pub fn from_config(auth: &AuthSection, timeout: Duration) -> Result<Option<Self>, String> {
+    /// (`server.auth_timeout_secs`); `offered` are the mechanisms the server offers (only
+    /// those are relayed: a mechanism the store knows but the server does not offer gets 504).
+    pub fn from_config(
+        auth: &AuthSection,
+        timeout: Duration,
+        offered: &[String],
+    ) -> Result<Option<Self>, String> {
         match auth {
             AuthSection::Dovecot {
                 socket,
@@ -41,7 +46,12 @@ impl Remote {
                 config.timeout = timeout;
                 config.connections = *connections;
                 config.penalty = *penalty;
-                Ok(Some(Self::Dovecot(DovecotClient::new(config))))
+                let relayed = offered
+                    .iter()
+                    .map(|m| m.to_ascii_uppercase())
+                    .filter(|m| !matches!(m.as_str(), "PLAIN" | "LOGIN"))
+                    .collect();
+                Ok(Some(Self::Dovecot(DovecotClient::new(config), relayed)))
             }
             _ => Ok(None),
         }
@@ -50,14 +60,14 @@ impl Remote {
     /// The store's name in metrics and logs.
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Dovecot(_) => "dovecot",
+            Self::Dovecot(..) => "dovecot",
         }
     }
 
     /// Closes the store's connections; the next login connects afresh.
     pub async fn reconnect(&self) {
         match self {
-            Self::Dovecot(c) => c.reconnect().await,
+            Self::Dovecot(c, _) => c.reconnect().await,
         }
     }
 
@@ -65,7 +75,7 @@ impl Remote {
     /// still starting is not an error: logins get 454 until it is up).
     pub async fn report(&self, offered: Vec<String>) {
         match self {
-            Self::Dovecot(c) => match c.mechanisms().await {
+            Self::Dovecot(c, _) => match c.mechanisms().await {
                 Ok(m) => {
                     let theirs: Vec<String> = m.into_iter().map(|m| m.name).collect();
                     let missing: Vec<&String> =
@@ -86,16 +96,16 @@ impl Remote {
     /// The password provider of this store, for the built-in PLAIN and LOGIN.
     pub fn provider(&self) -> smtp_auth_dovecot::DovecotProvider {
         match self {
-            Self::Dovecot(c) => smtp_auth_dovecot::DovecotProvider::new(c.clone()),
+            Self::Dovecot(c, _) => smtp_auth_dovecot::DovecotProvider::new(c.clone()),
         }
     }
 
     /// Whether the store runs `mechanism` itself (the server relays the exchange): every
-    /// mechanism but PLAIN and LOGIN, whose passwords the server checks through the provider
-    /// and the credential cache.
+    /// offered mechanism but PLAIN and LOGIN, whose passwords the server checks through the
+    /// provider and the credential cache.
     pub fn runs(&self, mechanism: &str) -> bool {
         match self {
-            Self::Dovecot(_) => !matches!(mechanism, "PLAIN" | "LOGIN"),
+            Self::Dovecot(_, relayed) => relayed.iter().any(|m| m == mechanism),
         }
     }
 
@@ -109,7 +119,7 @@ impl Remote {
         initial_response: Option<&[u8]>,
         metrics: Option<&Metrics>,
     ) -> AuthResult {
-        let Self::Dovecot(client) = self;
+        let Self::Dovecot(client, _) = self;
         let started = Instant::now();
         let initial = match initial_response.map(read_initial) {
             Some(Ok(r)) => Some(r),
