@@ -123,6 +123,15 @@ struct Shared {
     alive: AtomicBool,
 }
 
+impl Shared {
+    /// The connection is gone: every request still waiting learns it (its channel closes),
+    /// and the slot reconnects on its next use.
+    fn close(&self) {
+        self.alive.store(false, Ordering::Release);
+        self.pending.lock().expect("pending").clear();
+    }
+}
+
 /// One connection: a writer for the requests and a task that routes answers by id.
 struct Conn {
     writer: tokio::sync::Mutex<Writer>,
@@ -140,11 +149,6 @@ impl Drop for Conn {
 impl Conn {
     fn alive(&self) -> bool {
         self.shared.alive.load(Ordering::Acquire)
-    }
-
-    fn broken(&self) {
-        self.shared.alive.store(false, Ordering::Release);
-        self.shared.pending.lock().expect("pending").clear();
     }
 }
 
@@ -227,12 +231,12 @@ impl DovecotClient {
             rx,
             timeout: self.inner.config.timeout,
         };
-        let mut info = info.clone();
-        if info.service.is_empty() {
-            info.service.clone_from(&self.inner.config.service);
-        }
-        info.no_penalty |= !self.inner.config.penalty;
-        let line = protocol::auth_line(id, &mechanism, &info, initial);
+        let config = &self.inner.config;
+        let info = RequestInfo {
+            no_penalty: info.no_penalty || !config.penalty,
+            ..info.clone()
+        };
+        let line = protocol::auth_line(id, &mechanism, &config.service, &info, initial);
         let answer = exchange.send(line.as_bytes()).await?;
         Ok((exchange, answer))
     }
@@ -364,8 +368,7 @@ async fn route(mut lines: FramedRead<Reader, LinesCodec>, shared: Arc<Shared>, e
         }
     };
     tracing::warn!(target: "smtp_auth_dovecot", endpoint = %endpoint, reason = %why, "Dovecot connection lost");
-    shared.alive.store(false, Ordering::Release);
-    shared.pending.lock().expect("pending").clear();
+    shared.close();
 }
 
 /// One exchange in progress. Dropping it forgets the request (Dovecot ends it by its own
@@ -401,7 +404,7 @@ impl Exchange {
                 }
                 .await;
                 if let Err(e) = written {
-                    conn.broken();
+                    conn.shared.close();
                     return Err(Error::Unavailable(e.to_string()));
                 }
             }

@@ -101,10 +101,8 @@ pub fn client_hello(pid: u32) -> String {
 
 /// The facts about the SMTP session that go with an `AUTH` request, so Dovecot's penalties,
 /// `disable_plaintext_auth` and logs see the real client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestInfo {
-    /// The service name (`smtp`): passdb queries and logs see it as `%s`.
-    pub service: String,
     /// The client's address (`rip`).
     pub remote_ip: Option<IpAddr>,
     /// The server's address the client reached (`lip`).
@@ -116,18 +114,6 @@ pub struct RequestInfo {
     pub no_penalty: bool,
 }
 
-impl Default for RequestInfo {
-    fn default() -> Self {
-        Self {
-            service: "smtp".into(),
-            remote_ip: None,
-            local_ip: None,
-            secured: false,
-            no_penalty: false,
-        }
-    }
-}
-
 /// Whether `name` may stand in a request as a mechanism name (letters, digits, `-`, `_`).
 pub fn valid_mechanism(name: &str) -> bool {
     !name.is_empty()
@@ -137,12 +123,14 @@ pub fn valid_mechanism(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// `AUTH <id> <mechanism> service=… nologin [lip=…] [rip=…] [secured] [resp=<base64>]`.
+/// `AUTH <id> <mechanism> service=<service> nologin [lip=…] [rip=…] [secured] [no-penalty]
+/// [resp=<base64>]`; `service` is the name passdb queries and logs see as `%s` (`smtp`).
 /// `initial` is the client's initial response, decoded (`Some(b"")` for an empty one, sent as
 /// `resp=`). The line holds credentials: it is wiped when dropped.
 pub fn auth_line(
     id: u32,
     mechanism: &str,
+    service: &str,
     info: &RequestInfo,
     initial: Option<&[u8]>,
 ) -> Zeroizing<String> {
@@ -152,7 +140,7 @@ pub fn auth_line(
     line.push('\t');
     line.push_str(mechanism);
     line.push_str("\tservice=");
-    line.push_str(&escape(&info.service));
+    line.push_str(&escape(service));
     // No login process follows: the SMTP server only needs the answer (Postfix sends it).
     line.push_str("\tnologin");
     if let Some(ip) = info.local_ip {
@@ -340,23 +328,22 @@ mod tests {
     #[test]
     fn auth_lines_as_postfix_sends_them() {
         let info = RequestInfo {
-            service: "smtp".into(),
             remote_ip: Some("192.0.2.7".parse().unwrap()),
             local_ip: Some("127.0.0.1".parse().unwrap()),
             secured: true,
             no_penalty: false,
         };
         assert_eq!(
-            auth_line(7, "PLAIN", &info, Some(b"\0alice\0secret")).as_str(),
+            auth_line(7, "PLAIN", "smtp", &info, Some(b"\0alice\0secret")).as_str(),
             "AUTH\t7\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.7\tsecured\tresp=AGFsaWNlAHNlY3JldA==\n"
         );
         let plain = RequestInfo::default();
         assert_eq!(
-            auth_line(1, "LOGIN", &plain, None).as_str(),
+            auth_line(1, "LOGIN", "smtp", &plain, None).as_str(),
             "AUTH\t1\tLOGIN\tservice=smtp\tnologin\n"
         );
         assert_eq!(
-            auth_line(2, "PLAIN", &plain, Some(b"")).as_str(),
+            auth_line(2, "PLAIN", "smtp", &plain, Some(b"")).as_str(),
             "AUTH\t2\tPLAIN\tservice=smtp\tnologin\tresp=\n"
         );
         assert_eq!(cont_line(3, b"bob").as_str(), "CONT\t3\tYm9i\n");
@@ -365,7 +352,7 @@ mod tests {
             ..RequestInfo::default()
         };
         assert_eq!(
-            auth_line(4, "PLAIN", &quiet, None).as_str(),
+            auth_line(4, "PLAIN", "smtp", &quiet, None).as_str(),
             "AUTH\t4\tPLAIN\tservice=smtp\tnologin\tno-penalty\n"
         );
     }

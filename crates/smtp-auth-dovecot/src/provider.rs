@@ -44,11 +44,10 @@ impl DovecotProvider {
         message.push(0);
         message.extend_from_slice(req.password.expose_secret().as_bytes());
         let info = RequestInfo {
-            service: String::new(),
             remote_ip: req.remote_ip.parse().ok(),
             local_ip: req.local_ip.parse().ok(),
             secured: req.secured,
-            no_penalty: false,
+            ..RequestInfo::default()
         };
         match self.client.start("PLAIN", &info, Some(&message)).await {
             Ok((_, Answer::Ok { .. })) => AuthDecision::Ok,

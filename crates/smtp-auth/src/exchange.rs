@@ -17,7 +17,6 @@ use crate::registry::Registry;
 use crate::request::{AuthRequest, LookupRequest, LookupResult, SessionInfo};
 use crate::result::{AuthData, AuthResult, AuthStatus, Identity};
 use crate::sasl::{self, Response};
-use crate::secret::SecretBytes;
 
 /// RFC 4954 §4: servers accept responses of at least 12288 octets.
 pub const DEFAULT_MAX_RESPONSE: usize = 12288;
@@ -176,11 +175,7 @@ impl AuthExchange {
         self.name = name;
         let initial = match initial_response {
             None => None,
-            Some(b"=") => Some(SecretBytes::new(Vec::new())),
-            // `*` cancels a response to a challenge, not an initial response: there it is
-            // just not base64.
-            Some(b"*") => return Ok(self.finish(AuthResult::failure(AuthStatus::Undecodable))),
-            Some(text) => match sasl::decode_response(text, self.max_response) {
+            Some(text) => match sasl::decode_initial_response(text, self.max_response) {
                 Response::Data(bytes) => Some(bytes),
                 other => {
                     let status = other.failure().unwrap_or(AuthStatus::Malformed);

@@ -49,6 +49,16 @@ pub fn decode_response(line: &[u8], max: usize) -> Response {
     }
 }
 
+/// Reads an initial response as the AUTH command carries it (RFC 4954 §4): `=` is an empty
+/// response; `*` cancels only a response to a challenge, so here it is just not base64.
+pub fn decode_initial_response(text: &[u8], max: usize) -> Response {
+    match text {
+        b"=" => Response::Data(SecretBytes::new(Vec::new())),
+        b"*" => Response::Undecodable,
+        text => decode_response(text, max),
+    }
+}
+
 /// Base64 of a challenge, as SMTP sends it after `334 `.
 pub fn encode_challenge(challenge: &[u8]) -> String {
     STANDARD.encode(challenge)
@@ -69,6 +79,16 @@ mod tests {
             Response::Undecodable
         ));
         assert!(matches!(decode_response(b"AGEAYg==", 4), Response::TooLong));
+        assert!(
+            matches!(decode_initial_response(b"=", 10), Response::Data(d) if d.expose_secret().is_empty())
+        );
+        assert!(matches!(
+            decode_initial_response(b"*", 10),
+            Response::Undecodable
+        ));
+        assert!(
+            matches!(decode_initial_response(b"AGEAYg==", 10), Response::Data(d) if d.expose_secret() == b"\0a\0b")
+        );
         assert_eq!(
             decode_response(b"*", 1).failure(),
             Some(AuthStatus::Cancelled)

@@ -91,6 +91,18 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
     })
 }
 
+/// The mechanisms `[server]` offers: the configured names, in their order, from the one list
+/// of offerable mechanisms, less the excluded ones.
+fn offered(s: &crate::config::ServerSection) -> Result<smtp_auth::Registry, String> {
+    let mut registry = crate::config::offerable()
+        .only(&s.mechanisms)
+        .map_err(|e| format!("server.mechanisms: {e}"))?;
+    for m in &s.exclude_mechanisms {
+        registry.exclude(m);
+    }
+    Ok(registry)
+}
+
 fn server_config(
     c: &Config,
     loaded: &Loaded,
@@ -99,10 +111,7 @@ fn server_config(
     metrics: Option<&Arc<crate::metrics::Metrics>>,
 ) -> Result<ServerConfig, String> {
     let s = &c.server;
-    // The configured names, in their order, from the one list of offerable mechanisms.
-    let mut registry = crate::config::offerable()
-        .only(&s.mechanisms)
-        .map_err(|e| format!("server.mechanisms: {e}"))?;
+    let mut registry = offered(s)?;
     if let Some(k) = loaded.users.as_ref().map(FileUsers::scram_secret) {
         // Unknown users' fake salts stay the same across restarts.
         for (name, plus) in [("SCRAM-SHA-256", false), ("SCRAM-SHA-256-PLUS", true)] {
@@ -118,9 +127,6 @@ fn server_config(
                 });
             }
         }
-    }
-    for m in &s.exclude_mechanisms {
-        registry.exclude(m);
     }
     let mut options = s.options();
     options.implicit_tls = mode == ListenerTls::Implicit;
@@ -158,18 +164,10 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         .metrics
         .as_ref()
         .map(|_| Arc::new(crate::metrics::Metrics::default()));
-    let offered: Vec<String> = config
-        .server
-        .mechanisms
-        .iter()
-        .filter(|m| {
-            !config
-                .server
-                .exclude_mechanisms
-                .iter()
-                .any(|x| x.eq_ignore_ascii_case(m))
-        })
-        .cloned()
+    let offered: Vec<String> = offered(&config.server)?
+        .names()
+        .into_iter()
+        .map(str::to_owned)
         .collect();
     let remote = crate::stores::Remote::from_config(
         &config.auth,
@@ -312,54 +310,54 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     Ok(Built { servers, metrics })
 }
 
+/// A store's provider as [`store_authenticator`] takes it (and what its wrappers stay).
+trait StoreProvider:
+    tower_service::Service<
+        smtp_auth::AuthRequest,
+        Response = smtp_auth::AuthDecision,
+        Future: Send,
+        Error: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> StoreProvider for T where
+    T: tower_service::Service<
+            smtp_auth::AuthRequest,
+            Response = smtp_auth::AuthDecision,
+            Future: Send,
+            Error: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The authenticator over a store's provider, as every store gets it: measured when
 /// `[metrics]` is on (only the requests that reach the store count), behind the credential
 /// cache when it is on, with the users file's stored secrets for SCRAM when given.
-fn store_authenticator<P>(
-    provider: P,
+fn store_authenticator(
+    provider: impl StoreProvider,
     store: &'static str,
     cache: Option<&CredentialCache>,
     metrics: Option<&Arc<crate::metrics::Metrics>>,
     secrets: Option<&FileUsers>,
-) -> Arc<dyn Authenticator>
-where
-    P: tower_service::Service<smtp_auth::AuthRequest, Response = smtp_auth::AuthDecision>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    P::Future: Send,
-    P::Error: Send,
-{
-    fn finish<Q>(q: Q, secrets: Option<&FileUsers>) -> Arc<dyn Authenticator>
-    where
-        Q: tower_service::Service<smtp_auth::AuthRequest, Response = smtp_auth::AuthDecision>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        Q::Future: Send,
-        Q::Error: Send,
-    {
+) -> Arc<dyn Authenticator> {
+    fn finish(q: impl StoreProvider, secrets: Option<&FileUsers>) -> Arc<dyn Authenticator> {
         match secrets {
             Some(s) => Arc::new(ProviderAuthenticator::new(q).with_secrets(s.clone())),
             None => Arc::new(ProviderAuthenticator::new(q)),
         }
     }
-    fn cached<Q>(
-        q: Q,
+    fn cached(
+        q: impl StoreProvider,
         cache: Option<&CredentialCache>,
         secrets: Option<&FileUsers>,
-    ) -> Arc<dyn Authenticator>
-    where
-        Q: tower_service::Service<smtp_auth::AuthRequest, Response = smtp_auth::AuthDecision>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        Q::Future: Send,
-        Q::Error: Send,
-    {
+    ) -> Arc<dyn Authenticator> {
         match cache {
             Some(c) => finish(c.layer().layer(q), secrets),
             None => finish(q, secrets),

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use smtp_auth::sasl::{self, Response};
-use smtp_auth::{AuthDecision, AuthRequest, AuthResult, AuthStatus};
+use smtp_auth::{AuthDecision, AuthRequest, AuthResult, AuthStatus, DEFAULT_MAX_RESPONSE};
 use smtp_auth_dovecot::{DovecotClient, DovecotConfig, Endpoint, Proxy, ProxyStep, RequestInfo};
 use smtp_server::{AuthChannel, Session};
 use tower_service::Service;
@@ -121,17 +121,20 @@ impl Remote {
     ) -> AuthResult {
         let Self::Dovecot(client, _) = self;
         let started = Instant::now();
-        let initial = match initial_response.map(read_initial) {
-            Some(Ok(r)) => Some(r),
-            Some(Err(status)) => return AuthResult::failure(status),
+        let initial = match initial_response {
             None => None,
+            Some(text) => match sasl::decode_initial_response(text, DEFAULT_MAX_RESPONSE) {
+                Response::Data(d) => Some(d),
+                other => {
+                    return AuthResult::failure(other.failure().unwrap_or(AuthStatus::Malformed));
+                }
+            },
         };
         let info = RequestInfo {
-            service: String::new(),
             remote_ip: Some(session.peer_addr.ip()),
             local_ip: Some(session.local_addr.ip()),
             secured: session.tls.is_some(),
-            no_penalty: false,
+            ..RequestInfo::default()
         };
         let initial = initial.as_ref().map(|d| d.expose_secret().as_slice());
         let (mut proxy, mut step) = Proxy::start(client, mechanism, &info, initial).await;
@@ -157,18 +160,6 @@ impl Remote {
             }
         }
         result
-    }
-}
-
-/// An initial response as the AUTH command carried it (base64, or `=` for an empty one),
-/// decoded with the one SASL response codec.
-fn read_initial(text: &[u8]) -> Result<smtp_auth::SecretBytes, AuthStatus> {
-    if text == b"=" {
-        return Ok(smtp_auth::SecretBytes::new(Vec::new()));
-    }
-    match sasl::decode_response(text, smtp_auth::DEFAULT_MAX_RESPONSE) {
-        Response::Data(d) => Ok(d),
-        other => Err(other.failure().unwrap_or(AuthStatus::Malformed)),
     }
 }
 
