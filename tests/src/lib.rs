@@ -550,17 +550,104 @@ pub fn ensure_tool(program: &str) {
     );
 }
 
-/// A Dovecot authentication service started by a test from its own configuration in a
-/// temporary folder (never the system service): a passwd-file passdb, an `auth-client` Unix
-/// socket and a loopback TCP listener. Stopped (its whole process group) when dropped.
-pub struct Dovecot {
+/// A peer daemon a test runs in the foreground from its own configuration (never the system
+/// service), in a process group of its own so that stopping or freezing it reaches every
+/// process it forks. Its output goes to a log file next to its configuration. Stopped when
+/// dropped.
+pub struct Daemon {
+    program: &'static str,
+    args: Vec<std::ffi::OsString>,
+    log: PathBuf,
+    /// The TCP port it listens on.
+    pub port: u16,
     child: Option<Child>,
-    /// The configuration file.
-    pub config: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `program args`, logging to `log`, and waits until `port` accepts.
+    pub fn start(
+        program: &'static str,
+        args: Vec<std::ffi::OsString>,
+        log: PathBuf,
+        port: u16,
+    ) -> Self {
+        let mut d = Self {
+            program,
+            args,
+            log,
+            port,
+            child: None,
+        };
+        d.resume_service();
+        d
+    }
+
+    /// Starts it again after [`Daemon::stop`], with the same command.
+    pub fn resume_service(&mut self) {
+        use std::os::unix::process::CommandExt as _;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("daemon log");
+        let mut child = Command::new(self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", self.program));
+        wait_for_port(self.port, &mut child, self.program);
+        self.child = Some(child);
+    }
+
+    fn signal_group(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, "--", &format!("-{}", c.id())])
+                .status();
+        }
+    }
+
+    /// Stops every process of it (a peer that is down); waits until its port is free.
+    pub fn stop(&mut self) {
+        self.signal_group("-KILL");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "{} did not stop", self.program);
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Freezes every process of it (a peer that accepts nothing and answers nothing: a hang).
+    pub fn freeze(&self) {
+        self.signal_group("-STOP");
+    }
+
+    /// Undoes [`Daemon::freeze`].
+    pub fn thaw(&self) {
+        self.signal_group("-CONT");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.signal_group("-CONT");
+        self.stop();
+    }
+}
+
+/// A Dovecot authentication service started by a test from its own configuration in a
+/// temporary folder: a passwd-file passdb, an `auth-client` Unix socket and a loopback TCP
+/// listener; its log is `dovecot.log` in the folder.
+pub struct Dovecot {
+    /// The running service.
+    pub daemon: Daemon,
     /// The `auth-client` Unix socket.
     pub socket: PathBuf,
-    /// The TCP port of the `auth-client` inet listener.
-    pub port: u16,
 }
 
 impl Dovecot {
@@ -592,88 +679,125 @@ impl Dovecot {
             ),
         )
         .expect("write dovecot.conf");
-        let mut d = Self {
-            child: None,
-            config,
-            socket,
+        let daemon = Daemon::start(
+            "dovecot",
+            vec!["-F".into(), "-c".into(), config.into()],
+            dir.join("dovecot.log"),
             port,
-        };
-        d.resume_service();
-        d
-    }
-
-    /// Starts the service again after [`Dovecot::stop`], with the same configuration.
-    pub fn resume_service(&mut self) {
-        use std::os::unix::process::CommandExt as _;
-        let _ = std::fs::remove_file(&self.socket);
-        // Its log goes next to its configuration, for a failing test to show.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.config.with_file_name("dovecot.log"))
-            .expect("dovecot.log");
-        let mut child = Command::new("dovecot")
-            .arg("-F")
-            .arg("-c")
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("dovecot starts");
-        wait_for_port(self.port, &mut child, "dovecot");
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.socket.exists() {
+        while !socket.exists() {
             assert!(Instant::now() < deadline, "no auth-client socket");
             std::thread::sleep(Duration::from_millis(25));
         }
-        self.child = Some(child);
+        Self { daemon, socket }
     }
 
     /// `host:port` of the TCP listener.
     pub fn tcp(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn signal_group(&self, signal: &str) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .args([signal, "--", &format!("-{}", c.id())])
-                .status();
-        }
-    }
-
-    /// Stops every process of the service (a Dovecot that is down).
-    pub fn stop(&mut self) {
-        self.signal_group("-KILL");
-        if let Some(mut c) = self.child.take() {
-            let _ = c.wait();
-        }
-        // Its auth process may outlive the master for a moment; its port must be free again.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(Instant::now() < deadline, "dovecot did not stop");
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    /// Freezes every process of the service (a Dovecot that accepts nothing and answers
-    /// nothing: a hang).
-    pub fn freeze(&self) {
-        self.signal_group("-STOP");
-    }
-
-    /// Undoes [`Dovecot::freeze`].
-    pub fn thaw(&self) {
-        self.signal_group("-CONT");
+        format!("127.0.0.1:{}", self.daemon.port)
     }
 }
 
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        self.signal_group("-CONT");
-        self.stop();
+/// An OpenLDAP `slapd` started by a test on a temporary `mdb` database under `dc=example,dc=org`
+/// (people under `ou=people`, a service account `cn=smtpd,dc=example,dc=org` with the password
+/// `service-pw` that may search), listening on a loopback port, offering StartTLS with a
+/// certificate for `localhost` made by the test (`cert.pem` in the folder, its own CA); its log
+/// is `slapd.log`.
+pub struct Slapd {
+    /// The running server.
+    pub daemon: Daemon,
+}
+
+impl Slapd {
+    /// Seeds the database with `people` (`uid`, `userPassword` as slappasswd writes it, `mail`)
+    /// and starts slapd.
+    pub fn start(dir: &Path, people: &[(&str, &str, &str)]) -> Self {
+        ensure_tool("slapd");
+        let db = dir.join("ldap-db");
+        std::fs::create_dir_all(&db).expect("ldap db dir");
+        let conf = dir.join("slapd.conf");
+        let (cert, key) = cert_files(dir);
+        std::fs::write(
+            &conf,
+            format!(
+                "TLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n\
+                 include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+                 include /etc/ldap/schema/inetorgperson.schema\nmodulepath /usr/lib/ldap\n\
+                 moduleload back_mdb\npidfile {pid}\n\
+                 access to attrs=userPassword by anonymous auth by * none\n\
+                 access to * by dn.exact=\"cn=smtpd,dc=example,dc=org\" read by anonymous auth by * none\n\
+                 database mdb\nsuffix \"dc=example,dc=org\"\nrootdn \"cn=admin,dc=example,dc=org\"\n\
+                 directory {db}\nmaxsize 10485760\n",
+                pid = dir.join("slapd.pid").display(),
+                db = db.display(),
+                cert = cert.display(),
+                key = key.display(),
+            ),
+        )
+        .expect("write slapd.conf");
+        let mut ldif = format!(
+            "dn: dc=example,dc=org\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
+             dn: ou=people,dc=example,dc=org\nobjectClass: organizationalUnit\nou: people\n\n\
+             dn: cn=smtpd,dc=example,dc=org\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n\
+             cn: smtpd\nuserPassword: {}\n\n",
+            slappasswd("{SSHA}", "service-pw")
+        );
+        for (uid, hash, mail) in people {
+            ldif.push_str(&format!(
+                "dn: uid={uid},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\n\
+                 uid: {uid}\ncn: {uid}\nsn: {uid}\nmail: {mail}\nuserPassword: {hash}\n\n"
+            ));
+        }
+        let seed = dir.join("seed.ldif");
+        std::fs::write(&seed, ldif).expect("write seed.ldif");
+        let out = run(Command::new("slapadd")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-l")
+            .arg(&seed));
+        assert!(
+            out.status.success(),
+            "slapadd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let daemon = Daemon::start(
+            "slapd",
+            vec![
+                "-d".into(),
+                "0".into(),
+                "-h".into(),
+                format!("ldap://127.0.0.1:{port}/").into(),
+                "-f".into(),
+                conf.into(),
+            ],
+            dir.join("slapd.log"),
+            port,
+        );
+        Self { daemon }
     }
+
+    /// `ldap://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.daemon.port)
+    }
+}
+
+/// A password hashed by OpenLDAP's `slappasswd` in `scheme` (`{SSHA}`, or `{CRYPT}` with a
+/// SHA-512-crypt salt).
+pub fn slappasswd(scheme: &str, password: &str) -> String {
+    ensure_tool("slappasswd");
+    let mut cmd = Command::new("slappasswd");
+    cmd.args(["-h", scheme, "-s", password]);
+    if scheme == "{CRYPT}" {
+        cmd.args(["-c", "$6$%.16s"]);
+    }
+    let out = run(&mut cmd);
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 /// A password hashed by Dovecot's own `doveadm pw` in `scheme`, with its `{SCHEME}` prefix.

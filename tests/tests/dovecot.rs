@@ -162,7 +162,7 @@ async fn the_provider_and_the_proxy_against_a_real_dovecot() {
 
     // Dovecot down: a temporary failure, quickly; back up: the same client logs in again.
     let provider = DovecotProvider::new(c.clone());
-    dovecot.stop();
+    dovecot.daemon.stop();
     let started = Instant::now();
     assert_eq!(
         provider.check(&request("sha512", "pw-sha512")).await,
@@ -171,7 +171,7 @@ async fn the_provider_and_the_proxy_against_a_real_dovecot() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let e = c.mechanisms().await.unwrap_err();
     assert!(e.to_string().starts_with("Dovecot unavailable: "), "{e}");
-    dovecot.resume_service();
+    dovecot.daemon.resume_service();
     assert_eq!(
         provider.check(&request("sha512", "pw-sha512")).await,
         AuthDecision::Ok
@@ -183,12 +183,12 @@ async fn the_provider_and_the_proxy_against_a_real_dovecot() {
         slow.check(&request("sha512", "pw-sha512")).await,
         AuthDecision::Ok
     );
-    dovecot.freeze();
+    dovecot.daemon.freeze();
     assert_eq!(
         slow.check(&request("sha512", "pw-sha512")).await,
         AuthDecision::Failure
     );
-    dovecot.thaw();
+    dovecot.daemon.thaw();
     assert_eq!(
         slow.check(&request("sha512", "pw-sha512")).await,
         AuthDecision::Ok
@@ -379,13 +379,13 @@ except smtplib.SMTPAuthenticationError as e:
          print(*s.docmd('AUTH', 'SCRAM-SHA-256 biwsbj11c2VyLHI9YWJj'))\n"
     ));
     assert_eq!(out, "504 b'5.5.4 Unrecognized authentication type'\n");
-    dovecot.stop();
+    dovecot.daemon.stop();
     let (out, took) = login();
     assert_eq!(out, "454 4.7.0 Temporary authentication failure\n");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    dovecot.resume_service();
+    dovecot.daemon.resume_service();
     assert_eq!(login().0, "235\n");
-    dovecot.freeze();
+    dovecot.daemon.freeze();
     let (out, took) = login();
     assert_eq!(out, "454 4.7.0 Temporary authentication failure\n");
     assert!(
@@ -393,7 +393,7 @@ except smtplib.SMTPAuthenticationError as e:
         "{took:?}: answered before the timeout"
     );
     assert!(took < Duration::from_secs(6), "{took:?}");
-    dovecot.thaw();
+    dovecot.daemon.thaw();
     assert_eq!(login().0, "235\n");
     drop(dovecot);
     let _ = std::fs::remove_dir_all(&dir);

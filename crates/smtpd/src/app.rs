@@ -7,11 +7,8 @@ use std::time::Duration;
 use smtp_auth::mechanism::ScramSha256Server;
 use smtp_auth::{CacheConfig, CredentialCache};
 use smtp_auth_http::HttpAuthProvider;
-use smtp_server::{
-    AuthLimiter, Authenticator, ProviderAuthenticator, Server, ServerConfig, Session,
-};
+use smtp_server::{AuthLimiter, Authenticator, Server, ServerConfig, Session};
 use tokio::sync::watch;
-use tower_layer::Layer as _;
 
 use crate::config::{AuthSection, Config, ListenerTls};
 pub use crate::handler::App;
@@ -77,7 +74,9 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
             };
             (Some(users), external)
         }
-        AuthSection::Http { .. } | AuthSection::Dovecot { .. } => (None, None),
+        AuthSection::Http { .. } | AuthSection::Dovecot { .. } | AuthSection::Ldap(_) => {
+            (None, None)
+        }
     };
     let s = &config.server;
     let senders = SenderPolicy::load(s.sender_login, &s.hostname, s.sender_login_map.as_deref())
@@ -204,7 +203,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 cache = keys.enabled,
                 "users loaded"
             );
-            let decides = store_authenticator(
+            let decides = crate::stores::store_authenticator(
                 users.clone(),
                 "file",
                 cache.as_ref(),
@@ -233,23 +232,17 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 .send_authzid(*send_authzid)
                 .build()
                 .map_err(|e| format!("auth.url: {e}"))?;
-            store_authenticator(p, "http", cache.as_ref(), metrics.as_ref(), None)
+            crate::stores::store_authenticator(p, "http", cache.as_ref(), metrics.as_ref(), None)
         }
-        (AuthSection::Dovecot { .. }, _) => match &remote {
+        (AuthSection::Dovecot { .. } | AuthSection::Ldap(_), _) => match &remote {
             Some(r) => {
                 tokio::spawn({
                     let (r, offered) = (r.clone(), offered.clone());
                     async move { r.report(offered).await }
                 });
-                store_authenticator(
-                    r.provider(),
-                    r.name(),
-                    cache.as_ref(),
-                    metrics.as_ref(),
-                    None,
-                )
+                r.authenticator(cache.as_ref(), metrics.as_ref())
             }
-            None => return Err("auth.socket: not configured".into()),
+            None => return Err("auth: the store is not configured".into()),
         },
         (AuthSection::File { .. }, None) => return Err("auth.users_file: not loaded".into()),
     };
@@ -308,69 +301,6 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         })
         .collect::<Result<_, String>>()?;
     Ok(Built { servers, metrics })
-}
-
-/// A store's provider as [`store_authenticator`] takes it (and what its wrappers stay).
-trait StoreProvider:
-    tower_service::Service<
-        smtp_auth::AuthRequest,
-        Response = smtp_auth::AuthDecision,
-        Future: Send,
-        Error: Send,
-    > + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<T> StoreProvider for T where
-    T: tower_service::Service<
-            smtp_auth::AuthRequest,
-            Response = smtp_auth::AuthDecision,
-            Future: Send,
-            Error: Send,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-/// The authenticator over a store's provider, as every store gets it: measured when
-/// `[metrics]` is on (only the requests that reach the store count), behind the credential
-/// cache when it is on, with the users file's stored secrets for SCRAM when given.
-fn store_authenticator(
-    provider: impl StoreProvider,
-    store: &'static str,
-    cache: Option<&CredentialCache>,
-    metrics: Option<&Arc<crate::metrics::Metrics>>,
-    secrets: Option<&FileUsers>,
-) -> Arc<dyn Authenticator> {
-    fn finish(q: impl StoreProvider, secrets: Option<&FileUsers>) -> Arc<dyn Authenticator> {
-        match secrets {
-            Some(s) => Arc::new(ProviderAuthenticator::new(q).with_secrets(s.clone())),
-            None => Arc::new(ProviderAuthenticator::new(q)),
-        }
-    }
-    fn cached(
-        q: impl StoreProvider,
-        cache: Option<&CredentialCache>,
-        secrets: Option<&FileUsers>,
-    ) -> Arc<dyn Authenticator> {
-        match cache {
-            Some(c) => finish(c.layer().layer(q), secrets),
-            None => finish(q, secrets),
-        }
-    }
-    match metrics {
-        Some(m) => cached(
-            crate::stores::Measured::new(provider, store, m.clone()),
-            cache,
-            secrets,
-        ),
-        None => cached(provider, cache, secrets),
-    }
 }
 
 /// What [`build`] makes: one server per listener, and the metrics they report into when

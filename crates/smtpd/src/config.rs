@@ -401,6 +401,8 @@ pub enum AuthSection {
         #[serde(default)]
         cache_negative_ttl_secs: u64,
     },
+    /// `backend = "ldap"`: bind to an LDAP directory as the user (PLAIN and LOGIN).
+    Ldap(Box<LdapSection>),
     /// `backend = "dovecot"`: Dovecot's authentication service, as Postfix's
     /// `smtpd_sasl_type = dovecot` uses it. PLAIN and LOGIN are checked there through the
     /// credential cache; every other offered mechanism (SCRAM-SHA-256, XOAUTH2, OAUTHBEARER)
@@ -462,6 +464,7 @@ impl std::fmt::Debug for AuthSection {
                 .field("send_authzid", send_authzid)
                 .field("cache", &self.cache())
                 .finish(),
+            Self::Ldap(l) => l.fmt(f),
             Self::Dovecot {
                 socket,
                 connections,
@@ -474,6 +477,120 @@ impl std::fmt::Debug for AuthSection {
                 .field("penalty", penalty)
                 .field("cache", &self.cache())
                 .finish(),
+        }
+    }
+}
+
+/// The `[auth]` keys of the ldap backend (boxed in [`AuthSection::Ldap`]). `Debug` never shows
+/// `bind_password`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapSection {
+    /// `ldap://host:port` or `ldaps://host:port`.
+    pub url: String,
+    /// Upgrade `ldap://` with StartTLS.
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM CA certificates the server's certificate must chain to (default: the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Direct bind: the user's DN, `%u` the user name.
+    #[serde(default)]
+    pub user_dn: Option<String>,
+    /// Search-then-bind: the service account's DN.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// Its password.
+    #[serde(default)]
+    pub bind_password: Option<String>,
+    /// Where to search.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// The search filter, `%u` the user name.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Connections at most (default 4).
+    #[serde(default = "default_dovecot_connections")]
+    pub connections: usize,
+    /// The credential cache (on by default).
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Seconds a verified credential is remembered (default 300).
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
+    /// Most cached credentials (default 100,000).
+    #[serde(default = "default_cache_entries")]
+    pub cache_max_entries: usize,
+    /// Seconds a refused credential is remembered (default 0: not at all).
+    #[serde(default)]
+    pub cache_negative_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for LdapSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ldap")
+            .field("url", &self.url)
+            .field("starttls", &self.starttls)
+            .field("ca_file", &self.ca_file)
+            .field("user_dn", &self.user_dn)
+            .field("bind_dn", &self.bind_dn)
+            .field(
+                "bind_password",
+                &self.bind_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("base", &self.base)
+            .field("filter", &self.filter)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LdapSection {
+    /// The provider's configuration (TLS roots not loaded: `tls` is `None`), or the key that
+    /// is wrong and why. The one validation: the provider's own, each error named by its key.
+    pub fn provider_config(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<smtp_auth_ldap::LdapConfig, (&'static str, String)> {
+        use smtp_auth_ldap::{ConfigError, LdapConfig, LdapProvider, Lookup};
+        let search = (&self.bind_dn, &self.base, &self.filter);
+        let lookup = match (&self.user_dn, search) {
+            (Some(t), (None, None, None)) if self.bind_password.is_none() => {
+                Lookup::Template(t.clone())
+            }
+            (None, (Some(bind_dn), Some(base), Some(filter))) => Lookup::Search {
+                bind_dn: bind_dn.clone(),
+                bind_password: smtp_auth::Password::new(
+                    self.bind_password.clone().unwrap_or_default(),
+                ),
+                base: base.clone(),
+                filter: filter.clone(),
+            },
+            _ => {
+                return Err((
+                    "user_dn",
+                    "give user_dn (direct bind) or bind_dn, bind_password, base and filter (search, then bind), not both".into(),
+                ));
+            }
+        };
+        if !(1..=64).contains(&self.connections) {
+            return Err(("connections", "must be between 1 and 64".into()));
+        }
+        let mut config = LdapConfig::new(self.url.clone(), lookup);
+        config.starttls = self.starttls;
+        config.timeout = timeout;
+        config.connections = self.connections;
+        match LdapProvider::new(config.clone()) {
+            Ok(_) => Ok(config),
+            Err(e) => Err((
+                match e {
+                    ConfigError::StartTlsOnLdaps => "starttls",
+                    ConfigError::NoPlaceholder("filter") => "filter",
+                    ConfigError::NoPlaceholder(_) => "user_dn",
+                    _ => "url",
+                },
+                e.to_string(),
+            )),
         }
     }
 }
@@ -535,6 +652,13 @@ impl AuthSection {
                 cache_ttl_secs,
                 cache_max_entries,
                 cache_negative_ttl_secs,
+                300,
+            ),
+            Self::Ldap(l) => (
+                &l.cache,
+                &l.cache_ttl_secs,
+                &l.cache_max_entries,
+                &l.cache_negative_ttl_secs,
                 300,
             ),
             Self::Dovecot {
@@ -819,12 +943,18 @@ impl Config {
                     ),
                 );
             }
-            if (m == "XOAUTH2" || m == "OAUTHBEARER") && file {
+            if (m == "XOAUTH2" || m == "OAUTHBEARER")
+                && !matches!(
+                    self.auth,
+                    AuthSection::Http { .. } | AuthSection::Dovecot { .. }
+                )
+            {
                 return bad(
                     "server",
                     "mechanisms",
                     &format!(
-                        "{m} needs the http or dovecot backend: the file backend would check the bearer token as a password"
+                        "{m} needs the http or dovecot backend: the {} backend would check the bearer token as a password",
+                        if file { "file" } else { "ldap" }
                     ),
                 );
             }
@@ -894,6 +1024,12 @@ impl Config {
             if !(1..=64).contains(connections) {
                 return bad("auth", "connections", "must be between 1 and 64");
             }
+        }
+        if let AuthSection::Ldap(l) = &self.auth
+            && let Err((key, why)) =
+                l.provider_config(std::time::Duration::from_secs(s.auth_timeout_secs))
+        {
+            return bad("auth", key, &why);
         }
         if let AuthSection::File { users_file, .. } = &self.auth
             && users_file.as_os_str().is_empty()
@@ -1079,6 +1215,58 @@ mod tests {
     }
 
     #[test]
+    fn the_ldap_backend_section() {
+        let search = "[auth]\nbackend = \"ldap\"\nurl = \"ldap://127.0.0.1:389\"\n\
+                      bind_dn = \"cn=smtpd,dc=x\"\nbind_password = \"pw-of-the-service\"\n\
+                      base = \"dc=x\"\nfilter = \"(uid=%u)\"\n";
+        let c = Config::parse(search, "f").unwrap();
+        let AuthSection::Ldap(l) = &c.auth else {
+            panic!("{:?}", c.auth)
+        };
+        assert_eq!((l.connections, c.auth.cache().ttl_secs), (4, 300));
+        let shown = format!("{:?}", c.auth);
+        assert!(!shown.contains("pw-of-the-service") && shown.contains("<redacted>"));
+        let direct = "[auth]\nbackend = \"ldap\"\nurl = \"ldaps://ldap.example:636\"\n\
+                      user_dn = \"uid=%u,dc=x\"\n";
+        assert!(Config::parse(direct, "f").is_ok());
+        for (text, key, why) in [
+            (
+                format!("{direct}bind_dn = \"cn=a\"\n"),
+                "auth.user_dn",
+                "not both",
+            ),
+            (
+                direct.replace("uid=%u,dc=x", "uid=alice,dc=x"),
+                "auth.user_dn",
+                "must contain %u",
+            ),
+            (
+                search.replace("(uid=%u)", "(uid=alice)"),
+                "auth.filter",
+                "must contain %u",
+            ),
+            (
+                format!("{direct}starttls = true\n"),
+                "auth.starttls",
+                "not ldaps://",
+            ),
+            (
+                direct.replace("ldaps://ldap.example:636", "ldap.example"),
+                "auth.url",
+                "not an ldap:// or ldaps:// URL",
+            ),
+            (
+                format!("[server]\nmechanisms = [\"XOAUTH2\"]\n{direct}"),
+                "server.mechanisms",
+                "the ldap backend would check the bearer token",
+            ),
+        ] {
+            let e = Config::parse(&text, "f").unwrap_err();
+            assert!(e.0.contains(key) && e.0.contains(why), "{e}");
+        }
+    }
+
+    #[test]
     fn mechanisms_must_match_the_backend() {
         let e = Config::parse(
             "[server]\nmechanisms = [\"PLAIN\", \"XOAUTH2\"]\n",
@@ -1181,7 +1369,10 @@ mod tests {
         );
         let e = Config::parse("[server]\nmechanisms = [\"CRAM-MD5\"]\n", "f.toml").unwrap_err();
         assert!(e.0.contains("server.mechanisms"), "{e}");
+        // An unknown backend is named (ldap was one until it was built).
+        let e = Config::parse("[auth]\nbackend = \"pam\"\n", "f.toml").unwrap_err();
+        assert!(e.0.contains("pam"), "{e}");
         let e = Config::parse("[auth]\nbackend = \"ldap\"\n", "f.toml").unwrap_err();
-        assert!(e.0.contains("ldap"), "{e}");
+        assert!(e.0.contains("missing field `url`"), "{e}");
     }
 }

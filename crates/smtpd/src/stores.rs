@@ -1,7 +1,8 @@
 //! The identity stores `[auth] backend` chooses, seen alike by the server: every one is an
 //! `AuthProvider` behind the credential cache and a [`Measured`] wrapper (requests and latency
-//! per store and outcome); a remote one ([`Remote`]) also reconnects on SIGHUP and may run
-//! whole SASL exchanges itself (Dovecot: SCRAM-SHA-256, XOAUTH2, OAUTHBEARER).
+//! per store and outcome), built by `store_authenticator`; a remote one ([`Remote`]: Dovecot,
+//! LDAP) also reconnects on SIGHUP, and Dovecot runs whole SASL exchanges itself (SCRAM-SHA-256,
+//! XOAUTH2, OAUTHBEARER).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,10 +10,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use smtp_auth::CredentialCache;
 use smtp_auth::sasl::{self, Response};
 use smtp_auth::{AuthDecision, AuthRequest, AuthResult, AuthStatus, DEFAULT_MAX_RESPONSE};
 use smtp_auth_dovecot::{DovecotClient, DovecotConfig, Endpoint, Proxy, ProxyStep, RequestInfo};
-use smtp_server::{AuthChannel, Session};
+use smtp_server::{AuthChannel, Authenticator, ProviderAuthenticator, Session};
+use tower_layer::Layer as _;
 use tower_service::Service;
 
 use crate::config::AuthSection;
@@ -23,6 +26,8 @@ use crate::metrics::Metrics;
 pub enum Remote {
     /// Dovecot's authentication service, and the offered mechanisms relayed into it.
     Dovecot(DovecotClient, Arc<[String]>),
+    /// An LDAP directory, bound to as the user.
+    Ldap(smtp_auth_ldap::LdapProvider),
 }
 
 impl Remote {
@@ -53,6 +58,20 @@ impl Remote {
                     .collect();
                 Ok(Some(Self::Dovecot(DovecotClient::new(config), relayed)))
             }
+            AuthSection::Ldap(l) => {
+                let mut config = l
+                    .provider_config(timeout)
+                    .map_err(|(key, why)| format!("auth.{key}: {why}"))?;
+                if config.url.starts_with("ldaps://") || config.starttls {
+                    config.tls = Some(
+                        crate::tls::client_config(l.ca_file.as_deref())
+                            .map_err(|e| format!("auth.ca_file: {e}"))?,
+                    );
+                }
+                let provider = smtp_auth_ldap::LdapProvider::new(config)
+                    .map_err(|e| format!("auth.url: {e}"))?;
+                Ok(Some(Self::Ldap(provider)))
+            }
             _ => Ok(None),
         }
     }
@@ -61,6 +80,7 @@ impl Remote {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Dovecot(..) => "dovecot",
+            Self::Ldap(_) => "ldap",
         }
     }
 
@@ -68,6 +88,7 @@ impl Remote {
     pub async fn reconnect(&self) {
         match self {
             Self::Dovecot(c, _) => c.reconnect().await,
+            Self::Ldap(p) => p.reconnect(),
         }
     }
 
@@ -90,13 +111,26 @@ impl Remote {
                     tracing::warn!(target: "smtpd::app", error = %e, "Dovecot not reachable yet: logins get 454 until it is")
                 }
             },
+            Self::Ldap(_) => {}
         }
     }
 
-    /// The password provider of this store, for the built-in PLAIN and LOGIN.
-    pub fn provider(&self) -> smtp_auth_dovecot::DovecotProvider {
+    /// The authenticator over this store's password provider (PLAIN, LOGIN), as every
+    /// store gets it (`store_authenticator`).
+    pub fn authenticator(
+        &self,
+        cache: Option<&CredentialCache>,
+        metrics: Option<&Arc<Metrics>>,
+    ) -> Arc<dyn Authenticator> {
         match self {
-            Self::Dovecot(c, _) => smtp_auth_dovecot::DovecotProvider::new(c.clone()),
+            Self::Dovecot(c, _) => store_authenticator(
+                smtp_auth_dovecot::DovecotProvider::new(c.clone()),
+                self.name(),
+                cache,
+                metrics,
+                None,
+            ),
+            Self::Ldap(p) => store_authenticator(p.clone(), self.name(), cache, metrics, None),
         }
     }
 
@@ -106,6 +140,7 @@ impl Remote {
     pub fn runs(&self, mechanism: &str) -> bool {
         match self {
             Self::Dovecot(_, relayed) => relayed.iter().any(|m| m == mechanism),
+            Self::Ldap(_) => false,
         }
     }
 
@@ -119,7 +154,10 @@ impl Remote {
         initial_response: Option<&[u8]>,
         metrics: Option<&Metrics>,
     ) -> AuthResult {
-        let Self::Dovecot(client, _) = self;
+        let Self::Dovecot(client, _) = self else {
+            // Only a store that runs mechanisms is asked to (`runs`).
+            return AuthResult::failure(AuthStatus::UnknownMechanism);
+        };
         let started = Instant::now();
         let initial = match initial_response {
             None => None,
@@ -223,5 +261,67 @@ where
             metrics.store(store, outcome, started.elapsed());
             answer
         })
+    }
+}
+
+/// A store's provider as [`store_authenticator`] takes it (and what its wrappers stay).
+pub(crate) trait StoreProvider:
+    tower_service::Service<
+        smtp_auth::AuthRequest,
+        Response = smtp_auth::AuthDecision,
+        Future: Send,
+        Error: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> StoreProvider for T where
+    T: tower_service::Service<
+            smtp_auth::AuthRequest,
+            Response = smtp_auth::AuthDecision,
+            Future: Send,
+            Error: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The authenticator over a store's provider, as every store gets it: measured when
+/// `[metrics]` is on (only the requests that reach the store count), behind the credential
+/// cache when it is on, with the users file's stored secrets for SCRAM when given.
+pub(crate) fn store_authenticator(
+    provider: impl StoreProvider,
+    store: &'static str,
+    cache: Option<&CredentialCache>,
+    metrics: Option<&Arc<Metrics>>,
+    secrets: Option<&crate::users::FileUsers>,
+) -> Arc<dyn Authenticator> {
+    fn finish(
+        q: impl StoreProvider,
+        secrets: Option<&crate::users::FileUsers>,
+    ) -> Arc<dyn Authenticator> {
+        match secrets {
+            Some(s) => Arc::new(ProviderAuthenticator::new(q).with_secrets(s.clone())),
+            None => Arc::new(ProviderAuthenticator::new(q)),
+        }
+    }
+    fn cached(
+        q: impl StoreProvider,
+        cache: Option<&CredentialCache>,
+        secrets: Option<&crate::users::FileUsers>,
+    ) -> Arc<dyn Authenticator> {
+        match cache {
+            Some(c) => finish(c.layer().layer(q), secrets),
+            None => finish(q, secrets),
+        }
+    }
+    match metrics {
+        Some(m) => cached(Measured::new(provider, store, m.clone()), cache, secrets),
+        None => cached(provider, cache, secrets),
     }
 }

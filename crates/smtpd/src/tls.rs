@@ -112,3 +112,29 @@ pub fn load_tls(
     let config = builder.with_cert_resolver(store.clone());
     Ok((Arc::new(config), store))
 }
+
+/// A TLS client configuration (ring) whose roots are the PEM certificates in `ca_file`, or
+/// the Mozilla roots when `None`: for the relay's upstream and the LDAP directory.
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("CA file: {e}"))?
+            {
+                let cert = cert.map_err(|e| format!("CA file: {e}"))?;
+                roots.add(cert).map_err(|e| format!("CA file: {e}"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}

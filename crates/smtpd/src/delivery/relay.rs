@@ -365,29 +365,7 @@ impl Upstream {
 }
 
 fn tls_config(cfg: &RelaySection) -> Result<Arc<rustls::ClientConfig>, RelayError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &cfg.ca_file {
-        Some(path) => {
-            use rustls::pki_types::pem::PemObject;
-            for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| RelayError::temp(format!("CA file: {e}")))?
-            {
-                let cert = cert.map_err(|e| RelayError::temp(format!("CA file: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| RelayError::temp(format!("CA file: {e}")))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| RelayError::temp(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Arc::new(config))
+    crate::tls::client_config(cfg.ca_file.as_deref()).map_err(RelayError::temp)
 }
 
 /// Upstream connections kept open between messages (connection reuse), each for at most
