@@ -11,8 +11,8 @@
 //!   the cache before the clock starts);
 //! - the default hash, cache on, 1,000 distinct users each logging in twice;
 //!
-//! then each identity store at 100 concurrent (Dovecot: cached and uncached, as ratios to the
-//! reference row), then 1,000 concurrent connections sending wrong passwords for unknown users while one
+//! then each identity store at 100 concurrent (Dovecot, LDAP: cached and uncached, as ratios to
+//! the reference row), then 1,000 concurrent connections sending wrong passwords for unknown users while one
 //! client logs in correctly: the server's peak RSS and that login's latency.
 //!
 //! Every scenario gets a fresh server, so each peak RSS is its own.
@@ -415,11 +415,11 @@ fn auth_in(smtpd: &Path, dir: &Path) -> Result<(), String> {
     flood(smtpd, dir, &default_users, cores)
 }
 
-/// A Dovecot authentication service for the store rows, from a configuration in `dir`
-/// (never the system service); killed with its process group when dropped.
-struct Dovecot(Child);
+/// A store's server for the store rows, started from a configuration in the task's folder
+/// (never the system service) in a process group of its own; killed with it when dropped.
+struct Peer(Child);
 
-impl Drop for Dovecot {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.0.id())])
@@ -428,28 +428,51 @@ impl Drop for Dovecot {
     }
 }
 
-/// The identity stores at 100 concurrent logins, cached (the same user again and again, the
-/// cache warm) and uncached, as ratios to the reference row's sessions/s. Dovecot's
-/// passwd-file holds the 1,000 users with its own default scheme (SHA512-CRYPT); a store whose
-/// server is not installed here is reported as skipped.
-fn stores(smtpd: &Path, dir: &Path, reference_sps_100: f64) -> Result<(), String> {
+fn installed(programs: &str) -> bool {
+    Command::new("sh")
+        .args([
+            "-c",
+            &format!("for p in {programs}; do command -v $p || exit 1; done"),
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn spawn_peer(program: &str, args: &[&std::ffi::OsStr]) -> Result<Peer, String> {
     use std::os::unix::process::CommandExt as _;
-    println!();
-    let dovecot_here = Command::new("sh")
-        .args(["-c", "command -v dovecot && command -v doveadm"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !dovecot_here {
-        println!(
-            "store dovecot: skipped (dovecot-core is not installed; scripts/install-test-tools.sh installs it)"
-        );
-        return Ok(());
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map(Peer)
+        .map_err(|e| format!("{program}: {e}"))
+}
+
+fn wait_for(what: &str, ready: impl Fn() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not come up"));
+        }
+        std::thread::sleep(Duration::from_millis(25));
     }
-    let out = Command::new("doveadm")
-        .args(["pw", "-s", "SHA512-CRYPT", "-p", PASSWORD])
+    Ok(())
+}
+
+fn hash_with(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
         .output()
-        .map_err(|e| format!("doveadm: {e}"))?;
-    let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        .map_err(|e| format!("{program}: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Dovecot with a passwd-file of the 1,000 users in its default scheme (SHA512-CRYPT); the
+/// `[auth]` lines that reach it.
+fn dovecot(dir: &Path) -> Result<(Peer, String), String> {
+    let hash = hash_with("doveadm", &["pw", "-s", "SHA512-CRYPT", "-p", PASSWORD])?;
     let d = dir.join("dovecot");
     for sub in ["run", "state"] {
         std::fs::create_dir_all(d.join(sub)).map_err(|e| e.to_string())?;
@@ -473,65 +496,139 @@ fn stores(smtpd: &Path, dir: &Path, reference_sps_100: f64) -> Result<(), String
         ),
     )
     .map_err(|e| e.to_string())?;
-    let child = Command::new("dovecot")
-        .arg("-F")
-        .arg("-c")
-        .arg(&conf)
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("dovecot: {e}"))?;
-    let _dovecot = Dovecot(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            return Err("dovecot did not create its auth-client socket".into());
-        }
-        std::thread::sleep(Duration::from_millis(25));
+    let peer = spawn_peer("dovecot", &["-F".as_ref(), "-c".as_ref(), conf.as_os_str()])?;
+    wait_for("dovecot", || socket.exists())?;
+    Ok((
+        peer,
+        format!(
+            "backend = \"dovecot\"\nsocket = {:?}",
+            socket.display().to_string()
+        ),
+    ))
+}
+
+/// slapd with the 1,000 users under `ou=people`, each `{SSHA}` (slappasswd's default); the
+/// `[auth]` lines that bind to it directly.
+fn slapd(dir: &Path) -> Result<(Peer, String), String> {
+    let hash = hash_with("slappasswd", &["-h", "{SSHA}", "-s", PASSWORD])?;
+    let d = dir.join("ldap");
+    std::fs::create_dir_all(d.join("db")).map_err(|e| e.to_string())?;
+    let conf = d.join("slapd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "include /etc/ldap/schema/core.schema\ninclude /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\nmodulepath /usr/lib/ldap\n\
+             moduleload back_mdb\npidfile {pid}\naccess to * by anonymous auth by * none\n\
+             database mdb\nsuffix \"dc=example,dc=org\"\ndirectory {db}\nmaxsize 104857600\n",
+            pid = d.join("slapd.pid").display(),
+            db = d.join("db").display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut ldif = String::from(
+        "dn: dc=example,dc=org\nobjectClass: dcObject\nobjectClass: organization\no: x\ndc: example\n\n\
+         dn: ou=people,dc=example,dc=org\nobjectClass: organizationalUnit\nou: people\n\n",
+    );
+    for i in 0..USERS {
+        ldif.push_str(&format!(
+            "dn: uid=user{i},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\n\
+             uid: user{i}\ncn: user{i}\nsn: user{i}\nuserPassword: {hash}\n\n"
+        ));
     }
-    let same: &(dyn Fn(usize) -> String + Sync) = &|_| "user0".to_owned();
-    let distinct: &(dyn Fn(usize) -> String + Sync) = &|i| format!("user{}", i % USERS);
-    for (label, cache, pick, total) in [
+    let seed = d.join("seed.ldif");
+    std::fs::write(&seed, ldif).map_err(|e| e.to_string())?;
+    let added = Command::new("slapadd")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-l")
+        .arg(&seed)
+        .output()
+        .map_err(|e| format!("slapadd: {e}"))?;
+    if !added.status.success() {
+        return Err(format!(
+            "slapadd: {}",
+            String::from_utf8_lossy(&added.stderr)
+        ));
+    }
+    let port = free_port()?;
+    let url = format!("ldap://127.0.0.1:{port}/");
+    let peer = spawn_peer(
+        "slapd",
+        &[
+            "-d".as_ref(),
+            "0".as_ref(),
+            "-h".as_ref(),
+            url.as_ref(),
+            "-f".as_ref(),
+            conf.as_os_str(),
+        ],
+    )?;
+    wait_port(port)?;
+    Ok((
+        peer,
+        format!(
+            "backend = \"ldap\"\nurl = \"ldap://127.0.0.1:{port}\"\nuser_dn = \"uid=%u,ou=people,dc=example,dc=org\""
+        ),
+    ))
+}
+
+/// The identity stores at 100 concurrent logins, cached (the same user again and again, the
+/// cache warm) and uncached (1,000 users), as ratios to the reference row's sessions/s. A store
+/// whose server is not installed here is reported as skipped.
+fn stores(smtpd: &Path, dir: &Path, reference_sps_100: f64) -> Result<(), String> {
+    println!();
+    type Start = fn(&Path) -> Result<(Peer, String), String>;
+    let all: [(&str, &str, &str, Start); 2] = [
         (
-            "store dovecot (SHA512-CRYPT), cache on, same user",
-            true,
-            same,
-            3000,
+            "dovecot (SHA512-CRYPT)",
+            "dovecot doveadm",
+            "dovecot-core",
+            dovecot,
         ),
         (
-            "store dovecot (SHA512-CRYPT), cache off, 1,000 users",
-            false,
-            distinct,
-            1000,
+            "ldap (bind, {SSHA})",
+            "slapd slapadd slappasswd",
+            "slapd",
+            slapd,
         ),
-    ] {
-        let server = start_with(
-            smtpd,
-            dir,
-            &format!(
-                "backend = \"dovecot\"\nsocket = {:?}\ncache = {cache}",
-                socket.display().to_string()
-            ),
-        )?;
-        if cache {
-            session(server.port, "user0", PASSWORD)?;
+    ];
+    for (name, programs, package, start) in all {
+        if !installed(programs) {
+            println!(
+                "store {name}: skipped ({package} is not installed; scripts/install-test-tools.sh installs it)"
+            );
+            continue;
         }
-        let row = drive(server.port, server.child.id(), 100, total, pick)?;
-        let sps = row.sessions as f64 / row.wall;
-        println!(
-            "{label:<46} {:>4} {sps:>10.0} {:>10} {:>10} {:>9.2} ms {:>6} MiB  = {:.2}x the reference{}",
-            100,
-            ms(row.p50),
-            ms(row.p99),
-            row.cpu / row.sessions.max(1) as f64 * 1e3,
-            row.rss_kib / 1024,
-            sps / reference_sps_100.max(f64::MIN_POSITIVE),
-            if row.failed > 0 {
-                format!("  ({} failed)", row.failed)
-            } else {
-                String::new()
+        let (_peer, auth) = start(dir)?;
+        let same: &(dyn Fn(usize) -> String + Sync) = &|_| "user0".to_owned();
+        let distinct: &(dyn Fn(usize) -> String + Sync) = &|i| format!("user{}", i % USERS);
+        for (rows, cache, pick, total) in [
+            ("cache on, same user", true, same, 3000),
+            ("cache off, 1,000 users", false, distinct, 1000),
+        ] {
+            let server = start_with(smtpd, dir, &format!("{auth}\ncache = {cache}"))?;
+            if cache {
+                session(server.port, "user0", PASSWORD)?;
             }
-        );
+            let row = drive(server.port, server.child.id(), 100, total, pick)?;
+            let sps = row.sessions as f64 / row.wall;
+            println!(
+                "{:<46} {:>4} {sps:>10.0} {:>10} {:>10} {:>9.2} ms {:>6} MiB  = {:.2}x the reference{}",
+                format!("store {name}, {rows}"),
+                100,
+                ms(row.p50),
+                ms(row.p99),
+                row.cpu / row.sessions.max(1) as f64 * 1e3,
+                row.rss_kib / 1024,
+                sps / reference_sps_100.max(f64::MIN_POSITIVE),
+                if row.failed > 0 {
+                    format!("  ({} failed)", row.failed)
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     Ok(())
 }
