@@ -28,7 +28,8 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod handler;
-pub mod hashes;
+/// The password schemes (the `smtp-auth-hash` crate).
+pub use smtp_auth_hash as hashes;
 pub mod metrics;
 pub mod received;
 mod reload;

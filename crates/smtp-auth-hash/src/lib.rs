@@ -1,6 +1,9 @@
-//! Password hashes as stored: every scheme the users file (and any store that hands back a
-//! hash) accepts, recognised when the file is loaded and verified by the RustCrypto crates in
-//! constant time, never by hand-written hash code.
+//! # smtp-auth-hash
+//!
+//! Password hashes as stores keep them: every scheme `smtpd`'s users file and any store that
+//! hands back a hash (an SQL table, a directory's `userPassword`) accepts, recognised when the
+//! hash is read ([`StoredHash::parse`]) and verified ([`StoredHash::verify`]) by the RustCrypto
+//! crates and the `bcrypt` crate in constant time, never by hand-written hash code.
 //!
 //! | stored as | scheme |
 //! | --- | --- |
@@ -17,6 +20,25 @@
 //! `{SHA1}`, `{SHA256}`, `{SHA512}`) are recognised and refused unless the operator opts in
 //! (`[auth] allow_weak_schemes`); MD5-crypt and DES crypt are refused always (no verifier).
 //! Anything else is an unknown scheme, refused with its name.
+//!
+//! Verification is CPU work of milliseconds (argon2, bcrypt, scrypt): run it off the async
+//! runtime, on a bounded pool (`smtp-server`'s `VerifyPool`) or a blocking thread.
+//!
+//! ```
+//! use smtp_auth_hash::{Scheme, StoredHash};
+//!
+//! // SHA-256 of the password and a salt, then the salt: Dovecot's and OpenLDAP's {SSHA256}.
+//! let h = StoredHash::parse("{SSHA256}+E+iFJ27Yu1ODPH1UNKUmzOmUT06dwfghQJRHHnMsO5zYWx0").unwrap();
+//! assert_eq!(h.scheme(), Scheme::Ssha256);
+//! assert!(h.verify("secret"));
+//! assert!(!h.verify("Secret"));
+//! // The hash never prints.
+//! assert_eq!(format!("{h:?}"), "StoredHash { scheme: Ssha256, .. }");
+//! // MD5-crypt has no verifier here: refused when read, not when a login comes.
+//! assert!(StoredHash::parse("$1$saltsalt$x").is_err());
+//! ```
+
+#![forbid(unsafe_code)]
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -446,9 +468,17 @@ mod tests {
             .unwrap()
             .to_string();
         check(&scrypt, "s3cret", Scheme::Scrypt);
-        let argon =
-            crate::users::hash_password_with("s3cret", argon2::Params::new(8, 1, 1, None).unwrap())
-                .unwrap();
+        let argon = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8, 1, 1, None).unwrap(),
+        )
+        .hash_password(
+            b"s3cret",
+            &SaltString::from_b64("c2FsdHNhbHRzYWx0").unwrap(),
+        )
+        .unwrap()
+        .to_string();
         check(&argon, "s3cret", Scheme::Argon2);
         check(&format!("{{ARGON2ID}}{argon}"), "s3cret", Scheme::Argon2);
         let bcrypt = bcrypt::hash("s3cret", 4).unwrap();
