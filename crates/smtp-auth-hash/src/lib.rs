@@ -40,6 +40,9 @@
 
 #![forbid(unsafe_code)]
 
+mod scram;
+pub use scram::{format_scram, parse_scram};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use password_hash::{PasswordHash, PasswordVerifier};

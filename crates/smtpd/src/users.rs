@@ -19,14 +19,12 @@ use std::task::{Context, Poll};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use smtp_auth::{
     AuthDecision, AuthRequest, LookupRequest, LookupResult, ScramKeys, Secret, StoredSecret,
 };
 use smtp_server::VerifyPool;
 
-use crate::hashes::{Scheme, StoredHash};
+use crate::hashes::{Scheme, StoredHash, parse_scram};
 use tower_service::Service;
 
 /// Hashes a password into an argon2id PHC string with a random salt.
@@ -80,38 +78,9 @@ pub fn scram_keys(password: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
     fill_random(&mut salt)?;
     let iterations = 4096;
-    let k = ScramKeys::derive_sha256(password, &salt, iterations);
-    Ok(format!(
-        "$scram-sha-256${iterations}${}${}${}",
-        STANDARD.encode(&k.salt),
-        STANDARD.encode(k.stored_key.expose_secret()),
-        STANDARD.encode(k.server_key.expose_secret())
-    ))
-}
-
-fn parse_scram(field: &str) -> Option<ScramKeys> {
-    let mut parts = field.strip_prefix("$scram-sha-256$")?.split('$');
-    let (Some(i), Some(salt), Some(stored), Some(server), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return None;
-    };
-    let iterations: u32 = i.parse().ok().filter(|i| *i >= 1)?;
-    let (salt, stored, server) = (
-        STANDARD.decode(salt).ok()?,
-        STANDARD.decode(stored).ok()?,
-        STANDARD.decode(server).ok()?,
-    );
-    (stored.len() == 32 && server.len() == 32 && !salt.is_empty()).then(|| ScramKeys {
-        salt,
-        iterations,
-        stored_key: Secret::new(stored),
-        server_key: Secret::new(server),
-    })
+    Ok(crate::hashes::format_scram(&ScramKeys::derive_sha256(
+        password, &salt, iterations,
+    )))
 }
 
 fn fill_random(buf: &mut [u8]) -> Result<(), String> {
