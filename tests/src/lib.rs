@@ -555,7 +555,9 @@ pub fn ensure_tool(program: &str) {
 /// process it forks. Its output goes to a log file next to its configuration. Stopped when
 /// dropped.
 pub struct Daemon {
-    program: &'static str,
+    program: PathBuf,
+    /// The user and group it runs as, when not the test's own.
+    pub user: Option<(u32, u32)>,
     args: Vec<std::ffi::OsString>,
     log: PathBuf,
     /// The TCP port it listens on.
@@ -566,13 +568,26 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `program args`, logging to `log`, and waits until `port` accepts.
     pub fn start(
-        program: &'static str,
+        program: impl Into<PathBuf>,
         args: Vec<std::ffi::OsString>,
         log: PathBuf,
         port: u16,
     ) -> Self {
+        Self::start_as(program, args, log, port, None)
+    }
+
+    /// Starts `program args` as `user` (uid, gid), logging to `log`, and waits until `port`
+    /// accepts. The test process is its parent and reaps it.
+    pub fn start_as(
+        program: impl Into<PathBuf>,
+        args: Vec<std::ffi::OsString>,
+        log: PathBuf,
+        port: u16,
+        user: Option<(u32, u32)>,
+    ) -> Self {
         let mut d = Self {
-            program,
+            program: program.into(),
+            user,
             args,
             log,
             port,
@@ -590,21 +605,32 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("daemon log");
-        let mut child = Command::new(self.program)
+        let mut cmd = Command::new(&self.program);
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
+        }
+        let mut child = cmd
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("{} starts: {e}", self.program));
-        wait_for_port(self.port, &mut child, self.program);
+            .unwrap_or_else(|e| panic!("{} starts: {e}", self.program.display()));
+        wait_for_port(self.port, &mut child, &self.program.display().to_string());
         self.child = Some(child);
     }
 
+    /// Signals its process group and every descendant (PostgreSQL's backends leave the group:
+    /// each starts a session of its own).
     fn signal_group(&self, signal: &str) {
         if let Some(c) = &self.child {
+            let mut targets = vec![format!("-{}", c.id())];
+            targets.extend(descendants(c.id()).iter().map(u32::to_string));
             let _ = Command::new("kill")
-                .args([signal, "--", &format!("-{}", c.id())])
+                .arg(signal)
+                .arg("--")
+                .args(&targets)
+                .stderr(Stdio::null())
                 .status();
         }
     }
@@ -617,7 +643,11 @@ impl Daemon {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(Instant::now() < deadline, "{} did not stop", self.program);
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop",
+                self.program.display()
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -631,6 +661,42 @@ impl Daemon {
     pub fn thaw(&self) {
         self.signal_group("-CONT");
     }
+}
+
+/// Every process below `pid`, from `/proc`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(|e| {
+                let p: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+                // pid (comm) state ppid …: comm may hold spaces, so read after its ')'.
+                let ppid = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some((p, ppid))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 impl Drop for Daemon {
@@ -808,4 +874,137 @@ pub fn doveadm_hash(scheme: &str, password: &str) -> String {
         .expect("utf-8")
         .trim()
         .to_owned()
+}
+
+/// A PostgreSQL server started by a test (never the system service): `initdb` into a folder
+/// of the temporary folder owned by the `postgres` user (PostgreSQL refuses to run as root),
+/// trust authentication on loopback, listening on a free port; its log is `postgres.log`.
+pub struct Postgres {
+    /// The running server.
+    pub daemon: Daemon,
+}
+
+impl Postgres {
+    /// The newest installed server's programs.
+    fn bin(program: &str) -> PathBuf {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        versions.sort();
+        versions
+            .last()
+            .map(|v| v.join("bin").join(program))
+            .unwrap_or_else(|| PathBuf::from(program))
+    }
+
+    /// Creates the cluster in `dir/pg`, starts it, and runs `sql` (psql) in database
+    /// `postgres`.
+    pub fn start(dir: &Path, sql: &str) -> Self {
+        ensure_tool("psql");
+        let data = dir.join("pg");
+        std::fs::create_dir_all(&data).expect("pg dir");
+        let owned = run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&data));
+        assert!(owned.status.success(), "chown postgres");
+        let init = run(Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(Self::bin("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data));
+        assert!(
+            init.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let port = free_port();
+        let id = |flag: &str| -> u32 {
+            let out = run(Command::new("id").args([flag, "postgres"]));
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("postgres's id")
+        };
+        // Run as postgres directly (not under runuser), so the test reaps it when it stops.
+        let daemon = Daemon::start_as(
+            Self::bin("postgres"),
+            vec![
+                "-D".into(),
+                data.clone().into(),
+                "-k".into(),
+                data.into(),
+                "-p".into(),
+                port.to_string().into(),
+                "-c".into(),
+                "listen_addresses=127.0.0.1".into(),
+            ],
+            dir.join("postgres.log"),
+            port,
+            Some((id("-u"), id("-g"))),
+        );
+        let mut pg = Self { daemon };
+        pg.wait_ready();
+        pg.psql(sql);
+        pg
+    }
+
+    /// Starts it again after `daemon.stop()`, and waits until it accepts queries (after a
+    /// kill it first recovers, refusing connections meanwhile).
+    pub fn resume(&mut self) {
+        self.daemon.resume_service();
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = run(Command::new("psql")
+                .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+                .args(["-p", &self.daemon.port.to_string(), "-c", "SELECT 1"]));
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postgres never accepted queries: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `sql` with psql as `postgres`; panics with its error when it fails.
+    pub fn psql(&self, sql: &str) {
+        let out = run(Command::new("psql")
+            .args([
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
+            .args([
+                "-p",
+                &self.daemon.port.to_string(),
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ]));
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            self.daemon.port
+        )
+    }
 }

@@ -74,9 +74,10 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
             };
             (Some(users), external)
         }
-        AuthSection::Http { .. } | AuthSection::Dovecot { .. } | AuthSection::Ldap(_) => {
-            (None, None)
-        }
+        AuthSection::Http { .. }
+        | AuthSection::Dovecot { .. }
+        | AuthSection::Ldap(_)
+        | AuthSection::Sql(_) => (None, None),
     };
     let s = &config.server;
     let senders = SenderPolicy::load(s.sender_login, &s.hostname, s.sender_login_map.as_deref())
@@ -168,11 +169,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let remote = crate::stores::Remote::from_config(
-        &config.auth,
-        Duration::from_secs(config.server.auth_timeout_secs),
-        &offered,
-    )?;
+    let remote = crate::stores::Remote::from_config(&config.auth, &config.server, &offered)?;
     let app = App::new(
         &config.server.hostname,
         config.server.lmtp,
@@ -208,7 +205,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 "file",
                 cache.as_ref(),
                 metrics.as_ref(),
-                Some(users),
+                Some(users.clone()),
             );
             // App passwords: the label of the credential a login matched.
             Arc::new(crate::users::Labelled {
@@ -232,18 +229,26 @@ pub async fn build(config: &Config) -> Result<Built, String> {
                 .send_authzid(*send_authzid)
                 .build()
                 .map_err(|e| format!("auth.url: {e}"))?;
-            crate::stores::store_authenticator(p, "http", cache.as_ref(), metrics.as_ref(), None)
+            crate::stores::store_authenticator(
+                p,
+                "http",
+                cache.as_ref(),
+                metrics.as_ref(),
+                None::<crate::stores::NoSecrets>,
+            )
         }
-        (AuthSection::Dovecot { .. } | AuthSection::Ldap(_), _) => match &remote {
-            Some(r) => {
-                tokio::spawn({
-                    let (r, offered) = (r.clone(), offered.clone());
-                    async move { r.report(offered).await }
-                });
-                r.authenticator(cache.as_ref(), metrics.as_ref())
+        (AuthSection::Dovecot { .. } | AuthSection::Ldap(_) | AuthSection::Sql(_), _) => {
+            match &remote {
+                Some(r) => {
+                    tokio::spawn({
+                        let (r, offered) = (r.clone(), offered.clone());
+                        async move { r.report(offered).await }
+                    });
+                    r.authenticator(cache.as_ref(), metrics.as_ref())
+                }
+                None => return Err("auth: the store is not configured".into()),
             }
-            None => return Err("auth: the store is not configured".into()),
-        },
+        }
         (AuthSection::File { .. }, None) => return Err("auth.users_file: not loaded".into()),
     };
     let users = match (&config.auth, &loaded.users) {

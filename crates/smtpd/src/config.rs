@@ -403,6 +403,9 @@ pub enum AuthSection {
     },
     /// `backend = "ldap"`: bind to an LDAP directory as the user (PLAIN and LOGIN).
     Ldap(Box<LdapSection>),
+    /// `backend = "sql"`: a query returning the stored hash (PLAIN, LOGIN; SCRAM-SHA-256 with
+    /// a `scram` column).
+    Sql(Box<SqlSection>),
     /// `backend = "dovecot"`: Dovecot's authentication service, as Postfix's
     /// `smtpd_sasl_type = dovecot` uses it. PLAIN and LOGIN are checked there through the
     /// credential cache; every other offered mechanism (SCRAM-SHA-256, XOAUTH2, OAUTHBEARER)
@@ -465,6 +468,7 @@ impl std::fmt::Debug for AuthSection {
                 .field("cache", &self.cache())
                 .finish(),
             Self::Ldap(l) => l.fmt(f),
+            Self::Sql(q) => q.fmt(f),
             Self::Dovecot {
                 socket,
                 connections,
@@ -595,6 +599,75 @@ impl LdapSection {
     }
 }
 
+/// The `[auth]` keys of the sql backend (boxed in [`AuthSection::Sql`]). `Debug` shows the
+/// URL's scheme only (a PostgreSQL URL may hold a password).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSection {
+    /// `postgres://user:password@host:port/db` or `sqlite:///path/users.db`.
+    pub url: String,
+    /// The query, the user name as `$1`: first column the stored hash, optional columns
+    /// `enabled` and `scram`.
+    pub query: String,
+    /// Connections at most (default 4).
+    #[serde(default = "default_dovecot_connections")]
+    pub connections: usize,
+    /// Accept weak schemes (clear, unsalted) in the table.
+    #[serde(default)]
+    pub allow_weak_schemes: bool,
+    /// The credential cache (on by default).
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Seconds a verified credential is remembered (default 300).
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
+    /// Most cached credentials (default 100,000).
+    #[serde(default = "default_cache_entries")]
+    pub cache_max_entries: usize,
+    /// Seconds a refused credential is remembered (default 0: not at all).
+    #[serde(default)]
+    pub cache_negative_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for SqlSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sql")
+            .field("url", &self.url.split_once("://").map_or("", |(s, _)| s))
+            .field("query", &self.query)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlSection {
+    /// The provider's configuration, or the key that is wrong and why: the provider's own
+    /// checks, each error named by its key.
+    pub fn provider_config(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<smtp_auth_sql::SqlConfig, (&'static str, String)> {
+        use smtp_auth_sql::{ConfigError, SqlConfig, SqlProvider};
+        if !(1..=64).contains(&self.connections) {
+            return Err(("connections", "must be between 1 and 64".into()));
+        }
+        let mut config = SqlConfig::new(self.url.clone(), self.query.clone());
+        config.timeout = timeout;
+        config.connections = self.connections;
+        config.allow_weak_schemes = self.allow_weak_schemes;
+        let never: smtp_auth_sql::Verifier = std::sync::Arc::new(|_| Box::pin(async { None }));
+        match SqlProvider::with_verifier(config.clone(), never) {
+            Ok(_) => Ok(config),
+            Err(e) => Err((
+                match e {
+                    ConfigError::Query => "query",
+                    _ => "url",
+                },
+                e.to_string(),
+            )),
+        }
+    }
+}
+
 fn default_dovecot_connections() -> usize {
     4
 }
@@ -625,6 +698,17 @@ pub struct CacheKeys {
 }
 
 impl AuthSection {
+    /// The backend's name, as `backend =` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::File { .. } => "file",
+            Self::Http { .. } => "http",
+            Self::Dovecot { .. } => "dovecot",
+            Self::Ldap(_) => "ldap",
+            Self::Sql(_) => "sql",
+        }
+    }
+
     /// The cache settings with the backend's defaults (file: 1 hour, http: 5 minutes).
     pub fn cache(&self) -> CacheKeys {
         let (enabled, ttl, max_entries, negative, default_ttl) = match self {
@@ -652,6 +736,13 @@ impl AuthSection {
                 cache_ttl_secs,
                 cache_max_entries,
                 cache_negative_ttl_secs,
+                300,
+            ),
+            Self::Sql(q) => (
+                &q.cache,
+                &q.cache_ttl_secs,
+                &q.cache_max_entries,
+                &q.cache_negative_ttl_secs,
                 300,
             ),
             Self::Ldap(l) => (
@@ -934,12 +1025,13 @@ impl Config {
                     "SCRAM-SHA-256-PLUS is not offered with the dovecot backend: Dovecot 2.3's auth protocol carries no channel binding (offer SCRAM-SHA-256)",
                 );
             }
-            if m.starts_with("SCRAM-SHA-256") && !(file || dovecot) {
+            let sql = matches!(self.auth, AuthSection::Sql(_));
+            if m.starts_with("SCRAM-SHA-256") && !(file || dovecot || sql) {
                 return bad(
                     "server",
                     "mechanisms",
                     &format!(
-                        "{m} needs the file backend (stored SCRAM keys) or the dovecot backend"
+                        "{m} needs the file backend (stored SCRAM keys), the sql backend (a scram column) or the dovecot backend"
                     ),
                 );
             }
@@ -954,7 +1046,7 @@ impl Config {
                     "mechanisms",
                     &format!(
                         "{m} needs the http or dovecot backend: the {} backend would check the bearer token as a password",
-                        if file { "file" } else { "ldap" }
+                        self.auth.name()
                     ),
                 );
             }
@@ -1028,6 +1120,12 @@ impl Config {
         if let AuthSection::Ldap(l) = &self.auth
             && let Err((key, why)) =
                 l.provider_config(std::time::Duration::from_secs(s.auth_timeout_secs))
+        {
+            return bad("auth", key, &why);
+        }
+        if let AuthSection::Sql(q) = &self.auth
+            && let Err((key, why)) =
+                q.provider_config(std::time::Duration::from_secs(s.auth_timeout_secs))
         {
             return bad("auth", key, &why);
         }
@@ -1212,6 +1310,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("carries no channel binding"), "{e}");
+    }
+
+    #[test]
+    fn the_sql_backend_section() {
+        let pg = "[auth]\nbackend = \"sql\"\nurl = \"postgres://mail:db-secret@127.0.0.1/mail\"\n\
+                  query = \"SELECT hash FROM users WHERE name = $1\"\n";
+        let c = Config::parse(pg, "f").unwrap();
+        assert_eq!(c.auth.name(), "sql");
+        assert_eq!(c.auth.cache().ttl_secs, 300);
+        let shown = format!("{:?}", c.auth);
+        assert!(
+            !shown.contains("db-secret") && shown.contains("\"postgres\""),
+            "{shown}"
+        );
+        let scram = format!("[server]\nmechanisms = [\"PLAIN\", \"SCRAM-SHA-256\"]\n{pg}");
+        assert!(Config::parse(&scram, "f").is_ok());
+        for (text, key, why) in [
+            (
+                pg.replace("postgres://", "mysql://"),
+                "auth.url",
+                "not a supported database URL",
+            ),
+            (
+                pg.replace("name = $1", "name = 'alice'"),
+                "auth.query",
+                "must take the user name as $1",
+            ),
+            (
+                format!("{pg}connections = 100\n"),
+                "auth.connections",
+                "between 1 and 64",
+            ),
+        ] {
+            let e = Config::parse(&text, "f").unwrap_err();
+            assert!(e.0.contains(key) && e.0.contains(why), "{e}");
+            assert!(!e.0.contains("db-secret"), "{e}");
+        }
     }
 
     #[test]

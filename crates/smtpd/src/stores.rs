@@ -28,6 +28,8 @@ pub enum Remote {
     Dovecot(DovecotClient, Arc<[String]>),
     /// An LDAP directory, bound to as the user.
     Ldap(smtp_auth_ldap::LdapProvider),
+    /// An SQL table, its hashes verified on the bounded verify pool.
+    Sql(smtp_auth_sql::SqlProvider),
 }
 
 impl Remote {
@@ -36,9 +38,10 @@ impl Remote {
     /// those are relayed: a mechanism the store knows but the server does not offer gets 504).
     pub fn from_config(
         auth: &AuthSection,
-        timeout: Duration,
+        server: &crate::config::ServerSection,
         offered: &[String],
     ) -> Result<Option<Self>, String> {
+        let timeout = Duration::from_secs(server.auth_timeout_secs);
         match auth {
             AuthSection::Dovecot {
                 socket,
@@ -72,6 +75,23 @@ impl Remote {
                     .map_err(|e| format!("auth.url: {e}"))?;
                 Ok(Some(Self::Ldap(provider)))
             }
+            AuthSection::Sql(q) => {
+                let config = q
+                    .provider_config(timeout)
+                    .map_err(|(key, why)| format!("auth.{key}: {why}"))?;
+                // Hashes are verified on a bounded pool, as the users file's are.
+                let pool = smtp_server::VerifyPool::new(match server.auth_workers {
+                    0 => smtp_server::default_workers(),
+                    n => n,
+                });
+                let verifier: smtp_auth_sql::Verifier = Arc::new(move |job| {
+                    let pool = pool.clone();
+                    Box::pin(async move { pool.run(job).await })
+                });
+                let provider = smtp_auth_sql::SqlProvider::with_verifier(config, verifier)
+                    .map_err(|e| format!("auth.url: {e}"))?;
+                Ok(Some(Self::Sql(provider)))
+            }
             _ => Ok(None),
         }
     }
@@ -81,6 +101,7 @@ impl Remote {
         match self {
             Self::Dovecot(..) => "dovecot",
             Self::Ldap(_) => "ldap",
+            Self::Sql(_) => "sql",
         }
     }
 
@@ -89,6 +110,7 @@ impl Remote {
         match self {
             Self::Dovecot(c, _) => c.reconnect().await,
             Self::Ldap(p) => p.reconnect(),
+            Self::Sql(p) => p.reconnect(),
         }
     }
 
@@ -111,7 +133,7 @@ impl Remote {
                     tracing::warn!(target: "smtpd::app", error = %e, "Dovecot not reachable yet: logins get 454 until it is")
                 }
             },
-            Self::Ldap(_) => {}
+            Self::Ldap(_) | Self::Sql(_) => {}
         }
     }
 
@@ -128,9 +150,15 @@ impl Remote {
                 self.name(),
                 cache,
                 metrics,
-                None,
+                None::<NoSecrets>,
             ),
-            Self::Ldap(p) => store_authenticator(p.clone(), self.name(), cache, metrics, None),
+            Self::Ldap(p) => {
+                store_authenticator(p.clone(), self.name(), cache, metrics, None::<NoSecrets>)
+            }
+            // A `scram` column serves SCRAM-SHA-256 through the lookup.
+            Self::Sql(p) => {
+                store_authenticator(p.clone(), self.name(), cache, metrics, Some(p.clone()))
+            }
         }
     }
 
@@ -140,7 +168,7 @@ impl Remote {
     pub fn runs(&self, mechanism: &str) -> bool {
         match self {
             Self::Dovecot(_, relayed) => relayed.iter().any(|m| m == mechanism),
-            Self::Ldap(_) => false,
+            Self::Ldap(_) | Self::Sql(_) => false,
         }
     }
 
@@ -294,26 +322,23 @@ impl<T> StoreProvider for T where
 /// The authenticator over a store's provider, as every store gets it: measured when
 /// `[metrics]` is on (only the requests that reach the store count), behind the credential
 /// cache when it is on, with the users file's stored secrets for SCRAM when given.
-pub(crate) fn store_authenticator(
+pub(crate) fn store_authenticator<S: SecretStore>(
     provider: impl StoreProvider,
     store: &'static str,
     cache: Option<&CredentialCache>,
     metrics: Option<&Arc<Metrics>>,
-    secrets: Option<&crate::users::FileUsers>,
+    secrets: Option<S>,
 ) -> Arc<dyn Authenticator> {
-    fn finish(
-        q: impl StoreProvider,
-        secrets: Option<&crate::users::FileUsers>,
-    ) -> Arc<dyn Authenticator> {
+    fn finish<S: SecretStore>(q: impl StoreProvider, secrets: Option<S>) -> Arc<dyn Authenticator> {
         match secrets {
-            Some(s) => Arc::new(ProviderAuthenticator::new(q).with_secrets(s.clone())),
+            Some(s) => Arc::new(ProviderAuthenticator::new(q).with_secrets(s)),
             None => Arc::new(ProviderAuthenticator::new(q)),
         }
     }
-    fn cached(
+    fn cached<S: SecretStore>(
         q: impl StoreProvider,
         cache: Option<&CredentialCache>,
-        secrets: Option<&crate::users::FileUsers>,
+        secrets: Option<S>,
     ) -> Arc<dyn Authenticator> {
         match cache {
             Some(c) => finish(c.layer().layer(q), secrets),
@@ -325,3 +350,33 @@ pub(crate) fn store_authenticator(
         None => cached(provider, cache, secrets),
     }
 }
+
+/// A store's secret lookup (SCRAM keys) as [`store_authenticator`] takes it.
+pub(crate) trait SecretStore:
+    tower_service::Service<
+        smtp_auth::LookupRequest,
+        Response = smtp_auth::LookupResult,
+        Future: Send,
+        Error: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> SecretStore for T where
+    T: tower_service::Service<
+            smtp_auth::LookupRequest,
+            Response = smtp_auth::LookupResult,
+            Future: Send,
+            Error: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The secrets of a store without any (its `None`'s type).
+pub(crate) type NoSecrets = smtp_auth::MemoryProvider;
