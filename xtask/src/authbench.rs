@@ -411,7 +411,7 @@ fn auth_in(smtpd: &Path, dir: &Path) -> Result<(), String> {
             );
         }
     }
-    stores(smtpd, dir, reference_sps_100)?;
+    stores(smtpd, dir, reference_sps_100, &min_hash)?;
     flood(smtpd, dir, &default_users, cores)
 }
 
@@ -439,9 +439,21 @@ fn installed(programs: &str) -> bool {
 }
 
 fn spawn_peer(program: &str, args: &[&std::ffi::OsStr]) -> Result<Peer, String> {
+    spawn_peer_as(program, args, None)
+}
+
+/// As [`spawn_peer`], as `user` (uid, gid) when given.
+fn spawn_peer_as(
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    user: Option<(u32, u32)>,
+) -> Result<Peer, String> {
     use std::os::unix::process::CommandExt as _;
-    Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
@@ -573,24 +585,137 @@ fn slapd(dir: &Path) -> Result<(Peer, String), String> {
     ))
 }
 
+/// PostgreSQL (`initdb` as the postgres user in the task's folder, trust on loopback) with a
+/// table of the 1,000 users, each with `hash`; the `[auth]` lines that query it.
+fn postgres(dir: &Path, hash: &str) -> Result<(Peer, String), String> {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .max()
+        .ok_or("no PostgreSQL under /usr/lib/postgresql")?;
+    let data = dir.join("pg");
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    let id = |flag: &str| -> Result<u32, String> {
+        hash_with("id", &[flag, "postgres"])?
+            .parse()
+            .map_err(|_| "no postgres user".to_string())
+    };
+    let user = (id("-u")?, id("-g")?);
+    let ok = |c: &mut Command| c.output().is_ok_and(|o| o.status.success());
+    if !ok(Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(&data))
+        || !ok(Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data))
+    {
+        return Err("initdb failed".into());
+    }
+    let port = free_port()?.to_string();
+    let peer = spawn_peer_as(
+        &bin.join("postgres").to_string_lossy(),
+        &[
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-k".as_ref(),
+            data.as_os_str(),
+            "-p".as_ref(),
+            port.as_ref(),
+            "-c".as_ref(),
+            "listen_addresses=127.0.0.1".as_ref(),
+        ],
+        Some(user),
+    )?;
+    let psql = |sql: &str| {
+        ok(Command::new("psql")
+            .args([
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-p",
+                &port,
+            ])
+            .args(["-c", sql]))
+    };
+    wait_for("postgres", || psql("SELECT 1"))?;
+    let created = psql(&format!(
+        "CREATE TABLE users (name text PRIMARY KEY, hash text NOT NULL);         INSERT INTO users SELECT 'user' || g, '{hash}' FROM generate_series(0, {}) g;",
+        USERS - 1
+    ));
+    if !created {
+        return Err("could not create the users table".into());
+    }
+    Ok((
+        peer,
+        format!(
+            "backend = \"sql\"\nurl = \"postgres://postgres@127.0.0.1:{port}/postgres\"\n\
+             query = \"SELECT hash FROM users WHERE name = $1\""
+        ),
+    ))
+}
+
+/// An SQLite file with the same table (written with Python's sqlite3); no server.
+fn sqlite(dir: &Path, hash: &str) -> Result<(Option<Peer>, String), String> {
+    let path = dir.join("users.db");
+    let script = format!(
+        "import sqlite3\nc = sqlite3.connect({path:?})\n\
+         c.execute('CREATE TABLE users (name text PRIMARY KEY, hash text NOT NULL)')\n\
+         c.executemany('INSERT INTO users VALUES (?, ?)', [('user%d' % i, {hash:?}) for i in range({USERS})])\n\
+         c.commit()\n"
+    );
+    let done = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !done {
+        return Err("could not write the SQLite file".into());
+    }
+    Ok((
+        None,
+        format!(
+            "backend = \"sql\"\nurl = \"sqlite://{}\"\nquery = \"SELECT hash FROM users WHERE name = $1\"",
+            path.display()
+        ),
+    ))
+}
+
 /// The identity stores at 100 concurrent logins, cached (the same user again and again, the
 /// cache warm) and uncached (1,000 users), as ratios to the reference row's sessions/s. A store
 /// whose server is not installed here is reported as skipped.
-fn stores(smtpd: &Path, dir: &Path, reference_sps_100: f64) -> Result<(), String> {
+fn stores(smtpd: &Path, dir: &Path, reference_sps_100: f64, min_hash: &str) -> Result<(), String> {
     println!();
-    type Start = fn(&Path) -> Result<(Peer, String), String>;
-    let all: [(&str, &str, &str, Start); 2] = [
+    // Each store's server (none for SQLite), started only when its programs are here.
+    type Start<'a> = Box<dyn Fn() -> Result<(Option<Peer>, String), String> + 'a>;
+    let all: Vec<(&str, &str, &str, Start)> = vec![
         (
             "dovecot (SHA512-CRYPT)",
             "dovecot doveadm",
             "dovecot-core",
-            dovecot,
+            Box::new(|| dovecot(dir).map(|(p, a)| (Some(p), a))),
         ),
         (
             "ldap (bind, {SSHA})",
             "slapd slapadd slappasswd",
             "slapd",
-            slapd,
+            Box::new(|| slapd(dir).map(|(p, a)| (Some(p), a))),
+        ),
+        (
+            "sql postgres (minimal argon2id)",
+            "psql runuser",
+            "postgresql",
+            Box::new(|| postgres(dir, min_hash).map(|(p, a)| (Some(p), a))),
+        ),
+        (
+            "sql sqlite (minimal argon2id)",
+            "python3",
+            "python3",
+            Box::new(|| sqlite(dir, min_hash)),
         ),
     ];
     for (name, programs, package, start) in all {
@@ -600,7 +725,7 @@ fn stores(smtpd: &Path, dir: &Path, reference_sps_100: f64) -> Result<(), String
             );
             continue;
         }
-        let (_peer, auth) = start(dir)?;
+        let (_peer, auth) = start()?;
         let same: &(dyn Fn(usize) -> String + Sync) = &|_| "user0".to_owned();
         let distinct: &(dyn Fn(usize) -> String + Sync) = &|i| format!("user{}", i % USERS);
         for (rows, cache, pick, total) in [
