@@ -332,6 +332,22 @@ s.quit()
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
+    // SIGHUP reconnects the store and empties the credential cache: alice's next login (cached
+    // until now) asks Dovecot again.
+    srv.sighup();
+    srv.wait_for_log(
+        "identity store reconnected, credential cache emptied store=\"dovecot\"",
+        1,
+    );
+    let again = python(&format!(
+        "import smtplib\ns = smtplib.SMTP('127.0.0.1', {port}, timeout=20)\nprint(s.login('alice', 'wonder land')[0])\n"
+    ));
+    assert_eq!(again, "235\n");
+    let text =
+        run(Command::new("curl").args(["-s", &format!("http://127.0.0.1:{metrics}/metrics")]));
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let line = "smtpd_auth_store_requests_total{store=\"dovecot\",outcome=\"ok\"} 3";
+    assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     let log = srv.log();
     for secret in ["wonder land", "pencil", "crayon"] {
         assert!(!log.contains(secret), "{secret} in the log");

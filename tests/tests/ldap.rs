@@ -285,6 +285,23 @@ except smtplib.SMTPAuthenticationError as e:
         "454 4.7.0 Temporary authentication failure\n"
     );
     slapd.daemon.resume_service();
+    // Hanging: 454 within auth_timeout_secs (2 s); thawed, logins work again.
+    slapd.daemon.freeze();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        login("alice", "other-pw"),
+        "454 4.7.0 Temporary authentication failure\n"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    slapd.daemon.thaw();
+    assert_eq!(
+        login("alice", "other-pw"),
+        "535 5.7.8 Authentication credentials invalid\n"
+    );
     assert_eq!(
         login("alice", "wonder land"),
         "235\n",

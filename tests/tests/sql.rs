@@ -326,6 +326,23 @@ fn smtpd_logs_in_through_postgres_with_smtplib_swaks_and_gsasl() {
     );
     pg.resume();
     assert_eq!(login(port, "dave", "dave-pw"), "235\n");
+    // Hanging: 454 within auth_timeout_secs (2 s); thawed, logins work again.
+    pg.daemon.freeze();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        login(port, "bob", "other-pw"),
+        "454 4.7.0 Temporary authentication failure\n"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    pg.daemon.thaw();
+    assert_eq!(
+        login(port, "bob", "other-pw"),
+        "535 5.7.8 Authentication credentials invalid\n"
+    );
     let log = srv.log();
     for secret in ["wonder land", "builder", "dave-pw"] {
         assert!(!log.contains(secret), "{secret} in the log");
