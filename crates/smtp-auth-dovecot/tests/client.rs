@@ -157,3 +157,46 @@ async fn no_answer_within_the_timeout_and_a_bad_handshake() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_temporary_failure_is_a_failure_not_a_refusal() {
+    use smtp_auth::{AuthDecision, AuthRequest, AuthStatus, Password, SessionInfo};
+    use smtp_auth_dovecot::{DovecotProvider, Proxy, ProxyStep};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut r, mut w) = accept(&l).await;
+        // Dovecot's passdb is down: every request fails with `temp`.
+        for _ in 0..2 {
+            let mut a = String::new();
+            r.read_line(&mut a).await.unwrap();
+            w.write_all(
+                format!("FAIL\t{}\tuser=alice\ttemp\treason=try later\n", id_of(&a)).as_bytes(),
+            )
+            .await
+            .unwrap();
+        }
+        let mut rest = String::new();
+        let _ = r.read_line(&mut rest).await;
+    });
+    let c = client(port, Duration::from_secs(5));
+    let req = AuthRequest::new(
+        &SessionInfo::default(),
+        "PLAIN",
+        "alice".into(),
+        Password::new("pw".into()),
+        None,
+    );
+    assert_eq!(
+        DovecotProvider::new(c.clone()).check(&req).await,
+        AuthDecision::Failure
+    );
+    let (_, step) = Proxy::start(&c, "LOGIN", &RequestInfo::default(), None).await;
+    let ProxyStep::Done(r) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(r.status, AuthStatus::TempFail);
+    assert_eq!(r.auth_data.unwrap().login(), Some("alice"));
+    drop(c);
+    server.await.unwrap();
+}
