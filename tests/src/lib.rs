@@ -1008,3 +1008,36 @@ impl Postgres {
         )
     }
 }
+
+/// Sends a message with swaks over SMTP to `port` after `AUTH LOGIN` as `user`; panics with
+/// swaks's transcript when it fails.
+pub fn swaks_send(port: u16, user: &str, password: &str, from: &str, to: &str, body: &str) {
+    ensure_tool("swaks");
+    let out = run(Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args(["--auth", "LOGIN", "--auth-user", user])
+        .args(["--auth-password", password])
+        .args(["--from", from, "--to", to])
+        .args(["--body", body]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// gsasl's SCRAM-SHA-256 (no channel binding) against `port` as `user`, in the clear: its
+/// transcript (stdout and stderr).
+pub fn gsasl_scram(port: u16, user: &str, password: &str) -> String {
+    ensure_tool("gsasl");
+    let out = run(Command::new("gsasl")
+        .args(["--smtp", &format!("--connect=127.0.0.1:{port}")])
+        .args(["-m", "SCRAM-SHA-256", "-a", user, "-p", password])
+        .args(["--no-cb", "--verbose"])
+        .stdin(Stdio::null()));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -272,16 +272,13 @@ s.quit()
         out,
         "AUTH PLAIN LOGIN SCRAM-SHA-256\n535 5.7.8 Authentication credentials invalid\n235\n"
     );
-    let swaks = run(Command::new("swaks")
-        .args(["--server", &format!("127.0.0.1:{port}")])
-        .args(["--auth", "LOGIN", "--auth-user", "alice"])
-        .args(["--auth-password", "wonder land"])
-        .args(["--from", "alice@mx.test", "--to", "bob@example.org"])
-        .args(["--body", "swaks through dovecot"]));
-    assert!(
-        swaks.status.success(),
-        "{}",
-        String::from_utf8_lossy(&swaks.stdout)
+    e2e::swaks_send(
+        port,
+        "alice",
+        "wonder land",
+        "alice@mx.test",
+        "bob@example.org",
+        "swaks through dovecot",
     );
     let msgs = maildir_messages(&maildir);
     assert_eq!(msgs.len(), 2);
@@ -293,19 +290,7 @@ s.quit()
 
     // SCRAM-SHA-256 runs inside Dovecot against its {SCRAM-SHA-256} hash: gsasl verifies
     // Dovecot's server signature through us.
-    e2e::ensure_tool("gsasl");
-    let gsasl = |password: &str| {
-        let out = run(Command::new("gsasl")
-            .args(["--smtp", &format!("--connect=127.0.0.1:{port}")])
-            .args(["-m", "SCRAM-SHA-256", "-a", "carol", "-p", password])
-            .args(["--no-cb", "--verbose"])
-            .stdin(std::process::Stdio::null()));
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
+    let gsasl = |password: &str| e2e::gsasl_scram(port, "carol", password);
     let out = gsasl("pencil");
     assert!(
         out.contains("\n235 2.7.0 Authentication successful"),

@@ -3,10 +3,9 @@
 //! the pool, slapd down and hanging), and `smtpd` with `backend = "ldap"` driven by smtplib and
 //! swaks.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{Slapd, Smtpd, free_port, maildir_messages, python, run, slappasswd, temp_dir};
+use e2e::{Slapd, Smtpd, free_port, maildir_messages, python, slappasswd, temp_dir};
 use smtp_auth::{AuthDecision, AuthRequest, Password, SessionInfo};
 use smtp_auth_ldap::{LdapConfig, LdapProvider, Lookup};
 
@@ -249,16 +248,13 @@ except smtplib.SMTPAuthenticationError as e:
         login("al*", "wonder land"),
         "535 5.7.8 Authentication credentials invalid\n"
     );
-    let swaks = run(Command::new("swaks")
-        .args(["--server", &format!("127.0.0.1:{port}")])
-        .args(["--auth", "LOGIN", "--auth-user", "bob"])
-        .args(["--auth-password", "builder"])
-        .args(["--from", "bob@mx.test", "--to", "carol@example.org"])
-        .args(["--body", "swaks through ldap"]));
-    assert!(
-        swaks.status.success(),
-        "{}",
-        String::from_utf8_lossy(&swaks.stdout)
+    e2e::swaks_send(
+        port,
+        "bob",
+        "builder",
+        "bob@mx.test",
+        "carol@example.org",
+        "swaks through ldap",
     );
     let msgs = maildir_messages(&maildir);
     assert_eq!(msgs.len(), 2);

@@ -3,10 +3,9 @@
 //! `enabled` and `scram` columns, the user name as a bound parameter, the database down and
 //! hanging), and `smtpd` with `backend = "sql"` driven by smtplib, swaks and gsasl.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{Postgres, Smtpd, doveadm_hash, free_port, maildir_messages, python, run, temp_dir};
+use e2e::{Postgres, Smtpd, doveadm_hash, free_port, maildir_messages, python, temp_dir};
 use smtp_auth::{AuthDecision, AuthRequest, LookupRequest, LookupResult, Password, SessionInfo};
 use smtp_auth_sql::{SqlConfig, SqlProvider};
 
@@ -275,16 +274,13 @@ fn smtpd_logs_in_through_postgres_with_smtplib_swaks_and_gsasl() {
         login(port, "carol", "carol-pw"),
         "535 5.7.8 Authentication credentials invalid\n"
     );
-    let swaks = run(Command::new("swaks")
-        .args(["--server", &format!("127.0.0.1:{port}")])
-        .args(["--auth", "LOGIN", "--auth-user", "bob"])
-        .args(["--auth-password", "builder"])
-        .args(["--from", "bob@mx.test", "--to", "zed@example.org"])
-        .args(["--body", "swaks through sql"]));
-    assert!(
-        swaks.status.success(),
-        "{}",
-        String::from_utf8_lossy(&swaks.stdout)
+    e2e::swaks_send(
+        port,
+        "bob",
+        "builder",
+        "bob@mx.test",
+        "zed@example.org",
+        "swaks through sql",
     );
     let msgs = maildir_messages(&maildir);
     assert_eq!(msgs.len(), 2);
@@ -297,19 +293,7 @@ fn smtpd_logs_in_through_postgres_with_smtplib_swaks_and_gsasl() {
             .any(|m| m.contains("\t(authenticated user bob)\r\n"))
     );
     // SCRAM-SHA-256 from the scram column: gsasl checks our server signature.
-    e2e::ensure_tool("gsasl");
-    let gsasl = |password: &str| {
-        let out = run(Command::new("gsasl")
-            .args(["--smtp", &format!("--connect=127.0.0.1:{port}")])
-            .args(["-m", "SCRAM-SHA-256", "-a", "alice", "-p", password])
-            .args(["--no-cb", "--verbose"])
-            .stdin(std::process::Stdio::null()));
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
+    let gsasl = |password: &str| e2e::gsasl_scram(port, "alice", password);
     let out = gsasl("wonder land");
     assert!(
         out.contains("\n235 2.7.0 Authentication successful"),
