@@ -652,14 +652,42 @@ impl Daemon {
         }
     }
 
-    /// Freezes every process of it (a peer that accepts nothing and answers nothing: a hang).
+    /// Freezes every process of it (a peer that accepts nothing and answers nothing: a hang);
+    /// returns once the kernel reports each of them stopped.
     pub fn freeze(&self) {
         self.signal_group("-STOP");
+        self.wait_state(true);
     }
 
-    /// Undoes [`Daemon::freeze`].
+    /// Undoes [`Daemon::freeze`]; returns once none of them is stopped.
     pub fn thaw(&self) {
         self.signal_group("-CONT");
+        self.wait_state(false);
+    }
+
+    /// Waits (at most 10 s) until its processes are all stopped (`T` in `/proc/PID/stat`), or
+    /// none is.
+    fn wait_state(&self, stopped: bool) {
+        let Some(c) = &self.child else { return };
+        let state = |pid: u32| -> Option<char> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat.rsplit_once(')')?.1.trim_start().chars().next()
+        };
+        let mut pids = vec![c.id()];
+        pids.extend(descendants(c.id()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pids
+            .iter()
+            .all(|p| state(*p).is_none_or(|s| (s == 'T') == stopped))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not {}",
+                self.program.display(),
+                if stopped { "stop" } else { "continue" }
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
