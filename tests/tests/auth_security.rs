@@ -519,3 +519,70 @@ s.quit()
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Input nodemailer's suite got through, refused by the real server before any backend sees
+/// it: user names and authzids with CR, LF, NUL or SASLprep's prohibited output (PLAIN and
+/// LOGIN, as smtplib sends them), and a recipient domain with an invisible code point IDNA2008
+/// disallows.
+#[test]
+fn names_with_control_characters_and_invisible_domains_are_refused_before_any_backend() {
+    setup();
+    let dir = temp_dir("bad-input");
+    let port = free_port();
+    let (url, asked) = e2e::http_auth_service_counting();
+    // Enough failures allowed on one connection and from one address for every case.
+    let limits = "hostname = \"mx.test\"\nmax_auth_failures = 20\nmax_auth_failures_per_ip = 0\nmax_errors = 50";
+    let config = e2e::http_config(port, &url, limits, "");
+    let srv = Smtpd::start(&dir, &config, port);
+    let out = python(&format!(
+        r#"
+import smtplib, base64
+b = lambda s: base64.b64encode(s.encode()).decode()
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=10)
+s.ehlo("client.test")
+for msg in ["\0al\rice\0right", "\0ali\nce\0right", "bo\rb\0alice\0right", "\0al\u200eice\0right", "\0a\tb\0right"]:
+    print("PLAIN", s.docmd("AUTH", "PLAIN " + b(msg)))
+for user in ["al\0ice", "al\rice", "alice\n"]:
+    print("LOGIN", s.docmd("AUTH", "LOGIN " + b(user)), s.docmd(b("right")))
+# A clean name does reach the backend (and logs in).
+print("GOOD", s.docmd("AUTH", "PLAIN " + b("\0alice\0right")))
+s.command_encoding = "utf-8"
+print("MAIL", s.docmd("MAIL", "FROM:<alice@mx.test> SMTPUTF8"))
+for to in ["test@exam\u200bple.com", "test@exam\u2060ple.com", "test@\ufeffexample.com", "test@b\u00fccher.de"]:
+    print("RCPT", s.docmd("RCPT", "TO:<" + to + ">"))
+s.quit()
+"#
+    ));
+    let malformed = "(501, b'5.5.2 Malformed authentication data')";
+    let lines: Vec<&str> = out.lines().collect();
+    for l in &lines[..5] {
+        assert_eq!(*l, format!("PLAIN {malformed}"), "{out}");
+    }
+    for l in &lines[5..8] {
+        assert!(
+            l.starts_with("LOGIN (334, b'UGFzc3dvcmQ6')") && l.ends_with(malformed),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        lines[8], "GOOD (235, b'2.7.0 Authentication successful')",
+        "{out}"
+    );
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the clean name reached the backend"
+    );
+    assert_eq!(lines[9], "MAIL (250, b'2.1.0 Sender OK')", "{out}");
+    assert_eq!(
+        &lines[10..14],
+        [
+            r"RCPT (553, b'5.1.3 Invalid international domain name exam\\u{200b}ple.com')",
+            r"RCPT (553, b'5.1.3 Invalid international domain name exam\\u{2060}ple.com')",
+            r"RCPT (553, b'5.1.3 Invalid international domain name \\u{feff}example.com')",
+            "RCPT (250, b'2.1.5 Recipient OK')",
+        ],
+        "{out}"
+    );
+    drop(srv);
+}

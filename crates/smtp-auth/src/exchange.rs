@@ -6,7 +6,9 @@
 //! [`AuthProgress`] bookkeeping, and the one authorization-identity rule of every mechanism:
 //! an authzid that is empty or equal to the user is fine; any other is refused
 //! ([`AuthStatus::Invalid`]) unless the driver declared that its provider decides proxy
-//! authorization ([`AuthExchange::with_proxy_authorization`]). A call in the wrong state
+//! authorization ([`AuthExchange::with_proxy_authorization`]). A user name or authzid holding
+//! CR, LF, NUL or SASLprep's prohibited output ([`sasl::check_name`]) ends the exchange with
+//! [`AuthStatus::Malformed`] before any provider or store is asked. A call in the wrong state
 //! returns [`ExchangeError`], never panics.
 
 use std::fmt;
@@ -260,6 +262,20 @@ impl AuthExchange {
 
     fn track(&mut self, step: Step) -> Step {
         let step = match step {
+            // A name with a line break, a NUL or SASLprep's prohibited output reaches no
+            // provider or store, whichever mechanism carried it.
+            Step::Verify(req)
+                if sasl::check_name(&req.username).is_err()
+                    || req
+                        .authzid
+                        .as_deref()
+                        .is_some_and(|z| sasl::check_name(z).is_err()) =>
+            {
+                Step::Done(AuthResult::failure(AuthStatus::Malformed))
+            }
+            Step::Lookup(req) if sasl::check_name(&req.username).is_err() => {
+                Step::Done(AuthResult::failure(AuthStatus::Malformed))
+            }
             Step::Verify(req)
                 if foreign_authzid(req.authzid.as_deref(), &req.username)
                     && !self.proxy_authorization =>

@@ -3,6 +3,8 @@
 //! path that reads or writes one: the built-in [`AuthExchange`](crate::AuthExchange), a
 //! server's own `handle_auth` hook, and the [`smtp`](crate::smtp) face.
 
+use std::fmt;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
@@ -59,6 +61,85 @@ pub fn decode_initial_response(text: &[u8], max: usize) -> Response {
     }
 }
 
+/// Why a user name or authorization identity was refused before any provider saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BadName {
+    /// It holds CR, LF or NUL: the characters that end lines and fields in the protocols a
+    /// name travels on to a backend (SMTP, Dovecot's auth protocol, LDAP filters, logs).
+    LineBreakOrNul,
+    /// It holds a character SASLprep's output prohibits (RFC 4013 §2.3: other control
+    /// characters, non-ASCII spaces, private use, non-characters, surrogates, tagging and
+    /// display-changing characters).
+    Prohibited,
+    /// It mixes right-to-left and left-to-right text against RFC 3454 §6 (RFC 4013 §2.4).
+    Bidi,
+}
+
+impl fmt::Display for BadName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::LineBreakOrNul => "the name holds CR, LF or NUL",
+            Self::Prohibited => "the name holds a character SASLprep prohibits",
+            Self::Bidi => "the name breaks SASLprep's bidirectional text rules",
+        })
+    }
+}
+
+/// Checks a user name or authorization identity as SASLprep (RFC 4013) prepares a query
+/// string: its mapped and NFKC-normalised form must hold no prohibited output (§2.3) and
+/// follow the bidirectional rules (§2.4). Unassigned code points are allowed, as in a query
+/// (RFC 3454 §7). The exchange refuses a name that fails this for every mechanism, before
+/// any provider or store sees it.
+pub fn check_name(name: &str) -> Result<(), BadName> {
+    if name.contains(['\r', '\n', '\0']) {
+        return Err(BadName::LineBreakOrNul);
+    }
+    // Fast path: printable ASCII maps to itself and holds nothing prohibited.
+    if name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
+    }
+    use stringprep::tables as t;
+    use unicode_normalization::UnicodeNormalization as _;
+    let mapped: String = name
+        .chars()
+        .filter(|&c| !t::commonly_mapped_to_nothing(c))
+        .map(|c| {
+            if t::non_ascii_space_character(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .nfkc()
+        .collect();
+    let prohibited = |c: char| {
+        t::non_ascii_space_character(c)
+            || t::ascii_control_character(c)
+            || t::non_ascii_control_character(c)
+            || t::private_use(c)
+            || t::non_character_code_point(c)
+            || t::surrogate_code(c)
+            || t::inappropriate_for_plain_text(c)
+            || t::inappropriate_for_canonical_representation(c)
+            || t::change_display_properties_or_deprecated(c)
+            || t::tagging_character(c)
+    };
+    if mapped.chars().any(prohibited) {
+        return Err(BadName::Prohibited);
+    }
+    // RFC 3454 §6: text with a RandALCat character holds no LCat character, and starts and
+    // ends with a RandALCat character.
+    if mapped.chars().any(t::bidi_r_or_al) {
+        let first = mapped.chars().next().is_some_and(t::bidi_r_or_al);
+        let last = mapped.chars().next_back().is_some_and(t::bidi_r_or_al);
+        if mapped.chars().any(t::bidi_l) || !first || !last {
+            return Err(BadName::Bidi);
+        }
+    }
+    Ok(())
+}
+
 /// Base64 of a challenge, as SMTP sends it after `334 `.
 pub fn encode_challenge(challenge: &[u8]) -> String {
     STANDARD.encode(challenge)
@@ -95,5 +176,41 @@ mod tests {
         );
         assert_eq!(decode_response(b"", 1).failure(), None);
         assert_eq!(encode_challenge(b"Username:"), "VXNlcm5hbWU6");
+    }
+
+    #[test]
+    fn names_are_checked_as_saslprep_queries() {
+        for ok in [
+            "alice",
+            "alice@example.com",
+            "first last",
+            "j\u{f6}rg",
+            "\u{5d0}\u{5d1}",
+            // Unassigned in Unicode 3.2, allowed in a query.
+            "\u{1f600}",
+            // Mapped to a space, then fine.
+            "a\u{a0}b",
+            // Mapped to nothing (a soft hyphen).
+            "ab\u{ad}c",
+        ] {
+            assert_eq!(check_name(ok), Ok(()), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("ali\rce", BadName::LineBreakOrNul),
+            ("alice\n", BadName::LineBreakOrNul),
+            ("al\0ice", BadName::LineBreakOrNul),
+            ("al\tice", BadName::Prohibited),
+            ("al\u{7f}ice", BadName::Prohibited),
+            ("a\u{85}b", BadName::Prohibited),
+            ("a\u{e000}b", BadName::Prohibited),
+            ("a\u{fffe}b", BadName::Prohibited),
+            ("a\u{200e}b", BadName::Prohibited),
+            ("a\u{e0041}b", BadName::Prohibited),
+            ("a\u{2028}b", BadName::Prohibited),
+            ("\u{5d0}a\u{5d1}", BadName::Bidi),
+            ("\u{5d0}1", BadName::Bidi),
+        ] {
+            assert_eq!(check_name(bad), Err(why), "{bad:?}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! For each mechanism, our client against our server authenticates exactly when the password
-//! (or token) matches, for arbitrary Unicode credentials.
+//! (or token) matches, for arbitrary Unicode credentials; a name SASLprep's rules refuse is
+//! refused as malformed for every mechanism.
 
 mod common;
 
@@ -35,6 +36,11 @@ fn check(
         &provider,
         initial,
     );
+    if smtp_auth::sasl::check_name(user).is_err() {
+        // Control characters and SASLprep's prohibited output never reach the provider.
+        prop_assert_eq!(r.status, AuthStatus::Malformed);
+        return Ok(());
+    }
     prop_assert_eq!(r.is_success(), stored == given, "status {:?}", r.status);
     if r.is_success() {
         let data = r.auth_data.unwrap();

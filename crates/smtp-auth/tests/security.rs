@@ -364,3 +364,99 @@ fn plain_client_sends_authzid() {
         b"bob\0alice\0wonderland"
     );
 }
+
+/// Plays `messages` (raw, base64'd here) against a fresh exchange of `mechanism`: the first
+/// as the initial response, the rest as answers to challenges. Panics if a provider or a
+/// store would be asked.
+fn refused_before_any_store(mechanism: &str, info: SessionInfo, messages: &[&[u8]]) -> AuthResult {
+    let mut ex = AuthExchange::new(Registry::all_builtin(), info);
+    let mut rest = messages.iter();
+    let mut step = ex
+        .start(mechanism, rest.next().map(|m| b64(m)).as_deref())
+        .unwrap();
+    loop {
+        step = match step {
+            Step::Challenge(_) => ex.respond(&b64(rest.next().expect("a message"))).unwrap(),
+            Step::Done(r) => return r,
+            other => panic!("{mechanism}: a store was asked: {other:?}"),
+        };
+    }
+}
+
+#[test]
+fn names_with_line_breaks_nul_or_prohibited_output_reach_no_store_for_any_mechanism() {
+    let external = SessionInfo {
+        external_identity: Some("client.example".into()),
+        ..SessionInfo::default()
+    };
+    let bad = [
+        "al\rice",
+        "ali\nce",
+        "alice\r\n",
+        "al\tice",
+        "a\u{200e}lice",
+    ];
+    for name in bad {
+        let n = name.as_bytes();
+        let cases: Vec<(&str, SessionInfo, Vec<Vec<u8>>)> = vec![
+            (
+                "PLAIN",
+                SessionInfo::default(),
+                vec![[b"\0", n, b"\0pw"].concat()],
+            ),
+            (
+                "PLAIN",
+                SessionInfo::default(),
+                vec![[n, b"\0alice\0pw"].concat()],
+            ),
+            (
+                "LOGIN",
+                SessionInfo::default(),
+                vec![n.to_vec(), b"pw".to_vec()],
+            ),
+            (
+                "CRAM-MD5",
+                SessionInfo::default(),
+                vec![[n, b" 0123456789abcdef0123456789abcdef"].concat()],
+            ),
+            (
+                "SCRAM-SHA-256",
+                SessionInfo::default(),
+                vec![[b"n,,n=", n, b",r=abcdefghijklmnop"].concat()],
+            ),
+            (
+                "XOAUTH2",
+                SessionInfo::default(),
+                vec![[b"user=", n, b"\x01auth=Bearer t0k\x01\x01"].concat()],
+            ),
+            (
+                "OAUTHBEARER",
+                SessionInfo::default(),
+                vec![[b"n,a=", n, b",\x01auth=Bearer t0k\x01\x01"].concat()],
+            ),
+            ("EXTERNAL", external.clone(), vec![n.to_vec()]),
+        ];
+        for (mech, info, msgs) in cases {
+            let msgs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+            let r = refused_before_any_store(mech, info, &msgs);
+            assert_eq!(r.status, AuthStatus::Malformed, "{mech} {name:?}");
+            assert_eq!(
+                smtp_auth::smtp::reply(&r).map(|r| r.to_string()).as_deref(),
+                Some("501 5.5.2 Malformed authentication data"),
+                "{mech} {name:?}"
+            );
+        }
+    }
+    // A NUL inside a LOGIN name (PLAIN's separator cannot be in its fields).
+    let r = refused_before_any_store("LOGIN", SessionInfo::default(), &[b"al\0ice", b"pw"]);
+    assert_eq!(r.status, AuthStatus::Malformed);
+    // The same mechanisms with clean names do ask their store.
+    let mut ex = AuthExchange::new(Registry::all_builtin(), SessionInfo::default());
+    let step = ex
+        .start("LOGIN", Some(&b64("j\u{f6}rg".as_bytes())))
+        .unwrap();
+    assert!(matches!(step, Step::Challenge(_)));
+    assert!(
+        matches!(ex.respond(&b64(b"pw")).unwrap(), Step::Verify(r) if r.username == "j\u{f6}rg")
+    );
+}

@@ -3,8 +3,8 @@
 //! the connection loop only calls them.
 
 use smtp_proto::{
-    BodyType, EhloResponse, Extension, ForwardPath, MailParameters, ProtoError, RcptParameters,
-    Reply, ReversePath,
+    BodyType, EhloResponse, Extension, ForwardPath, Host, MailParameters, ProtoError,
+    RcptParameters, Reply, ReversePath,
 };
 
 use crate::config::ServerConfig;
@@ -59,8 +59,15 @@ pub(crate) fn check_mail(
     if params.first_unknown().is_some() || (params.smtputf8 && !cfg.smtputf8) {
         return Err(ProtoError::UnknownParameter.reply());
     }
-    if from.is_utf8() && !params.smtputf8 {
-        return Err(replies::smtputf8_required());
+    if let ReversePath::Mailbox(m) = from
+        && m.is_utf8()
+    {
+        if !params.smtputf8 {
+            return Err(replies::smtputf8_required());
+        }
+        if !international_host_ok(m.host()) {
+            return Err(replies::bad_idn(m.host(), (5, 1, 7)));
+        }
     }
     if params.size.is_some_and(|s| s > cfg.max_message_size) {
         return Err(replies::size_exceeded());
@@ -84,10 +91,43 @@ pub(crate) fn check_rcpt(
     if params.first_unknown().is_some() {
         return Err(ProtoError::UnknownParameter.reply());
     }
-    if to.is_utf8() && !env.mail_params.smtputf8 {
-        return Err(replies::smtputf8_required());
+    if let ForwardPath::Mailbox(m) = to
+        && m.is_utf8()
+    {
+        if !env.mail_params.smtputf8 {
+            return Err(replies::smtputf8_required());
+        }
+        if !international_host_ok(m.host()) {
+            return Err(replies::bad_idn(m.host(), (5, 1, 3)));
+        }
     }
     Ok(())
+}
+
+/// Whether a mailbox's host is a domain IDNA2008 allows as written (RFC 5890, UTS 46
+/// non-transitional processing with the STD3 rules): its U-labels hold no disallowed code
+/// point and none that the mapping would remove or change, other than upper case. A domain
+/// with U+200B (zero width space) in it displays as another one and is refused. ASCII hosts
+/// and address literals are not looked at.
+#[cfg(feature = "idna")]
+pub(crate) fn international_host_ok(host: &Host) -> bool {
+    use idna::uts46::{AsciiDenyList, Hyphens, Uts46};
+    let Host::Domain(d) = host else {
+        return true;
+    };
+    let d = d.as_str();
+    if d.is_ascii() {
+        return true;
+    }
+    let (mapped, result) =
+        Uts46::new().to_unicode(d.as_bytes(), AsciiDenyList::STD3, Hyphens::Allow);
+    result.is_ok() && mapped == d.to_lowercase()
+}
+
+/// Without the `idna` feature, U-labels are checked for RFC 6531 syntax only.
+#[cfg(not(feature = "idna"))]
+pub(crate) fn international_host_ok(_host: &Host) -> bool {
+    true
 }
 
 /// DATA (RFC 5321 §4.1.1.4, RFC 3030 for BINARYMIME).
@@ -298,6 +338,62 @@ mod tests {
             "503 5.5.1 BODY=BINARYMIME requires BDAT"
         );
         assert_eq!(code(check_bdat(&env)), "ok");
+    }
+
+    #[cfg(feature = "idna")]
+    #[test]
+    fn international_domains_idna_refuses_are_refused_with_553() {
+        let cfg = ServerConfig::default();
+        let env = Envelope {
+            mail_from: Some(ReversePath::Null),
+            mail_params: MailParameters {
+                smtputf8: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rcpt = |a: &str| {
+            let to = ForwardPath::Mailbox(a.parse().unwrap());
+            code(check_rcpt(&cfg, &env, &to, &RcptParameters::default()))
+        };
+        // Invisible code points IDNA2008 disallows (UTS 46 would map them away, so the domain
+        // would display as example.com).
+        assert_eq!(
+            rcpt("test@exam\u{200b}ple.com"),
+            "553 5.1.3 Invalid international domain name exam\\u{200b}ple.com"
+        );
+        assert_eq!(
+            rcpt("test@exam\u{2060}ple.com"),
+            "553 5.1.3 Invalid international domain name exam\\u{2060}ple.com"
+        );
+        assert_eq!(
+            rcpt("test@\u{feff}example.com"),
+            "553 5.1.3 Invalid international domain name \\u{feff}example.com"
+        );
+        // A decomposed "ü" (u + U+0308) is not in NFC; private use is disallowed.
+        assert!(rcpt("a@bu\u{308}cher.de").starts_with("553 5.1.3"));
+        assert!(rcpt("a@\u{e000}.example").starts_with("553 5.1.3"));
+        // Valid U-labels, in either case, and a non-ASCII local part, pass.
+        assert_eq!(rcpt("a@b\u{fc}cher.de"), "ok");
+        assert_eq!(rcpt("a@B\u{dc}CHER.de"), "ok");
+        assert_eq!(rcpt("用户@例子.广告"), "ok");
+        assert_eq!(rcpt("j\u{f6}rg@example.com"), "ok");
+        // The sender is checked the same way, as 5.1.7.
+        let from = mb("test@exam\u{200b}ple.com");
+        let utf8 = MailParameters {
+            smtputf8: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            code(check_mail(
+                &cfg,
+                &session(),
+                &Envelope::default(),
+                &from,
+                &utf8
+            )),
+            "553 5.1.7 Invalid international domain name exam\\u{200b}ple.com"
+        );
     }
 
     #[test]

@@ -101,6 +101,15 @@ pub(crate) fn size_exceeded() -> Reply {
 pub(crate) fn smtputf8_required() -> Reply {
     r(553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8")
 }
+pub(crate) fn bad_idn(host: &smtp_proto::Host, code: (u8, u16, u16)) -> Reply {
+    // The domain is named with its non-ASCII characters escaped: some are invisible.
+    let shown: String = host.to_string().escape_default().collect();
+    r(
+        553,
+        code,
+        &format!("Invalid international domain name {shown}"),
+    )
+}
 pub(crate) fn binarymime_needs_bdat() -> Reply {
     r(503, (5, 5, 1), "BODY=BINARYMIME requires BDAT")
 }
