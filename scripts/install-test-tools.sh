@@ -5,8 +5,9 @@
 # and `haproxy` for the fleet test (run as the test's children; their services are not started
 # here), `swaks` for the conformance run's client checks, and Dovecot (`dovecot-core`) for the
 # identity-store tests, OpenLDAP's `slapd` (with `slapadd` and `slappasswd`) for the LDAP
-# store's, and PostgreSQL for the SQL store's (each started by the test from its own
-# configuration, never as a service). Called by .ci/run before the
+# store's, PostgreSQL for the SQL store's (each started by the test from its own
+# configuration, never as a service), and fail2ban for `fail2ban-regex` (the shipped filter
+# is checked against a log the server wrote; no daemon is started). Called by .ci/run before the
 # tests, and by the tests themselves when the tool is missing (so `cargo test` works from a
 # fresh clone too). Needs root and Debian's package registry; does nothing when all are there.
 set -euo pipefail
@@ -23,6 +24,7 @@ have_slapd() { command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ]; }
 have_slapd || missing+=(slapd)
 have_postgres() { ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && command -v psql >/dev/null 2>&1; }
 have_postgres || missing+=(postgresql)
+command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
@@ -36,7 +38,8 @@ exec 9>/tmp/smtp-rs-install-test-tools.lock
 flock 9
 command -v gsasl >/dev/null 2>&1 && have_sink && command -v redis-server >/dev/null 2>&1 \
     && command -v haproxy >/dev/null 2>&1 && command -v swaks >/dev/null 2>&1 \
-    && have_dovecot && have_slapd && have_postgres && exit 0
+    && have_dovecot && have_slapd && have_postgres && command -v fail2ban-regex >/dev/null 2>&1 \
+    && exit 0
 $SUDO apt-get update -qq
 # Postfix asks how to configure itself; "No configuration" installs the tools only.
 echo 'postfix postfix/main_mailer_type select No configuration' | $SUDO debconf-set-selections

@@ -347,7 +347,7 @@ fn curl_refused_token_is_counted_and_a_4kb_token_logs_in() {
     assert!(!out.status.success());
     wait_for_log(
         &srv,
-        "mechanism=\"XOAUTH2\" user=\"alice\" success=false status=Invalid",
+        "AUTH failed remote_ip=127.0.0.1 user=\"alice\" mechanism=\"XOAUTH2\" status=\"invalid\"",
     );
     // Counted: with a limit of one failure per address the next AUTH is refused.
     let out = python(&format!(

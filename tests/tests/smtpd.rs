@@ -116,9 +116,17 @@ fn curl_with_user_delivers() {
     let out = curl_send(port, "bob:nope", "bob@mx.test", "dave@example.org", &msg);
     assert_eq!(out.status.code(), Some(67));
     assert_eq!(maildir_messages(&dir.join("Maildir")).len(), 1);
-    srv.wait_for_log("user=\"bob\" success=false", 1);
+    srv.wait_for_log(
+        "AUTH failed remote_ip=127.0.0.1 user=\"bob\" mechanism=\"PLAIN\" status=\"invalid\"",
+        1,
+    );
     let log = srv.log();
-    assert!(log.contains("user=\"bob\" success=false"), "{log}");
+    assert!(
+        log.contains(
+            "AUTH failed remote_ip=127.0.0.1 user=\"bob\" mechanism=\"PLAIN\" status=\"invalid\""
+        ),
+        "{log}"
+    );
     assert!(
         !log.contains("nope") && !log.contains("builder"),
         "no password in the log: {log}"

@@ -38,6 +38,26 @@ pub enum AuthStatus {
     Locked,
 }
 
+impl AuthStatus {
+    /// A stable lowercase name for logs and metrics: `success`, `invalid`, `temp_fail`,
+    /// `cancelled`, `undecodable`, `malformed`, `too_long`, `unknown_mechanism`,
+    /// `unsupported`, `locked`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Invalid => "invalid",
+            Self::TempFail => "temp_fail",
+            Self::Cancelled => "cancelled",
+            Self::Undecodable => "undecodable",
+            Self::Malformed => "malformed",
+            Self::TooLong => "too_long",
+            Self::UnknownMechanism => "unknown_mechanism",
+            Self::Unsupported => "unsupported",
+            Self::Locked => "locked",
+        }
+    }
+}
+
 /// The identity a successful exchange established.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {

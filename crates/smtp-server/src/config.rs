@@ -219,6 +219,13 @@ impl ServerConfigBuilder {
         self.options.auth_failure_window = window;
         self
     }
+    /// The ceiling of escalated locks: a lock that comes back within it after the last one
+    /// ended lasts twice as long, up to `max` (default 24 hours; the window turns escalation
+    /// off).
+    pub fn max_auth_lock(mut self, max: Duration) -> Self {
+        self.options.max_auth_lock = max;
+        self
+    }
     /// Failed AUTH attempts for one user within the per-IP `window`, from any address; beyond
     /// it every attempt for that user gets 454 4.7.0 without its credential being checked.
     /// 0 turns the limit off.
@@ -379,11 +386,14 @@ impl ServerConfigBuilder {
         self.options.validate()?;
         let o = &self.options;
         let limiter = self.limiter.unwrap_or_else(|| {
-            Arc::new(AuthLimiter::new(
-                o.max_auth_failures_per_ip,
-                o.max_auth_failures_per_user,
-                o.auth_failure_window,
-            ))
+            Arc::new(
+                AuthLimiter::new(
+                    o.max_auth_failures_per_ip,
+                    o.max_auth_failures_per_user,
+                    o.auth_failure_window,
+                )
+                .with_max_lock(o.max_auth_lock),
+            )
         });
         Ok(ServerConfig {
             spool: Arc::from(o.spool_dir.as_path()),

@@ -94,8 +94,8 @@ mod server;
 mod session;
 
 pub use auth::{
-    AuthLimiter, Authenticator, BoxFuture, DEFAULT_LIMITER_CAPACITY, FailureListener,
-    ProviderAuthenticator, address_key, user_key,
+    AuthLimiter, Authenticator, BoxFuture, DEFAULT_LIMITER_CAPACITY, DEFAULT_MAX_LOCK,
+    FailureListener, ProviderAuthenticator, address_key, user_key,
 };
 pub use body::{Body, BodyTarget, SpoolFile};
 #[cfg(feature = "tokio")]
@@ -103,7 +103,7 @@ pub use channel::AuthChannel;
 pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};
 #[cfg(feature = "tokio")]
 pub use handler::{AcceptAll, Handler};
-pub use observe::{AuthOutcome, Observer, Refusal};
+pub use observe::{AUTH_FAILURE_TARGET, AuthOutcome, Observer, Refusal};
 pub use options::{InvalidOption, ServerOptions};
 #[cfg(feature = "tokio")]
 pub use pool::{DEFAULT_MAX_QUEUE, VerifyPool, default_workers};

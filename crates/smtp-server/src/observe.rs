@@ -5,6 +5,14 @@
 
 use std::time::Duration;
 
+/// The `tracing` target of the one log line written per counted AUTH failure, the line
+/// fail2ban reads (`docs/deploy/fail2ban/`). Its form is stable: level `WARN`, message
+/// `AUTH failed`, then the fields `remote_ip` (the client's address), `user` (the name tried,
+/// empty when none), `mechanism` and `status` ([`smtp_auth::AuthStatus::as_str`]), in this
+/// order, with the same names in JSON. Successes, temporary failures and locks are not
+/// written to it.
+pub const AUTH_FAILURE_TARGET: &str = "smtp_server::auth_failure";
+
 /// Why a connection was refused before its session began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {

@@ -33,6 +33,7 @@ use smtp_proto::BarePolicy;
 /// | `max_auth_failures_per_ip` | 30 per window across connections, then 421 4.7.0; 0: off |
 /// | `max_auth_failures_per_user` | 10 per window for one user from any address, then 454 4.7.0; 0: off |
 /// | `auth_failure_window` (`auth_failure_window_secs`) | 10 minutes |
+/// | `max_auth_lock` (`max_auth_lock_secs`) | 24 hours: the ceiling of a lock that doubles each time it comes back soon |
 /// | `proxy_authorization` | false: an authzid other than the user is refused (535 5.7.8) |
 /// | `allow_pipelined_body` | false: a body sent before the 354 reply is refused (554 5.5.0) |
 /// | `implicit_tls` | false |
@@ -109,6 +110,10 @@ pub struct ServerOptions {
         serde(rename = "auth_failure_window_secs", with = "secs")
     )]
     pub auth_failure_window: Duration,
+    /// The longest lock: a lock that follows the last one within this time lasts twice as
+    /// long, up to it; at least the window (equal to it: no escalation).
+    #[cfg_attr(feature = "serde", serde(rename = "max_auth_lock_secs", with = "secs"))]
+    pub max_auth_lock: Duration,
     /// Let the authenticator decide authorization identities.
     pub proxy_authorization: bool,
     /// Accept a DATA body sent before the 354 reply.
@@ -172,6 +177,7 @@ impl Default for ServerOptions {
             max_auth_failures_per_ip: 30,
             max_auth_failures_per_user: 10,
             auth_failure_window: Duration::from_secs(600),
+            max_auth_lock: crate::auth::DEFAULT_MAX_LOCK,
             proxy_authorization: false,
             allow_pipelined_body: false,
             implicit_tls: false,
@@ -249,6 +255,12 @@ impl ServerOptions {
                 "must be greater than 0 while a failure limit is on",
             );
         }
+        if limited && self.max_auth_lock < self.auth_failure_window {
+            return bad(
+                "max_auth_lock_secs",
+                "must be at least auth_failure_window_secs",
+            );
+        }
         Ok(())
     }
 }
@@ -318,6 +330,10 @@ mod tests {
         check(
             |o| o.auth_failure_window = Duration::ZERO,
             "auth_failure_window_secs",
+        );
+        check(
+            |o| o.max_auth_lock = Duration::from_secs(599),
+            "max_auth_lock_secs",
         );
         // 0 turns a failure limit off; with both off the window does not matter.
         let mut o = ServerOptions {

@@ -157,6 +157,92 @@ async fn a_user_is_locked_after_failures_from_many_addresses_without_checking() 
     srv.shutdown().await;
 }
 
+/// One AUTH PLAIN on `c` with a wrong password for `user`.
+async fn fail_as(c: &mut Client<tokio::net::TcpStream>, user: &str) -> String {
+    c.cmd(&format!("AUTH PLAIN {}", plain("", user, "guess")))
+        .await
+}
+
+#[tokio::test]
+async fn a_flood_of_failing_names_larger_than_the_table_does_not_free_a_lock() {
+    let users = MemoryProvider::new().with_user("alice", "wonderland");
+    // A table of 50 users; 500 distinct names fail after alice is locked.
+    let limiter = Arc::new(AuthLimiter::with_capacity(
+        0,
+        2,
+        Duration::from_secs(600),
+        50,
+    ));
+    let cfg = plain_config().max_auth_failures(10_000).build();
+    let srv = start(
+        Server::new(cfg, Recorder::default())
+            .provider(users)
+            .limiter(limiter.clone()),
+    )
+    .await;
+    let mut c = Client::connect(srv.addr).await;
+    c.cmd("EHLO client.example").await;
+    for _ in 0..2 {
+        assert_eq!(
+            fail_as(&mut c, "alice").await,
+            "535 5.7.8 Authentication credentials invalid"
+        );
+    }
+    for i in 0..500 {
+        assert_eq!(
+            fail_as(&mut c, &format!("spray{i}")).await,
+            "535 5.7.8 Authentication credentials invalid"
+        );
+    }
+    let (_, held) = limiter.tracked();
+    assert!(held <= 50, "bounded: {held}");
+    // Without the rule alice's lock was evicted with the oldest entries and her password
+    // was checked again.
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}", plain("", "alice", "wonderland")))
+            .await,
+        "454 4.7.0 Temporary authentication failure"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_user_locked_again_soon_after_a_lock_gets_a_longer_lock() {
+    let users = MemoryProvider::new().with_user("alice", "wonderland");
+    // Locks of 1 s, doubling up to 8 s.
+    let limiter = Arc::new(
+        AuthLimiter::new(0, 2, Duration::from_secs(1)).with_max_lock(Duration::from_secs(8)),
+    );
+    let cfg = plain_config().max_auth_failures(100).build();
+    let srv = start(
+        Server::new(cfg, Recorder::default())
+            .provider(users)
+            .limiter(limiter),
+    )
+    .await;
+    let mut c = Client::connect(srv.addr).await;
+    c.cmd("EHLO client.example").await;
+    let good = format!("AUTH PLAIN {}", plain("", "alice", "wonderland"));
+    let locked = "454 4.7.0 Temporary authentication failure";
+    // First lock: 1 s.
+    fail_as(&mut c, "alice").await;
+    fail_as(&mut c, "alice").await;
+    assert_eq!(c.cmd(&good).await, locked);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Over: the lock ended; two more failures lock her again, now for 2 s.
+    fail_as(&mut c, "alice").await;
+    fail_as(&mut c, "alice").await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        c.cmd(&good).await,
+        locked,
+        "a second lock outlasts one window"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(c.cmd(&good).await, "235 2.7.0 Authentication successful");
+    srv.shutdown().await;
+}
+
 #[tokio::test]
 async fn one_limiter_counts_across_listeners() {
     let limiter = Arc::new(AuthLimiter::new(2, 0, Duration::from_secs(60)));

@@ -270,7 +270,8 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         s.max_auth_failures_per_ip,
         s.max_auth_failures_per_user,
         Duration::from_secs(s.auth_failure_window_secs),
-    );
+    )
+    .with_max_lock(Duration::from_secs(s.max_auth_lock_secs));
     let mut authenticator = authenticator;
     if let Some(l) = &config.limiter {
         let shared = SharedLimiter::start(

@@ -114,6 +114,8 @@ pub struct ServerSection {
     pub max_auth_failures_per_ip: u32,
     /// The per-IP window in seconds.
     pub auth_failure_window_secs: u64,
+    /// The ceiling of an escalated lock in seconds (a lock that comes back soon doubles).
+    pub max_auth_lock_secs: u64,
     /// Mechanisms offered, in order (PLAIN, LOGIN; the http backend may add XOAUTH2,
     /// OAUTHBEARER).
     pub mechanisms: Vec<String>,
@@ -209,6 +211,7 @@ impl Default for ServerSection {
             auth_failure_delay_ms: 1000,
             max_auth_failures_per_ip: 30,
             auth_failure_window_secs: 600,
+            max_auth_lock_secs: 24 * 3600,
             mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
             exclude_mechanisms: Vec::new(),
             smtputf8: true,
@@ -266,6 +269,7 @@ impl ServerSection {
             max_auth_failures_per_ip: self.max_auth_failures_per_ip,
             max_auth_failures_per_user: self.max_auth_failures_per_user,
             auth_failure_window: Duration::from_secs(self.auth_failure_window_secs),
+            max_auth_lock: Duration::from_secs(self.max_auth_lock_secs),
             // Set by `[auth]` (the http backend's send_authzid).
             proxy_authorization: false,
             allow_pipelined_body: self.allow_pipelined_body,

@@ -12,7 +12,7 @@ use smtp_proto::codec::{DEFAULT_MAX_SASL_LINE, Mode};
 use smtp_proto::{InitialResponse, Mechanism, Reply};
 
 use super::{Awaiting, Call, Event, Machine, QUIET_AFTER_AUTH, State, WrongState, push_line};
-use crate::observe::AuthOutcome;
+use crate::observe::{AUTH_FAILURE_TARGET, AuthOutcome};
 use crate::protocol;
 use crate::replies;
 use crate::session::TlsInfo;
@@ -408,20 +408,29 @@ impl Machine {
         status: AuthStatus,
     ) -> bool {
         let ip = self.session.peer_addr.ip();
-        tracing::info!(target: "smtp_server::machine",
-            remote_ip = %ip,
-            mechanism,
-            user = user.unwrap_or(""),
-            success = false,
-            status = ?status,
-            "AUTH"
-        );
         if matches!(
             status,
             AuthStatus::TempFail | AuthStatus::Locked | AuthStatus::UnknownMechanism
         ) {
+            tracing::info!(target: "smtp_server::machine",
+                remote_ip = %ip,
+                mechanism,
+                user = user.unwrap_or(""),
+                success = false,
+                status = status.as_str(),
+                "AUTH"
+            );
             return false;
         }
+        // The one line per counted failure, for fail2ban (docs/deploy/fail2ban): its own
+        // target, the address first, fixed field names in text and JSON alike.
+        tracing::warn!(target: AUTH_FAILURE_TARGET,
+            remote_ip = %ip,
+            user = user.unwrap_or(""),
+            mechanism,
+            status = status.as_str(),
+            "AUTH failed"
+        );
         self.session.auth_failures += 1;
         let user = user.filter(|_| status == AuthStatus::Invalid);
         self.cfg.limiter.record_failure(ip, user, self.now);
