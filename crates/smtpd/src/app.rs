@@ -178,7 +178,8 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         config.server.add_missing_headers,
         metrics.clone(),
     )
-    .with_store(remote.clone());
+    .with_store(remote.clone())
+    .with_header_binding(config.server.bind_header_from);
     let keys = config.auth.cache();
     let cache = keys.enabled.then(|| {
         CredentialCache::new(CacheConfig {

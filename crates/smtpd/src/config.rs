@@ -152,6 +152,10 @@ pub struct ServerSection {
     /// Add `Date:` and `Message-ID:` to a message an authenticated user submits without them
     /// (RFC 6409 §8.2, §8.3).
     pub add_missing_headers: bool,
+    /// Bind the `From:` and `Sender:` header fields of an authenticated submission to the
+    /// login under `sender_login` (a mismatch: 550 5.7.1 at the end of DATA); no effect with
+    /// `sender_login = "any"`.
+    pub bind_header_from: bool,
     /// Threads that verify passwords (argon2) for the file backend; 0: one per core.
     pub auth_workers: usize,
     /// Accept MAIL/RCPT paths without angle brackets and extra spaces after the colon.
@@ -228,6 +232,7 @@ impl Default for ServerSection {
             sender_login: SenderLogin::Exact,
             sender_login_map: None,
             add_missing_headers: true,
+            bind_header_from: true,
             auth_workers: 0,
             lenient_paths: true,
             forbid_bare_newline: false,

@@ -10,7 +10,7 @@ use smtp_server::{BodyTarget, Envelope, Handler, Session};
 
 use crate::delivery::{Delivery, DeliveryError, MailCommand, Message, RcptCommand, queue_id};
 use crate::sender::SenderPolicy;
-use crate::{received, submission};
+use crate::{header_from, received, submission};
 
 /// The handler: binds senders to logins, adds the `Received:` header (and, for a submission,
 /// missing `Date:`/`Message-ID:`), and delivers through its [`Delivery`].
@@ -24,6 +24,8 @@ pub struct App {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// A store that runs some mechanisms itself (Dovecot).
     store: Option<crate::stores::Remote>,
+    /// Bind `From:`/`Sender:` to the login ([`header_from`]).
+    bind_header: bool,
 }
 
 impl App {
@@ -46,7 +48,15 @@ impl App {
             add_missing_headers,
             metrics,
             store: None,
+            bind_header: false,
         }
+    }
+
+    /// Binds the `From:`/`Sender:` header fields of authenticated submissions to the login
+    /// under the sender policy ([`header_from`]), unless that policy is `any`.
+    pub fn with_header_binding(mut self, on: bool) -> Self {
+        self.bind_header = on;
+        self
     }
 
     /// Relays the mechanisms `store` runs itself to it (from `handle_auth`).
@@ -61,31 +71,38 @@ impl App {
         self.add_missing_headers && session.authenticated
     }
 
+    /// The first `submission::MAX_HEAD` octets of a message body and whether they are all of
+    /// it; `None` when a spooled body cannot be read.
+    async fn head(body: &smtp_server::Body) -> Option<(bytes::Bytes, bool)> {
+        let whole = body.len() <= submission::MAX_HEAD as u64;
+        if let Some(b) = body.as_memory() {
+            return Some((b.slice(..b.len().min(submission::MAX_HEAD)), whole));
+        }
+        use tokio::io::AsyncReadExt;
+        let mut head = Vec::with_capacity(submission::MAX_HEAD.min(body.len() as usize));
+        let r = body.reader().await.ok()?;
+        r.take(submission::MAX_HEAD as u64)
+            .read_to_end(&mut head)
+            .await
+            .ok()?;
+        Some((head.into(), whole))
+    }
+
     /// The fields a submitted message lacks (`Date:`, `Message-ID:`), read from its first
     /// octets; none when its header section is longer than `submission::MAX_HEAD`.
-    async fn missing_headers(&self, body: &smtp_server::Body, id: &str) -> String {
-        let whole = body.len() <= submission::MAX_HEAD as u64;
-        let present = match body.as_memory() {
-            Some(b) => submission::scan(&b[..b.len().min(submission::MAX_HEAD)], whole),
-            None => {
-                use tokio::io::AsyncReadExt;
-                let mut head = Vec::with_capacity(submission::MAX_HEAD.min(body.len() as usize));
-                match body.reader().await {
-                    Ok(r) => {
-                        let mut r = r.take(submission::MAX_HEAD as u64);
-                        if r.read_to_end(&mut head).await.is_err() {
-                            return String::new();
-                        }
-                        submission::scan(&head, whole)
-                    }
-                    Err(_) => None,
-                }
-            }
-        };
-        match present {
+    fn missing_headers(&self, head: Option<&(bytes::Bytes, bool)>, id: &str) -> String {
+        match head.and_then(|(h, whole)| submission::scan(h, *whole)) {
             Some(p) => submission::additions(p, id, &self.hostname, SystemTime::now()),
             None => String::new(),
         }
+    }
+
+    /// The login of an authenticated submission whose header fields are bound to it.
+    fn binds_header<'s>(&self, session: &'s Session) -> Option<&'s str> {
+        session
+            .login_data
+            .as_deref()
+            .filter(|_| self.bind_header && self.senders.checks())
     }
 
     /// The `Received:` header of message `id`, stamped now.
@@ -173,6 +190,31 @@ impl Handler for App {
 
     async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
         let started = Instant::now();
+        let fixes = self.fixes_headers(session) && self.delivery.reads_body();
+        let binds = self.binds_header(session);
+        let head = if fixes || binds.is_some() {
+            Self::head(&envelope.body).await
+        } else {
+            None
+        };
+        if let Some(login) = binds {
+            let verdict = match &head {
+                Some((h, whole)) => header_from::check(h, *whole, login, &self.senders),
+                None => Err(header_from::Mismatch(
+                    "Header section unreadable".to_owned(),
+                )),
+            };
+            if let Err(header_from::Mismatch(why)) = verdict {
+                tracing::warn!(target: "smtpd::app", user = %login, reason = %why, "message refused: header sender not owned by user");
+                if let Some(m) = &self.metrics {
+                    m.refused_header_sender();
+                }
+                // Nothing is delivered: an upstream transaction is reset, and a body written
+                // into the Maildir's tmp/ goes with the envelope.
+                self.delivery.abandon(session).await;
+                return Reply::simple(550, Some((5, 7, 1)), &why);
+            }
+        }
         // A body already written into place behind its Received header (body_target) gets
         // only the added fields; any other gets its Received header in front.
         let written = self.delivery.written(&envelope.body);
@@ -185,8 +227,8 @@ impl Handler for App {
                 id
             }
         };
-        if self.fixes_headers(session) && self.delivery.reads_body() {
-            header.push_str(&self.missing_headers(&envelope.body, &id).await);
+        if fixes {
+            header.push_str(&self.missing_headers(head.as_ref(), &id));
         }
         let outcome = self
             .delivery

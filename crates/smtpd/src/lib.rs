@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod handler;
+pub mod header_from;
 /// The password schemes (the `smtp-auth-hash` crate).
 pub use smtp_auth_hash as hashes;
 pub mod metrics;

@@ -69,6 +69,8 @@ pub struct Metrics {
     octets: [AtomicU64; 3],
     delivery_latency: Histogram,
     delivery_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Messages and recipients refused by a sending policy, by reason.
+    policy_refusals: Mutex<BTreeMap<&'static str, u64>>,
     /// Requests to the identity store by store and outcome, and their latency.
     store: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     store_latency: Histogram,
@@ -107,6 +109,20 @@ impl Metrics {
         if !ok && let Ok(mut f) = self.delivery_failures.lock() {
             *f.entry(kind).or_default() += 1;
         }
+    }
+
+    /// A message or recipient an authenticated or local sending policy refused: `reason` is
+    /// one of a fixed set (`header_sender`, `messages_per_hour`, `recipients_per_hour`,
+    /// `ip_messages_per_hour`), so no client can add a series.
+    pub fn policy_refusal(&self, reason: &'static str) {
+        if let Ok(mut t) = self.policy_refusals.lock() {
+            *t.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// A message whose `From:`/`Sender:` the login does not own was refused.
+    pub fn refused_header_sender(&self) {
+        self.policy_refusal("header_sender");
     }
 
     /// A request to the identity store `store` (`file`, `http`, `dovecot`) answered `outcome`
@@ -254,6 +270,19 @@ impl Metrics {
             "Deliveries that failed, by kind (maildir, relay).",
             "counter",
             &failures,
+        );
+        let refusals: Vec<(String, u64)> = match self.policy_refusals.lock() {
+            Ok(f) => f
+                .iter()
+                .map(|(k, v)| (format!("{{reason=\"{k}\"}}"), *v))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        counter(
+            "smtpd_policy_refusals_total",
+            "Messages and recipients refused by a sending policy, by reason (header_sender, messages_per_hour, recipients_per_hour, ip_messages_per_hour).",
+            "counter",
+            &refusals,
         );
         self.auth_latency.render(
             &mut out,

@@ -113,6 +113,11 @@ impl SenderPolicy {
         }
     }
 
+    /// Whether the policy checks anything (every mode but `any`).
+    pub fn checks(&self) -> bool {
+        self.mode != SenderLogin::Any
+    }
+
     /// True when `login` may use `address` (an address without angle brackets).
     pub fn allows(&self, login: &str, address: &str) -> bool {
         let (local, domain) = split(address);
