@@ -265,7 +265,7 @@ fn without_redis_an_instance_counts_alone_and_says_so() {
     // Nothing listens on the Redis port: logins work as before.
     assert_eq!(login(port, "127.0.0.1", "alice", "wonder land"), OK);
     srv.wait_for_log(
-        "shared AUTH limiter: Redis unreachable; this instance counts AUTH failures alone until it is back",
+        "shared limiter: Redis unreachable; this instance counts AUTH failures and sending alone until it is back",
         1,
     );
     // The local limiter still locks after 3 failures.
@@ -302,7 +302,7 @@ fn without_redis_an_instance_counts_alone_and_says_so() {
     let _redis = redis(rport, &[]);
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(login(port, "127.0.0.1", "alice", "wrong"), INVALID);
-    srv.wait_for_log("shared AUTH limiter: Redis is reachable again", 1);
+    srv.wait_for_log("shared limiter: Redis is reachable again", 1);
     wait_for_count(rport, None, "smtpd:authfail:user:alice", "1");
     assert!(
         scrape(mport)
@@ -339,19 +339,12 @@ fn a_password_protected_redis_is_used_with_its_password_and_never_logs_it() {
     }
 }
 
-#[test]
-fn haproxy_spreads_a_guesser_over_two_instances_and_both_lock_the_user() {
-    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+/// HAProxy on a free port, spreading connections round robin over `pa` and `pb` with PROXY
+/// protocol v2: the process and its port.
+fn haproxy(dir: &Path, pa: u16, pb: u16) -> (Peer, u16) {
     ensure_tool("haproxy");
-    let rport = free_port();
-    let _redis = redis(rport, &[]);
-    let (da, db) = (temp_dir("fleet-ha-a"), temp_dir("fleet-ha-b"));
-    let (pa, pb, ma, mb) = (free_port(), free_port(), free_port(), free_port());
-    let proxy = "proxy_protocol = true";
-    let a = Smtpd::start(&da, &fleet_config(&da, pa, rport, ma, proxy, ""), pa);
-    let b = Smtpd::start(&db, &fleet_config(&db, pb, rport, mb, proxy, ""), pb);
     let front = free_port();
-    let cfg = da.join("haproxy.cfg");
+    let cfg = dir.join("haproxy.cfg");
     std::fs::write(
         &cfg,
         format!(
@@ -370,7 +363,111 @@ fn haproxy_spreads_a_guesser_over_two_instances_and_both_lock_the_user() {
         .spawn()
         .expect("haproxy starts");
     e2e::wait_for_port(front, &mut child, "haproxy");
-    let _haproxy = Peer(child);
+    (Peer(child), front)
+}
+
+/// Sends one message as alice through `port` from 127.0.0.2 to `rcpts`: the MAIL reply, each
+/// RCPT reply and the end-of-DATA reply (when a recipient was accepted), one per line.
+fn send_as_alice(port: u16, rcpts: &[&str]) -> Vec<String> {
+    let rcpts: Vec<String> = rcpts.iter().map(|r| format!("{r:?}")).collect();
+    python(&format!(
+        r#"
+import smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, timeout=20, source_address=('127.0.0.2', 0))
+s.login('alice', 'wonder land')
+r = lambda t: '%d %s' % (t[0], t[1].decode())
+out = [r(s.mail('alice@mx.test'))]
+ok = 0
+if out[0].startswith('250'):
+    for to in [{rcpts}]:
+        reply = s.rcpt(to)
+        out.append(r(reply))
+        ok += reply[0] == 250
+    if ok:
+        out.append(r(s.data(b'Subject: t\r\n\r\nbody\r\n')))
+print('\n'.join(out))
+s.quit()
+"#,
+        rcpts = rcpts.join(", ")
+    ))
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn two_instances_behind_haproxy_spend_one_sending_budget_through_redis() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    let rport = free_port();
+    let _redis = redis(rport, &[]);
+    let (da, db) = (temp_dir("fleet-send-a"), temp_dir("fleet-send-b"));
+    let (pa, pb, ma, mb) = (free_port(), free_port(), free_port(), free_port());
+    let server = "proxy_protocol = true";
+    let limits = "[rate_limits]\nmessages_per_hour = 3\nrecipients_per_hour = 5\n";
+    let config = |d: &Path, p: u16, m: u16| {
+        format!("{}\n{limits}", fleet_config(d, p, rport, m, server, ""))
+    };
+    let a = Smtpd::start(&da, &config(&da, pa, ma), pa);
+    let b = Smtpd::start(&db, &config(&db, pb, mb), pb);
+    let (_haproxy, front) = haproxy(&da, pa, pb);
+    let queued = |lines: &[String]| {
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("250 2.0.0 OK: queued as"))
+    };
+    // Three messages, round robin over both instances: one budget of 3.
+    for n in 0..3 {
+        let got = send_as_alice(front, &["carol@example.org"]);
+        assert!(queued(&got), "message {n}: {got:?}");
+        wait_for_count(
+            rport,
+            None,
+            "smtpd:authfail:send:msg:alice",
+            &(n + 1).to_string(),
+        );
+    }
+    // The fourth is refused at MAIL by whichever instance it reaches (each has accepted at
+    // most two itself).
+    for _ in 0..2 {
+        let got = send_as_alice(front, &["carol@example.org"]);
+        assert_eq!(
+            got[0],
+            "450 4.7.1 Sending limit reached: 3 messages per hour for user alice, try again later",
+            "{got:?}"
+        );
+    }
+    assert_eq!(
+        redis_cmd(rport, &["GET", "smtpd:authfail:send:rcpt:alice"]),
+        "3"
+    );
+    let ttl: u64 = redis_cmd(rport, &["TTL", "smtpd:authfail:send:msg:alice"])
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    assert!((3590..=3600).contains(&ttl), "an hour: {ttl}");
+    // Both instances refused once, counted and logged it.
+    for (srv, m) in [(&a, ma), (&b, mb)] {
+        srv.wait_for_log("message refused: sending limit reached", 1);
+        assert!(
+            scrape(m).contains("smtpd_policy_refusals_total{reason=\"messages_per_hour\"} 1"),
+            "{}",
+            scrape(m)
+        );
+    }
+}
+
+#[test]
+fn haproxy_spreads_a_guesser_over_two_instances_and_both_lock_the_user() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    ensure_tool("haproxy");
+    let rport = free_port();
+    let _redis = redis(rport, &[]);
+    let (da, db) = (temp_dir("fleet-ha-a"), temp_dir("fleet-ha-b"));
+    let (pa, pb, ma, mb) = (free_port(), free_port(), free_port(), free_port());
+    let proxy = "proxy_protocol = true";
+    let a = Smtpd::start(&da, &fleet_config(&da, pa, rport, ma, proxy, ""), pa);
+    let b = Smtpd::start(&db, &fleet_config(&db, pb, rport, mb, proxy, ""), pb);
+    let (_haproxy, front) = haproxy(&da, pa, pb);
 
     // The guesser connects from 127.0.0.2; HAProxy connects to the instances from 127.0.0.1.
     for n in 1..=3 {

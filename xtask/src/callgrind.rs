@@ -20,10 +20,15 @@ fn instructions(
     name: &str,
     flags: &[&str],
     messages: u32,
+    base: bool,
 ) -> Result<u64, String> {
     let port = crate::free_port()?;
     let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(&cfg, crate::protocol_bench_config(port)).map_err(|e| e.to_string())?;
+    let mut text = crate::protocol_bench_config(port);
+    if base {
+        text = text.replace(crate::BENCH_RATE_LIMITS, "");
+    }
+    std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
     let out = dir.join(format!("{name}.callgrind"));
     let mut smtpd = Command::new("valgrind")
         .arg("--tool=callgrind")
@@ -69,13 +74,13 @@ fn instructions(
 }
 
 /// Instructions per message for each scenario (the idle cost of start and stop subtracted).
-fn per_message(bin: &Path, dir: &Path, tag: &str) -> Result<Vec<f64>, String> {
-    let idle = instructions(bin, dir, &format!("{tag}-idle"), &[], 1)?;
+fn per_message(bin: &Path, dir: &Path, tag: &str, base: bool) -> Result<Vec<f64>, String> {
+    let idle = instructions(bin, dir, &format!("{tag}-idle"), &[], 1, base)?;
     SCENARIOS
         .iter()
         .enumerate()
         .map(|(i, (_, flags, n))| {
-            let total = instructions(bin, dir, &format!("{tag}-{i}"), flags, n + 1)?;
+            let total = instructions(bin, dir, &format!("{tag}-{i}"), flags, n + 1, base)?;
             Ok(total.saturating_sub(idle) as f64 / f64::from(*n))
         })
         .collect()
@@ -103,9 +108,9 @@ pub(crate) fn callgrind(args: &[String]) -> Result<(), String> {
         .map(PathBuf::from);
     let dir = std::env::temp_dir().join(format!("xtask-callgrind-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let now = per_message(&bin, &dir, "smtpd")?;
+    let now = per_message(&bin, &dir, "smtpd", false)?;
     let then = match &base {
-        Some(b) => Some(per_message(b, &dir, "base")?),
+        Some(b) => Some(per_message(b, &dir, "base", true)?),
         None => None,
     };
     println!(

@@ -412,9 +412,13 @@ fn load(
 /// The smtpd configuration of the protocol benchmarks (`--peers`, `--callgrind`): no AUTH
 /// (smtp-source cannot), the http backend (it needs no users file and is never asked), discard
 /// delivery, warnings only.
+/// Sending limits out of reach: their checks run on every MAIL and message, and a load run is
+/// never refused. A `--base` binary older than `[rate_limits]` is run without this block.
+pub(crate) const BENCH_RATE_LIMITS: &str = "[rate_limits]\nmessages_per_hour = 1000000000\nrecipients_per_hour = 1000000000\nip_messages_per_hour = 1000000000\n";
+
 fn protocol_bench_config(port: u16) -> String {
     format!(
-        "[server]\nauth_required = false\nmax_connections = 4096\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:9/\"\n[delivery]\nkind = \"discard\"\n[log]\nlevel = \"warn\"\n"
+        "[server]\nauth_required = false\nmax_connections = 4096\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:9/\"\n[delivery]\nkind = \"discard\"\n{BENCH_RATE_LIMITS}[log]\nlevel = \"warn\"\n"
     )
 }
 

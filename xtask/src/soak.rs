@@ -166,6 +166,11 @@ backend = "file"
 users_file = "users"
 [delivery]
 kind = "discard"
+# Limits out of reach: their checks run, and a load run is never refused.
+[rate_limits]
+messages_per_hour = 1000000000
+recipients_per_hour = 1000000000
+ip_messages_per_hour = 1000000000
 [log]
 level = "error"
 "#,

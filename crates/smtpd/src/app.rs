@@ -31,6 +31,8 @@ pub struct Loaded {
     pub external: Option<ExternalMap>,
     /// The sender/login policy.
     pub senders: SenderPolicy,
+    /// The sending limits (`[rate_limits]`).
+    pub sending: Arc<crate::sending::SendingLimits>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -82,12 +84,15 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
     let s = &config.server;
     let senders = SenderPolicy::load(s.sender_login, &s.hostname, s.sender_login_map.as_deref())
         .map_err(|e| format!("server.sender_login_map: {e}"))?;
+    let sending = crate::sending::SendingLimits::load(&config.rate_limits)
+        .map_err(|e| format!("rate_limits.overrides: {e}"))?;
     Ok(Loaded {
         tls,
         certs,
         users,
         external,
         senders,
+        sending: Arc::new(sending),
     })
 }
 
@@ -179,7 +184,8 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         metrics.clone(),
     )
     .with_store(remote.clone())
-    .with_header_binding(config.server.bind_header_from);
+    .with_header_binding(config.server.bind_header_from)
+    .with_sending(loaded.sending.clone());
     let keys = config.auth.cache();
     let cache = keys.enabled.then(|| {
         CredentialCache::new(CacheConfig {
@@ -262,6 +268,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         users,
         certs: loaded.certs.clone(),
         senders: loaded.senders.clone(),
+        sending: loaded.sending.clone(),
         store: remote.map(|r| (r, cache.clone())),
     }));
     // One failure limiter for the whole process: every listener counts into it. With
@@ -289,6 +296,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         );
         tracing::info!(redis = %l.redis, prefix = %l.key_prefix, "AUTH failures shared through Redis");
         limiter = limiter.with_listener(shared.clone());
+        loaded.sending.share(shared.clone());
         if let Some(m) = &metrics {
             m.watch_limiter(shared.clone());
         }

@@ -30,9 +30,40 @@ pub struct Config {
     pub log: LogSection,
     /// `[metrics]`: a Prometheus endpoint, off when absent.
     pub metrics: Option<MetricsSection>,
-    /// `[limiter]`: the AUTH failure limiter shared through Redis, off (per instance) when
-    /// absent.
+    /// `[limiter]`: the AUTH failure limiter (and the sending counts) shared through Redis,
+    /// off (per instance) when absent.
     pub limiter: Option<LimiterSection>,
+    /// `[rate_limits]`: sending limits per login and per address, on by default.
+    #[serde(default)]
+    pub rate_limits: RateLimitsSection,
+}
+
+/// `[rate_limits]`: how much an authenticated login, or an address that did not log in, may
+/// send per hour (see `smtpd::sending`). `0` turns a limit off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsSection {
+    /// Messages accepted per login per hour.
+    pub messages_per_hour: u32,
+    /// Recipients accepted per login per hour.
+    pub recipients_per_hour: u32,
+    /// Messages accepted per client address (IPv6: /64) per hour, for sessions that did not
+    /// log in.
+    pub ip_messages_per_hour: u32,
+    /// A file of `login: messages, recipients` lines, a login's own budget (reloaded on
+    /// SIGHUP).
+    pub overrides: Option<PathBuf>,
+}
+
+impl Default for RateLimitsSection {
+    fn default() -> Self {
+        Self {
+            messages_per_hour: 500,
+            recipients_per_hour: 2000,
+            ip_messages_per_hour: 2000,
+            overrides: None,
+        }
+    }
 }
 
 /// `[limiter]`: share the AUTH failure counts (`[server] max_auth_failures_per_ip`,

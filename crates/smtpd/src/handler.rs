@@ -26,6 +26,8 @@ pub struct App {
     store: Option<crate::stores::Remote>,
     /// Bind `From:`/`Sender:` to the login ([`header_from`]).
     bind_header: bool,
+    /// Sending limits per login and per address.
+    sending: Option<Arc<crate::sending::SendingLimits>>,
 }
 
 impl App {
@@ -49,7 +51,22 @@ impl App {
             metrics,
             store: None,
             bind_header: false,
+            sending: None,
         }
+    }
+
+    /// Holds each login (and each address that did not log in) to its sending limits.
+    pub fn with_sending(mut self, limits: Arc<crate::sending::SendingLimits>) -> Self {
+        self.sending = Some(limits);
+        self
+    }
+
+    /// Counts a sending-limit refusal and hands its reply on.
+    fn refuse(&self, (reply, reason): (Reply, &'static str)) -> Option<Reply> {
+        if let Some(m) = &self.metrics {
+            m.policy_refusal(reason);
+        }
+        Some(reply)
     }
 
     /// Binds the `From:`/`Sender:` header fields of authenticated submissions to the login
@@ -154,6 +171,11 @@ impl Handler for App {
                 ));
             }
         }
+        if let Some(limits) = &self.sending
+            && let Err(refusal) = limits.check_mail(session).await
+        {
+            return self.refuse(refusal);
+        }
         let mail = MailCommand { from, params };
         self.delivery.begin(session, mail).await.err()
     }
@@ -161,10 +183,15 @@ impl Handler for App {
     async fn rcpt(
         &self,
         session: &Session,
-        _envelope: &Envelope,
+        envelope: &Envelope,
         to: &ForwardPath,
         params: &RcptParameters,
     ) -> Option<Reply> {
+        if let Some(limits) = &self.sending
+            && let Err(refusal) = limits.check_rcpt(session, envelope.rcpt_to.len()).await
+        {
+            return self.refuse(refusal);
+        }
         let rcpt = RcptCommand { to, params };
         self.delivery.recipient(session, rcpt).await.err()
     }
@@ -241,6 +268,11 @@ impl Handler for App {
             .await;
         if let Some(m) = &self.metrics {
             m.delivery(self.delivery.kind(), started.elapsed(), outcome.is_ok());
+        }
+        if outcome.is_ok()
+            && let Some(limits) = &self.sending
+        {
+            limits.accepted(session, envelope.rcpt_to.len());
         }
         delivered(session, envelope, &id, outcome)
     }

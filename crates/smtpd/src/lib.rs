@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod received;
 mod reload;
 pub mod sender;
+pub mod sending;
 pub mod shared_limit;
 pub mod stores;
 pub mod submission;

@@ -16,6 +16,8 @@ pub(crate) struct Reloadable {
     pub(crate) certs: Option<Arc<CertStore>>,
     /// The sender/login map.
     pub(crate) senders: SenderPolicy,
+    /// The sending limits' overrides file.
+    pub(crate) sending: Arc<crate::sending::SendingLimits>,
     /// A remote identity store to reconnect, with the credential cache to empty (its users
     /// and passwords live elsewhere: a SIGHUP makes changes there take effect at once).
     pub(crate) store: Option<(crate::stores::Remote, Option<CredentialCache>)>,
@@ -70,6 +72,16 @@ pub(crate) async fn reload_on_sighup(r: Reloadable) {
                 c.clear();
             }
             tracing::info!(target: "smtpd::app", store = store.name(), "identity store reconnected, credential cache emptied");
+        }
+        match r.sending.reload() {
+            Ok(Some(n)) => {
+                tracing::info!(target: "smtpd::app", logins = n, "sending limit overrides reloaded")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(target: "smtpd::app",
+                error = %e,
+                "sending limit overrides reload refused: the old overrides stay in force"
+            ),
         }
         match r.senders.reload() {
             Ok(Some(n)) => {

@@ -10,14 +10,15 @@
 //!
 //! Counts are Redis strings `{prefix}:ip:{address}` and `{prefix}:user:{name}` (the keys the
 //! local limiter uses: an IPv6 /64, the name lowercased), made with `SET key 0 EX window NX`
-//! and raised with `INCR`: a fixed window from the first failure.
+//! and raised with `INCRBY`: a fixed window from the first failure. The sending limits
+//! (`smtpd::sending`) keep their counts here too, under `{prefix}:send:…`.
 //!
 //! Redis unreachable, slow (past `timeout_ms`) or answering nonsense never fails a login: the
 //! check answers "not locked", the local limiter still counts, a log line says the instance
 //! counts alone (once per outage, and once when Redis is back) and
 //! `smtpd_auth_limiter_fallbacks_total` counts each operation done without Redis.
 //!
-//! The client is a few RESP commands written by hand (`SET`, `INCR`, `MGET`, `AUTH`) on one
+//! The client is a few RESP commands written by hand (`SET`, `INCRBY`, `MGET`, `AUTH`) on one
 //! connection owned by one task, with bounded replies: the `redis` crate would bring a URL
 //! parser and a connection manager for three commands.
 
@@ -77,6 +78,8 @@ pub struct SharedLimiter {
     ops: mpsc::Sender<Op>,
     per_ip: u32,
     per_user: u32,
+    window: Duration,
+    prefix: String,
     timeout: Duration,
     state: Arc<State>,
 }
@@ -91,14 +94,16 @@ struct State {
 }
 
 enum Op {
-    Record {
-        ip: IpAddr,
-        user: Option<String>,
+    /// Add `by` to each key, made to expire `window` seconds after it is first made.
+    Add {
+        keys: Vec<Vec<u8>>,
+        by: u64,
+        window: u64,
     },
-    Check {
-        ip: IpAddr,
-        user: Option<String>,
-        reply: oneshot::Sender<Option<(u64, u64)>>,
+    /// Read each key's count (0 when absent).
+    Get {
+        keys: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Option<Vec<u64>>>,
     },
 }
 
@@ -110,11 +115,14 @@ impl SharedLimiter {
         let (tx, rx) = mpsc::channel(QUEUE);
         let state = Arc::new(State::default());
         let timeout = target.timeout;
-        tokio::spawn(run(target, window, rx, state.clone()));
+        let prefix = target.prefix.clone();
+        tokio::spawn(run(target, rx, state.clone()));
         Arc::new(Self {
             ops: tx,
             per_ip,
             per_user,
+            window,
+            prefix,
             timeout,
             state,
         })
@@ -130,27 +138,56 @@ impl SharedLimiter {
         self.state.fallbacks.load(Relaxed)
     }
 
+    /// The fleet's counts under `names` (each prefixed here), 0 for an absent one; `None`
+    /// when Redis cannot say within the timeout (counted as a fallback: the caller decides on
+    /// its own counts).
+    pub async fn counts(&self, names: &[String]) -> Option<Vec<u64>> {
+        let keys = names
+            .iter()
+            .map(|n| format!("{}:{n}", self.prefix).into_bytes())
+            .collect();
+        let (reply, rx) = oneshot::channel();
+        if self.ops.try_send(Op::Get { keys, reply }).is_err() {
+            self.state.fallbacks.fetch_add(1, Relaxed);
+            return None;
+        }
+        match timeout(self.timeout, rx).await {
+            Ok(Ok(Some(v))) => Some(v),
+            _ => {
+                self.state.fallbacks.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Adds `by` to the fleet's count under `name` (prefixed here), a count that expires
+    /// `window` after it was first made. Queued: never waits for Redis.
+    pub fn add(&self, name: &str, by: u64, window: Duration) {
+        let op = Op::Add {
+            keys: vec![format!("{}:{name}", self.prefix).into_bytes()],
+            by,
+            window: window.as_secs().max(1),
+        };
+        if self.ops.try_send(op).is_err() {
+            self.state.fallbacks.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Whether the fleet has seen too many failures from `ip` or for `user`; `false` when Redis
     /// cannot say (the local limiter then decides alone).
     pub async fn locked(&self, ip: IpAddr, user: &str) -> bool {
         if self.per_ip == 0 && self.per_user == 0 {
             return false;
         }
-        let (reply, rx) = oneshot::channel();
-        let op = Op::Check {
-            ip: address_key(ip),
-            user: Some(user_key(user)),
-            reply,
-        };
-        if self.ops.try_send(op).is_err() {
-            self.state.fallbacks.fetch_add(1, Relaxed);
-            return false;
-        }
-        let Ok(Ok(Some((ip_count, user_count)))) = timeout(self.timeout, rx).await else {
-            // Redis could not say in time: the local limiter decides alone.
-            self.state.fallbacks.fetch_add(1, Relaxed);
+        let names = [
+            format!("ip:{}", address_key(ip)),
+            format!("user:{}", user_key(user)),
+        ];
+        // Redis could not say in time: the local limiter decides alone.
+        let Some(counts) = self.counts(&names).await else {
             return false;
         };
+        let (ip_count, user_count) = (counts[0], counts[1]);
         let ip_over = self.per_ip > 0 && ip_count >= u64::from(self.per_ip);
         let user_over = self.per_user > 0 && user_count >= u64::from(self.per_user);
         if ip_over {
@@ -164,9 +201,14 @@ impl SharedLimiter {
 
 impl FailureListener for SharedLimiter {
     fn failure(&self, ip: IpAddr, user: Option<&str>) {
-        let op = Op::Record {
-            ip,
-            user: user.filter(|_| self.per_user > 0).map(str::to_owned),
+        let mut keys = vec![format!("{}:ip:{ip}", self.prefix).into_bytes()];
+        if let Some(u) = user.filter(|_| self.per_user > 0) {
+            keys.push(format!("{}:user:{u}", self.prefix).into_bytes());
+        }
+        let op = Op::Add {
+            keys,
+            by: 1,
+            window: self.window.as_secs().max(1),
         };
         if self.ops.try_send(op).is_err() {
             self.state.fallbacks.fetch_add(1, Relaxed);
@@ -176,12 +218,11 @@ impl FailureListener for SharedLimiter {
 
 /// The Redis task: one connection, operations in order, reconnecting at most once per
 /// [`RETRY`].
-async fn run(target: RedisTarget, window: Duration, mut rx: mpsc::Receiver<Op>, state: Arc<State>) {
+async fn run(target: RedisTarget, mut rx: mpsc::Receiver<Op>, state: Arc<State>) {
     let mut conn: Option<Resp> = None;
     let mut retry_at: Option<Instant> = None;
     // Whether an outage has been logged (the first failure is logged even at start).
     let mut logged_down = false;
-    let window = window.as_secs().max(1).to_string();
     while let Some(op) = rx.recv().await {
         if conn.is_none() && retry_at.is_none_or(|t| Instant::now() >= t) {
             match timeout(target.timeout, Resp::connect(&target)).await {
@@ -199,28 +240,23 @@ async fn run(target: RedisTarget, window: Duration, mut rx: mpsc::Receiver<Op>, 
         }
         let Some(c) = conn.as_mut() else {
             match op {
-                Op::Check { reply, .. } => drop(reply.send(None)),
-                Op::Record { .. } => drop(state.fallbacks.fetch_add(1, Relaxed)),
+                Op::Get { reply, .. } => drop(reply.send(None)),
+                Op::Add { .. } => drop(state.fallbacks.fetch_add(1, Relaxed)),
             }
             continue;
         };
-        let (Op::Record { ip, user } | Op::Check { ip, user, .. }) = &op;
-        let mut keys = vec![key(&target.prefix, "ip", &ip.to_string())];
-        if let Some(u) = user {
-            keys.push(key(&target.prefix, "user", u));
-        }
         let result = match &op {
-            Op::Record { .. } => timeout(target.timeout, c.record(&keys, &window))
+            Op::Add { keys, by, window } => timeout(target.timeout, c.add(keys, *by, *window))
                 .await
                 .map(|r| r.map(|()| None)),
-            Op::Check { .. } => timeout(target.timeout, c.counts(&keys))
+            Op::Get { keys, .. } => timeout(target.timeout, c.counts(keys))
                 .await
-                .map(|r| r.map(|v| Some((v[0], v.get(1).copied().unwrap_or(0))))),
+                .map(|r| r.map(Some)),
         };
         let answer = match result {
             Ok(Ok(a)) => {
                 if !state.up.swap(true, Relaxed) && logged_down {
-                    tracing::info!(redis = %target.address, "shared AUTH limiter: Redis is reachable again; failures are shared");
+                    tracing::info!(redis = %target.address, "shared limiter: Redis is reachable again; AUTH failures and sending are shared");
                 }
                 logged_down = false;
                 retry_at = None;
@@ -234,10 +270,10 @@ async fn run(target: RedisTarget, window: Duration, mut rx: mpsc::Receiver<Op>, 
             retry_at = Some(down(&target, &state, &mut logged_down, e));
         }
         match op {
-            // The caller counts a check answered without Redis.
-            Op::Check { reply, .. } => drop(reply.send(answer.ok().flatten())),
-            Op::Record { .. } if answer.is_err() => drop(state.fallbacks.fetch_add(1, Relaxed)),
-            Op::Record { .. } => {}
+            // The caller counts a read answered without Redis.
+            Op::Get { reply, .. } => drop(reply.send(answer.ok().flatten())),
+            Op::Add { .. } if answer.is_err() => drop(state.fallbacks.fetch_add(1, Relaxed)),
+            Op::Add { .. } => {}
         }
     }
 }
@@ -255,14 +291,10 @@ fn down(
         tracing::warn!(
             redis = %target.address,
             error = %why,
-            "shared AUTH limiter: Redis unreachable; this instance counts AUTH failures alone until it is back"
+            "shared limiter: Redis unreachable; this instance counts AUTH failures and sending alone until it is back"
         );
     }
     Instant::now() + RETRY
-}
-
-fn key(prefix: &str, kind: &str, name: &str) -> Vec<u8> {
-    format!("{prefix}:{kind}:{name}").into_bytes()
 }
 
 /// A reply from Redis, as far as these commands need.
@@ -322,18 +354,19 @@ impl Resp {
         r
     }
 
-    /// `SET key 0 EX window NX` then `INCR key` for each key, pipelined.
-    async fn record(&mut self, keys: &[Vec<u8>], window: &str) -> std::io::Result<()> {
+    /// `SET key 0 EX window NX` then `INCRBY key by` for each key, pipelined.
+    async fn add(&mut self, keys: &[Vec<u8>], by: u64, window: u64) -> std::io::Result<()> {
+        let (window, by) = (window.to_string(), by.to_string());
         for k in keys {
             self.push(&[b"SET", k, b"0", b"EX", window.as_bytes(), b"NX"]);
-            self.push(&[b"INCR", k]);
+            self.push(&[b"INCRBY", k, by.as_bytes()]);
         }
         self.flush().await?;
         for _ in keys {
             self.read().await?;
             match self.read().await? {
                 Value::Int(_) => {}
-                v => return Err(invalid(&format!("INCR answered {v:?}"))),
+                v => return Err(invalid(&format!("INCRBY answered {v:?}"))),
             }
         }
         Ok(())
