@@ -84,7 +84,7 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
     let s = &config.server;
     let senders = SenderPolicy::load(s.sender_login, &s.hostname, s.sender_login_map.as_deref())
         .map_err(|e| format!("server.sender_login_map: {e}"))?;
-    let sending = crate::sending::SendingLimits::load(&config.rate_limits)
+    let sending = crate::sending::SendingLimits::load(&config.rate_limits, config.server.lmtp)
         .map_err(|e| format!("rate_limits.overrides: {e}"))?;
     Ok(Loaded {
         tls,

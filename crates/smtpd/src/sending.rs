@@ -135,8 +135,9 @@ impl Limit {
 }
 
 impl SendingLimits {
-    /// The limits of `[rate_limits]`, its overrides file read.
-    pub fn load(section: &RateLimitsSection) -> Result<Self, String> {
+    /// The limits of `[rate_limits]`, its overrides file read. An LMTP server (`lmtp`) is
+    /// handed mail by the local MTA from one address: the per-address limit does not apply.
+    pub fn load(section: &RateLimitsSection, lmtp: bool) -> Result<Self, String> {
         let overrides = match &section.overrides {
             Some(p) => read_overrides(p)?,
             None => HashMap::new(),
@@ -144,7 +145,7 @@ impl SendingLimits {
         Ok(Self {
             messages: section.messages_per_hour,
             recipients: section.recipients_per_hour,
-            ip_messages: section.ip_messages_per_hour,
+            ip_messages: if lmtp { 0 } else { section.ip_messages_per_hour },
             overrides: RwLock::new(Arc::new(overrides)),
             file: section.overrides.clone(),
             local: Mutex::new(Counts::default()),
@@ -325,6 +326,17 @@ mod tests {
             let e = parse_overrides(&format!("ok: 1, 2\n{bad}\n")).unwrap_err();
             assert!(e.contains("line 2"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn an_lmtp_server_does_not_limit_per_address() {
+        let section = RateLimitsSection {
+            ip_messages_per_hour: 5,
+            ..RateLimitsSection::default()
+        };
+        assert_eq!(SendingLimits::load(&section, false).unwrap().ip_messages, 5);
+        let lmtp = SendingLimits::load(&section, true).unwrap();
+        assert_eq!((lmtp.ip_messages, lmtp.messages, lmtp.recipients), (0, 500, 2000));
     }
 
     #[test]
