@@ -69,6 +69,30 @@ fn scrape(port: u16) -> String {
 
 const QUEUED: &str = "250 2.0.0 OK: queued as";
 
+/// Three messages from `sender` (as `login` unless empty), each sent only if its MAIL is
+/// accepted: asserts the first two were queued and returns the third MAIL's reply.
+fn three_messages(port: u16, login: &str, sender: &str) -> String {
+    let out = session(
+        port,
+        login,
+        &format!(
+            r#"
+for i in range(3):
+    code = s.mail({sender:?})
+    r(code)
+    if code[0] == 250:
+        s.rcpt('postmaster@mx.test'); r(s.data(b'Subject: x\r\n\r\nx\r\n'))
+"#
+        ),
+    );
+    assert_eq!(
+        out.iter().filter(|l| l.starts_with(QUEUED)).count(),
+        2,
+        "{out:?}"
+    );
+    out.last().cloned().unwrap_or_default()
+}
+
 #[test]
 fn each_login_is_held_to_its_messages_and_recipients_per_hour() {
     setup();
@@ -203,24 +227,8 @@ fn an_address_that_did_not_log_in_is_held_to_its_messages_per_hour() {
         &config(&dir, port, mport, "auth_required = false", limits),
         port,
     );
-    let out = session(
-        port,
-        "",
-        r#"
-for i in range(3):
-    code = s.mail('sender@example.org')
-    r(code)
-    if code[0] == 250:
-        s.rcpt('postmaster@mx.test'); r(s.data(b'Subject: in\r\n\r\nx\r\n'))
-"#,
-    );
     assert_eq!(
-        out.iter().filter(|l| l.starts_with(QUEUED)).count(),
-        2,
-        "{out:?}"
-    );
-    assert_eq!(
-        out.last().unwrap(),
+        three_messages(port, "", "sender@example.org"),
         "450 4.7.1 Sending limit reached: 2 messages per hour for 127.0.0.1, try again later"
     );
     // A login is counted per login instead (messages_per_hour = 0: no limit).
@@ -245,24 +253,8 @@ fn with_redis_gone_the_instance_counts_alone() {
         "[rate_limits]\nmessages_per_hour = 2\n[limiter]\nredis = \"127.0.0.1:{dead}\"\ntimeout_ms = 200\n"
     );
     let srv = Smtpd::start(&dir, &config(&dir, port, mport, "", &extra), port);
-    let out = session(
-        port,
-        "alice",
-        r#"
-for i in range(3):
-    code = s.mail('alice@mx.test')
-    r(code)
-    if code[0] == 250:
-        s.rcpt('a@example.org'); r(s.data(b'Subject: x\r\n\r\nx\r\n'))
-"#,
-    );
     assert_eq!(
-        out.iter().filter(|l| l.starts_with(QUEUED)).count(),
-        2,
-        "{out:?}"
-    );
-    assert_eq!(
-        out.last().unwrap(),
+        three_messages(port, "alice", "alice@mx.test"),
         "450 4.7.1 Sending limit reached: 2 messages per hour for user alice, try again later"
     );
     srv.wait_for_log("shared limiter: Redis unreachable", 1);

@@ -145,7 +145,11 @@ impl SendingLimits {
         Ok(Self {
             messages: section.messages_per_hour,
             recipients: section.recipients_per_hour,
-            ip_messages: if lmtp { 0 } else { section.ip_messages_per_hour },
+            ip_messages: if lmtp {
+                0
+            } else {
+                section.ip_messages_per_hour
+            },
             overrides: RwLock::new(Arc::new(overrides)),
             file: section.overrides.clone(),
             local: Mutex::new(Counts::default()),
@@ -336,7 +340,10 @@ mod tests {
         };
         assert_eq!(SendingLimits::load(&section, false).unwrap().ip_messages, 5);
         let lmtp = SendingLimits::load(&section, true).unwrap();
-        assert_eq!((lmtp.ip_messages, lmtp.messages, lmtp.recipients), (0, 500, 2000));
+        assert_eq!(
+            (lmtp.ip_messages, lmtp.messages, lmtp.recipients),
+            (0, 500, 2000)
+        );
     }
 
     #[test]
