@@ -66,22 +66,46 @@ pub fn parse_overrides(text: &str) -> Result<HashMap<String, Budget>, String> {
     Ok(map)
 }
 
-/// Counts in fixed windows, at most [`MAX_KEYS`] keys.
+/// What a count is kept under. Typed, so the hot path formats nothing: names are written only
+/// for Redis and for refusals.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// Messages of a login (as [`user_key`] folds it).
+    Messages(String),
+    /// Recipients of a login.
+    Recipients(String),
+    /// Messages from an address that did not log in (as [`address_key`] folds it).
+    Ip(IpAddr),
+}
+
+impl Key {
+    /// The key's name in Redis, after `{prefix}:`.
+    fn redis_name(&self) -> String {
+        match self {
+            Self::Messages(l) => format!("send:msg:{l}"),
+            Self::Recipients(l) => format!("send:rcpt:{l}"),
+            Self::Ip(ip) => format!("send:ip:{ip}"),
+        }
+    }
+}
+
+/// Counts in fixed windows, at most [`MAX_KEYS`] keys. Looked up twice per message, so hashed
+/// with foldhash's quality hasher (seeded per process) rather than SipHash.
 #[derive(Debug, Default)]
 struct Counts {
-    map: HashMap<String, (u64, Instant)>,
+    map: HashMap<Key, (u64, Instant), foldhash::quality::RandomState>,
 }
 
 impl Counts {
-    fn get(&self, key: &str, now: Instant) -> u64 {
+    fn get(&self, key: &Key, now: Instant) -> u64 {
         match self.map.get(key) {
             Some((n, since)) if now.saturating_duration_since(*since) < WINDOW => *n,
             _ => 0,
         }
     }
 
-    fn add(&mut self, key: &str, by: u64, now: Instant) {
-        if !self.map.contains_key(key) && self.map.len() >= MAX_KEYS {
+    fn add(&mut self, key: Key, by: u64, now: Instant) {
+        if self.map.len() >= MAX_KEYS && !self.map.contains_key(&key) {
             self.map
                 .retain(|_, (_, since)| now.saturating_duration_since(*since) < WINDOW);
             if self.map.len() >= MAX_KEYS {
@@ -96,7 +120,7 @@ impl Counts {
                 }
             }
         }
-        let e = self.map.entry(key.to_owned()).or_insert((0, now));
+        let e = self.map.entry(key).or_insert((0, now));
         if now.saturating_duration_since(e.1) >= WINDOW {
             *e = (0, now);
         }
@@ -187,17 +211,17 @@ impl SendingLimits {
             .unwrap_or((self.messages, self.recipients))
     }
 
-    /// The count under `name`: this instance's, or the fleet's when Redis answers and holds
+    /// The count under `key`: this instance's, or the fleet's when Redis answers and holds
     /// more.
-    async fn count(&self, name: &str) -> u64 {
+    async fn count(&self, key: &Key) -> u64 {
         let now = Instant::now();
         let local = self
             .local
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(name, now);
+            .get(key, now);
         match self.shared.get() {
-            Some(s) => match s.counts(&[format!("send:{name}")]).await {
+            Some(s) => match s.counts(&[key.redis_name()]).await {
                 Some(v) => v[0].max(local),
                 None => local,
             },
@@ -205,43 +229,39 @@ impl SendingLimits {
         }
     }
 
-    fn add(&self, name: &str, by: u64) {
+    fn add(&self, key: Key, by: u64) {
+        if let Some(s) = self.shared.get() {
+            s.add(&key.redis_name(), by, WINDOW);
+        }
         self.local
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .add(name, by, Instant::now());
-        if let Some(s) = self.shared.get() {
-            s.add(&format!("send:{name}"), by, WINDOW);
-        }
+            .add(key, by, Instant::now());
     }
 
     /// At MAIL: `Err(450 4.7.1)` when the session's login, or its address when it did not log
     /// in, has no message left this hour.
     pub async fn check_mail(&self, session: &Session) -> Result<(), (Reply, &'static str)> {
-        let (limit, name, who, kind) = match &session.login_data {
+        let (limit, key) = match &session.login_data {
             Some(login) => {
                 let key = user_key(login);
-                let (m, _) = self.budget(&key);
-                (
-                    m,
-                    format!("msg:{key}"),
-                    format!("user {login}"),
-                    Limit::Messages,
-                )
+                (self.budget(&key).0, Key::Messages(key))
             }
-            None => {
-                let ip = address_key(session.peer_addr.ip());
-                (
-                    self.ip_messages,
-                    format!("ip:{ip}"),
-                    shown(ip),
-                    Limit::IpMessages,
-                )
-            }
+            None => (
+                self.ip_messages,
+                Key::Ip(address_key(session.peer_addr.ip())),
+            ),
         };
-        if limit == 0 || self.count(&name).await < u64::from(limit) {
+        if limit == 0 || self.count(&key).await < u64::from(limit) {
             return Ok(());
         }
+        let (who, kind) = match (&key, &session.login_data) {
+            (Key::Ip(ip), _) => (shown(*ip), Limit::IpMessages),
+            (_, login) => (
+                format!("user {}", login.as_deref().unwrap_or("")),
+                Limit::Messages,
+            ),
+        };
         tracing::warn!(target: "smtpd::rate_limit", remote_ip = %session.peer_addr.ip(), user = session.login_data.as_deref().unwrap_or(""), limit = kind.reason(), value = limit, "message refused: sending limit reached");
         Err((
             Reply::simple(
@@ -270,7 +290,7 @@ impl SendingLimits {
         if limit == 0 {
             return Ok(());
         }
-        let used = self.count(&format!("rcpt:{key}")).await + in_transaction as u64;
+        let used = self.count(&Key::Recipients(key)).await + in_transaction as u64;
         if used < u64::from(limit) {
             return Ok(());
         }
@@ -292,11 +312,11 @@ impl SendingLimits {
         match &session.login_data {
             Some(login) => {
                 let key = user_key(login);
-                self.add(&format!("msg:{key}"), 1);
-                self.add(&format!("rcpt:{key}"), recipients as u64);
+                self.add(Key::Messages(key.clone()), 1);
+                self.add(Key::Recipients(key), recipients as u64);
             }
             None if self.ip_messages > 0 => {
-                self.add(&format!("ip:{}", address_key(session.peer_addr.ip())), 1);
+                self.add(Key::Ip(address_key(session.peer_addr.ip())), 1);
             }
             None => {}
         }
@@ -350,26 +370,26 @@ mod tests {
     fn counts_are_windows_of_an_hour_and_the_table_is_bounded() {
         let t = Instant::now();
         let mut c = Counts::default();
-        c.add("msg:alice", 1, t);
-        c.add("msg:alice", 2, t + Duration::from_secs(10));
-        assert_eq!(c.get("msg:alice", t + Duration::from_secs(3599)), 3);
-        assert_eq!(c.get("msg:alice", t + WINDOW), 0);
-        c.add("msg:alice", 1, t + WINDOW);
-        assert_eq!(c.get("msg:alice", t + WINDOW), 1, "a new window");
+        let alice = Key::Messages("alice".into());
+        c.add(alice.clone(), 1, t);
+        c.add(alice.clone(), 2, t + Duration::from_secs(10));
+        assert_eq!(c.get(&alice, t + Duration::from_secs(3599)), 3);
+        assert_eq!(c.get(&alice, t + WINDOW), 0);
+        c.add(alice.clone(), 1, t + WINDOW);
+        assert_eq!(c.get(&alice, t + WINDOW), 1, "a new window");
+        let ip = |i: usize| Key::Ip(IpAddr::from((i as u32).to_be_bytes()));
         for i in 0..MAX_KEYS + 10 {
-            c.add(
-                &format!("ip:{i}"),
-                1,
-                t + WINDOW + Duration::from_millis(i as u64),
-            );
+            c.add(ip(i), 1, t + WINDOW + Duration::from_millis(i as u64));
         }
         assert!(c.map.len() <= MAX_KEYS);
         assert_eq!(
-            c.get(
-                &format!("ip:{}", MAX_KEYS + 9),
-                t + WINDOW + Duration::from_secs(200)
-            ),
+            c.get(&ip(MAX_KEYS + 9), t + WINDOW + Duration::from_secs(200)),
             1
+        );
+        assert_eq!(Key::Recipients("bob".into()).redis_name(), "send:rcpt:bob");
+        assert_eq!(
+            Key::Ip("2001:db8::".parse().unwrap()).redis_name(),
+            "send:ip:2001:db8::"
         );
     }
 }
