@@ -52,3 +52,8 @@ mod provider;
 pub use client::{DovecotClient, DovecotConfig, Endpoint, Error, Exchange};
 pub use protocol::{Answer, MechanismInfo, RequestInfo};
 pub use provider::{DovecotProvider, Proxy, ProxyStep};
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

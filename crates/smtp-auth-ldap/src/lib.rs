@@ -455,3 +455,8 @@ mod tests {
         assert!(shown.contains("<redacted>"), "{shown}");
     }
 }
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -85,3 +85,8 @@ pub use request::{AuthRequest, LookupRequest, LookupResult, ScramKeys, SessionIn
 pub use result::{AuthData, AuthResult, AuthStatus, CredentialLabel, Identity, LoginPassword};
 pub use sasl::encode_challenge;
 pub use secret::{Password, Secret, SecretBytes};
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -95,3 +95,8 @@ pub use path::{
 pub use reply::{EnhancedCode, Reply, ReplyCode, ReplyError, ReplyParser};
 /// The small-string type of the address and parameter fields (inline up to 23 octets).
 pub use smol_str::SmolStr;
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -110,3 +110,8 @@ pub use pool::{DEFAULT_MAX_QUEUE, VerifyPool, default_workers};
 #[cfg(feature = "tokio")]
 pub use server::{Server, bind};
 pub use session::{Envelope, Session, TlsInfo};
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

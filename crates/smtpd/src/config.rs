@@ -1212,7 +1212,7 @@ mod tests {
         let c = Config::parse("", "t").unwrap();
         assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:2525");
         assert!(c.server.auth_required);
-        let example = include_str!("../../../examples/smtpd.toml");
+        let example = include_str!("../smtpd.example.toml");
         let c = Config::parse(example, "examples/smtpd.toml").unwrap();
         assert!(matches!(c.delivery, Delivery::Maildir { .. }));
     }

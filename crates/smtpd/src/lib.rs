@@ -43,4 +43,9 @@ pub mod tls;
 pub mod users;
 
 /// The configuration `smtpd serve` uses without `--config`.
-pub const DEFAULT_CONFIG: &str = include_str!("../../../examples/smtpd.toml");
+pub const DEFAULT_CONFIG: &str = include_str!("../smtpd.example.toml");
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
