@@ -199,7 +199,7 @@ fn smtpd_logs_in_through_ldap_with_smtplib_and_swaks() {
     setup();
     let dir = temp_dir("ldap-smtpd");
     let mut slapd = start(&dir);
-    let port = free_port();
+    let (port, mport) = (free_port(), free_port());
     let maildir = dir.join("Maildir");
     let config = format!(
         r#"
@@ -220,10 +220,23 @@ filter = "(&(objectClass=inetOrgPerson)(uid=%u))"
 [delivery]
 kind = "maildir"
 path = {maildir:?}
+[metrics]
+address = "127.0.0.1:{mport}"
 "#,
         url = slapd.url()
     );
     let srv = Smtpd::start(&dir, &config, port);
+    // /readyz asks the directory ("Who am I?"): HTTP status and body.
+    let readyz = || {
+        let out = e2e::run(std::process::Command::new("curl").args([
+            "-s",
+            "-w",
+            " %{http_code}",
+            &format!("http://127.0.0.1:{mport}/readyz"),
+        ]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(readyz(), "ready\n 200");
     let login = |user: &str, password: &str| {
         python(&format!(
             r#"
@@ -293,7 +306,14 @@ except smtplib.SMTPAuthenticationError as e:
         took >= Duration::from_secs(2) && took < Duration::from_secs(6),
         "{took:?}"
     );
+    // Not ready while the directory hangs (the store's timeout or the probe's, both 2 s).
+    let hanging = readyz();
+    assert!(
+        hanging.starts_with("identity store ldap ") && hanging.ends_with(" 503"),
+        "{hanging}"
+    );
     slapd.daemon.thaw();
+    assert_eq!(readyz(), "ready\n 200");
     assert_eq!(
         login("alice", "other-pw"),
         "535 5.7.8 Authentication credentials invalid\n"

@@ -70,9 +70,10 @@ s.quit()
         "smtpd_credential_cache_hits_total 1",
         "smtpd_credential_cache_misses_total 3",
         "smtpd_messages_total{class=\"2xx\"} 1",
-        "smtpd_message_octets_total{class=\"2xx\"} 20",
+        "smtpd_message_bytes_total{class=\"2xx\"} 20",
         "smtpd_messages_total{class=\"5xx\"} 0",
         "smtpd_delivery_duration_seconds_count 1",
+        "smtpd_build_info{version=\"0.1.0\"} 1",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -83,7 +84,79 @@ s.quit()
         !text.contains("smtpd_delivery_failures_total{"),
         "no delivery failed:\n{text}"
     );
+    // The process metrics, with values that fit this process.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+    };
+    let rss = value("process_resident_memory_bytes");
+    assert!((1e6..1e9).contains(&rss), "{rss}");
+    let fds = value("process_open_fds");
+    assert!((3.0..1000.0).contains(&fds), "{fds}");
+    assert!(value("process_max_fds") >= fds);
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = value("process_start_time_seconds");
+    assert!(
+        now - start < 600.0 && start <= now + 1.0,
+        "{start} vs {now}"
+    );
+    assert!(
+        !text.contains("octets"),
+        "Prometheus naming: bytes, not octets:\n{text}"
+    );
+    // Alive, and ready: the listeners are bound and the users file needs no answer.
+    assert_eq!(
+        scrape(mport, "/healthz"),
+        ("ok\n".to_owned(), "200".to_owned())
+    );
+    assert_eq!(
+        scrape(mport, "/readyz"),
+        ("ready\n".to_owned(), "200".to_owned())
+    );
     let (_, code) = scrape(mport, "/other");
     assert_eq!(code, "404");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn readyz_says_503_while_the_identity_store_does_not_answer() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    let dir = temp_dir("metrics-readyz");
+    let (port, mport, dovecot) = (free_port(), free_port(), free_port());
+    // Dovecot's auth-client address, where nothing listens.
+    let config = format!(
+        r#"
+[server]
+auth_require_tls = false
+mechanisms = ["PLAIN"]
+[[listener]]
+address = "127.0.0.1:{port}"
+[auth]
+backend = "dovecot"
+socket = "127.0.0.1:{dovecot}"
+[delivery]
+kind = "discard"
+[metrics]
+address = "127.0.0.1:{mport}"
+"#
+    );
+    let srv = Smtpd::start(&dir, &config, port);
+    assert_eq!(
+        scrape(mport, "/healthz"),
+        ("ok\n".to_owned(), "200".to_owned())
+    );
+    let (body, code) = scrape(mport, "/readyz");
+    assert_eq!(code, "503", "{body}");
+    assert!(
+        body.starts_with("identity store dovecot unreachable:"),
+        "{body}"
+    );
+    drop(srv);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -262,6 +262,27 @@ impl LdapProvider {
         self.inner.idle.lock().expect("idle").clear();
     }
 
+    /// Whether the directory answers: a "Who am I?" (RFC 4532) on a pooled or new connection,
+    /// within the configured timeout. For readiness checks; binds as no one.
+    pub async fn ping(&self) -> Result<(), String> {
+        let round_trip = async {
+            let _permit = self
+                .inner
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| Trouble::Result(0, "pool closed".into()))?;
+            let mut ldap = self.connection().await?;
+            ldap.extended(ldap3::exop::WhoAmI).await?;
+            self.give_back(ldap);
+            Ok::<(), Trouble>(())
+        };
+        match tokio::time::timeout(self.inner.config.timeout, round_trip).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer in time".into()),
+        }
+    }
+
     /// Decides one request.
     pub async fn check(&self, req: &AuthRequest) -> AuthDecision {
         let password = req.password.expose_secret();

@@ -239,6 +239,12 @@ impl SqlProvider {
         }
     }
 
+    /// Whether the database answers: the configured query run for an empty user name, within
+    /// the configured timeout. For readiness checks.
+    pub async fn ping(&self) -> Result<(), String> {
+        self.fetch("").await.map(|_| ())
+    }
+
     fn failed(&self, e: &str) {
         tracing::warn!(target: "smtp_auth_sql", database = scheme_of(&self.inner.config.url), error = %e, "SQL query failed");
     }

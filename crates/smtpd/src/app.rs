@@ -175,6 +175,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         .map(str::to_owned)
         .collect();
     let remote = crate::stores::Remote::from_config(&config.auth, &config.server, &offered)?;
+    let remote_for_health = remote.clone();
     let app = App::new(
         &config.server.hostname,
         config.server.lmtp,
@@ -315,7 +316,11 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             Ok((l.address, server))
         })
         .collect::<Result<_, String>>()?;
-    Ok(Built { servers, metrics })
+    Ok(Built {
+        servers,
+        metrics,
+        store: remote_for_health,
+    })
 }
 
 /// What [`build`] makes: one server per listener, and the metrics they report into when
@@ -325,6 +330,8 @@ pub struct Built {
     pub servers: Vec<(std::net::SocketAddr, Server<App>)>,
     /// The counters behind `[metrics]`.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// A remote identity store, for readiness checks.
+    pub store: Option<crate::stores::Remote>,
 }
 
 impl std::fmt::Debug for Built {
@@ -344,13 +351,22 @@ pub async fn run(
     let built = build(&config).await?;
     let (tx, rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
+    let health = Arc::new(crate::metrics::Health::new(
+        built.store.clone(),
+        // A probe waits for an answer, not for a login: at most 5 s.
+        Duration::from_secs(config.server.auth_timeout_secs).min(Duration::from_secs(5)),
+    ));
     let metrics_task = match (&config.metrics, built.metrics) {
         (Some(m), Some(metrics)) => {
             let listener = tokio::net::TcpListener::bind(m.address)
                 .await
                 .map_err(|e| format!("metrics.address {}: {e}", m.address))?;
             tracing::info!(address = %m.address, "metrics endpoint");
-            Some(tokio::spawn(crate::metrics::serve(listener, metrics)))
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics,
+                health.clone(),
+            )))
         }
         _ => None,
     };
@@ -363,6 +379,7 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }));
     }
+    health.listening();
     shutdown.await;
     tracing::info!("shutting down");
     let _ = tx.send(true);

@@ -138,6 +138,12 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP smtpd_build_info The running build: its version.\n# TYPE smtpd_build_info gauge\nsmtpd_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        process::render(&mut out);
         let mut counter = |name: &str, help: &str, kind: &str, samples: &[(String, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, v) in samples {
@@ -253,7 +259,7 @@ impl Metrics {
             &by_class(&self.messages),
         );
         counter(
-            "smtpd_message_octets_total",
+            "smtpd_message_bytes_total",
             "Octets of those messages, as received.",
             "counter",
             &by_class(&self.octets),
@@ -344,8 +350,146 @@ impl Observer for Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped; any other path is 404.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Metrics>) {
+/// What `/readyz` reports: ready once every listener is bound and the identity store (when it
+/// is a remote one) answers.
+#[derive(Debug)]
+pub struct Health {
+    bound: std::sync::atomic::AtomicBool,
+    store: Option<crate::stores::Remote>,
+    timeout: Duration,
+}
+
+impl Health {
+    /// Not ready until [`Health::listening`]; `store` is asked at each check, bounded by
+    /// `timeout`.
+    pub fn new(store: Option<crate::stores::Remote>, timeout: Duration) -> Self {
+        Self {
+            bound: std::sync::atomic::AtomicBool::new(false),
+            store,
+            timeout,
+        }
+    }
+
+    /// Every listener is bound.
+    pub fn listening(&self) {
+        self.bound.store(true, Relaxed);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub async fn ready(&self) -> Result<(), String> {
+        if !self.bound.load(Relaxed) {
+            return Err("listeners not bound yet".into());
+        }
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        match tokio::time::timeout(self.timeout, store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("identity store {} unreachable: {e}", store.name())),
+            Err(_) => Err(format!(
+                "identity store {} did not answer in time",
+                store.name()
+            )),
+        }
+    }
+}
+
+/// Process metrics from `/proc/self` (Linux; nothing elsewhere), under the names every
+/// Prometheus client library uses.
+mod process {
+    use std::fmt::Write as _;
+
+    /// Clock ticks per second of `/proc/self/stat` (`USER_HZ`, 100 on Linux's ABIs).
+    const TICKS: f64 = 100.0;
+
+    pub(super) fn render(out: &mut String) {
+        let mut gauge = |name: &str, help: &str, kind: &str, v: Option<f64>| {
+            if let Some(v) = v {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+                );
+            }
+        };
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                .map(|k| k * 1024.0)
+        };
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            "gauge",
+            kib("VmRSS:"),
+        );
+        gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            "gauge",
+            kib("VmSize:"),
+        );
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as f64);
+        gauge("process_open_fds", "Open file descriptors.", "gauge", fds);
+        let max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|l| {
+                l.lines()
+                    .find(|l| l.starts_with("Max open files"))?
+                    .split_whitespace()
+                    .nth(3)?
+                    .parse::<f64>()
+                    .ok()
+            });
+        gauge(
+            "process_max_fds",
+            "The most file descriptors the process may open.",
+            "gauge",
+            max_fds,
+        );
+        // Fields after the command name (which may hold spaces), from field 3 on.
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+        let cpu = field(14).zip(field(15)).map(|(u, s)| (u + s) / TICKS);
+        gauge(
+            "process_cpu_seconds_total",
+            "User and system CPU time spent in seconds.",
+            "counter",
+            cpu,
+        );
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+        let start = field(22).zip(boot).map(|(t, b)| b + t / TICKS);
+        gauge(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds.",
+            "gauge",
+            start,
+        );
+    }
+}
+
+/// Serves `GET /metrics`, `/healthz` (200 while the process serves HTTP at all) and `/readyz`
+/// (200 once ready, else 503 with the reason, see [`Health`]) on `listener` until the task is
+/// dropped; any other path is 404.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    health: std::sync::Arc<Health>,
+) {
     use http_body_util::Full;
     use hyper::body::Bytes;
     use hyper::{Request, Response, StatusCode};
@@ -354,19 +498,27 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Me
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let metrics = metrics.clone();
+        let (metrics, health) = (metrics.clone(), health.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
+                let (metrics, health) = (metrics.clone(), health.clone());
                 async move {
-                    if req.uri().path() == "/metrics" {
+                    let text = |status: StatusCode, body: String| {
                         Response::builder()
+                            .status(status)
+                            .header("content-type", "text/plain")
+                            .body(Full::new(Bytes::from(body)))
+                    };
+                    match req.uri().path() {
+                        "/metrics" => Response::builder()
                             .header("content-type", "text/plain; version=0.0.4")
-                            .body(Full::new(Bytes::from(metrics.render())))
-                    } else {
-                        Response::builder()
-                            .status(StatusCode::NOT_FOUND)
-                            .body(Full::new(Bytes::from_static(b"not found\n")))
+                            .body(Full::new(Bytes::from(metrics.render()))),
+                        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+                        "/readyz" => match health.ready().await {
+                            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                        },
+                        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
                     }
                 }
             });
@@ -407,7 +559,7 @@ mod tests {
             "smtpd_auth_attempts_total{mechanism=\"PLAIN\",outcome=\"invalid\"} 1",
             "smtpd_auth_attempts_total{mechanism=\"PLAIN\",outcome=\"ok\"} 1",
             "smtpd_messages_total{class=\"2xx\"} 1",
-            "smtpd_message_octets_total{class=\"2xx\"} 100",
+            "smtpd_message_bytes_total{class=\"2xx\"} 100",
             "smtpd_messages_total{class=\"5xx\"} 1",
             "smtpd_delivery_failures_total{kind=\"relay\"} 1",
             "smtpd_auth_duration_seconds_bucket{le=\"0.005\"} 1",

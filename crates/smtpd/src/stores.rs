@@ -105,6 +105,16 @@ impl Remote {
         }
     }
 
+    /// Whether the store answers now (readiness): Dovecot's handshake, an LDAP "Who am I?",
+    /// the SQL query for an empty name.
+    pub async fn ping(&self) -> Result<(), String> {
+        match self {
+            Self::Dovecot(c, _) => c.mechanisms().await.map(|_| ()).map_err(|e| e.to_string()),
+            Self::Ldap(p) => p.ping().await,
+            Self::Sql(p) => p.ping().await,
+        }
+    }
+
     /// Closes the store's connections; the next login connects afresh.
     pub async fn reconnect(&self) {
         match self {
