@@ -420,6 +420,11 @@ impl Machine {
                 status = status.as_str(),
                 "AUTH"
             );
+            if status == AuthStatus::UnknownMechanism {
+                // A name the server does not offer is a client error like an unknown
+                // command: it counts toward `max_errors`, so no client loops on it forever.
+                self.protocol_error();
+            }
             return false;
         }
         // The one line per counted failure, for fail2ban (docs/deploy/fail2ban): its own

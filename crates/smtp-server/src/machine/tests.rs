@@ -367,6 +367,24 @@ fn errors_are_counted_and_the_limit_closes_with_421() {
 }
 
 #[test]
+fn unknown_mechanisms_count_as_errors() {
+    let mut h = Harness::new(config().max_errors(3).max_auth_failures(100).build());
+    h.feed("EHLO c\r\n");
+    for name in ["X-ONE", "NTLM"] {
+        assert_eq!(
+            h.feed(&format!("AUTH {name}\r\n")),
+            "504 5.5.4 Unrecognized authentication type\r\n"
+        );
+    }
+    assert_eq!(
+        h.feed("AUTH GSSAPI\r\n"),
+        "504 5.5.4 Unrecognized authentication type\r\n421 4.7.0 Too many errors, closing connection\r\n"
+    );
+    assert!(h.closed);
+    assert_eq!(h.m.session().auth_failures, 0, "not AUTH failures");
+}
+
+#[test]
 fn junk_commands_past_the_limit_count_as_errors() {
     let mut h = Harness::new(config().max_junk_commands(2).max_errors(2).build());
     assert_eq!(
