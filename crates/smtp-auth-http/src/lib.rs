@@ -21,8 +21,10 @@
 //! | no complete answer within the timeout (connect and whole response; 1200 ms by default) | `Failure` |
 //!
 //! Connections are pooled and kept alive (hyper-util's client), so a burst of logins reuses
-//! them. `http` and `https` URLs both work (hyper-rustls with the Mozilla roots, or your own
-//! rustls configuration). The password and the token never appear in `Debug` output, errors or
+//! them. `http` and `https` URLs both work (hyper-rustls with the roots and the crypto provider
+//! the crate's features name, or your own rustls configuration: features `ring` (default) or
+//! `aws-lc-rs`, `webpki-roots` (default) or `native-roots`, `tls12` (default); a process
+//! default provider the application installed is used first). The password and the token never appear in `Debug` output, errors or
 //! logs, and the request body that held the password is zeroized once the request is done.
 //!
 //! ## Plugged into a server
@@ -167,17 +169,7 @@ impl HttpAuthProviderBuilder {
         }
         let tls = match self.tls {
             Some(c) => c,
-            None => {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.extend(webpki_roots());
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| BuildError::Tls(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth()
-            }
+            None => default_tls(url.scheme_str() == Some("https"))?,
         };
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -204,9 +196,62 @@ impl HttpAuthProviderBuilder {
     }
 }
 
-/// Mozilla's root certificates.
-fn webpki_roots() -> impl Iterator<Item = rustls::pki_types::TrustAnchor<'static>> {
-    webpki_roots::TLS_SERVER_ROOTS.iter().cloned()
+/// The crypto provider of the default TLS configuration: the process's default when the
+/// application installed one, else the one this crate's features name.
+fn provider() -> Result<Arc<rustls::crypto::CryptoProvider>, BuildError> {
+    if let Some(p) = rustls::crypto::CryptoProvider::get_default() {
+        return Ok(p.clone());
+    }
+    #[cfg(feature = "ring")]
+    return Ok(Arc::new(rustls::crypto::ring::default_provider()));
+    #[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
+    return Ok(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+    Err(BuildError::Tls(
+        "no rustls crypto provider: enable the `ring` or `aws-lc-rs` feature, install a \
+         process default provider, or pass tls_config"
+            .into(),
+    ))
+}
+
+/// The roots of the default TLS configuration: Mozilla's (`webpki-roots`) and the system's
+/// (`native-roots`), as the features say.
+fn roots() -> Result<rustls::RootCertStore, BuildError> {
+    #[allow(unused_mut)]
+    let mut roots = rustls::RootCertStore::empty();
+    #[cfg(feature = "webpki-roots")]
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    #[cfg(feature = "native-roots")]
+    {
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 && !found.errors.is_empty() {
+            tracing::warn!(target: "smtp_auth_http", errors = found.errors.len(), "no system root certificate could be read");
+        }
+    }
+    if roots.is_empty() {
+        return Err(BuildError::Tls(
+            "no root certificates: enable the `webpki-roots` or `native-roots` feature, or pass \
+             tls_config"
+                .into(),
+        ));
+    }
+    Ok(roots)
+}
+
+/// The TLS configuration used when none is given; an `http` URL (`https` false) needs no
+/// roots.
+fn default_tls(https: bool) -> Result<rustls::ClientConfig, BuildError> {
+    let roots = match roots() {
+        Ok(r) => r,
+        Err(_) if !https => rustls::RootCertStore::empty(),
+        Err(e) => return Err(e),
+    };
+    Ok(rustls::ClientConfig::builder_with_provider(provider()?)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BuildError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 struct Inner {
