@@ -22,12 +22,15 @@
 //!   with the installed nightly and cargo-fuzz (installed from crates.io when missing). With
 //!   `--smoke` (CI), a machine without a nightly or without crates.io skips the run with a
 //!   warning instead of failing; a crash still fails.
+//! - `cargo xtask semver [--baseline REV]`: the published crates' API checked with
+//!   cargo-semver-checks against the newest release tag (or REV).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod authbench;
 mod callgrind;
+mod semver;
 mod soak;
 
 /// Fuzz targets: (crate directory, target name, optional dictionary).
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
         Some("bench") if args.iter().any(|a| a == "--auth") => authbench::auth(),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         Some("soak") => soak::soak(&args[1..]),
+        Some("semver") => semver::semver(&args[1..]),
         Some("soak-run") => soak::soak_run(&args[1..]),
         Some("fuzz") => {
             let secs = args
@@ -147,7 +151,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | conformance | bench [--quick | --peers | --callgrind [--base PATH] | --auth] | soak [--connections N] [--big] | fuzz [--seconds N] [--smoke]>"
+                "usage: cargo xtask <ci | conformance | bench [--quick | --peers | --callgrind [--base PATH] | --auth] | soak [--connections N] [--big] | fuzz [--seconds N] [--smoke] | semver [--baseline REV]>"
             );
             return ExitCode::from(2);
         }
