@@ -126,12 +126,20 @@ pub struct Smtpd {
 impl Smtpd {
     /// Writes `config` to `dir/smtpd.toml` and starts the server; waits until `port` accepts.
     pub fn start(dir: &Path, config: &str, port: u16) -> Self {
+        Self::start_with_env(dir, config, port, &[])
+    }
+
+    /// [`Smtpd::start`] with environment variables set for the server (`RUST_LOG` is removed
+    /// unless given here, so the configuration's `[log] level` decides).
+    pub fn start_with_env(dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Self {
         let path = dir.join("smtpd.toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(smtpd_bin())
             .arg("serve")
             .arg("--config")
             .arg(&path)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -20,9 +20,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the server (without --config: the embedded examples/smtpd.toml).
+    /// Run the server (without --config: /etc/smtpd/smtpd.toml).
     Serve {
-        /// The TOML configuration file.
+        /// The TOML configuration file (default /etc/smtpd/smtpd.toml; the demo is
+        /// examples/smtpd.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -123,20 +124,46 @@ fn hash_password(scram: bool, params: Option<&str>) -> ExitCode {
     }
 }
 
+/// Where `smtpd serve` looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/smtpd/smtpd.toml";
+
 fn serve(path: Option<PathBuf>) -> ExitCode {
-    let config = match &path {
-        Some(p) => Config::load(p),
-        None => Config::parse(crate::DEFAULT_CONFIG, "embedded examples/smtpd.toml"),
+    let path = match path {
+        Some(p) => p,
+        None if std::path::Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            PathBuf::from(DEFAULT_CONFIG_PATH)
+        }
+        None => {
+            eprintln!(
+                "smtpd: no configuration: {DEFAULT_CONFIG_PATH} does not exist and no --config was given \
+                 (the demo on 127.0.0.1:2525: smtpd serve --config examples/smtpd.toml)"
+            );
+            return ExitCode::FAILURE;
+        }
     };
-    let config = match config {
+    let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // RUST_LOG, when set, overrides `[log] level`; either must be a valid filter.
+    let (level, origin) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => (v, "RUST_LOG"),
+        _ => (config.log.level.clone(), "log.level"),
+    };
+    if let Err(e) = crate::config::check_log_filter(&level) {
+        eprintln!("smtpd: {origin}: {e}");
+        return ExitCode::FAILURE;
+    }
+    let filter = match tracing_subscriber::EnvFilter::try_new(&level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("smtpd: {origin}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -954,15 +954,35 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The line (1-based) where `key = ` first appears.
-fn line_of(source: &str, key: &str) -> Option<usize> {
-    source
-        .lines()
-        .position(|l| {
-            let t = l.trim_start();
-            t.strip_prefix(key)
+/// The line of `key = …` inside `[section]` (or `[[section]]`, or a dotted `[section.sub]`
+/// table below it), else of the section's header: the key is looked for in its own section, so
+/// a key spelled the same in two sections (`timeout_ms`, `password`) names the right line.
+fn line_of(source: &str, section: &str, key: &str) -> Option<usize> {
+    let mut in_section = false;
+    let mut header = None;
+    for (i, l) in source.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            let name = t
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim();
+            in_section = name == section || name.starts_with(&format!("{section}."));
+            if in_section && header.is_none() {
+                header = Some(i + 1);
+            }
+            continue;
+        }
+        if in_section
+            && t.strip_prefix(key)
                 .is_some_and(|r| r.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+        {
+            return Some(i + 1);
+        }
+    }
+    header
 }
 
 /// Keys whose values are secrets: never quoted in an error.
@@ -997,6 +1017,34 @@ fn parse_error(source: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
     }
 }
 
+/// Checks a log filter as `[log] level` or `RUST_LOG` gives it: comma-separated directives,
+/// each a level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or `target=level` (or a
+/// span filter in brackets). A bare word that is no level (`infoo`) would be read as a target
+/// name and silence everything else: it is refused.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let is_level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match d.rsplit_once('=') {
+            Some((_, level)) if !is_level(level) => {
+                return Err(format!(
+                    "`{d}`: `{level}` is not a level (trace, debug, info, warn, error, off)"
+                ));
+            }
+            Some(_) => {}
+            None if d.contains('[') || is_level(d) => {}
+            None => {
+                return Err(format!(
+                    "`{d}` is not a level (trace, debug, info, warn, error, off) nor target=level"
+                ));
+            }
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 impl Config {
     /// Parses and validates a configuration. `origin` names the file in messages.
     pub fn parse(source: &str, origin: &str) -> Result<Self, ConfigError> {
@@ -1014,7 +1062,7 @@ impl Config {
 
     fn validate(&self, source: &str, origin: &str) -> Result<(), ConfigError> {
         let bad = |section: &str, key: &str, why: &str| {
-            let at = line_of(source, key)
+            let at = line_of(source, section, key)
                 .map(|l| format!(" at line {l}"))
                 .unwrap_or_default();
             Err(ConfigError(format!(
@@ -1025,6 +1073,9 @@ impl Config {
         // The server's own options: the one validation of `smtp-server`.
         if let Err(e) = s.options().validate() {
             return bad("server", e.key, e.reason);
+        }
+        if let Err(e) = check_log_filter(&self.log.level) {
+            return bad("log", "level", &e);
         }
         if s.listen_backlog == 0 {
             return bad("server", "listen_backlog", "must be greater than 0");
@@ -1264,6 +1315,35 @@ mod tests {
         ] {
             assert_eq!(Config::parse(text, "f.toml").unwrap_err().0, want);
         }
+    }
+
+    #[test]
+    fn an_error_names_the_line_of_the_key_in_its_own_section() {
+        // `timeout_ms` is a key of [auth] (http) and of [limiter]; `max_errors` is only in
+        // [server], below a comment that spells it.
+        let text = "[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:9/\"\ntimeout_ms = 500\n\
+                    [limiter]\nredis = \"h:1\"\ntimeout_ms = 0\n";
+        assert_eq!(
+            Config::parse(text, "f.toml").unwrap_err().0,
+            "f.toml: key `limiter.timeout_ms` at line 7: must be between 1 and 10000"
+        );
+        let text = "[metrics]\naddress = \"127.0.0.1:9125\"\n[server]\nhostname = \"a.b\"\nmax_errors = 0\n";
+        assert_eq!(
+            Config::parse(text, "f.toml").unwrap_err().0,
+            "f.toml: key `server.max_errors` at line 5: must be greater than 0"
+        );
+        // A key left at its default has no line of its own: its section's header is named.
+        let text =
+            "[log]\nlevel = \"info\"\n[server]\nhostname = \"a.b\"\nsender_login = \"map\"\n";
+        assert_eq!(
+            Config::parse(text, "f.toml").unwrap_err().0,
+            "f.toml: key `server.sender_login` at line 5: \"map\" needs server.sender_login_map"
+        );
+        assert_eq!(line_of("[server]\nx = 1\n", "limiter", "x"), None);
+        assert_eq!(
+            line_of("[[listener]]\naddress = 1\n", "listener", "address"),
+            Some(2)
+        );
     }
 
     #[test]
