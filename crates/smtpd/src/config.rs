@@ -85,6 +85,9 @@ pub struct LimiterSection {
     pub username: Option<String>,
     /// Redis password (`requirepass` or the ACL user's).
     pub password: Option<String>,
+    /// A file holding the password instead (one line), kept out of the TOML.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 fn default_key_prefix() -> String {
@@ -419,6 +422,9 @@ pub enum AuthSection {
         /// Sent as `Authorization: Bearer`.
         #[serde(default)]
         bearer_token: String,
+        /// A file holding the bearer token instead (one line), kept out of the TOML.
+        #[serde(default)]
+        bearer_token_file: Option<PathBuf>,
         /// Milliseconds for the whole request (default 1200).
         #[serde(default = "default_http_timeout")]
         timeout_ms: u64,
@@ -547,6 +553,9 @@ pub struct LdapSection {
     /// Its password.
     #[serde(default)]
     pub bind_password: Option<String>,
+    /// A file holding that password instead (one line), kept out of the TOML.
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
     /// Where to search.
     #[serde(default)]
     pub base: Option<String>,
@@ -645,7 +654,11 @@ impl LdapSection {
 #[serde(deny_unknown_fields)]
 pub struct SqlSection {
     /// `postgres://user:password@host:port/db` or `sqlite:///path/users.db`.
+    #[serde(default)]
     pub url: String,
+    /// A file holding the URL instead (one line; a PostgreSQL URL carries its password).
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
     /// The query, the user name as `$1`: first column the stored hash, optional columns
     /// `enabled` and `scram`.
     pub query: String,
@@ -870,8 +883,14 @@ pub struct RelaySection {
     pub username: Option<String>,
     /// AUTH password (PLAIN, or LOGIN when the upstream offers no PLAIN).
     pub password: Option<String>,
+    /// A file holding the password instead (one line), kept out of the TOML.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// An OAuth 2 access token: AUTH XOAUTH2 as `username` (Office 365, Gmail).
     pub oauth_token: Option<String>,
+    /// A file holding the token instead (one line).
+    #[serde(default)]
+    pub oauth_token_file: Option<PathBuf>,
     /// Seconds an upstream connection is kept open after a message for the next one (RSET,
     /// then the next transaction); 0 closes it after each message.
     #[serde(default = "default_reuse_idle")]
@@ -1045,12 +1064,127 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Reads a secret from the file a `*_file` key names: its first line, without the line break.
+/// Errors name the file, never its contents.
+fn read_secret(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").to_owned();
+    if secret.is_empty() {
+        return Err(format!("{}: the first line is empty", path.display()));
+    }
+    Ok(secret)
+}
+
 impl Config {
-    /// Parses and validates a configuration. `origin` names the file in messages.
+    /// Parses and validates a configuration. `origin` names the file in messages. Secrets
+    /// named by `*_file` keys are read here.
     pub fn parse(source: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(source).map_err(|e| parse_error(source, origin, &e))?;
+        let mut config: Config =
+            toml::from_str(source).map_err(|e| parse_error(source, origin, &e))?;
+        config.read_secret_files(source, origin)?;
         config.validate(source, origin)?;
         Ok(config)
+    }
+
+    /// Fills each secret from its `*_file` key (`password_file`, `bearer_token_file`,
+    /// `bind_password_file`, `url_file`, `oauth_token_file`); giving both the key and its
+    /// file is an error.
+    fn read_secret_files(&mut self, source: &str, origin: &str) -> Result<(), ConfigError> {
+        fn fill(
+            secret: &mut Option<String>,
+            file: &Option<PathBuf>,
+            section: &str,
+            key: &str,
+            source: &str,
+            origin: &str,
+        ) -> Result<(), ConfigError> {
+            let Some(path) = file else {
+                return Ok(());
+            };
+            let file_key = format!("{key}_file");
+            let at = line_of(source, section, &file_key)
+                .map(|l| format!(" at line {l}"))
+                .unwrap_or_default();
+            if secret.as_deref().is_some_and(|s| !s.is_empty()) {
+                return Err(ConfigError(format!(
+                    "{origin}: key `{section}.{file_key}`{at}: give {key} or {file_key}, not both"
+                )));
+            }
+            *secret = Some(read_secret(path).map_err(|e| {
+                ConfigError(format!("{origin}: key `{section}.{file_key}`{at}: {e}"))
+            })?);
+            Ok(())
+        }
+        if let Some(l) = &mut self.limiter {
+            fill(
+                &mut l.password,
+                &l.password_file,
+                "limiter",
+                "password",
+                source,
+                origin,
+            )?;
+        }
+        match &mut self.auth {
+            AuthSection::Http {
+                bearer_token,
+                bearer_token_file,
+                ..
+            } => {
+                let mut t = Some(std::mem::take(bearer_token));
+                fill(
+                    &mut t,
+                    bearer_token_file,
+                    "auth",
+                    "bearer_token",
+                    source,
+                    origin,
+                )?;
+                *bearer_token = t.unwrap_or_default();
+            }
+            AuthSection::Ldap(l) => {
+                let l = &mut **l;
+                fill(
+                    &mut l.bind_password,
+                    &l.bind_password_file,
+                    "auth",
+                    "bind_password",
+                    source,
+                    origin,
+                )?;
+            }
+            AuthSection::Sql(q) => {
+                let q = &mut **q;
+                let mut url = Some(std::mem::take(&mut q.url));
+                fill(&mut url, &q.url_file, "auth", "url", source, origin)?;
+                q.url = url.unwrap_or_default();
+                if q.url.is_empty() {
+                    return Err(ConfigError(format!(
+                        "{origin}: key `auth.url`: the sql backend needs url or url_file"
+                    )));
+                }
+            }
+            _ => {}
+        }
+        if let Delivery::Relay(r) = &mut self.delivery {
+            fill(
+                &mut r.password,
+                &r.password_file,
+                "delivery",
+                "password",
+                source,
+                origin,
+            )?;
+            fill(
+                &mut r.oauth_token,
+                &r.oauth_token_file,
+                "delivery",
+                "oauth_token",
+                source,
+                origin,
+            )?;
+        }
+        Ok(())
     }
 
     /// Reads, parses and validates a file.
@@ -1344,6 +1478,101 @@ mod tests {
             line_of("[[listener]]\naddress = 1\n", "listener", "address"),
             Some(2)
         );
+    }
+
+    #[test]
+    fn every_secret_can_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("smtpd-secret-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let redis = file("redis", "REDIS-s3cret\n");
+        let token = file("token", "TOKEN-s3cret\n");
+        let relay = file("relay", "RELAY-s3cret\r\n");
+        let oauth = file("oauth", "OAUTH-s3cret");
+        let c = Config::parse(
+            &format!(
+                "[limiter]\nredis = \"h:1\"\npassword_file = {redis:?}\n\
+                 [auth]\nbackend = \"http\"\nurl = \"http://a/\"\nbearer_token_file = {token:?}\n\
+                 [delivery]\nkind = \"relay\"\nhost = \"up\"\nusername = \"u\"\npassword_file = {relay:?}\n"
+            ),
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.limiter.as_ref().unwrap().password.as_deref(),
+            Some("REDIS-s3cret")
+        );
+        let AuthSection::Http { bearer_token, .. } = &c.auth else {
+            panic!()
+        };
+        assert_eq!(bearer_token, "TOKEN-s3cret");
+        let Delivery::Relay(r) = &c.delivery else {
+            panic!()
+        };
+        assert_eq!(r.password.as_deref(), Some("RELAY-s3cret"));
+        let c = Config::parse(
+            &format!("[delivery]\nkind = \"relay\"\nhost = \"up\"\nusername = \"u\"\noauth_token_file = {oauth:?}\n"),
+            "f.toml",
+        )
+        .unwrap();
+        let Delivery::Relay(r) = &c.delivery else {
+            panic!()
+        };
+        assert_eq!(r.oauth_token.as_deref(), Some("OAUTH-s3cret"));
+        let ldap_pw = file("ldap", "LDAP-s3cret\n");
+        let c = Config::parse(
+            &format!(
+                "[auth]\nbackend = \"ldap\"\nurl = \"ldap://127.0.0.1:389\"\nbind_dn = \"cn=s\"\nbind_password_file = {ldap_pw:?}\nbase = \"dc=x\"\nfilter = \"(uid=%u)\"\n"
+            ),
+            "f.toml",
+        )
+        .unwrap();
+        let AuthSection::Ldap(l) = &c.auth else {
+            panic!()
+        };
+        assert_eq!(l.bind_password.as_deref(), Some("LDAP-s3cret"));
+        let url = file("url", "postgres://smtpd:PG-s3cret@127.0.0.1/mail\n");
+        let c = Config::parse(
+            &format!("[auth]\nbackend = \"sql\"\nurl_file = {url:?}\nquery = \"SELECT hash FROM u WHERE name = $1\"\n"),
+            "f.toml",
+        )
+        .unwrap();
+        let AuthSection::Sql(q) = &c.auth else {
+            panic!()
+        };
+        assert_eq!(q.url, "postgres://smtpd:PG-s3cret@127.0.0.1/mail");
+        // Both, an empty file, a missing file: errors naming the key and its line, never the
+        // secret.
+        let empty = file("empty", "\n");
+        for (text, want) in [
+            (
+                format!("[limiter]\nredis = \"h:1\"\npassword = \"INLINE-s3cret\"\npassword_file = {redis:?}\n"),
+                "f.toml: key `limiter.password_file` at line 4: give password or password_file, not both".to_owned(),
+            ),
+            (
+                format!("[limiter]\nredis = \"h:1\"\npassword_file = {empty:?}\n"),
+                format!("f.toml: key `limiter.password_file` at line 3: {}: the first line is empty", empty.display()),
+            ),
+        ] {
+            let e = Config::parse(&text, "f.toml").unwrap_err().0;
+            assert_eq!(e, want);
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        let e = Config::parse(
+            "[limiter]\nredis = \"h:1\"\npassword_file = \"/nonexistent/pw\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e.starts_with("f.toml: key `limiter.password_file` at line 3: /nonexistent/pw: "),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
