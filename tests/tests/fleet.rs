@@ -396,6 +396,91 @@ s.quit()
 }
 
 #[test]
+fn the_limiter_reaches_redis_over_tls_with_a_password_from_a_file() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    let dir = temp_dir("fleet-tls");
+    let (cert, key) = e2e::cert_files(&dir);
+    let rport = free_port();
+    // Redis listens with TLS only (no plain port) and wants a password.
+    let _redis = {
+        ensure_tool("redis-server");
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &rport.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&cert)
+            .args(["--tls-auth-clients", "no", "--requirepass", "TLS-s3cret"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        e2e::wait_for_port(rport, &mut child, "redis-server");
+        Peer(child)
+    };
+    std::fs::write(dir.join("redis-password"), "TLS-s3cret\n").unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let limiter = format!(
+        "ca_file = {cert:?}\npassword_file = {:?}\n",
+        dir.join("redis-password")
+    );
+    let config = fleet_config(&dir, port, rport, mport, "", &limiter).replace(
+        &format!("redis = \"127.0.0.1:{rport}\""),
+        &format!("redis = \"rediss://localhost:{rport}\""),
+    );
+    assert!(config.contains("rediss://localhost:"), "{config}");
+    let srv = Smtpd::start(&dir, &config, port);
+    for n in 1..=2 {
+        assert_eq!(
+            login(port, "127.0.0.1", "alice", &format!("guess {n}")),
+            INVALID
+        );
+    }
+    // The count is in Redis, read back over TLS with redis-cli.
+    let get = || {
+        let out = run(Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(&cert)
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &rport.to_string(),
+                "--no-auth-warning",
+            ])
+            .args(["-a", "TLS-s3cret", "GET", "smtpd:authfail:user:alice"]));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get() != "2" {
+        assert!(
+            Instant::now() < deadline,
+            "the count never reached Redis: {}",
+            get()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        scrape(mport).contains("smtpd_auth_limiter_shared_up 1"),
+        "{}",
+        scrape(mport)
+    );
+    assert!(!srv.log().contains("Redis unreachable"), "{}", srv.log());
+    assert!(!srv.log().contains("TLS-s3cret"));
+    drop(srv);
+}
+
+#[test]
 fn two_instances_behind_haproxy_spend_one_sending_budget_through_redis() {
     e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
     let rport = free_port();

@@ -285,7 +285,19 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     if let Some(l) = &config.limiter {
         let shared = SharedLimiter::start(
             RedisTarget {
-                address: l.redis.clone(),
+                address: l
+                    .redis
+                    .strip_prefix("rediss://")
+                    .unwrap_or(&l.redis)
+                    .to_owned(),
+                tls: if l.tls || l.redis.starts_with("rediss://") {
+                    Some(
+                        crate::tls::client_config(l.ca_file.as_deref())
+                            .map_err(|e| format!("limiter.ca_file: {e}"))?,
+                    )
+                } else {
+                    None
+                },
                 prefix: l.key_prefix.clone(),
                 timeout: Duration::from_millis(l.timeout_ms),
                 auth: l

@@ -72,8 +72,15 @@ impl Default for RateLimitsSection {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimiterSection {
-    /// Redis's `host:port`, e.g. `127.0.0.1:6379`.
+    /// Redis's `host:port`, e.g. `127.0.0.1:6379`; `rediss://host:port` for TLS.
     pub redis: String,
+    /// Connect with TLS (as `rediss://` does): the password crosses the network encrypted and
+    /// the server's certificate is verified for `host`.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM CA certificates Redis's certificate must chain to (default: Mozilla's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Prepended to every key (`{prefix}:ip:{address}`, `{prefix}:user:{name}`).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
@@ -1215,9 +1222,14 @@ impl Config {
             return bad("server", "listen_backlog", "must be greater than 0");
         }
         if let Some(l) = &self.limiter {
-            let port = l.redis.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            let address = l.redis.strip_prefix("rediss://").unwrap_or(&l.redis);
+            let port = address.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
             if !matches!(port, Some(Ok(p)) if p > 0) {
-                return bad("limiter", "redis", "must be host:port, e.g. 127.0.0.1:6379");
+                return bad(
+                    "limiter",
+                    "redis",
+                    "must be host:port or rediss://host:port, e.g. 127.0.0.1:6379",
+                );
             }
             if l.key_prefix.is_empty() {
                 return bad("limiter", "key_prefix", "must not be empty");
@@ -1432,7 +1444,7 @@ mod tests {
         for (text, want) in [
             (
                 "[limiter]\nredis = \"127.0.0.1\"\n",
-                "f.toml: key `limiter.redis` at line 2: must be host:port, e.g. 127.0.0.1:6379",
+                "f.toml: key `limiter.redis` at line 2: must be host:port or rediss://host:port, e.g. 127.0.0.1:6379",
             ),
             (
                 "[limiter]\nredis = \"h:1\"\ntimeout_ms = 0\n",

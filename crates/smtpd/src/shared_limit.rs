@@ -53,6 +53,8 @@ const RETRY: Duration = Duration::from_secs(1);
 pub struct RedisTarget {
     /// `host:port`.
     pub address: String,
+    /// TLS to Redis (`rediss://`), verifying its certificate for the host of `address`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Prepended to every key.
     pub prefix: String,
     /// Bound on connecting and on each command.
@@ -65,6 +67,7 @@ impl std::fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisTarget")
             .field("address", &self.address)
+            .field("tls", &self.tls.is_some())
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
@@ -307,9 +310,13 @@ enum Value {
     Array(Vec<Value>),
 }
 
+/// A byte stream to Redis: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// One RESP connection.
 struct Resp {
-    io: BufReader<TcpStream>,
+    io: BufReader<Box<dyn Io>>,
     out: Vec<u8>,
 }
 
@@ -317,6 +324,23 @@ impl Resp {
     async fn connect(target: &RedisTarget) -> std::io::Result<Self> {
         let stream = TcpStream::connect(&target.address).await?;
         stream.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match &target.tls {
+            None => Box::new(stream),
+            Some(config) => {
+                let host = target
+                    .address
+                    .rsplit_once(':')
+                    .map_or(target.address.as_str(), |(h, _)| h)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| invalid(&format!("Redis host name: {e}")))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await?;
+                Box::new(tls)
+            }
+        };
         let mut c = Self {
             io: BufReader::new(stream),
             out: Vec::new(),
