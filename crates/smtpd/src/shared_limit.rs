@@ -543,6 +543,7 @@ mod tests {
     fn the_redis_password_stays_out_of_debug() {
         let t = RedisTarget {
             address: "127.0.0.1:6379".into(),
+            tls: None,
             prefix: "p".into(),
             timeout: Duration::from_millis(200),
             auth: Some((Some("smtpd".into()), Zeroizing::new("REDIS-xyz".into()))),
@@ -574,6 +575,7 @@ mod tests {
     fn target(address: String) -> RedisTarget {
         RedisTarget {
             address,
+            tls: None,
             prefix: "p".into(),
             timeout: Duration::from_millis(500),
             auth: None,
