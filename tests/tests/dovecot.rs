@@ -36,11 +36,9 @@ fn passwd() -> String {
 }
 
 fn request(user: &str, password: &str) -> AuthRequest {
-    let info = SessionInfo {
-        remote_ip: Some("127.0.0.1".parse().unwrap()),
-        local_ip: Some("127.0.0.1".parse().unwrap()),
-        ..Default::default()
-    };
+    let mut info = SessionInfo::default();
+    info.remote_ip = Some("127.0.0.1".parse().unwrap());
+    info.local_ip = Some("127.0.0.1".parse().unwrap());
     AuthRequest::new(
         &info,
         "PLAIN",
@@ -112,12 +110,10 @@ async fn the_provider_and_the_proxy_against_a_real_dovecot() {
 
     // LOGIN runs inside Dovecot: its challenges reach the caller, its answer names the user.
     let c = client(&socket, Duration::from_secs(5));
-    let info = RequestInfo {
-        remote_ip: Some("192.0.2.9".parse().unwrap()),
-        local_ip: Some("127.0.0.1".parse().unwrap()),
-        secured: true,
-        ..Default::default()
-    };
+    let mut info = RequestInfo::default();
+    info.remote_ip = Some("192.0.2.9".parse().unwrap());
+    info.local_ip = Some("127.0.0.1".parse().unwrap());
+    info.secured = true;
     let (mut proxy, step) = Proxy::start(&c, "LOGIN", &info, None).await;
     let ProxyStep::Challenge(ch) = step else {
         panic!("{step:?}")

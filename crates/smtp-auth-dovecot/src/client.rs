@@ -55,6 +55,7 @@ impl fmt::Display for Endpoint {
 
 /// How a [`DovecotClient`] reaches Dovecot.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DovecotConfig {
     /// The `auth-client` listener.
     pub endpoint: Endpoint,

@@ -19,6 +19,7 @@ pub const MAX_LINE: usize = 64 * 1024;
 
 /// One mechanism Dovecot offers (`MECH <name> <flags>...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MechanismInfo {
     /// The mechanism's name, upper-case.
     pub name: String,
@@ -102,6 +103,7 @@ pub fn client_hello(pid: u32) -> String {
 /// The facts about the SMTP session that go with an `AUTH` request, so Dovecot's penalties,
 /// `disable_plaintext_auth` and logs see the real client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RequestInfo {
     /// The client's address (`rip`).
     pub remote_ip: Option<IpAddr>,
@@ -176,6 +178,7 @@ pub fn cont_line(id: u32, response: &[u8]) -> Zeroizing<String> {
 
 /// The server's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Answer {
     /// `CONT`: a challenge (decoded) for the client.
     Continue(Vec<u8>),

@@ -146,9 +146,10 @@ impl Proxy {
     }
 
     fn conclude(&mut self, answer: Result<Answer, Error>) -> ProxyStep {
-        let named = |user: Option<String>, status| AuthResult {
-            auth_data: user.map(|login| self.identity(login)),
-            ..AuthResult::failure(status)
+        let named = |user: Option<String>, status| {
+            let mut r = AuthResult::failure(status);
+            r.auth_data = user.map(|login| self.identity(login));
+            r
         };
         let step = match answer {
             Ok(Answer::Continue(c)) => return ProxyStep::Challenge(c),

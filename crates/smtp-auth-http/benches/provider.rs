@@ -21,11 +21,9 @@ use smtp_auth_http::HttpAuthProvider;
 const BODY: &str = r#"{"username":"alice","password":"right","mechanism":"PLAIN","remoteIp":"127.0.0.1","heloName":"bench"}"#;
 
 fn request() -> AuthRequest {
-    let info = SessionInfo {
-        remote_ip: Some("127.0.0.1".parse().unwrap()),
-        helo_name: Some("bench".into()),
-        ..Default::default()
-    };
+    let mut info = SessionInfo::default();
+    info.remote_ip = Some("127.0.0.1".parse().unwrap());
+    info.helo_name = Some("bench".into());
     AuthRequest::new(
         &info,
         "PLAIN",

@@ -76,6 +76,7 @@ pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 /// Why a provider could not be built.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum BuildError {
     /// The URL does not parse or is not `http`/`https` with a host.
     InvalidUrl(String),

@@ -11,11 +11,9 @@ use smtp_auth::{AuthDecision, AuthRequest, Password, SessionInfo};
 use smtp_auth_http::HttpAuthProvider;
 
 fn request(password: &str) -> AuthRequest {
-    let info = SessionInfo {
-        remote_ip: Some("192.0.2.7".parse().unwrap()),
-        helo_name: Some("client.example".into()),
-        ..Default::default()
-    };
+    let mut info = SessionInfo::default();
+    info.remote_ip = Some("192.0.2.7".parse().unwrap());
+    info.helo_name = Some("client.example".into());
     AuthRequest::new(
         &info,
         "PLAIN",

@@ -111,6 +111,7 @@ impl fmt::Debug for Lookup {
 
 /// Where and how to bind.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct LdapConfig {
     /// `ldap://host:port` or `ldaps://host:port`.
     pub url: String,

@@ -78,6 +78,7 @@ pub type Verifier =
 
 /// What the provider asks.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SqlConfig {
     /// `postgres://user:password@host:port/db` (or `postgresql://`) or `sqlite:///path`.
     pub url: String,

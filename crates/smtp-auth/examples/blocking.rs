@@ -88,11 +88,9 @@ fn session(stream: TcpStream, registry: &Registry, users: &MemoryProvider) -> st
     };
     let mut commands = LineDecoder::default();
     let mut sasl = LineDecoder::new(12288 + 2);
-    let mut info = SessionInfo {
-        remote_ip: Some(peer.ip()),
-        server_name: "localhost".into(),
-        ..Default::default()
-    };
+    let mut info = SessionInfo::default();
+    info.remote_ip = Some(peer.ip());
+    info.server_name = "localhost".into();
     let mut authenticated: Option<String> = None;
     let mut failures = 0;
     conn.send("220 localhost ESMTP smtp-auth blocking example")?;

@@ -57,6 +57,7 @@ use crate::secret::Secret;
 
 /// The cache's options.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct CacheConfig {
     /// How long a success is remembered (default 1 hour).
     pub ttl: Duration,

@@ -7,6 +7,7 @@ use crate::result::{AuthData, AuthStatus};
 
 /// What an [`AuthProvider`](crate::AuthProvider) decided about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AuthDecision {
     /// The credentials are valid (SMTP: 235 2.7.0).
     Ok,

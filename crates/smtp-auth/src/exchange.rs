@@ -40,6 +40,7 @@ pub enum Step {
 
 /// A call that does not fit the exchange's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ExchangeError {
     /// `start` on an exchange that already started.
     AlreadyStarted,

@@ -33,7 +33,8 @@
 //! use smtp_auth::{smtp, AuthExchange, MemoryProvider, Registry, SessionInfo, Step};
 //!
 //! let users = MemoryProvider::new().with_user("alice", "wonderland");
-//! let info = SessionInfo { helo_name: Some("client.example".into()), ..Default::default() };
+//! let mut info = SessionInfo::default();
+//! info.helo_name = Some("client.example".into());
 //! let mut exchange = AuthExchange::new(Registry::default(), info);
 //!
 //! // C: AUTH LOGIN

@@ -11,6 +11,7 @@ use crate::secret::{Password, Secret};
 
 /// Facts about the session that mechanisms and requests need. The driver fills them in.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct SessionInfo {
     /// The client's address (after PROXY protocol, when used).
     pub remote_ip: Option<IpAddr>,
@@ -37,6 +38,7 @@ pub struct SessionInfo {
 /// For PLAIN and LOGIN `password` is the password; for XOAUTH2 and OAUTHBEARER it is the bearer
 /// token; for EXTERNAL it is empty and `username` is the transport's identity.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct AuthRequest {
     /// The authentication identity (authcid).
     pub username: String,
@@ -149,6 +151,7 @@ impl Zeroize for ScramKeys {
 
 /// A stored secret handed to a mechanism.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum StoredSecret {
     /// The password in clear (CRAM-MD5 needs it; SCRAM derives its keys from it).
     Plain(Password),
@@ -158,6 +161,7 @@ pub enum StoredSecret {
 
 /// The answer to a [`LookupRequest`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum LookupResult {
     /// The user exists; here is the secret.
     Found(StoredSecret),

@@ -72,6 +72,7 @@ pub struct Identity {
 /// Free-form authentication data kept on the session after success (aiosmtpd's
 /// `session.auth_data`). Its [`login`](AuthData::login) is the session's `login_data`.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum AuthData {
     /// What the built-in mechanisms record: the identity, never the password.
     Identity(Identity),
@@ -144,6 +145,7 @@ impl fmt::Debug for AuthData {
 /// `handle_auth` hook builds its own. An authenticator answers with a
 /// [`Verdict`](crate::Verdict) instead.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AuthResult {
     /// Whether the reply was already sent.
     pub handled: bool,

@@ -43,11 +43,16 @@ fn counting() -> (
     (calls, p)
 }
 
-fn paused_clock(config: CacheConfig) -> CacheConfig {
-    CacheConfig {
-        clock: Arc::new(|| tokio::time::Instant::now().into_std()),
-        ..config
-    }
+fn paused_clock(mut config: CacheConfig) -> CacheConfig {
+    config.clock = Arc::new(|| tokio::time::Instant::now().into_std());
+    config
+}
+
+/// The default configuration with one change (`CacheConfig` is `#[non_exhaustive]`).
+fn with(change: impl FnOnce(&mut CacheConfig)) -> CacheConfig {
+    let mut config = CacheConfig::default();
+    change(&mut config);
+    config
 }
 
 async fn ask<S>(svc: &mut S, r: AuthRequest) -> AuthDecision
@@ -62,10 +67,7 @@ where
 #[tokio::test(start_paused = true)]
 async fn hit_miss_and_ttl_expiry() {
     let (calls, p) = counting();
-    let cache = CredentialCache::new(paused_clock(CacheConfig {
-        ttl: Duration::from_secs(60),
-        ..CacheConfig::default()
-    }));
+    let cache = CredentialCache::new(paused_clock(with(|c| c.ttl = Duration::from_secs(60))));
     let mut svc = cache.layer().layer(p);
     assert_eq!(
         ask(&mut svc, req("PLAIN", "alice", "right")).await,
@@ -132,10 +134,7 @@ async fn failure_is_never_cached_and_invalid_only_with_a_negative_ttl() {
     assert!(cache.is_empty());
 
     let (calls, p) = counting();
-    let cache = CredentialCache::new(CacheConfig {
-        negative_ttl: Duration::from_secs(30),
-        ..CacheConfig::default()
-    });
+    let cache = CredentialCache::new(with(|c| c.negative_ttl = Duration::from_secs(30)));
     let mut svc = cache.layer().layer(p);
     for _ in 0..3 {
         assert_eq!(
@@ -159,10 +158,7 @@ async fn external_is_never_cached() {
 #[tokio::test]
 async fn eviction_keeps_the_table_bounded_and_recent_entries() {
     let (calls, p) = counting();
-    let cache = CredentialCache::new(CacheConfig {
-        max_entries: 50,
-        ..CacheConfig::default()
-    });
+    let cache = CredentialCache::new(with(|c| c.max_entries = 50));
     let mut svc = cache.layer().layer(p);
     for i in 0..500 {
         ask(&mut svc, req("PLAIN", &format!("user{i}"), "right")).await;

@@ -74,10 +74,8 @@ fn plain_with_a_foreign_authzid_is_refused_before_the_provider() {
 
 #[test]
 fn external_with_a_foreign_authzid_is_refused() {
-    let info = SessionInfo {
-        external_identity: Some("alice".into()),
-        ..Default::default()
-    };
+    let mut info = SessionInfo::default();
+    info.external_identity = Some("alice".into());
     let mut client = ExternalClient::new("bob");
     let r = drive(
         Registry::all_builtin(),
@@ -261,11 +259,10 @@ fn saslprep_normalises_scram_passwords_and_names() {
 }
 
 fn plus_info(cb: &[u8]) -> SessionInfo {
-    SessionInfo {
-        tls: true,
-        channel_binding: Some(Secret::new(cb.to_vec())),
-        ..Default::default()
-    }
+    let mut info = SessionInfo::default();
+    info.tls = true;
+    info.channel_binding = Some(Secret::new(cb.to_vec()));
+    info
 }
 
 #[test]
@@ -385,10 +382,8 @@ fn refused_before_any_store(mechanism: &str, info: SessionInfo, messages: &[&[u8
 
 #[test]
 fn names_with_line_breaks_nul_or_prohibited_output_reach_no_store_for_any_mechanism() {
-    let external = SessionInfo {
-        external_identity: Some("client.example".into()),
-        ..SessionInfo::default()
-    };
+    let mut external = SessionInfo::default();
+    external.external_identity = Some("client.example".into());
     let bad = [
         "al\rice",
         "ali\nce",

@@ -351,10 +351,8 @@ fn xoauth2_google_example() {
 
 #[test]
 fn external_uses_the_transport_identity() {
-    let info = SessionInfo {
-        external_identity: Some("client.example.org".into()),
-        ..Default::default()
-    };
+    let mut info = SessionInfo::default();
+    info.external_identity = Some("client.example.org".into());
     let mut ex = AuthExchange::new(Registry::all_builtin(), info);
     let Step::Verify(req) = ex.start("EXTERNAL", Some(b"=")).unwrap() else {
         panic!()

@@ -27,6 +27,7 @@ pub enum BarePolicy {
 
 /// How a body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DataVerdict {
     /// The body is complete and acceptable.
     Ok,
@@ -38,6 +39,7 @@ pub enum DataVerdict {
 
 /// The end of a body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DataEnd {
     /// Octets of content seen (after un-stuffing), counted even past the limit.
     pub size: u64,

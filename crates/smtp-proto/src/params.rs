@@ -284,6 +284,7 @@ pub fn xtext_encode(s: &str) -> String {
 
 /// The BODY parameter (RFC 6152, RFC 3030).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BodyType {
     /// `BODY=7BIT`
     SevenBit,

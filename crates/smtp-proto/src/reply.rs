@@ -139,6 +139,7 @@ pub struct Reply {
 
 /// Why a reply could not be built or parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplyError {
     /// A line did not start with three digits followed by space, `-` or the line end.
     Malformed,

@@ -15,6 +15,7 @@ pub const AUTH_FAILURE_TARGET: &str = "smtp_server::auth_failure";
 
 /// Why a connection was refused before its session began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Refusal {
     /// `max_connections` were open.
     MaxConnections,
@@ -24,6 +25,7 @@ pub enum Refusal {
 
 /// How an AUTH attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AuthOutcome {
     /// Authenticated (235).
     Ok,

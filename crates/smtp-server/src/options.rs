@@ -56,6 +56,7 @@ use smtp_proto::BarePolicy;
     derive(serde::Deserialize),
     serde(default, deny_unknown_fields)
 )]
+#[non_exhaustive]
 pub struct ServerOptions {
     /// The name in the greeting and the EHLO reply (a domain name).
     pub hostname: String,

@@ -10,6 +10,7 @@ use smtp_proto::{AuthParam, ForwardPath, MailParameters, RcptParameters, Reverse
 
 /// Facts about the TLS layer of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsInfo {
     /// The negotiated protocol version, e.g. `TLSv1_3`.
     pub protocol: String,
@@ -26,6 +27,7 @@ pub struct TlsInfo {
 
 /// One connection's state, as the hooks see it (aiosmtpd's `Session`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Session {
     /// The client's address (from the PROXY header when PROXY protocol is on).
     pub peer_addr: SocketAddr,
@@ -84,6 +86,7 @@ impl Session {
 
 /// One mail transaction (aiosmtpd's `Envelope`).
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct Envelope {
     /// The reverse-path of MAIL FROM.
     pub mail_from: Option<ReversePath>,

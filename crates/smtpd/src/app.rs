@@ -189,12 +189,11 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     .with_sending(loaded.sending.clone());
     let keys = config.auth.cache();
     let cache = keys.enabled.then(|| {
-        CredentialCache::new(CacheConfig {
-            ttl: Duration::from_secs(keys.ttl_secs),
-            negative_ttl: Duration::from_secs(keys.negative_ttl_secs),
-            max_entries: keys.max_entries,
-            ..CacheConfig::default()
-        })
+        let mut config = CacheConfig::default();
+        config.ttl = Duration::from_secs(keys.ttl_secs);
+        config.negative_ttl = Duration::from_secs(keys.negative_ttl_secs);
+        config.max_entries = keys.max_entries;
+        CredentialCache::new(config)
     });
     if let (Some(m), Some(c)) = (&metrics, &cache) {
         m.watch_cache(c.clone());

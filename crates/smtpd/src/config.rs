@@ -225,6 +225,7 @@ pub struct ServerSection {
 /// only exist with `auth_required = false`).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum SenderLogin {
     /// No check: any authenticated user may send as anyone.
     Any,
@@ -294,54 +295,55 @@ impl ServerSection {
     /// [`Config::parse`] applies (naming the key and its line).
     pub fn options(&self) -> smtp_server::ServerOptions {
         use std::time::Duration;
-        smtp_server::ServerOptions {
-            hostname: self.hostname.clone(),
-            greeting: self.greeting.clone(),
-            max_message_size: self.max_message_size,
-            max_recipients: self.max_recipients,
-            max_line_length: self.max_line_length,
-            read_timeout: Duration::from_secs(self.read_timeout_secs),
-            spool_threshold: self.spool_threshold,
-            spool_dir: self.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
-            memory_budget: self.memory_budget,
-            max_connections: self.max_connections,
-            max_connections_per_ip: self.max_connections_per_ip,
-            max_junk_commands: self.max_junk_commands,
-            max_session_duration: Duration::from_secs(self.max_session_duration_secs),
-            auth_required: self.auth_required,
-            auth_require_tls: self.auth_require_tls,
-            max_auth_failures: self.max_auth_failures,
-            auth_failure_delay: Duration::from_millis(self.auth_failure_delay_ms),
-            max_auth_failures_per_ip: self.max_auth_failures_per_ip,
-            max_auth_failures_per_user: self.max_auth_failures_per_user,
-            auth_failure_window: Duration::from_secs(self.auth_failure_window_secs),
-            max_auth_lock: Duration::from_secs(self.max_auth_lock_secs),
-            // Set by `[auth]` (the http backend's send_authzid).
-            proxy_authorization: false,
-            allow_pipelined_body: self.allow_pipelined_body,
-            // Set per listener.
-            implicit_tls: false,
-            smtputf8: self.smtputf8,
-            lmtp: self.lmtp,
-            proxy_protocol: self.proxy_protocol,
-            bare_line_endings: match self.bare_line_endings {
-                BareLineEndings::Reject => smtp_proto::BarePolicy::Reject,
-                BareLineEndings::Normalize => smtp_proto::BarePolicy::Normalize,
-            },
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
-            auth_timeout: Duration::from_secs(self.auth_timeout_secs),
-            max_errors: self.max_errors,
-            max_data_duration: Duration::from_secs(self.max_data_duration_secs),
-            lenient_helo: self.lenient_helo,
-            lenient_paths: self.lenient_paths,
-            forbid_bare_newline: self.forbid_bare_newline,
-        }
+        let mut o = smtp_server::ServerOptions::default();
+        o.hostname = self.hostname.clone();
+        o.greeting = self.greeting.clone();
+        o.max_message_size = self.max_message_size;
+        o.max_recipients = self.max_recipients;
+        o.max_line_length = self.max_line_length;
+        o.read_timeout = Duration::from_secs(self.read_timeout_secs);
+        o.spool_threshold = self.spool_threshold;
+        o.spool_dir = self.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+        o.memory_budget = self.memory_budget;
+        o.max_connections = self.max_connections;
+        o.max_connections_per_ip = self.max_connections_per_ip;
+        o.max_junk_commands = self.max_junk_commands;
+        o.max_session_duration = Duration::from_secs(self.max_session_duration_secs);
+        o.auth_required = self.auth_required;
+        o.auth_require_tls = self.auth_require_tls;
+        o.max_auth_failures = self.max_auth_failures;
+        o.auth_failure_delay = Duration::from_millis(self.auth_failure_delay_ms);
+        o.max_auth_failures_per_ip = self.max_auth_failures_per_ip;
+        o.max_auth_failures_per_user = self.max_auth_failures_per_user;
+        o.auth_failure_window = Duration::from_secs(self.auth_failure_window_secs);
+        o.max_auth_lock = Duration::from_secs(self.max_auth_lock_secs);
+        // Set by `[auth]` (the http backend's send_authzid).
+        o.proxy_authorization = false;
+        o.allow_pipelined_body = self.allow_pipelined_body;
+        // Set per listener.
+        o.implicit_tls = false;
+        o.smtputf8 = self.smtputf8;
+        o.lmtp = self.lmtp;
+        o.proxy_protocol = self.proxy_protocol;
+        o.bare_line_endings = match self.bare_line_endings {
+            BareLineEndings::Reject => smtp_proto::BarePolicy::Reject,
+            BareLineEndings::Normalize => smtp_proto::BarePolicy::Normalize,
+        };
+        o.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
+        o.auth_timeout = Duration::from_secs(self.auth_timeout_secs);
+        o.max_errors = self.max_errors;
+        o.max_data_duration = Duration::from_secs(self.max_data_duration_secs);
+        o.lenient_helo = self.lenient_helo;
+        o.lenient_paths = self.lenient_paths;
+        o.forbid_bare_newline = self.forbid_bare_newline;
+        o
     }
 }
 
 /// What to do with bare CR/LF in DATA.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum BareLineEndings {
     /// Refuse the message (550 5.6.0).
     Reject,
@@ -363,6 +365,7 @@ pub struct Listener {
 /// TLS on a listener.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ListenerTls {
     /// Plain SMTP, no STARTTLS.
     #[default]
@@ -396,6 +399,7 @@ pub struct TlsSection {
 /// `[auth]`. `Debug` never shows the bearer token.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum AuthSection {
     /// `backend = "file"`: a users file of `name:argon2-PHC-string` lines.
     File {
@@ -852,6 +856,7 @@ impl Default for AuthSection {
 /// `[delivery]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Delivery {
     /// `kind = "maildir"`: write each message into a Maildir.
     Maildir {
@@ -960,6 +965,7 @@ impl Default for LogSection {
 /// Log line format.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,

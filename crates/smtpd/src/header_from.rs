@@ -17,6 +17,7 @@ use crate::sender::SenderPolicy;
 
 /// Why a message's header fields do not fit its login: the text of the `550 5.7.1` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Mismatch(pub String);
 
 /// The header section of a message whose first octets are `head` (`whole`: `head` is the

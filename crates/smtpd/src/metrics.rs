@@ -323,6 +323,8 @@ impl Observer for Metrics {
         match reason {
             Refusal::MaxConnections => &self.refused_max,
             Refusal::PerAddress => &self.refused_per_address,
+            // A reason newer than this exposition has no series of its own yet.
+            _ => return,
         }
         .fetch_add(1, Relaxed);
     }

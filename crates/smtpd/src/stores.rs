@@ -206,12 +206,10 @@ impl Remote {
                 }
             },
         };
-        let info = RequestInfo {
-            remote_ip: Some(session.peer_addr.ip()),
-            local_ip: Some(session.local_addr.ip()),
-            secured: session.tls.is_some(),
-            ..RequestInfo::default()
-        };
+        let mut info = RequestInfo::default();
+        info.remote_ip = Some(session.peer_addr.ip());
+        info.local_ip = Some(session.local_addr.ip());
+        info.secured = session.tls.is_some();
         let initial = initial.as_ref().map(|d| d.expose_secret().as_slice());
         let (mut proxy, mut step) = Proxy::start(client, mechanism, &info, initial).await;
         let result = loop {

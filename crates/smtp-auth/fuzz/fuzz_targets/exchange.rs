@@ -13,10 +13,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else { return };
     let mech = MECHS[sel as usize % MECHS.len()];
     let provider = MemoryProvider::new().with_user("user", "pencil");
-    let info = SessionInfo {
-        external_identity: (sel & 0x80 != 0).then(|| "user".to_owned()),
-        ..Default::default()
-    };
+    let mut info = SessionInfo::default();
+    info.external_identity = (sel & 0x80 != 0).then(|| "user".to_owned());
     let mut ex = AuthExchange::new(Registry::all_builtin(), info);
     let mut lines = rest.split(|&b| b == b'\n');
     let first = lines.next().filter(|l| !l.is_empty());

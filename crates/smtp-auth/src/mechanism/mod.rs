@@ -64,6 +64,7 @@ pub trait ServerMechanism: Send {
 
 /// Why a client mechanism could not go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The server sent a challenge the mechanism does not expect here.
     UnexpectedChallenge,

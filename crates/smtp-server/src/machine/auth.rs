@@ -73,24 +73,24 @@ impl Machine {
     // ---- AUTH ----
 
     pub(super) fn session_info(&self) -> SessionInfo {
-        SessionInfo {
-            remote_ip: Some(self.session.peer_addr.ip()),
-            local_ip: Some(self.session.local_addr.ip()),
-            helo_name: self.session.helo_name.clone(),
-            server_name: self.cfg.hostname.clone(),
-            external_identity: match (&self.cfg.external_identity, &self.session.tls) {
-                (
-                    Some(map),
-                    Some(TlsInfo {
-                        peer_certificate: Some(cert),
-                        ..
-                    }),
-                ) => map(cert),
-                _ => None,
-            },
-            tls: self.session.tls.is_some(),
-            channel_binding: self.channel_binding.clone().map(smtp_auth::Secret::new),
-        }
+        let mut info = SessionInfo::default();
+        info.remote_ip = Some(self.session.peer_addr.ip());
+        info.local_ip = Some(self.session.local_addr.ip());
+        info.helo_name = self.session.helo_name.clone();
+        info.server_name = self.cfg.hostname.clone();
+        info.external_identity = match (&self.cfg.external_identity, &self.session.tls) {
+            (
+                Some(map),
+                Some(TlsInfo {
+                    peer_certificate: Some(cert),
+                    ..
+                }),
+            ) => map(cert),
+            _ => None,
+        };
+        info.tls = self.session.tls.is_some();
+        info.channel_binding = self.channel_binding.clone().map(smtp_auth::Secret::new);
+        info
     }
 
     pub(super) fn auth(&mut self, mechanism: Mechanism, initial_response: Option<InitialResponse>) {

@@ -42,6 +42,7 @@ pub type Answer<'a> = DeliveryFuture<'a, Result<(), Reply>>;
 
 /// A MAIL the session accepted: its reverse-path and parameters.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct MailCommand<'a> {
     /// The reverse-path.
     pub from: &'a ReversePath,
@@ -51,6 +52,7 @@ pub struct MailCommand<'a> {
 
 /// An RCPT the session accepted: its forward-path and parameters.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct RcptCommand<'a> {
     /// The forward-path.
     pub to: &'a ForwardPath,
@@ -60,6 +62,7 @@ pub struct RcptCommand<'a> {
 
 /// A whole message handed to [`Delivery::deliver`].
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Message<'a> {
     /// The session it arrived in.
     pub session: &'a Session,
