@@ -7,7 +7,7 @@
 use std::process::Command;
 
 /// The crates users depend on (the test and xtask crates are not published).
-const PUBLISHED: [&str; 9] = [
+const PUBLISHED: [&str; 10] = [
     "smtp-proto",
     "smtp-auth",
     "smtp-auth-hash",
@@ -16,6 +16,7 @@ const PUBLISHED: [&str; 9] = [
     "smtp-auth-dovecot",
     "smtp-auth-ldap",
     "smtp-auth-sql",
+    "smtp-auth-oauth",
     "smtpd",
 ];
 
