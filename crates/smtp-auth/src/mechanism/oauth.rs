@@ -162,6 +162,24 @@ fn parse_oauthbearer(text: &str) -> Result<(String, String), AuthStatus> {
 pub struct OAuthServer {
     kind: OAuthKind,
     inner: OAuth,
+    /// The error challenge with the server's details, when set.
+    error: Option<Vec<u8>>,
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl OAuthServer {
@@ -170,7 +188,31 @@ impl OAuthServer {
         Self {
             kind,
             inner: OAuth::default(),
+            error: None,
         }
+    }
+
+    /// Adds the details RFC 7628 §3.2.2 lets the error challenge carry: the `scope` a token
+    /// needs and the `openid-configuration` URL where a client finds the identity provider.
+    pub fn with_error_details(
+        mut self,
+        scope: Option<&str>,
+        openid_configuration: Option<&str>,
+    ) -> Self {
+        let status = match self.kind {
+            OAuthKind::XOAuth2 => "\"401\",\"schemes\":\"bearer\"",
+            OAuthKind::OAuthBearer => "\"invalid_token\"",
+        };
+        let mut json = format!("{{\"status\":{status}");
+        if let Some(s) = scope {
+            json.push_str(&format!(",\"scope\":{}", json_string(s)));
+        }
+        if let Some(u) = openid_configuration {
+            json.push_str(&format!(",\"openid-configuration\":{}", json_string(u)));
+        }
+        json.push('}');
+        self.error = Some(json.into_bytes());
+        self
     }
 
     /// An XOAUTH2 server.
@@ -210,7 +252,8 @@ impl ServerMechanism for OAuthServer {
     }
 
     fn decide(&mut self, _info: &SessionInfo, decision: AuthDecision) -> Option<Step> {
-        self.inner.decide(decision, self.kind.error())
+        let error = self.error.as_deref().unwrap_or(self.kind.error());
+        self.inner.decide(decision, error)
     }
 
     fn progress(&self) -> AuthProgress {
@@ -292,5 +335,43 @@ impl ClientMechanism for OAuthBearerClient {
         }
         // RFC 7628 §3.2.3: after an error challenge the client sends a single %x01.
         Ok(SecretBytes::new(vec![1]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The challenge a refused token gets.
+    fn refused(mut server: OAuthServer, message: &[u8]) -> Vec<u8> {
+        let info = SessionInfo::default();
+        let step = server.start(&info, Some(SecretBytes::new(message.to_vec())));
+        assert!(matches!(step, Step::Verify(_)), "{step:?}");
+        match server.decide(&info, AuthDecision::Invalid) {
+            Some(Step::Challenge(c)) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_error_challenge_carries_the_configured_scope_and_discovery_url() {
+        let bearer = b"n,a=alice@example.org,\x01auth=Bearer t0k\x01\x01";
+        assert_eq!(
+            refused(OAuthServer::oauthbearer(), bearer),
+            br#"{"status":"invalid_token","schemes":"bearer"}"#
+        );
+        let detailed = OAuthServer::oauthbearer().with_error_details(
+            Some("openid email smtp.send"),
+            Some("https://idp.example.org/.well-known/openid-configuration"),
+        );
+        assert_eq!(
+            String::from_utf8(refused(detailed, bearer)).unwrap(),
+            r#"{"status":"invalid_token","scope":"openid email smtp.send","openid-configuration":"https://idp.example.org/.well-known/openid-configuration"}"#
+        );
+        let x = OAuthServer::xoauth2().with_error_details(Some("a \"quoted\"\\scope"), None);
+        assert_eq!(
+            String::from_utf8(refused(x, b"user=alice\x01auth=Bearer t0k\x01\x01")).unwrap(),
+            r#"{"status":"401","schemes":"bearer","scope":"a \"quoted\"\\scope"}"#
+        );
     }
 }
