@@ -133,6 +133,25 @@ fn server_config(
             }
         }
     }
+    if let Some(o) = c.auth.oauth() {
+        // A refused token's error challenge tells the client the scope and where its
+        // identity provider is (RFC 7628 §3.2.2).
+        let scope = (!o.scopes.is_empty()).then(|| o.scopes.join(" "));
+        for (name, kind) in [
+            ("XOAUTH2", smtp_auth::mechanism::OAuthKind::XOAuth2),
+            ("OAUTHBEARER", smtp_auth::mechanism::OAuthKind::OAuthBearer),
+        ] {
+            if registry.contains(name) {
+                let (scope, openid) = (scope.clone(), o.openid_configuration.clone());
+                let _ = registry.register(name, move || {
+                    Box::new(
+                        smtp_auth::mechanism::OAuthServer::new(kind)
+                            .with_error_details(scope.as_deref(), openid.as_deref()),
+                    )
+                });
+            }
+        }
+    }
     let mut options = s.options();
     options.implicit_tls = mode == ListenerTls::Implicit;
     options.proxy_authorization = matches!(
@@ -257,6 +276,37 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             }
         }
         (AuthSection::File { .. }, None) => return Err("auth.users_file: not loaded".into()),
+    };
+    // `[auth.oauth]`: XOAUTH2 and OAUTHBEARER go to the token store, the rest to the password
+    // store; the limiter, metrics and sender binding wrap both alike.
+    let authenticator = match config.auth.oauth() {
+        Some(o) => {
+            let mut c = o
+                .provider_config(Duration::from_secs(config.server.auth_timeout_secs))
+                .map_err(|(key, why)| format!("auth.oauth.{key}: {why}"))?;
+            if o.ca_file.is_some() || o.jwks_url.starts_with("https://") {
+                let tls = crate::tls::client_config(o.ca_file.as_deref())
+                    .map_err(|e| format!("auth.oauth.ca_file: {e}"))?;
+                c.tls = Some((*tls).clone());
+            }
+            let tokens =
+                smtp_auth_oauth::OAuthProvider::new(c).map_err(|e| format!("auth.oauth: {e}"))?;
+            tracing::info!(jwks = %o.jwks_url, issuer = ?o.issuer, "OAuth tokens checked in the server");
+            // No credential cache: a token's expiry must be honoured to the second, and a
+            // check with the keys cached costs a signature verification only.
+            let tokens = crate::stores::store_authenticator(
+                tokens,
+                "oauth",
+                None,
+                metrics.as_ref(),
+                None::<crate::stores::NoSecrets>,
+            );
+            Arc::new(crate::stores::ByMechanism {
+                tokens,
+                passwords: authenticator,
+            }) as Arc<dyn Authenticator>
+        }
+        None => authenticator,
     };
     let users = match (&config.auth, &loaded.users) {
         (AuthSection::File { users_file, .. }, Some(users)) => {

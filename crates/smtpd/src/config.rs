@@ -425,6 +425,9 @@ pub enum AuthSection {
         /// Seconds a refused credential is remembered (default 0: not at all).
         #[serde(default)]
         cache_negative_ttl_secs: u64,
+        /// `[auth.oauth]`: XOAUTH2 and OAUTHBEARER tokens checked in the server.
+        #[serde(default)]
+        oauth: Option<OAuthSection>,
     },
     /// `backend = "http"`: the HTTP provider.
     Http {
@@ -457,6 +460,9 @@ pub enum AuthSection {
         /// Seconds a refused credential is remembered (default 0: not at all).
         #[serde(default)]
         cache_negative_ttl_secs: u64,
+        /// `[auth.oauth]`: XOAUTH2 and OAUTHBEARER tokens checked in the server.
+        #[serde(default)]
+        oauth: Option<OAuthSection>,
     },
     /// `backend = "ldap"`: bind to an LDAP directory as the user (PLAIN and LOGIN).
     Ldap(Box<LdapSection>),
@@ -491,6 +497,10 @@ pub enum AuthSection {
         /// Seconds a refused credential is remembered (default 0: not at all).
         #[serde(default)]
         cache_negative_ttl_secs: u64,
+        /// `[auth.oauth]`: XOAUTH2 and OAUTHBEARER tokens checked in the server instead of
+        /// in Dovecot.
+        #[serde(default)]
+        oauth: Option<OAuthSection>,
     },
 }
 
@@ -542,6 +552,73 @@ impl std::fmt::Debug for AuthSection {
     }
 }
 
+/// `[auth.oauth]`: bearer tokens (XOAUTH2, OAUTHBEARER) checked by the server itself against
+/// the identity provider's keys, beside the password store `[auth]` names (see
+/// `smtp_auth_oauth`). The mechanism picks the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSection {
+    /// The identity provider's JWKS (`https://`, `http://` for loopback only).
+    pub jwks_url: String,
+    /// The `iss` every token must carry.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The `aud` values accepted (one must match); empty: not checked.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Scopes every token must grant.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The claim that names the user: `email` (default), `preferred_username`, `sub` or `upn`.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// The OpenID configuration URL told to a client whose token is refused (RFC 7628).
+    #[serde(default)]
+    pub openid_configuration: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds (default 60).
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// PEM CA certificates the JWKS server's certificate must chain to (default: Mozilla's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The least seconds between two JWKS fetches caused by an unknown key id (default 60).
+    #[serde(default = "default_leeway")]
+    pub jwks_refetch_secs: u64,
+}
+
+fn default_username_claim() -> String {
+    "email".into()
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+
+impl OAuthSection {
+    /// The provider's configuration (TLS roots not loaded); `timeout` bounds a JWKS fetch.
+    pub fn provider_config(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<smtp_auth_oauth::OAuthConfig, (&'static str, String)> {
+        smtp_auth_oauth::check_url(&self.jwks_url).map_err(|e| ("jwks_url", e.to_string()))?;
+        if !["email", "preferred_username", "sub", "upn"].contains(&self.username_claim.as_str()) {
+            return Err((
+                "username_claim",
+                "must be email, preferred_username, sub or upn".into(),
+            ));
+        }
+        let mut c = smtp_auth_oauth::OAuthConfig::new(self.jwks_url.clone());
+        c.issuer = self.issuer.clone();
+        c.audience = self.audience.clone();
+        c.scopes = self.scopes.clone();
+        c.username_claim = self.username_claim.clone();
+        c.leeway = std::time::Duration::from_secs(self.leeway_secs);
+        c.refetch_interval = std::time::Duration::from_secs(self.jwks_refetch_secs);
+        c.timeout = timeout;
+        Ok(c)
+    }
+}
+
 /// The `[auth]` keys of the ldap backend (boxed in [`AuthSection::Ldap`]). `Debug` never shows
 /// `bind_password`.
 #[derive(Clone, Deserialize)]
@@ -588,6 +665,9 @@ pub struct LdapSection {
     /// Seconds a refused credential is remembered (default 0: not at all).
     #[serde(default)]
     pub cache_negative_ttl_secs: u64,
+    /// `[auth.oauth]`: XOAUTH2 and OAUTHBEARER tokens checked in the server.
+    #[serde(default)]
+    pub oauth: Option<OAuthSection>,
 }
 
 impl std::fmt::Debug for LdapSection {
@@ -691,6 +771,9 @@ pub struct SqlSection {
     /// Seconds a refused credential is remembered (default 0: not at all).
     #[serde(default)]
     pub cache_negative_ttl_secs: u64,
+    /// `[auth.oauth]`: XOAUTH2 and OAUTHBEARER tokens checked in the server.
+    #[serde(default)]
+    pub oauth: Option<OAuthSection>,
 }
 
 impl std::fmt::Debug for SqlSection {
@@ -773,6 +856,17 @@ impl AuthSection {
         }
     }
 
+    /// `[auth.oauth]`, when tokens are checked in the server.
+    pub fn oauth(&self) -> Option<&OAuthSection> {
+        match self {
+            Self::File { oauth, .. } | Self::Http { oauth, .. } | Self::Dovecot { oauth, .. } => {
+                oauth.as_ref()
+            }
+            Self::Ldap(l) => l.oauth.as_ref(),
+            Self::Sql(q) => q.oauth.as_ref(),
+        }
+    }
+
     /// The cache settings with the backend's defaults (file: 1 hour, http: 5 minutes).
     pub fn cache(&self) -> CacheKeys {
         let (enabled, ttl, max_entries, negative, default_ttl) = match self {
@@ -849,6 +943,7 @@ impl Default for AuthSection {
             cache_ttl_secs: None,
             cache_max_entries: default_cache_entries(),
             cache_negative_ttl_secs: 0,
+            oauth: None,
         }
     }
 }
@@ -1279,6 +1374,7 @@ impl Config {
                 );
             }
             if (m == "XOAUTH2" || m == "OAUTHBEARER")
+                && self.auth.oauth().is_none()
                 && !matches!(
                     self.auth,
                     AuthSection::Http { .. } | AuthSection::Dovecot { .. }
@@ -1288,7 +1384,7 @@ impl Config {
                     "server",
                     "mechanisms",
                     &format!(
-                        "{m} needs the http or dovecot backend: the {} backend would check the bearer token as a password",
+                        "{m} needs [auth.oauth] (or the http or dovecot backend): the {} backend would check the bearer token as a password",
                         self.auth.name()
                     ),
                 );
@@ -1310,6 +1406,11 @@ impl Config {
                     );
                 }
             }
+        }
+        if let Some(o) = self.auth.oauth()
+            && let Err((key, why)) = o.provider_config(std::time::Duration::from_secs(1))
+        {
+            return bad("auth.oauth", key, &why);
         }
         if self.auth.cache().enabled && self.auth.cache().max_entries == 0 {
             return bad("auth", "cache_max_entries", "must be greater than 0");

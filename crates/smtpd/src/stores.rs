@@ -54,10 +54,13 @@ impl Remote {
                 config.timeout = timeout;
                 config.connections = *connections;
                 config.penalty = *penalty;
+                // With [auth.oauth] the token mechanisms are checked here, not in Dovecot.
+                let tokens_here = auth.oauth().is_some();
                 let relayed = offered
                     .iter()
                     .map(|m| m.to_ascii_uppercase())
                     .filter(|m| !matches!(m.as_str(), "PLAIN" | "LOGIN"))
+                    .filter(|m| !(tokens_here && is_token_mechanism(m)))
                     .collect();
                 Ok(Some(Self::Dovecot(DovecotClient::new(config), relayed)))
             }
@@ -234,6 +237,42 @@ impl Remote {
             }
         }
         result
+    }
+}
+
+/// XOAUTH2 and OAUTHBEARER: the mechanisms whose credential is a bearer token.
+pub fn is_token_mechanism(mechanism: &str) -> bool {
+    mechanism.eq_ignore_ascii_case("XOAUTH2") || mechanism.eq_ignore_ascii_case("OAUTHBEARER")
+}
+
+/// Two stores side by side (`[auth.oauth]` beside the password store): the request's
+/// mechanism picks one. Secret lookups (SCRAM) always go to the password store.
+pub struct ByMechanism {
+    /// Checks bearer tokens (XOAUTH2, OAUTHBEARER).
+    pub tokens: Arc<dyn smtp_server::Authenticator>,
+    /// Checks everything else.
+    pub passwords: Arc<dyn smtp_server::Authenticator>,
+}
+
+impl smtp_server::Authenticator for ByMechanism {
+    fn authenticate(
+        &self,
+        session: &smtp_server::Session,
+        request: smtp_auth::AuthRequest,
+    ) -> smtp_server::BoxFuture<smtp_auth::Verdict> {
+        if is_token_mechanism(&request.mechanism) {
+            self.tokens.authenticate(session, request)
+        } else {
+            self.passwords.authenticate(session, request)
+        }
+    }
+
+    fn lookup(
+        &self,
+        session: &smtp_server::Session,
+        request: smtp_auth::LookupRequest,
+    ) -> smtp_server::BoxFuture<smtp_auth::LookupResult> {
+        self.passwords.lookup(session, request)
     }
 }
 
