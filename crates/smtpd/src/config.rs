@@ -1878,7 +1878,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.0,
-            "f.toml: key `server.mechanisms` at line 2: XOAUTH2 needs the http or dovecot backend: the file backend would check the bearer token as a password"
+            "f.toml: key `server.mechanisms` at line 2: XOAUTH2 needs [auth.oauth] (or the http or dovecot backend): the file backend would check the bearer token as a password"
         );
         let e = Config::parse("[server]\nmechanisms = [\"OAUTHBEARER\"]\n", "f.toml").unwrap_err();
         assert!(
