@@ -326,7 +326,7 @@ fn check_config_names_the_wrong_key() {
         (
             "[server]\nmechanisms = [\"PLAIN\", \"XOAUTH2\"]\n",
             "server.mechanisms",
-            "XOAUTH2 needs the http or dovecot backend",
+            "XOAUTH2 needs [auth.oauth] (or the http or dovecot backend)",
         ),
         (map_case.as_str(), "server.sender_login_map", "missing.map"),
     ];

@@ -1882,7 +1882,7 @@ mod tests {
         );
         let e = Config::parse("[server]\nmechanisms = [\"OAUTHBEARER\"]\n", "f.toml").unwrap_err();
         assert!(
-            e.0.contains("OAUTHBEARER needs the http or dovecot backend"),
+            e.0.contains("OAUTHBEARER needs [auth.oauth] (or the http or dovecot backend)"),
             "{e}"
         );
         let http = "[auth]\nbackend = \"http\"\nurl = \"http://127.0.0.1:1/\"\n";
