@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -101,6 +101,46 @@ pub struct OAuthConfig {
     pub refetch_interval: Duration,
     /// A rustls configuration for `https` (default: the crate's provider and roots).
     pub tls: Option<rustls::ClientConfig>,
+    /// Token introspection (RFC 7662) for opaque tokens (and all tokens when `jwks_url` is
+    /// empty).
+    pub introspection: Option<Introspection>,
+    /// The longest an introspection answer is reused (default 5 minutes; never past the
+    /// token's `exp`).
+    pub introspection_cache: Duration,
+}
+
+/// Where and as whom to introspect tokens (RFC 7662): a `POST` of `token=…` with HTTP Basic
+/// client credentials. `Debug` never shows the secret.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Introspection {
+    /// The introspection endpoint (`https://`, `http://` to a loopback address only).
+    pub url: String,
+    /// The client id this server authenticates with.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: smtp_auth::Password,
+}
+
+impl Introspection {
+    /// The endpoint and this server's client credentials.
+    pub fn new(url: impl Into<String>, client_id: impl Into<String>, client_secret: &str) -> Self {
+        Self {
+            url: url.into(),
+            client_id: client_id.into(),
+            client_secret: smtp_auth::Password::new(client_secret.to_owned()),
+        }
+    }
+}
+
+impl fmt::Debug for Introspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Introspection")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish()
+    }
 }
 
 impl fmt::Debug for OAuthConfig {
@@ -113,6 +153,7 @@ impl fmt::Debug for OAuthConfig {
             .field("username_claim", &self.username_claim)
             .field("leeway", &self.leeway)
             .field("timeout", &self.timeout)
+            .field("introspection", &self.introspection)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +172,8 @@ impl OAuthConfig {
             timeout: Duration::from_millis(1200),
             refetch_interval: Duration::from_secs(60),
             tls: None,
+            introspection: None,
+            introspection_cache: Duration::from_secs(300),
         }
     }
 }
@@ -187,12 +230,28 @@ struct Keys {
     until: Instant,
 }
 
+/// The most introspection answers kept.
+const MAX_INTROSPECTED: usize = 10_000;
+
+/// An introspection endpoint, ready to call.
+struct Introspector {
+    url: Uri,
+    /// `Basic base64(id:secret)`, marked sensitive.
+    authorization: http::HeaderValue,
+}
+
+/// An introspection answer kept until `until`: its verdict for one SASL user and token.
+type Introspected = HashMap<[u8; 32], (Result<(), Refused>, Instant)>;
+
 struct Inner {
     config: OAuthConfig,
-    url: Uri,
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    url: Option<Uri>,
+    introspector: Option<Introspector>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     keys: tokio::sync::Mutex<Option<Keys>>,
+    introspected: std::sync::Mutex<Introspected>,
     fetches: std::sync::atomic::AtomicU64,
+    introspections: std::sync::atomic::AtomicU64,
 }
 
 /// The token checker (see the [crate documentation](crate)). Clones share the key cache.
@@ -214,7 +273,7 @@ impl fmt::Debug for OAuthProvider {
 struct FetchError(String);
 
 /// Why a token was refused (logged; the client gets the RFC 7628 error challenge).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Refused {
     Malformed,
     Algorithm,
@@ -295,6 +354,20 @@ fn granted(claims: &Map<String, Value>) -> Vec<String> {
     out
 }
 
+/// `application/x-www-form-urlencoded` of a value: unreserved characters as they are, every
+/// other octet percent-encoded.
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Whether the token's user (`claimed`) is the SASL user: equal, or the same address with
 /// the domain in another case.
 fn same_user(claimed: &str, sasl: &str) -> bool {
@@ -307,7 +380,30 @@ fn same_user(claimed: &str, sasl: &str) -> bool {
 impl OAuthProvider {
     /// A provider for `config`; no request is made until the first token.
     pub fn new(config: OAuthConfig) -> Result<Self, ConfigError> {
-        let url = check_url(&config.jwks_url)?;
+        let url = match config.jwks_url.as_str() {
+            "" => None,
+            u => Some(check_url(u)?),
+        };
+        let introspector = match &config.introspection {
+            Some(i) => {
+                use base64::Engine as _;
+                let url = check_url(&i.url)?;
+                let pair = format!("{}:{}", i.client_id, i.client_secret.expose_secret());
+                let mut authorization = http::HeaderValue::from_str(&format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
+                ))
+                .map_err(|_| ConfigError::Url("client_id: not a header value".into()))?;
+                authorization.set_sensitive(true);
+                Some(Introspector { url, authorization })
+            }
+            None => None,
+        };
+        if url.is_none() && introspector.is_none() {
+            return Err(ConfigError::Url(
+                "give a JWKS URL or an introspection endpoint".into(),
+            ));
+        }
         let tls = match &config.tls {
             Some(t) => t.clone(),
             None => default_tls()?,
@@ -325,9 +421,12 @@ impl OAuthProvider {
             inner: Arc::new(Inner {
                 config,
                 url,
+                introspector,
                 client,
                 keys: tokio::sync::Mutex::new(None),
+                introspected: std::sync::Mutex::new(HashMap::new()),
                 fetches: std::sync::atomic::AtomicU64::new(0),
+                introspections: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -339,15 +438,25 @@ impl OAuthProvider {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Introspection requests made so far (answers reused from the cache are not counted).
+    pub fn introspections(&self) -> u64 {
+        self.inner
+            .introspections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// GETs the JWKS: its keys and how long they may be used.
     async fn fetch(&self) -> Result<Keys, FetchError> {
         let inner = &self.inner;
         inner
             .fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let request = Request::get(inner.url.clone())
+        let Some(url) = inner.url.clone() else {
+            return Err(FetchError("no JWKS URL".into()));
+        };
+        let request = Request::get(url)
             .header(header::ACCEPT, "application/json")
-            .body(Empty::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|e| FetchError(e.to_string()))?;
         let answer = tokio::time::timeout(inner.config.timeout, async {
             let response = inner
@@ -434,8 +543,11 @@ impl OAuthProvider {
     /// when the JWKS could not be had.
     async fn verify(&self, token: &str, user: &str) -> Result<Result<(), Refused>, FetchError> {
         let c = &self.inner.config;
-        let Ok(header) = jsonwebtoken::decode_header(token) else {
-            return Ok(Err(Refused::Malformed));
+        let header = match jsonwebtoken::decode_header(token) {
+            Ok(h) if self.inner.url.is_some() => h,
+            // An opaque token, or no JWKS: the introspection endpoint decides.
+            _ if self.inner.introspector.is_some() => return self.introspect(token, user).await,
+            _ => return Ok(Err(Refused::Malformed)),
         };
         if !ALGORITHMS.contains(&header.alg) {
             return Ok(Err(Refused::Algorithm));
@@ -472,14 +584,157 @@ impl OAuthProvider {
                 return Ok(Err(Refused::Claims(why)));
             }
         };
-        let scopes = granted(&claims);
-        if let Some(missing) = c.scopes.iter().find(|s| !scopes.contains(s)) {
-            return Ok(Err(Refused::Scope(missing.clone())));
+        Ok(self.scopes_and_user(&claims, user, &c.username_claim))
+    }
+
+    /// The checks of every token, once its claims are trusted: the scopes and the user.
+    fn scopes_and_user(
+        &self,
+        claims: &Map<String, Value>,
+        user: &str,
+        username_claim: &str,
+    ) -> Result<(), Refused> {
+        let scopes = granted(claims);
+        if let Some(missing) = self
+            .inner
+            .config
+            .scopes
+            .iter()
+            .find(|s| !scopes.contains(s))
+        {
+            return Err(Refused::Scope(missing.clone()));
         }
-        match claims.get(&c.username_claim).and_then(Value::as_str) {
-            Some(claimed) if same_user(claimed, user) => Ok(Ok(())),
-            _ => Ok(Err(Refused::User)),
+        match claims.get(username_claim).and_then(Value::as_str) {
+            Some(claimed) if same_user(claimed, user) => Ok(()),
+            _ => Err(Refused::User),
         }
+    }
+
+    /// Asks the introspection endpoint about `token` (RFC 7662), or reuses its answer for
+    /// this user until the token's `exp` (at most `introspection_cache`).
+    async fn introspect(&self, token: &str, user: &str) -> Result<Result<(), Refused>, FetchError> {
+        use sha2::Digest as _;
+        let inner = &self.inner;
+        let Some(i) = &inner.introspector else {
+            return Ok(Err(Refused::Malformed));
+        };
+        let key: [u8; 32] = sha2::Sha256::new()
+            .chain_update(token.as_bytes())
+            .chain_update([0])
+            .chain_update(user.as_bytes())
+            .finalize()
+            .into();
+        let now = Instant::now();
+        if let Some((verdict, until)) = inner
+            .introspected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && now < *until
+        {
+            return Ok(verdict.clone());
+        }
+        inner
+            .introspections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let form = format!("token={}&token_type_hint=access_token", form_encode(token));
+        let request = Request::post(i.url.clone())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .header(header::AUTHORIZATION, i.authorization.clone())
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|e| FetchError(e.to_string()))?;
+        let (status, body) = tokio::time::timeout(inner.config.timeout, async {
+            let response = inner
+                .client
+                .request(request)
+                .await
+                .map_err(|e| FetchError(format!("introspection failed: {e}")))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_JWKS)
+                .collect()
+                .await
+                .map_err(|_| FetchError("introspection body unreadable".into()))?
+                .to_bytes();
+            Ok::<_, FetchError>((status, body))
+        })
+        .await
+        .map_err(|_| FetchError("introspection: no answer in time".into()))??;
+        if !status.is_success() {
+            return Err(FetchError(format!("introspection: status {status}")));
+        }
+        let claims: Map<String, Value> = serde_json::from_slice(&body)
+            .map_err(|_| FetchError("introspection: not a JSON object".into()))?;
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        let verdict = self.introspected_verdict(&claims, user, unix);
+        // Kept until the token expires, never longer than the cap; a refusal as long.
+        let left = exp.map_or(inner.config.introspection_cache, |e| {
+            Duration::from_secs(e.saturating_sub(unix))
+        });
+        let until = now + left.min(inner.config.introspection_cache);
+        let mut cache = inner.introspected.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_INTROSPECTED {
+            cache.retain(|_, (_, until)| now < *until);
+            if cache.len() >= MAX_INTROSPECTED {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (verdict.clone(), until));
+        Ok(verdict)
+    }
+
+    /// The checks of an introspection answer (`unix`: the time now).
+    fn introspected_verdict(
+        &self,
+        claims: &Map<String, Value>,
+        user: &str,
+        unix: u64,
+    ) -> Result<(), Refused> {
+        let c = &self.inner.config;
+        if claims.get("active").and_then(Value::as_bool) != Some(true) {
+            return Err(Refused::Claims("not active".into()));
+        }
+        let leeway = c.leeway.as_secs();
+        if claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .is_some_and(|e| e.saturating_add(leeway) < unix)
+        {
+            return Err(Refused::Claims("expired".into()));
+        }
+        if claims
+            .get("nbf")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n > unix.saturating_add(leeway))
+        {
+            return Err(Refused::Claims("not valid yet".into()));
+        }
+        if let Some(iss) = &c.issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(iss)
+        {
+            return Err(Refused::Claims("wrong issuer".into()));
+        }
+        if !c.audience.is_empty() {
+            let aud: Vec<&str> = match claims.get("aud") {
+                Some(Value::String(a)) => vec![a],
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if !aud.iter().any(|a| c.audience.iter().any(|w| w == a)) {
+                return Err(Refused::Claims("wrong audience".into()));
+            }
+        }
+        // RFC 7662 names the user `username`; the configured claim first.
+        let claim = if claims.contains_key(&c.username_claim) {
+            c.username_claim.as_str()
+        } else {
+            "username"
+        };
+        self.scopes_and_user(claims, user, claim)
     }
 
     /// Decides one request: the password is the bearer token, the username the SASL user.
@@ -492,7 +747,7 @@ impl OAuthProvider {
                 AuthDecision::Invalid
             }
             Err(e) => {
-                tracing::warn!(target: "smtp_auth_oauth", url = %self.inner.config.jwks_url, error = %e.0, "JWKS unavailable");
+                tracing::warn!(target: "smtp_auth_oauth", url = %self.inner.config.jwks_url, error = %e.0, "identity provider unavailable");
                 AuthDecision::Failure
             }
         }

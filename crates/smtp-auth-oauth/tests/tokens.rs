@@ -343,3 +343,131 @@ async fn the_idp_down_is_a_temporary_failure_and_cached_keys_still_serve() {
     );
     assert!(!format!("{req:?} {p:?}").contains(&t[..20]));
 }
+
+/// An RFC 7662 endpoint: answers per token from `answers` when the request carries the right
+/// client credentials (else 401), counting requests.
+async fn introspection(answers: Vec<(&'static str, Value)>) -> (String, Arc<AtomicUsize>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/introspect", listener.local_addr().unwrap());
+    let answers = Arc::new(answers);
+    let h = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (answers, h) = (answers.clone(), h.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (answers, h) = (answers.clone(), h.clone());
+                        async move {
+                            h.fetch_add(1, Ordering::SeqCst);
+                            let expected = format!(
+                                "Basic {}",
+                                base64::engine::general_purpose::STANDARD
+                                    .encode("smtpd:client-s3cret")
+                            );
+                            let authorized = req
+                                .headers()
+                                .get("authorization")
+                                .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+                            let form = req.into_body().collect().await.unwrap().to_bytes();
+                            let form = String::from_utf8_lossy(&form).into_owned();
+                            let body = if !authorized {
+                                return hyper::Response::builder()
+                                    .status(401)
+                                    .body(Full::new(Bytes::from_static(b"{}")));
+                            } else {
+                                answers
+                                    .iter()
+                                    .find(|(t, _)| form.starts_with(&format!("token={t}&")))
+                                    .map_or(json!({"active": false}), |(_, a)| a.clone())
+                            };
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(body.to_string())))
+                        }
+                    },
+                );
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_introspected_checked_and_cached() {
+    let live = |user: &str, aud: &str| {
+        json!({"active": true, "iss": ISSUER, "aud": [aud], "username": user,
+            "scope": "smtp.send", "exp": now() + 120})
+    };
+    let (url, hits) = introspection(vec![
+        ("opaque-alice", live("alice@example.org", "smtp")),
+        ("opaque-bob", live("bob@example.org", "smtp")),
+        ("opaque-web", live("alice@example.org", "webmail")),
+        ("opaque-old", json!({"active": false})),
+    ])
+    .await;
+    let mut c = OAuthConfig::new("");
+    c.issuer = Some(ISSUER.into());
+    c.audience = vec!["smtp".into()];
+    c.scopes = vec!["smtp.send".into()];
+    c.introspection = Some(smtp_auth_oauth::Introspection::new(
+        &url,
+        "smtpd",
+        "client-s3cret",
+    ));
+    let p = OAuthProvider::new(c.clone()).unwrap();
+    assert!(!format!("{p:?}").contains("client-s3cret"));
+    assert_eq!(
+        login(&p, "alice@example.org", "opaque-alice").await,
+        AuthDecision::Ok
+    );
+    // Cached until exp (capped): the second login asks no one.
+    assert_eq!(
+        login(&p, "alice@example.org", "opaque-alice").await,
+        AuthDecision::Ok
+    );
+    assert_eq!((hits.load(Ordering::SeqCst), p.introspections()), (1, 1));
+    for (what, token) in [
+        ("bob's token as alice", "opaque-bob"),
+        ("a wrong audience", "opaque-web"),
+        ("an inactive token", "opaque-old"),
+        ("an unknown token", "never-issued"),
+    ] {
+        assert_eq!(
+            login(&p, "alice@example.org", token).await,
+            AuthDecision::Invalid,
+            "{what}"
+        );
+    }
+    // Wrong client credentials: the endpoint says 401, a temporary failure (a configuration to
+    // fix), not a refusal of the user.
+    let mut wrong = c.clone();
+    wrong.introspection = Some(smtp_auth_oauth::Introspection::new(&url, "smtpd", "wrong"));
+    let p = OAuthProvider::new(wrong).unwrap();
+    assert_eq!(
+        login(&p, "alice@example.org", "opaque-alice").await,
+        AuthDecision::Failure
+    );
+    // The endpoint down: a temporary failure.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut down = c.clone();
+    down.introspection = Some(smtp_auth_oauth::Introspection::new(
+        format!("http://{}/introspect", closed.local_addr().unwrap()),
+        "smtpd",
+        "client-s3cret",
+    ));
+    drop(closed);
+    let p = OAuthProvider::new(down).unwrap();
+    assert_eq!(
+        login(&p, "alice@example.org", "opaque-alice").await,
+        AuthDecision::Failure
+    );
+}

@@ -284,14 +284,18 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             let mut c = o
                 .provider_config(Duration::from_secs(config.server.auth_timeout_secs))
                 .map_err(|(key, why)| format!("auth.oauth.{key}: {why}"))?;
-            if o.ca_file.is_some() || o.jwks_url.starts_with("https://") {
+            let https = o.jwks_url.starts_with("https://")
+                || o.introspection_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://"));
+            if o.ca_file.is_some() || https {
                 let tls = crate::tls::client_config(o.ca_file.as_deref())
                     .map_err(|e| format!("auth.oauth.ca_file: {e}"))?;
                 c.tls = Some((*tls).clone());
             }
             let tokens =
                 smtp_auth_oauth::OAuthProvider::new(c).map_err(|e| format!("auth.oauth: {e}"))?;
-            tracing::info!(jwks = %o.jwks_url, issuer = ?o.issuer, "OAuth tokens checked in the server");
+            tracing::info!(jwks = %o.jwks_url, introspection = ?o.introspection_url, issuer = ?o.issuer, "OAuth tokens checked in the server");
             // No credential cache: a token's expiry must be honoured to the second, and a
             // check with the keys cached costs a signature verification only.
             let tokens = crate::stores::store_authenticator(

@@ -555,11 +555,24 @@ impl std::fmt::Debug for AuthSection {
 /// `[auth.oauth]`: bearer tokens (XOAUTH2, OAUTHBEARER) checked by the server itself against
 /// the identity provider's keys, beside the password store `[auth]` names (see
 /// `smtp_auth_oauth`). The mechanism picks the store.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthSection {
-    /// The identity provider's JWKS (`https://`, `http://` for loopback only).
+    /// The identity provider's JWKS (`https://`, `http://` for loopback only), for JWTs.
+    #[serde(default)]
     pub jwks_url: String,
+    /// The token introspection endpoint (RFC 7662), for opaque tokens.
+    #[serde(default)]
+    pub introspection_url: Option<String>,
+    /// This server's client id at the introspection endpoint.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Its secret.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// A file whose first line is the secret, instead of `client_secret`.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
     /// The `iss` every token must carry.
     #[serde(default)]
     pub issuer: Option<String>,
@@ -586,6 +599,24 @@ pub struct OAuthSection {
     pub jwks_refetch_secs: u64,
 }
 
+impl std::fmt::Debug for OAuthSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthSection")
+            .field("jwks_url", &self.jwks_url)
+            .field("introspection_url", &self.introspection_url)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("scopes", &self.scopes)
+            .field("username_claim", &self.username_claim)
+            .finish_non_exhaustive()
+    }
+}
+
 fn default_username_claim() -> String {
     "email".into()
 }
@@ -600,7 +631,9 @@ impl OAuthSection {
         &self,
         timeout: std::time::Duration,
     ) -> Result<smtp_auth_oauth::OAuthConfig, (&'static str, String)> {
-        smtp_auth_oauth::check_url(&self.jwks_url).map_err(|e| ("jwks_url", e.to_string()))?;
+        if !self.jwks_url.is_empty() {
+            smtp_auth_oauth::check_url(&self.jwks_url).map_err(|e| ("jwks_url", e.to_string()))?;
+        }
         if !["email", "preferred_username", "sub", "upn"].contains(&self.username_claim.as_str()) {
             return Err((
                 "username_claim",
@@ -615,6 +648,30 @@ impl OAuthSection {
         c.leeway = std::time::Duration::from_secs(self.leeway_secs);
         c.refetch_interval = std::time::Duration::from_secs(self.jwks_refetch_secs);
         c.timeout = timeout;
+        match (
+            &self.introspection_url,
+            &self.client_id,
+            &self.client_secret,
+        ) {
+            (Some(url), Some(id), Some(secret)) => {
+                smtp_auth_oauth::check_url(url)
+                    .map_err(|e| ("introspection_url", e.to_string()))?;
+                c.introspection = Some(smtp_auth_oauth::Introspection::new(url, id, secret));
+            }
+            (Some(_), _, _) => {
+                return Err((
+                    "introspection_url",
+                    "needs client_id and client_secret (or client_secret_file)".into(),
+                ));
+            }
+            (None, _, _) if self.jwks_url.is_empty() => {
+                return Err((
+                    "jwks_url",
+                    "give jwks_url, introspection_url or both".into(),
+                ));
+            }
+            (None, _, _) => {}
+        }
         Ok(c)
     }
 }
@@ -1274,6 +1331,23 @@ impl Config {
             }
             _ => {}
         }
+        let oauth = match &mut self.auth {
+            AuthSection::File { oauth, .. }
+            | AuthSection::Http { oauth, .. }
+            | AuthSection::Dovecot { oauth, .. } => oauth.as_mut(),
+            AuthSection::Ldap(l) => l.oauth.as_mut(),
+            AuthSection::Sql(q) => q.oauth.as_mut(),
+        };
+        if let Some(o) = oauth {
+            fill(
+                &mut o.client_secret,
+                &o.client_secret_file,
+                "auth.oauth",
+                "client_secret",
+                source,
+                origin,
+            )?;
+        }
         if let Delivery::Relay(r) = &mut self.delivery {
             fill(
                 &mut r.password,
@@ -1692,6 +1766,44 @@ mod tests {
             "{e}"
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_oauth_section_is_checked() {
+        let base = "[auth]\nbackend = \"file\"\nusers_file = \"u\"\n[auth.oauth]\n";
+        let ok = Config::parse(
+            &format!("{base}introspection_url = \"http://127.0.0.1:9/i\"\nclient_id = \"smtpd\"\nclient_secret = \"CS-s3cret\"\n"),
+            "f.toml",
+        )
+        .unwrap();
+        let o = ok.auth.oauth().unwrap();
+        assert_eq!(o.client_secret.as_deref(), Some("CS-s3cret"));
+        assert!(!format!("{o:?} {:?}", ok.auth).contains("CS-s3cret"));
+        for (text, want) in [
+            (
+                "",
+                "f.toml: key `auth.oauth.jwks_url` at line 4: give jwks_url, introspection_url or both",
+            ),
+            (
+                "jwks_url = \"http://idp.example.org/certs\"\n",
+                "f.toml: key `auth.oauth.jwks_url` at line 5: jwks_url: http:// is allowed for loopback addresses only: use https://",
+            ),
+            (
+                "introspection_url = \"https://idp.example.org/i\"\n",
+                "f.toml: key `auth.oauth.introspection_url` at line 5: needs client_id and client_secret (or client_secret_file)",
+            ),
+            (
+                "jwks_url = \"https://idp.example.org/certs\"\nusername_claim = \"name\"\n",
+                "f.toml: key `auth.oauth.username_claim` at line 6: must be email, preferred_username, sub or upn",
+            ),
+        ] {
+            assert_eq!(
+                Config::parse(&format!("{base}{text}"), "f.toml")
+                    .unwrap_err()
+                    .0,
+                want
+            );
+        }
     }
 
     #[test]
