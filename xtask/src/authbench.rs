@@ -78,10 +78,19 @@ fn session(port: u16, user: &str, password: &str) -> Result<Duration, String> {
     w.write_all(b"EHLO bench.test\r\n")
         .map_err(|e| e.to_string())?;
     expect(reply()?, "250")?;
-    let plain = b64(format!("\0{user}\0{password}").as_bytes());
+    // `bearer:TOKEN` logs in with XOAUTH2, anything else is a PLAIN password.
+    let line = match password.strip_prefix("bearer:") {
+        Some(token) => format!(
+            "AUTH XOAUTH2 {}\r\n",
+            b64(format!("user={user}\x01auth=Bearer {token}\x01\x01").as_bytes())
+        ),
+        None => format!(
+            "AUTH PLAIN {}\r\n",
+            b64(format!("\0{user}\0{password}").as_bytes())
+        ),
+    };
     let t0 = Instant::now();
-    w.write_all(format!("AUTH PLAIN {plain}\r\n").as_bytes())
-        .map_err(|e| e.to_string())?;
+    w.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
     let auth = reply()?;
     let latency = t0.elapsed();
     if !auth.starts_with("235") {
@@ -126,6 +135,18 @@ fn drive(
     total: usize,
     user: &(dyn Fn(usize) -> String + Sync),
 ) -> Result<Row, String> {
+    drive_with(port, pid, concurrency, total, user, PASSWORD)
+}
+
+/// [`drive`] with another credential (`bearer:TOKEN` for XOAUTH2).
+fn drive_with(
+    port: u16,
+    pid: u32,
+    concurrency: usize,
+    total: usize,
+    user: &(dyn Fn(usize) -> String + Sync),
+    password: &str,
+) -> Result<Row, String> {
     let next = AtomicUsize::new(0);
     let latencies = Mutex::new(Vec::with_capacity(total));
     let failed = AtomicUsize::new(0);
@@ -141,7 +162,7 @@ fn drive(
                     if i >= total || Instant::now() > deadline {
                         return;
                     }
-                    match session(port, &user(i), PASSWORD) {
+                    match session(port, &user(i), password) {
                         Ok(l) => latencies.lock().unwrap().push(l),
                         Err(e) => {
                             failed.fetch_add(1, Ordering::Relaxed);
@@ -230,6 +251,11 @@ fn start(smtpd: &Path, dir: &Path, users: &Path, cache: bool) -> Result<Server, 
 
 /// A server whose `[auth]` section is `auth`.
 fn start_with(smtpd: &Path, dir: &Path, auth: &str) -> Result<Server, String> {
+    start_with_server(smtpd, dir, "", auth)
+}
+
+/// [`start_with`] with more `[server]` keys.
+fn start_with_server(smtpd: &Path, dir: &Path, server: &str, auth: &str) -> Result<Server, String> {
     let port = free_port()?;
     let config = format!(
         r#"[server]
@@ -240,6 +266,7 @@ max_connections_per_ip = 0
 max_auth_failures_per_ip = 1000000
 max_auth_failures_per_user = 0
 sender_login = "any"
+{server}
 [[listener]]
 address = "127.0.0.1:{port}"
 [auth]
@@ -417,6 +444,7 @@ fn auth_in(smtpd: &Path, dir: &Path) -> Result<(), String> {
         }
     }
     stores(smtpd, dir, reference_sps_100, &min_hash)?;
+    oauth(smtpd, dir, reference_sps_100, &min_users)?;
     flood(smtpd, dir, &default_users, cores)
 }
 
@@ -760,6 +788,126 @@ fn stores(smtpd: &Path, dir: &Path, reference_sps_100: f64, min_hash: &str) -> R
             );
         }
     }
+    Ok(())
+}
+
+/// URL-safe base64 without padding (JWTs).
+fn b64url(input: &[u8]) -> String {
+    b64(input)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+/// Token logins: 100 concurrent XOAUTH2 sessions with an RS256 JWT checked by `[auth.oauth]`
+/// against a JWKS that Python's http.server publishes (fetched once, then cached), as a ratio
+/// to the reference row. The key and the token are made with the openssl command line.
+fn oauth(smtpd: &Path, dir: &Path, reference_sps_100: f64, users: &Path) -> Result<(), String> {
+    if !installed("openssl python3") {
+        println!("oauth: skipped (openssl and python3 are needed)");
+        return Ok(());
+    }
+    let key = dir.join("jwt-key.pem");
+    let ok = |c: &mut Command| -> Result<std::process::Output, String> {
+        let out = c.output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    ok(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key))?;
+    let modulus = ok(Command::new("openssl")
+        .args(["rsa", "-noout", "-modulus", "-in"])
+        .arg(&key))?;
+    let hex = String::from_utf8_lossy(&modulus.stdout);
+    let hex = hex.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+        .collect();
+    let idp = dir.join("idp");
+    std::fs::create_dir_all(&idp).map_err(|e| e.to_string())?;
+    std::fs::write(
+        idp.join("jwks.json"),
+        format!(
+            r#"{{"keys":[{{"kty":"RSA","kid":"bench","alg":"RS256","n":"{}","e":"AQAB"}}]}}"#,
+            b64url(&n)
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    let signing_input = format!(
+        "{}.{}",
+        b64url(br#"{"alg":"RS256","kid":"bench","typ":"JWT"}"#),
+        b64url(
+            format!(
+                r#"{{"iss":"https://idp.bench","aud":"smtp","sub":"user0","scope":"smtp.send","exp":{exp}}}"#
+            )
+            .as_bytes()
+        )
+    );
+    let input = dir.join("jwt-input");
+    std::fs::write(&input, &signing_input).map_err(|e| e.to_string())?;
+    let signature = ok(Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&key)
+        .arg(&input))?;
+    let token = format!("{signing_input}.{}", b64url(&signature.stdout));
+    let port = free_port()?;
+    let _idp = spawn_peer(
+        "python3",
+        &[
+            "-m".as_ref(),
+            "http.server".as_ref(),
+            port.to_string().as_ref(),
+            "--bind".as_ref(),
+            "127.0.0.1".as_ref(),
+            "--directory".as_ref(),
+            idp.as_os_str(),
+        ],
+    )?;
+    wait_port(port)?;
+    let server = start_with_server(
+        smtpd,
+        dir,
+        "mechanisms = [\"PLAIN\", \"XOAUTH2\"]",
+        &format!(
+            "backend = \"file\"\nusers_file = {users:?}\n[auth.oauth]\njwks_url = \"http://127.0.0.1:{port}/jwks.json\"\nissuer = \"https://idp.bench\"\naudience = [\"smtp\"]\nscopes = [\"smtp.send\"]\nusername_claim = \"sub\""
+        ),
+    )?;
+    let bearer = format!("bearer:{token}");
+    // The first login fetches the JWKS; the clock starts with it cached.
+    session(server.port, "user0", &bearer)?;
+    let same: &(dyn Fn(usize) -> String + Sync) = &|_| "user0".to_owned();
+    let row = drive_with(server.port, server.child.id(), 100, 3000, same, &bearer)?;
+    let sps = row.sessions as f64 / row.wall;
+    println!(
+        "{:<46} {:>4} {sps:>10.0} {:>10} {:>10} {:>9.2} ms {:>6} MiB  = {:.2}x the reference (goal ≥ 0.8x){}",
+        "oauth RS256 JWT, JWKS cached (XOAUTH2)",
+        100,
+        ms(row.p50),
+        ms(row.p99),
+        row.cpu / row.sessions.max(1) as f64 * 1e3,
+        row.rss_kib / 1024,
+        sps / reference_sps_100.max(f64::MIN_POSITIVE),
+        if row.failed > 0 {
+            format!("  ({} failed)", row.failed)
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }
 

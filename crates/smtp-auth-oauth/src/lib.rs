@@ -552,6 +552,13 @@ impl OAuthProvider {
         if !ALGORITHMS.contains(&header.alg) {
             return Ok(Err(Refused::Algorithm));
         }
+        // A token verified for this user before is not verified again until its `exp` (at
+        // most the cap): mail clients reuse one access token for many sessions.
+        let remembered = Self::verdict_key(token, user);
+        let now = Instant::now();
+        if let Some(Ok(())) = self.kept(&remembered, now) {
+            return Ok(Ok(()));
+        }
         let Some(key) = self.key(&header.kid).await? else {
             return Ok(Err(Refused::UnknownKey));
         };
@@ -584,7 +591,12 @@ impl OAuthProvider {
                 return Ok(Err(Refused::Claims(why)));
             }
         };
-        Ok(self.scopes_and_user(&claims, user, &c.username_claim))
+        let verdict = self.scopes_and_user(&claims, user, &c.username_claim);
+        if verdict.is_ok() {
+            let exp = claims.get("exp").and_then(Value::as_u64);
+            self.keep(remembered, Ok(()), exp, now);
+        }
+        Ok(verdict)
     }
 
     /// The checks of every token, once its claims are trusted: the scopes and the user.
@@ -610,29 +622,63 @@ impl OAuthProvider {
         }
     }
 
-    /// Asks the introspection endpoint about `token` (RFC 7662), or reuses its answer for
-    /// this user until the token's `exp` (at most `introspection_cache`).
-    async fn introspect(&self, token: &str, user: &str) -> Result<Result<(), Refused>, FetchError> {
+    /// The key a verdict is kept under: a digest of the token and the SASL user (the token
+    /// itself is not kept).
+    fn verdict_key(token: &str, user: &str) -> [u8; 32] {
         use sha2::Digest as _;
-        let inner = &self.inner;
-        let Some(i) = &inner.introspector else {
-            return Ok(Err(Refused::Malformed));
-        };
-        let key: [u8; 32] = sha2::Sha256::new()
+        sha2::Sha256::new()
             .chain_update(token.as_bytes())
             .chain_update([0])
             .chain_update(user.as_bytes())
             .finalize()
-            .into();
-        let now = Instant::now();
-        if let Some((verdict, until)) = inner
+            .into()
+    }
+
+    /// A verdict kept for `key`, while it holds.
+    fn kept(&self, key: &[u8; 32], now: Instant) -> Option<Result<(), Refused>> {
+        let cache = self
+            .inner
             .introspected
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            && now < *until
-        {
-            return Ok(verdict.clone());
+            .unwrap_or_else(|p| p.into_inner());
+        match cache.get(key) {
+            Some((verdict, until)) if now < *until => Some(verdict.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps `verdict` for `key` until the token's `exp` (unix seconds), at most the cap.
+    fn keep(&self, key: [u8; 32], verdict: Result<(), Refused>, exp: Option<u64>, now: Instant) {
+        let inner = &self.inner;
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let left = exp.map_or(inner.config.introspection_cache, |e| {
+            Duration::from_secs(e.saturating_sub(unix))
+        });
+        let until = now + left.min(inner.config.introspection_cache);
+        let mut cache = inner.introspected.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_INTROSPECTED {
+            cache.retain(|_, (_, until)| now < *until);
+            if cache.len() >= MAX_INTROSPECTED {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (verdict, until));
+    }
+
+    /// Asks the introspection endpoint about `token` (RFC 7662), or reuses its answer for
+    /// this user until the token's `exp` (at most `introspection_cache`).
+    async fn introspect(&self, token: &str, user: &str) -> Result<Result<(), Refused>, FetchError> {
+        let inner = &self.inner;
+        let Some(i) = &inner.introspector else {
+            return Ok(Err(Refused::Malformed));
+        };
+        let key = Self::verdict_key(token, user);
+        let now = Instant::now();
+        if let Some(verdict) = self.kept(&key, now) {
+            return Ok(verdict);
         }
         inner
             .introspections
@@ -672,18 +718,7 @@ impl OAuthProvider {
         let exp = claims.get("exp").and_then(Value::as_u64);
         let verdict = self.introspected_verdict(&claims, user, unix);
         // Kept until the token expires, never longer than the cap; a refusal as long.
-        let left = exp.map_or(inner.config.introspection_cache, |e| {
-            Duration::from_secs(e.saturating_sub(unix))
-        });
-        let until = now + left.min(inner.config.introspection_cache);
-        let mut cache = inner.introspected.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_INTROSPECTED {
-            cache.retain(|_, (_, until)| now < *until);
-            if cache.len() >= MAX_INTROSPECTED {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (verdict.clone(), until));
+        self.keep(key, verdict.clone(), exp, now);
         Ok(verdict)
     }
 

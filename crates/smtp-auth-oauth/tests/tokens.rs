@@ -471,3 +471,26 @@ async fn opaque_tokens_are_introspected_checked_and_cached() {
         AuthDecision::Failure
     );
 }
+
+#[tokio::test]
+async fn a_verified_token_is_remembered_until_its_exp_and_not_a_second_longer() {
+    let es = es256("k1");
+    let idp = idp(&[&es]).await;
+    let mut c = OAuthConfig::new(&idp.url);
+    c.leeway = Duration::ZERO;
+    let p = OAuthProvider::new(c).unwrap();
+    let t = token(&es, "alice@example.org", |c| c["exp"] = json!(now() + 2));
+    assert_eq!(login(&p, "alice@example.org", &t).await, AuthDecision::Ok);
+    // Remembered for alice only: as bob it is checked, and refused.
+    assert_eq!(
+        login(&p, "bob@example.org", &t).await,
+        AuthDecision::Invalid
+    );
+    assert_eq!(login(&p, "alice@example.org", &t).await, AuthDecision::Ok);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(
+        login(&p, "alice@example.org", &t).await,
+        AuthDecision::Invalid,
+        "expired: the remembered verdict ended with the token"
+    );
+}
