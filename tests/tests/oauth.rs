@@ -234,6 +234,29 @@ fn tokens_are_checked_in_the_server_beside_passwords() {
     let rotated = token("2026-12", &k2, "alice@example.org", |_| {});
     assert_eq!(oauthbearer(port, "alice@example.org", &rotated), ok);
 
+    // SIGHUP drops the keys and remembered tokens: the JWKS is fetched again.
+    srv.sighup();
+    srv.wait_for_log("OAuth keys and remembered tokens dropped", 1);
+    assert_eq!(oauthbearer(port, "alice@example.org", &rotated), ok);
+    // XOAUTH2 with a good token, as curl sends it when told to.
+    let out = run(Command::new("curl")
+        .args(["-s", "-S", &format!("smtp://127.0.0.1:{port}"), "--crlf"])
+        .args(["--user", "alice@example.org:", "--oauth2-bearer", &rotated])
+        .args(["--login-options", "AUTH=XOAUTH2"])
+        .args([
+            "--mail-from",
+            "alice@example.org",
+            "--mail-rcpt",
+            "carol@example.net",
+        ])
+        .arg("--upload-file")
+        .arg(&msg));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(maildir_messages(&dir.join("Maildir")).len(), 2);
     // Passwords still log in beside tokens.
     let out = python(&format!(
         "import smtplib\ns = smtplib.SMTP('127.0.0.1', {port}, timeout=10)\nprint(s.login('alice@example.org', 'wonder land')[0])\n"

@@ -438,6 +438,17 @@ impl OAuthProvider {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Forgets the keys and every remembered verdict (on SIGHUP): the next token fetches the
+    /// JWKS again and is checked afresh.
+    pub async fn clear(&self) {
+        *self.inner.keys.lock().await = None;
+        self.inner
+            .introspected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Introspection requests made so far (answers reused from the cache are not counted).
     pub fn introspections(&self) -> u64 {
         self.inner

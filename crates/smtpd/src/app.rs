@@ -279,6 +279,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     };
     // `[auth.oauth]`: XOAUTH2 and OAUTHBEARER go to the token store, the rest to the password
     // store; the limiter, metrics and sender binding wrap both alike.
+    let mut token_store = None;
     let authenticator = match config.auth.oauth() {
         Some(o) => {
             let mut c = o
@@ -296,8 +297,9 @@ pub async fn build(config: &Config) -> Result<Built, String> {
             let tokens =
                 smtp_auth_oauth::OAuthProvider::new(c).map_err(|e| format!("auth.oauth: {e}"))?;
             tracing::info!(jwks = %o.jwks_url, introspection = ?o.introspection_url, issuer = ?o.issuer, "OAuth tokens checked in the server");
-            // No credential cache: a token's expiry must be honoured to the second, and a
-            // check with the keys cached costs a signature verification only.
+            token_store = Some(tokens.clone());
+            // No credential cache: the store remembers a verified token until its own `exp`,
+            // which the cache's TTL would not honour.
             let tokens = crate::stores::store_authenticator(
                 tokens,
                 "oauth",
@@ -323,6 +325,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         certs: loaded.certs.clone(),
         senders: loaded.senders.clone(),
         sending: loaded.sending.clone(),
+        oauth: token_store,
         store: remote.map(|r| (r, cache.clone())),
     }));
     // One failure limiter for the whole process: every listener counts into it. With

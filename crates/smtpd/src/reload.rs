@@ -16,6 +16,8 @@ pub(crate) struct Reloadable {
     pub(crate) certs: Option<Arc<CertStore>>,
     /// The sender/login map.
     pub(crate) senders: SenderPolicy,
+    /// The token store of `[auth.oauth]`: its keys and remembered verdicts are dropped.
+    pub(crate) oauth: Option<smtp_auth_oauth::OAuthProvider>,
     /// The sending limits' overrides file.
     pub(crate) sending: Arc<crate::sending::SendingLimits>,
     /// A remote identity store to reconnect, with the credential cache to empty (its users
@@ -72,6 +74,10 @@ pub(crate) async fn reload_on_sighup(r: Reloadable) {
                 c.clear();
             }
             tracing::info!(target: "smtpd::app", store = store.name(), "identity store reconnected, credential cache emptied");
+        }
+        if let Some(o) = &r.oauth {
+            o.clear().await;
+            tracing::info!(target: "smtpd::app", "OAuth keys and remembered tokens dropped: the JWKS is fetched again");
         }
         match r.sending.reload() {
             Ok(Some(n)) => {
