@@ -132,6 +132,31 @@ print(code, text.decode())
     .to_owned()
 }
 
+/// curl sends `msg` from alice with `token` (`--oauth2-bearer`), with the mechanism it picks or
+/// the one given.
+fn curl_with_token(
+    port: u16,
+    token: &str,
+    mechanism: Option<&str>,
+    msg: &Path,
+) -> std::process::Output {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-S", &format!("smtp://127.0.0.1:{port}"), "--crlf"])
+        .args(["--user", "alice@example.org:", "--oauth2-bearer", token]);
+    if let Some(m) = mechanism {
+        c.args(["--login-options", &format!("AUTH={m}")]);
+    }
+    c.args([
+        "--mail-from",
+        "alice@example.org",
+        "--mail-rcpt",
+        "carol@example.net",
+    ])
+    .arg("--upload-file")
+    .arg(msg);
+    run(&mut c)
+}
+
 #[test]
 fn tokens_are_checked_in_the_server_beside_passwords() {
     setup();
@@ -152,17 +177,7 @@ fn tokens_are_checked_in_the_server_beside_passwords() {
         "From: alice@example.org\nSubject: token\n\nsent with a token\n",
     )
     .unwrap();
-    let out = run(Command::new("curl")
-        .args(["-s", "-S", &format!("smtp://127.0.0.1:{port}"), "--crlf"])
-        .args(["--user", "alice@example.org:", "--oauth2-bearer", &good])
-        .args([
-            "--mail-from",
-            "alice@example.org",
-            "--mail-rcpt",
-            "carol@example.net",
-        ])
-        .arg("--upload-file")
-        .arg(&msg));
+    let out = curl_with_token(port, &good, None, &msg);
     assert!(
         out.status.success(),
         "{}",
@@ -208,18 +223,7 @@ fn tokens_are_checked_in_the_server_beside_passwords() {
     }
     // XOAUTH2 with bob's token as alice, as curl sends it: refused too.
     let bobs = &cases[4].1;
-    let out = run(Command::new("curl")
-        .args(["-s", &format!("smtp://127.0.0.1:{port}"), "--crlf"])
-        .args(["--user", "alice@example.org:", "--oauth2-bearer", bobs])
-        .args(["--login-options", "AUTH=XOAUTH2"])
-        .args([
-            "--mail-from",
-            "alice@example.org",
-            "--mail-rcpt",
-            "carol@example.net",
-        ])
-        .arg("--upload-file")
-        .arg(&msg));
+    let out = curl_with_token(port, bobs, Some("XOAUTH2"), &msg);
     assert_eq!(out.status.code(), Some(67), "login denied");
     assert_eq!(maildir_messages(&dir.join("Maildir")).len(), 1);
 
@@ -239,18 +243,7 @@ fn tokens_are_checked_in_the_server_beside_passwords() {
     srv.wait_for_log("OAuth keys and remembered tokens dropped", 1);
     assert_eq!(oauthbearer(port, "alice@example.org", &rotated), ok);
     // XOAUTH2 with a good token, as curl sends it when told to.
-    let out = run(Command::new("curl")
-        .args(["-s", "-S", &format!("smtp://127.0.0.1:{port}"), "--crlf"])
-        .args(["--user", "alice@example.org:", "--oauth2-bearer", &rotated])
-        .args(["--login-options", "AUTH=XOAUTH2"])
-        .args([
-            "--mail-from",
-            "alice@example.org",
-            "--mail-rcpt",
-            "carol@example.net",
-        ])
-        .arg("--upload-file")
-        .arg(&msg));
+    let out = curl_with_token(port, &rotated, Some("XOAUTH2"), &msg);
     assert!(
         out.status.success(),
         "{}",

@@ -104,9 +104,9 @@ pub struct OAuthConfig {
     /// Token introspection (RFC 7662) for opaque tokens (and all tokens when `jwks_url` is
     /// empty).
     pub introspection: Option<Introspection>,
-    /// The longest an introspection answer is reused (default 5 minutes; never past the
-    /// token's `exp`).
-    pub introspection_cache: Duration,
+    /// The longest a verdict is remembered: a verified JWT, an introspection answer (default 5
+    /// minutes; never past the token's `exp`).
+    pub remember_for: Duration,
 }
 
 /// Where and as whom to introspect tokens (RFC 7662): a `POST` of `token=…` with HTTP Basic
@@ -173,7 +173,7 @@ impl OAuthConfig {
             refetch_interval: Duration::from_secs(60),
             tls: None,
             introspection: None,
-            introspection_cache: Duration::from_secs(300),
+            remember_for: Duration::from_secs(300),
         }
     }
 }
@@ -230,8 +230,8 @@ struct Keys {
     until: Instant,
 }
 
-/// The most introspection answers kept.
-const MAX_INTROSPECTED: usize = 10_000;
+/// The most verdicts (verified JWTs, introspection answers) kept.
+const MAX_VERDICTS: usize = 10_000;
 
 /// An introspection endpoint, ready to call.
 struct Introspector {
@@ -240,8 +240,8 @@ struct Introspector {
     authorization: http::HeaderValue,
 }
 
-/// An introspection answer kept until `until`: its verdict for one SASL user and token.
-type Introspected = HashMap<[u8; 32], (Result<(), Refused>, Instant)>;
+/// A verdict kept until `until`, for one SASL user and token (by digest).
+type Verdicts = HashMap<[u8; 32], (Result<(), Refused>, Instant)>;
 
 struct Inner {
     config: OAuthConfig,
@@ -249,7 +249,7 @@ struct Inner {
     introspector: Option<Introspector>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     keys: tokio::sync::Mutex<Option<Keys>>,
-    introspected: std::sync::Mutex<Introspected>,
+    verdicts: std::sync::Mutex<Verdicts>,
     fetches: std::sync::atomic::AtomicU64,
     introspections: std::sync::atomic::AtomicU64,
 }
@@ -424,7 +424,7 @@ impl OAuthProvider {
                 introspector,
                 client,
                 keys: tokio::sync::Mutex::new(None),
-                introspected: std::sync::Mutex::new(HashMap::new()),
+                verdicts: std::sync::Mutex::new(HashMap::new()),
                 fetches: std::sync::atomic::AtomicU64::new(0),
                 introspections: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -443,7 +443,7 @@ impl OAuthProvider {
     pub async fn clear(&self) {
         *self.inner.keys.lock().await = None;
         self.inner
-            .introspected
+            .verdicts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
@@ -649,7 +649,7 @@ impl OAuthProvider {
     fn kept(&self, key: &[u8; 32], now: Instant) -> Option<Result<(), Refused>> {
         let cache = self
             .inner
-            .introspected
+            .verdicts
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         match cache.get(key) {
@@ -665,14 +665,14 @@ impl OAuthProvider {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let left = exp.map_or(inner.config.introspection_cache, |e| {
+        let left = exp.map_or(inner.config.remember_for, |e| {
             Duration::from_secs(e.saturating_sub(unix))
         });
-        let until = now + left.min(inner.config.introspection_cache);
-        let mut cache = inner.introspected.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_INTROSPECTED {
+        let until = now + left.min(inner.config.remember_for);
+        let mut cache = inner.verdicts.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_VERDICTS {
             cache.retain(|_, (_, until)| now < *until);
-            if cache.len() >= MAX_INTROSPECTED {
+            if cache.len() >= MAX_VERDICTS {
                 cache.clear();
             }
         }
@@ -680,7 +680,7 @@ impl OAuthProvider {
     }
 
     /// Asks the introspection endpoint about `token` (RFC 7662), or reuses its answer for
-    /// this user until the token's `exp` (at most `introspection_cache`).
+    /// this user until the token's `exp` (at most `remember_for`).
     async fn introspect(&self, token: &str, user: &str) -> Result<Result<(), Refused>, FetchError> {
         let inner = &self.inner;
         let Some(i) = &inner.introspector else {

@@ -78,6 +78,17 @@ pub struct Metrics {
     limiter: Mutex<Option<Arc<SharedLimiter>>>,
 }
 
+/// The samples of a table of counts by one label's value.
+fn by_label(table: &Mutex<BTreeMap<&'static str, u64>>, label: &str) -> Vec<(String, u64)> {
+    match table.lock() {
+        Ok(t) => t
+            .iter()
+            .map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), *v))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 fn class_index(class: u8) -> Option<usize> {
     match class {
         2 => Some(0),
@@ -264,26 +275,14 @@ impl Metrics {
             "counter",
             &by_class(&self.octets),
         );
-        let failures: Vec<(String, u64)> = match self.delivery_failures.lock() {
-            Ok(f) => f
-                .iter()
-                .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let failures = by_label(&self.delivery_failures, "kind");
         counter(
             "smtpd_delivery_failures_total",
             "Deliveries that failed, by kind (maildir, relay).",
             "counter",
             &failures,
         );
-        let refusals: Vec<(String, u64)> = match self.policy_refusals.lock() {
-            Ok(f) => f
-                .iter()
-                .map(|(k, v)| (format!("{{reason=\"{k}\"}}"), *v))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let refusals = by_label(&self.policy_refusals, "reason");
         counter(
             "smtpd_policy_refusals_total",
             "Messages and recipients refused by a sending policy, by reason (header_sender, messages_per_hour, recipients_per_hour, ip_messages_per_hour).",
