@@ -31,6 +31,8 @@ pub enum Extension {
     Dsn,
     /// `HELP`
     Help,
+    /// `REQUIRETLS` (RFC 8689), offered over TLS only.
+    RequireTls,
     /// Any other keyword with its parameters, as one line.
     Other(String),
 }
@@ -50,6 +52,7 @@ impl fmt::Display for Extension {
             Self::BinaryMime => f.write_str("BINARYMIME"),
             Self::Dsn => f.write_str("DSN"),
             Self::Help => f.write_str("HELP"),
+            Self::RequireTls => f.write_str("REQUIRETLS"),
             Self::Other(s) => f.write_str(s),
         }
     }
@@ -74,6 +77,7 @@ impl Extension {
             ("BINARYMIME", []) => Self::BinaryMime,
             ("DSN", []) => Self::Dsn,
             ("HELP", []) => Self::Help,
+            ("REQUIRETLS", []) => Self::RequireTls,
             _ => Self::Other(line.to_owned()),
         }
     }
@@ -189,5 +193,13 @@ mod tests {
         assert_eq!(e.greeting.as_deref(), Some("Hello client"));
         assert_eq!(e.extensions, vec![Extension::EightBitMime]);
         assert!(EhloResponse::from_reply(&Reply::simple(550, None, "no")).is_none());
+    }
+
+    #[test]
+    fn requiretls_extension() {
+        assert_eq!(Extension::parse("requiretls"), Extension::RequireTls);
+        assert_eq!(Extension::RequireTls.to_string(), "REQUIRETLS");
+        let r = EhloResponse::new("mx").with(Extension::RequireTls);
+        assert!(r.has("REQUIRETLS"));
     }
 }

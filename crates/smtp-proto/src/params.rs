@@ -359,6 +359,8 @@ pub struct MailParameters {
     pub ret: Option<Ret>,
     /// `ENVID=`, decoded.
     pub envid: Option<String>,
+    /// `REQUIRETLS` present (RFC 8689): every hop must use TLS with a verified certificate.
+    pub requiretls: bool,
     /// Every other parameter, in order. A server answers 555 to those it does not implement.
     pub other: Vec<Param>,
 }
@@ -456,6 +458,13 @@ impl MailParameters {
                     }
                     out.envid = Some(v);
                 }
+                // Longer than a word key: told by its name.
+                _ if k.eq_ignore_ascii_case("REQUIRETLS") => {
+                    if value.is_some() {
+                        return Err(ProtoError::ParameterSyntax("REQUIRETLS takes no value"));
+                    }
+                    out.requiretls = true;
+                }
                 _ => out.other.push(other(k, value)),
             }
             Ok(())
@@ -499,6 +508,9 @@ impl fmt::Display for MailParameters {
         }
         if let Some(e) = &self.envid {
             write!(f, " ENVID={}", xtext_encode(e))?;
+        }
+        if self.requiretls {
+            f.write_str(" REQUIRETLS")?;
         }
         for p in &self.other {
             write!(f, " {p}")?;
@@ -898,5 +910,15 @@ mod tests {
         let p = RcptParameters::parse("NOTIFY=delay ORCPT=rfc822;a@b").unwrap();
         assert!(p.notify.unwrap().delay);
         assert!(RcptParameters::parse("NOTIFY=DELAYS ORCPT=rfc822;a@b").is_err());
+    }
+
+    #[test]
+    fn requiretls_is_typed_takes_no_value_and_round_trips() {
+        let p = MailParameters::parse("SIZE=10 requiretls").unwrap();
+        assert!(p.requiretls);
+        assert!(p.first_unknown().is_none());
+        assert_eq!(p.to_string(), " SIZE=10 REQUIRETLS");
+        assert!(MailParameters::parse("REQUIRETLS=yes").is_err());
+        assert!(!MailParameters::parse("SIZE=10").unwrap().requiretls);
     }
 }

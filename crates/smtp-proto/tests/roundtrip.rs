@@ -57,16 +57,20 @@ fn mail_params() -> impl Strategy<Value = MailParameters> {
         ]),
         proptest::option::of(prop_oneof![Just(Ret::Full), Just(Ret::Headers)]),
         proptest::option::of(xtext_value()),
+        any::<bool>(),
     )
-        .prop_map(|(size, body, smtputf8, auth, ret, envid)| MailParameters {
-            size,
-            body,
-            smtputf8,
-            auth,
-            ret,
-            envid,
-            other: Vec::new(),
-        })
+        .prop_map(
+            |(size, body, smtputf8, auth, ret, envid, requiretls)| MailParameters {
+                size,
+                body,
+                smtputf8,
+                auth,
+                ret,
+                envid,
+                requiretls,
+                other: Vec::new(),
+            },
+        )
 }
 
 fn rcpt_params() -> impl Strategy<Value = RcptParameters> {
