@@ -26,6 +26,20 @@ pub struct BodyTarget {
     pub prefix: Bytes,
 }
 
+/// Sees a message's body while it arrives (see
+/// [`Handler::body_observer`](crate::Handler::body_observer)): a digest, a signature's body
+/// hash, a scanner, computed in the same pass as the body is stored, so nothing reads the
+/// body a second time. The finished observer reaches the DATA hook as
+/// [`Envelope::observed`](crate::Envelope::observed); downcast it to the handler's own type
+/// (`(&**o as &dyn Any).downcast_ref::<T>()`).
+pub trait BodyObserver: std::any::Any + Send + Sync + std::fmt::Debug {
+    /// The next piece of the body, in order (after dot-unstuffing or BDAT reassembly; the
+    /// pieces together are exactly [`Body`]'s contents).
+    fn update(&mut self, chunk: &[u8]);
+    /// The body is complete: called once, before the DATA hook runs.
+    fn finish(&mut self) {}
+}
+
 /// A spool file; removed from disk when dropped (unless the handler moved it away first).
 #[derive(Debug)]
 pub struct SpoolFile {

@@ -287,6 +287,12 @@ impl ServerConfigBuilder {
         self.options.smtputf8 = on;
         self
     }
+    /// Advertise REQUIRETLS (RFC 8689) over TLS and accept `MAIL … REQUIRETLS` there (see
+    /// [`ServerOptions::requiretls`](crate::ServerOptions::requiretls)).
+    pub fn requiretls(mut self, on: bool) -> Self {
+        self.options.requiretls = on;
+        self
+    }
     /// Speak LMTP (RFC 2033): LHLO, and one DATA reply per recipient.
     pub fn lmtp(mut self, on: bool) -> Self {
         self.options.lmtp = on;

@@ -357,6 +357,7 @@ pub(crate) async fn run<H: Handler>(
         machine,
         shutdown,
         sink: None,
+        observer: None,
         hold: None,
     };
     driver.serve().await;
@@ -388,6 +389,8 @@ struct Driver<'s, H: Handler> {
     shutdown: Option<watch::Receiver<bool>>,
     /// Where the message being received is stored.
     sink: Option<BodySink>,
+    /// The handler's observer of the message being received.
+    observer: Option<Box<dyn crate::BodyObserver>>,
     /// The memory budget a delivered message holds until the DATA hook is done with it.
     hold: Option<BudgetHold>,
 }
@@ -423,11 +426,15 @@ impl<H: Handler> Driver<'_, H> {
                 }
                 Event::MessageStart => {
                     let m = &self.machine;
+                    self.observer = self.shared.handler.body_observer(m.session(), m.envelope());
                     let target =
                         Box::pin(self.shared.handler.body_target(m.session(), m.envelope())).await;
                     self.sink = Some(self.body_sink().with_target(target));
                 }
                 Event::MessageChunk(c) => {
+                    if let Some(o) = self.observer.as_mut() {
+                        o.update(&c);
+                    }
                     if let Some(sink) = self.sink.as_mut()
                         && let Err(e) = sink.push(&c).await
                     {
@@ -436,7 +443,10 @@ impl<H: Handler> Driver<'_, H> {
                         self.machine.storage_failed();
                     }
                 }
-                Event::MessageDiscard => self.sink = None,
+                Event::MessageDiscard => {
+                    self.sink = None;
+                    self.observer = None;
+                }
                 // A call left unanswered because its deadline passed (the watch gave up):
                 // the machine answers for it once the clock is there.
                 Event::Pending => match self.machine.deadline() {
@@ -517,7 +527,11 @@ impl<H: Handler> Driver<'_, H> {
                     },
                     None => None,
                 };
-                self.machine.answer_stored(stored)
+                let observed = self.observer.take().map(|mut o| {
+                    o.finish();
+                    std::sync::Arc::from(o)
+                });
+                self.machine.answer_stored_observed(stored, observed)
             }
             Call::Data => {
                 let r = h.data(m.session(), m.envelope()).await;

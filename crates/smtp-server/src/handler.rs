@@ -101,6 +101,19 @@ pub trait Handler: Send + Sync + 'static {
         async { None }
     }
 
+    /// Something that sees the body of the message about to arrive while it arrives (called
+    /// with [`Handler::body_target`]): each piece goes to [`BodyObserver::update`] as it is
+    /// stored, and the finished observer is [`Envelope::observed`] in [`Handler::data`]. `None`
+    /// (the default): nothing is observed, and nothing is paid.
+    fn body_observer(
+        &self,
+        session: &Session,
+        envelope: &Envelope,
+    ) -> Option<Box<dyn crate::BodyObserver>> {
+        let _ = (session, envelope);
+        None
+    }
+
     /// A complete message: `envelope.body` holds it (in memory, or spooled when large). The reply is sent as is; return a
     /// 250 only once the message is safe.
     fn data(&self, session: &Session, envelope: &Envelope) -> impl Future<Output = Reply> + Send {

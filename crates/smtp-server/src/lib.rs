@@ -97,7 +97,7 @@ pub use auth::{
     AuthLimiter, Authenticator, BoxFuture, DEFAULT_LIMITER_CAPACITY, DEFAULT_MAX_LOCK,
     FailureListener, ProviderAuthenticator, address_key, user_key,
 };
-pub use body::{Body, BodyTarget, SpoolFile};
+pub use body::{Body, BodyObserver, BodyTarget, SpoolFile};
 #[cfg(feature = "tokio")]
 pub use channel::AuthChannel;
 pub use config::{ExternalIdentity, ServerConfig, ServerConfigBuilder};

@@ -38,6 +38,7 @@ use smtp_proto::BarePolicy;
 /// | `allow_pipelined_body` | false: a body sent before the 354 reply is refused (554 5.5.0) |
 /// | `implicit_tls` | false |
 /// | `smtputf8` | true |
+/// | `requiretls` | false: REQUIRETLS (RFC 8689) is offered over TLS only, and only when the handler honours it on every onward hop |
 /// | `lmtp` | false |
 /// | `proxy_protocol` | false |
 /// | `bare_line_endings` | `reject` (550 5.6.0); `normalize` |
@@ -123,6 +124,10 @@ pub struct ServerOptions {
     pub implicit_tls: bool,
     /// Advertise and accept SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
+    /// Advertise REQUIRETLS (RFC 8689) over TLS and accept `MAIL … REQUIRETLS` there: turn it
+    /// on only when the handler relays such a message over verified TLS alone (or delivers
+    /// it locally). The parameter is recorded in the envelope's `mail_params.requiretls`.
+    pub requiretls: bool,
     /// Speak LMTP (RFC 2033).
     pub lmtp: bool,
     /// Expect a PROXY protocol header first on every connection.
@@ -183,6 +188,7 @@ impl Default for ServerOptions {
             allow_pipelined_body: false,
             implicit_tls: false,
             smtputf8: true,
+            requiretls: false,
             lmtp: false,
             proxy_protocol: false,
             bare_line_endings: BarePolicy::Reject,

@@ -56,8 +56,16 @@ pub(crate) fn check_mail(
     params: &MailParameters,
 ) -> Result<(), Reply> {
     mail_state(cfg, session, env)?;
-    if params.first_unknown().is_some() || (params.smtputf8 && !cfg.smtputf8) {
+    if params.first_unknown().is_some()
+        || (params.smtputf8 && !cfg.smtputf8)
+        || (params.requiretls && !cfg.requiretls)
+    {
         return Err(ProtoError::UnknownParameter.reply());
+    }
+    // RFC 8689 §4.1: offered over TLS only, and a message that demands TLS on every hop
+    // cannot arrive without it.
+    if params.requiretls && session.tls.is_none() {
+        return Err(replies::requiretls_needs_tls());
     }
     if let ReversePath::Mailbox(m) = from
         && m.is_utf8()
@@ -202,6 +210,9 @@ pub(crate) fn ehlo_response(cfg: &ServerConfig, session: &Session) -> EhloRespon
     if cfg.tls.is_some() && session.tls.is_none() {
         r = r.with(Extension::StartTls);
     }
+    if cfg.requiretls && session.tls.is_some() {
+        r = r.with(Extension::RequireTls);
+    }
     // Channel-binding mechanisms only where a `tls-exporter` binding exists (TLS 1.3).
     let bound = channel_binding_available(session);
     let mechs = cfg.registry.offered(bound);
@@ -216,6 +227,7 @@ pub(crate) fn ehlo_response(cfg: &ServerConfig, session: &Session) -> EhloRespon
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::TlsInfo;
 
     fn session() -> Session {
         let mut s = Session::new(
@@ -394,6 +406,36 @@ mod tests {
             )),
             "553 5.1.7 Invalid international domain name exam\\u{200b}ple.com"
         );
+    }
+
+    #[test]
+    fn requiretls_is_offered_and_taken_over_tls_only_when_on() {
+        let off = ServerConfig::default();
+        let on = ServerConfig::builder().requiretls(true).build();
+        let env = Envelope::default();
+        let p = MailParameters::parse("REQUIRETLS").unwrap();
+        let mut tls = session();
+        tls.tls = Some(TlsInfo {
+            protocol: "TLSv1_3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            sni: None,
+            implicit: false,
+            peer_certificate: None,
+        });
+        // Off (the default): neither offered nor accepted, even over TLS.
+        assert!(!ehlo_response(&off, &tls).has("REQUIRETLS"));
+        assert_eq!(
+            code(check_mail(&off, &tls, &env, &mb("a@b.c"), &p)),
+            "555 5.5.4 Unsupported parameter"
+        );
+        // On: offered over TLS only; MAIL … REQUIRETLS without TLS is refused.
+        assert!(ehlo_response(&on, &tls).has("REQUIRETLS"));
+        assert!(!ehlo_response(&on, &session()).has("REQUIRETLS"));
+        assert_eq!(
+            code(check_mail(&on, &session(), &env, &mb("a@b.c"), &p)),
+            "530 5.7.10 REQUIRETLS needs a TLS session: STARTTLS first"
+        );
+        assert_eq!(code(check_mail(&on, &tls, &env, &mb("a@b.c"), &p)), "ok");
     }
 
     #[test]

@@ -98,6 +98,13 @@ pub(crate) fn too_many_recipients() -> Reply {
 pub(crate) fn size_exceeded() -> Reply {
     r(552, (5, 3, 4), "Message size exceeds fixed limit")
 }
+pub(crate) fn requiretls_needs_tls() -> Reply {
+    r(
+        530,
+        (5, 7, 10),
+        "REQUIRETLS needs a TLS session: STARTTLS first",
+    )
+}
 pub(crate) fn smtputf8_required() -> Reply {
     r(553, (5, 6, 7), "Non-ASCII address requires SMTPUTF8")
 }

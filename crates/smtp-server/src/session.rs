@@ -103,6 +103,9 @@ pub struct Envelope {
     pub auth: Option<AuthParam>,
     /// True when the message arrived with BDAT.
     pub chunked: bool,
+    /// The handler's [`BodyObserver`](crate::BodyObserver) for this message, finished, set
+    /// with the body (see [`Handler::body_observer`](crate::Handler::body_observer)).
+    pub observed: Option<std::sync::Arc<dyn crate::BodyObserver>>,
 }
 
 impl Envelope {

@@ -321,3 +321,84 @@ async fn a_handlers_body_target_gets_the_body_straight_and_can_keep_the_file() {
     srv.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Records what it saw of a body, piece by piece.
+#[derive(Debug, Default)]
+struct Seen {
+    bytes: Vec<u8>,
+    pieces: usize,
+    finished: bool,
+}
+
+impl smtp_server::BodyObserver for Seen {
+    fn update(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+        self.pieces += 1;
+    }
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+/// Observes every body and compares what its observer saw with what was stored.
+#[derive(Clone, Default)]
+struct Observing(Arc<Mutex<Vec<(usize, bool, bool)>>>);
+
+impl Handler for Observing {
+    fn body_observer(
+        &self,
+        _session: &Session,
+        _envelope: &Envelope,
+    ) -> Option<Box<dyn smtp_server::BodyObserver>> {
+        Some(Box::new(Seen::default()))
+    }
+
+    async fn data(&self, _session: &Session, envelope: &Envelope) -> Reply {
+        let stored = envelope.body.to_bytes().await.unwrap();
+        let o = envelope.observed.as_deref().expect("observed");
+        let seen = (o as &dyn std::any::Any)
+            .downcast_ref::<Seen>()
+            .expect("the handler's own type");
+        self.0
+            .lock()
+            .unwrap()
+            .push((seen.pieces, seen.finished, seen.bytes == stored[..]));
+        Reply::simple(250, Some((2, 0, 0)), "OK")
+    }
+}
+
+#[tokio::test]
+async fn a_body_observer_sees_exactly_the_stored_body_in_pieces_while_it_arrives() {
+    let seen = Observing::default();
+    let dir = spool_dir("observer");
+    let cfg = plain_config()
+        .spool_threshold(16 * 1024)
+        .spool_dir(dir.clone())
+        .build();
+    let srv = start(Server::new(cfg, seen.clone())).await;
+    let mut c = session(srv.addr).await;
+    // A spooled DATA body with dot-stuffed lines.
+    let (_, wire) = body(3_000);
+    c.cmd("MAIL FROM:<a@example.org>").await;
+    c.cmd("RCPT TO:<b@example.org>").await;
+    c.cmd("DATA").await;
+    c.send_bytes(&wire).await;
+    assert_eq!(c.reply().await, "250 2.0.0 OK");
+    // A BDAT message in two chunks.
+    c.cmd("MAIL FROM:<a@example.org>").await;
+    c.cmd("RCPT TO:<b@example.org>").await;
+    c.send_bytes(b"BDAT 12\r\nSubject: x\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 12 octets received");
+    c.send_bytes(b"BDAT 6 LAST\r\n\r\nhi\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 OK");
+    let got = seen.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    for (pieces, finished, same) in &got {
+        assert!(*finished, "finished before the DATA hook");
+        assert!(*same, "saw exactly the stored body");
+        assert!(*pieces >= 2, "fed while it arrives, {pieces} pieces");
+    }
+    assert!(got[0].0 > 10, "a large body arrives in many pieces");
+    srv.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -211,6 +211,17 @@ impl Machine {
     /// Answers [`Call::StoreMessage`]: the stored body, or `None` when it could not be stored
     /// (the message is refused with 451).
     pub fn answer_stored(&mut self, body: Option<Body>) -> Result<(), WrongState> {
+        self.answer_stored_observed(body, None)
+    }
+
+    /// [`Machine::answer_stored`] with the handler's finished
+    /// [`BodyObserver`](crate::BodyObserver), which the envelope then carries
+    /// ([`Envelope::observed`](crate::Envelope::observed)).
+    pub fn answer_stored_observed(
+        &mut self,
+        body: Option<Body>,
+        observed: Option<std::sync::Arc<dyn crate::BodyObserver>>,
+    ) -> Result<(), WrongState> {
         self.expect(Awaiting::Stored, "answer_stored")?;
         self.tx.body_started = false;
         let Some(body) = body else {
@@ -219,6 +230,7 @@ impl Machine {
             return Ok(());
         };
         self.tx.envelope.body = body;
+        self.tx.envelope.observed = observed;
         if self.cfg.lmtp {
             self.state = State::Awaiting(Awaiting::Lmtp);
             self.events.push_back(Event::Call(Call::DataLmtp));
