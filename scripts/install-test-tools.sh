@@ -7,7 +7,9 @@
 # identity-store tests, OpenLDAP's `slapd` (with `slapadd` and `slappasswd`) for the LDAP
 # store's, PostgreSQL for the SQL store's (each started by the test from its own
 # configuration, never as a service), and fail2ban for `fail2ban-regex` (the shipped filter
-# is checked against a log the server wrote; no daemon is started). Called by .ci/run before the
+# is checked against a log the server wrote; no daemon is started), and Python's dkimpy
+# (with PyNaCl for ed25519-sha256, from PyPI for the python3 on PATH) to verify the DKIM
+# signatures smtpd writes. Called by .ci/run before the
 # tests, and by the tests themselves when the tool is missing (so `cargo test` works from a
 # fresh clone too). Needs root and Debian's package registry; does nothing when all are there.
 set -euo pipefail
@@ -25,6 +27,14 @@ have_slapd || missing+=(slapd)
 have_postgres() { ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && command -v psql >/dev/null 2>&1; }
 have_postgres || missing+=(postgresql)
 command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
+have_dkimpy() { python3 -c 'import dkim, nacl' >/dev/null 2>&1; }
+if ! have_dkimpy; then
+    # For the python3 first on PATH (Debian's, or another one such as pyenv's), from PyPI.
+    echo "install-test-tools: installing dkimpy and PyNaCl with pip" >&2
+    python3 -m pip install --quiet --disable-pip-version-check dkimpy pynacl >/dev/null 2>&1 \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+            dkimpy pynacl >/dev/null
+fi
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

@@ -558,6 +558,71 @@ pub fn ensure_tool(program: &str) {
     );
 }
 
+/// A child process killed (and reaped) when dropped, however the test ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Postfix's `smtp-sink` on a free loopback port, writing each message it takes into `dumps`
+/// (created) as `msg.*` files: the process (killed when dropped) and its port, listening.
+pub fn smtp_sink(dumps: &Path) -> (KillOnDrop, u16) {
+    ensure_tool("smtp-sink");
+    std::fs::create_dir_all(dumps).expect("dumps dir");
+    let up = free_port();
+    let mut sink = Command::new("smtp-sink");
+    // As root it must drop to an unprivileged user, who then writes the dumps.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if root {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dumps, std::fs::Permissions::from_mode(0o777))
+            .expect("dumps dir mode");
+        sink.args(["-u", "nobody"]);
+    }
+    let mut sink = KillOnDrop(
+        sink.arg("-d")
+            .arg(format!("{}/msg.", dumps.display()))
+            .arg(format!("127.0.0.1:{up}"))
+            .arg("10")
+            .spawn()
+            .expect("smtp-sink runs"),
+    );
+    // Relaying before it listens would be refused (seen once in CI on a loaded machine).
+    wait_for_port(up, &mut sink.0, "smtp-sink");
+    (sink, up)
+}
+
+/// Makes sure Python can import `modules` (installing them with the project's script when
+/// not), or fails the test naming them.
+pub fn ensure_python_modules(modules: &str) {
+    let present = || {
+        Command::new("python3")
+            .arg("-c")
+            .arg(format!("import {modules}"))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if present() {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-test-tools.sh");
+    let out = Command::new("bash").arg(&script).output();
+    assert!(
+        present(),
+        "python3 modules {modules} are needed by this test and could not be installed by {}: {:?}",
+        script.display(),
+        out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+    );
+}
+
 /// A peer daemon a test runs in the foreground from its own configuration (never the system
 /// service), in a process group of its own so that stopping or freezing it reaches every
 /// process it forks. Its output goes to a log file next to its configuration. Stopped when

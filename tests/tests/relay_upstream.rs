@@ -254,40 +254,9 @@ fn xoauth2_with_a_token_and_refusals_for_missing_extensions() {
 #[test]
 fn relay_into_postfix_smtp_sink() {
     e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
-    e2e::ensure_tool("smtp-sink");
     let dir = temp_dir("relay-sink");
     let dumps = dir.join("dumps");
-    std::fs::create_dir_all(&dumps).unwrap();
-    let up = free_port();
-    let mut sink = std::process::Command::new("smtp-sink");
-    // As root it must drop to an unprivileged user, who then writes the dumps.
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    if root {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dumps, std::fs::Permissions::from_mode(0o777)).unwrap();
-        sink.args(["-u", "nobody"]);
-    }
-    // Killed when the test ends, however it ends.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut sink = Kill(
-        sink.arg("-d")
-            .arg(format!("{}/msg.", dumps.display()))
-            .arg(format!("127.0.0.1:{up}"))
-            .arg("10")
-            .spawn()
-            .expect("smtp-sink runs"),
-    );
-    // Relaying before it listens would be refused (seen once in CI on a loaded machine).
-    e2e::wait_for_port(up, &mut sink.0, "smtp-sink");
+    let (_sink, up) = e2e::smtp_sink(&dumps);
     let port = free_port();
     let _srv = Smtpd::start(
         &dir,

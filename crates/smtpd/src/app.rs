@@ -33,6 +33,8 @@ pub struct Loaded {
     pub senders: SenderPolicy,
     /// The sending limits (`[rate_limits]`).
     pub sending: Arc<crate::sending::SendingLimits>,
+    /// The DKIM signing keys (`[[dkim]]`), when any.
+    pub dkim: Option<Arc<crate::dkim::Dkim>>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -86,6 +88,11 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
         .map_err(|e| format!("server.sender_login_map: {e}"))?;
     let sending = crate::sending::SendingLimits::load(&config.rate_limits, config.server.lmtp)
         .map_err(|e| format!("rate_limits.overrides: {e}"))?;
+    let dkim = if config.dkim.is_empty() {
+        None
+    } else {
+        Some(Arc::new(crate::dkim::Dkim::new(config.dkim.clone())?))
+    };
     Ok(Loaded {
         tls,
         certs,
@@ -93,6 +100,7 @@ pub fn load(config: &Config) -> Result<Loaded, String> {
         external,
         senders,
         sending: Arc::new(sending),
+        dkim,
     })
 }
 
@@ -205,7 +213,8 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     )
     .with_store(remote.clone())
     .with_header_binding(config.server.bind_header_from)
-    .with_sending(loaded.sending.clone());
+    .with_sending(loaded.sending.clone())
+    .with_dkim(loaded.dkim.clone());
     let keys = config.auth.cache();
     let cache = keys.enabled.then(|| {
         let mut config = CacheConfig::default();
@@ -327,6 +336,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         sending: loaded.sending.clone(),
         oauth: token_store,
         store: remote.map(|r| (r, cache.clone())),
+        dkim: loaded.dkim.clone(),
     }));
     // One failure limiter for the whole process: every listener counts into it. With
     // `[limiter]` it also tells Redis, and the authenticator asks Redis first.

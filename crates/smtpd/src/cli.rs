@@ -42,6 +42,25 @@ enum Cmd {
         #[arg(long)]
         params: Option<String>,
     },
+    /// Make a DKIM signing key: write it (PEM, mode 0600, never over an existing file) and
+    /// print its DNS TXT record and the `[[dkim]]` section that uses it.
+    DkimKeygen {
+        /// The signing domain (`d=`).
+        #[arg(long)]
+        domain: String,
+        /// The selector (`s=`): the record is `<selector>._domainkey.<domain>`.
+        #[arg(long)]
+        selector: String,
+        /// Where the private key goes.
+        #[arg(long)]
+        out: PathBuf,
+        /// `rsa` (rsa-sha256) or `ed25519` (ed25519-sha256, RFC 8463).
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+        /// RSA key size in bits (at least 2048).
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
 }
 
 /// Runs the command line (the whole `smtpd` binary).
@@ -66,7 +85,65 @@ pub fn main() -> ExitCode {
             }
         },
         Cmd::HashPassword { scram, params } => hash_password(scram, params.as_deref()),
+        Cmd::DkimKeygen {
+            domain,
+            selector,
+            out,
+            algorithm,
+            bits,
+        } => dkim_keygen(&domain, &selector, &out, &algorithm, bits),
     }
+}
+
+fn dkim_keygen(
+    domain: &str,
+    selector: &str,
+    out: &std::path::Path,
+    algorithm: &str,
+    bits: usize,
+) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // The names are checked as `[[dkim]]` checks them.
+    let section = crate::dkim::DkimSection {
+        domain: domain.to_owned(),
+        selector: selector.to_owned(),
+        key: out.to_path_buf(),
+    };
+    let generated = match crate::dkim::generate(algorithm, bits) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .and_then(|mut f| f.write_all(generated.pem.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("{}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = crate::dkim::KeySet::load(std::slice::from_ref(&section)) {
+        let _ = std::fs::remove_file(out);
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    println!("; the DNS record to publish:");
+    println!(
+        "{selector}._domainkey.{domain}. IN TXT {}",
+        crate::dkim::txt_strings(&generated.txt)
+    );
+    println!();
+    println!("# the smtpd.toml section that signs with it:");
+    println!("[[dkim]]");
+    println!("domain = \"{domain}\"");
+    println!("selector = \"{selector}\"");
+    println!("key = \"{}\"", out.display());
+    ExitCode::SUCCESS
 }
 
 fn hash_password(scram: bool, params: Option<&str>) -> ExitCode {

@@ -36,6 +36,10 @@ pub struct Config {
     /// `[rate_limits]`: sending limits per login and per address, on by default.
     #[serde(default)]
     pub rate_limits: RateLimitsSection,
+    /// `[[dkim]]`: signing keys per sender domain; authenticated submissions from those
+    /// domains are signed (see [`crate::dkim`]).
+    #[serde(default)]
+    pub dkim: Vec<crate::dkim::DkimSection>,
 }
 
 /// `[rate_limits]`: how much an authenticated login, or an address that did not log in, may
@@ -164,6 +168,9 @@ pub struct ServerSection {
     pub exclude_mechanisms: Vec<String>,
     /// Advertise SMTPUTF8.
     pub smtputf8: bool,
+    /// Advertise REQUIRETLS (RFC 8689) over TLS: such a message is delivered to the Maildir,
+    /// or relayed only over verified TLS to an upstream that offers REQUIRETLS.
+    pub requiretls: bool,
     /// Speak LMTP.
     pub lmtp: bool,
     /// Expect PROXY protocol headers.
@@ -261,6 +268,7 @@ impl Default for ServerSection {
             mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
             exclude_mechanisms: Vec::new(),
             smtputf8: true,
+            requiretls: true,
             lmtp: false,
             proxy_protocol: false,
             bare_line_endings: BareLineEndings::Reject,
@@ -323,6 +331,7 @@ impl ServerSection {
         // Set per listener.
         o.implicit_tls = false;
         o.smtputf8 = self.smtputf8;
+        o.requiretls = self.requiretls;
         o.lmtp = self.lmtp;
         o.proxy_protocol = self.proxy_protocol;
         o.bare_line_endings = match self.bare_line_endings {

@@ -28,6 +28,8 @@ pub struct App {
     bind_header: bool,
     /// Sending limits per login and per address.
     sending: Option<Arc<crate::sending::SendingLimits>>,
+    /// DKIM signing of authenticated submissions.
+    dkim: Option<Arc<crate::dkim::Dkim>>,
 }
 
 impl App {
@@ -52,6 +54,58 @@ impl App {
             store: None,
             bind_header: false,
             sending: None,
+            dkim: None,
+        }
+    }
+
+    /// Signs authenticated submissions from the domains `dkim` has keys for ([`crate::dkim`]).
+    pub fn with_dkim(mut self, dkim: Option<Arc<crate::dkim::Dkim>>) -> Self {
+        self.dkim = dkim;
+        self
+    }
+
+    /// The DKIM keys this session's messages are signed with: an authenticated submission,
+    /// delivered by a backend that reads the message, with keys configured.
+    fn signs(&self, session: &Session) -> Option<Arc<crate::dkim::KeySet>> {
+        if !session.authenticated || !self.delivery.reads_body() {
+            return None;
+        }
+        let keys = self.dkim.as_ref()?.keys();
+        (!keys.is_empty()).then_some(keys)
+    }
+
+    /// The `DKIM-Signature:` fields for a message (empty when it is not signed: the reason is
+    /// logged), over `added` (the fields we add in front of it) and its header section.
+    fn dkim_signature(
+        keys: &crate::dkim::KeySet,
+        added: &str,
+        head: Option<&(bytes::Bytes, bool)>,
+        envelope: &Envelope,
+        id: &str,
+    ) -> String {
+        let bh = envelope
+            .observed
+            .as_deref()
+            .and_then(|o| (o as &dyn std::any::Any).downcast_ref::<crate::dkim::BodyHash>())
+            .and_then(|h| h.hash());
+        let Some((head, whole)) = head else {
+            tracing::warn!(target: "smtpd::app", queue_id = %id, "DKIM: header section unreadable, sent unsigned");
+            return String::new();
+        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        match crate::dkim::sign(keys, added, head, *whole, bh, now) {
+            Ok(s) => {
+                tracing::debug!(target: "smtpd::app", queue_id = %id, "DKIM signed");
+                s
+            }
+            Err(crate::dkim::Unsigned::NoKey) => String::new(),
+            Err(e) => {
+                tracing::warn!(target: "smtpd::app", queue_id = %id, reason = ?e, "DKIM: sent unsigned");
+                String::new()
+            }
         }
     }
 
@@ -215,11 +269,21 @@ impl Handler for App {
             .body_target(&|id| bytes::Bytes::from(self.received(session, envelope, id)))
     }
 
+    fn body_observer(
+        &self,
+        session: &Session,
+        _envelope: &Envelope,
+    ) -> Option<Box<dyn smtp_server::BodyObserver>> {
+        self.signs(session)?;
+        Some(Box::new(crate::dkim::BodyHash::default()))
+    }
+
     async fn data(&self, session: &Session, envelope: &Envelope) -> Reply {
         let started = Instant::now();
         let fixes = self.fixes_headers(session) && self.delivery.reads_body();
         let binds = self.binds_header(session);
-        let head = if fixes || binds.is_some() {
+        let signs = self.signs(session);
+        let head = if fixes || binds.is_some() || signs.is_some() {
             Self::head(&envelope.body).await
         } else {
             None
@@ -254,9 +318,22 @@ impl Handler for App {
                 id
             }
         };
-        if fixes {
-            header.push_str(&self.missing_headers(head.as_ref(), &id));
+        let added = if fixes {
+            self.missing_headers(head.as_ref(), &id)
+        } else {
+            String::new()
+        };
+        // The signature covers the message as delivered: the fields added above included.
+        if let Some(keys) = &signs {
+            header.push_str(&Self::dkim_signature(
+                keys,
+                &added,
+                head.as_ref(),
+                envelope,
+                &id,
+            ));
         }
+        header.push_str(&added);
         let outcome = self
             .delivery
             .deliver(Message {

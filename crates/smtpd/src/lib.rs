@@ -27,6 +27,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod dkim;
 pub mod handler;
 pub mod header_from;
 /// The password schemes (the `smtp-auth-hash` crate).

@@ -23,6 +23,8 @@ pub(crate) struct Reloadable {
     /// A remote identity store to reconnect, with the credential cache to empty (its users
     /// and passwords live elsewhere: a SIGHUP makes changes there take effect at once).
     pub(crate) store: Option<(crate::stores::Remote, Option<CredentialCache>)>,
+    /// The DKIM signing keys.
+    pub(crate) dkim: Option<Arc<crate::dkim::Dkim>>,
 }
 
 /// SIGHUP re-reads the users file, the TLS certificate and key, and the sender/login map,
@@ -65,6 +67,15 @@ pub(crate) async fn reload_on_sighup(r: Reloadable) {
                 Err(e) => tracing::error!(target: "smtpd::app",
                     error = %e,
                     "TLS reload refused: the old certificate stays in force"
+                ),
+            }
+        }
+        if let Some(dkim) = &r.dkim {
+            match dkim.reload() {
+                Ok(n) => tracing::info!(target: "smtpd::app", keys = n, "DKIM keys reloaded"),
+                Err(e) => tracing::error!(target: "smtpd::app",
+                    error = %e,
+                    "DKIM key reload refused: the old keys stay in force"
                 ),
             }
         }
