@@ -455,8 +455,9 @@ s = smtplib.SMTP('127.0.0.1', {port2}, timeout=30)
 s.login('alice', 'wonder land')
 try:
     s.sendmail('alice@edge.test', ['erin@example.org'], 'Subject: x\r\n\r\ny\r\n')
-except smtplib.SMTPSenderRefused as e:
-    # The upstream session opens at MAIL, so its failure answers MAIL.
+except smtplib.SMTPDataError as e:
+    # A TLS failure waits for the message (it may say `TLS-Required: No`, RFC 8689 §5): this
+    # one does not, so it is refused at the end of DATA.
     print(e.smtp_code, e.smtp_error.decode().startswith('4.4.0 Upstream failure: TLS'))
 "#
     );

@@ -58,6 +58,29 @@ pub fn scan(head: &[u8], whole: bool) -> Option<Present> {
     }
 }
 
+/// Whether a message's header section (its first octets in `head`) holds `TLS-Required: No`
+/// (RFC 8689 §5): the sender lets it travel without TLS when TLS fails.
+pub fn tls_required_no(head: &[u8]) -> bool {
+    let mut found = false;
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if matches!(line[0], b' ' | b'\t') {
+            continue;
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':')
+            && line[..colon]
+                .trim_ascii_end()
+                .eq_ignore_ascii_case(b"TLS-Required")
+        {
+            found = line[colon + 1..].trim_ascii().eq_ignore_ascii_case(b"No");
+        }
+    }
+    found
+}
+
 /// The fields to add before the message for what `present` lacks: `Date:` now and a
 /// `Message-ID:` made of the queue id and the server's host name.
 pub fn additions(present: Present, id: &str, hostname: &str, now: SystemTime) -> String {
@@ -107,6 +130,18 @@ mod tests {
         // A header section that does not end within what was read: unknown.
         assert_eq!(scan(b"Subject: x\r\nX-Long: aaaa", false), None);
         assert!(scan(b"Subject: x\r\n\r\nbody that goes on", false).is_some());
+    }
+
+    #[test]
+    fn tls_required_no_is_read_in_the_header_section_only() {
+        assert!(tls_required_no(
+            b"Subject: x\r\nTLS-Required:  no \r\n\r\nbody\r\n"
+        ));
+        assert!(tls_required_no(b"tls-required: No\n\n"));
+        assert!(!tls_required_no(b"TLS-Required: Yes\r\n\r\n"));
+        assert!(!tls_required_no(b"Subject: x\r\n\r\nTLS-Required: No\r\n"));
+        assert!(!tls_required_no(b"Subject: x\r\n TLS-Required: No\r\n\r\n"));
+        assert!(!tls_required_no(b"X-TLS-Required: No\r\n\r\n"));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Relay {
     cfg: RelaySection,
     pool: Arc<RelayPool>,
     hostname: String,
+    /// Sessions whose MAIL was taken without an upstream transaction because TLS failed:
+    /// the message may say `TLS-Required: No` (RFC 8689 §5), which only DATA shows.
+    deferred: std::sync::Mutex<std::collections::HashSet<SessionKey>>,
 }
 
 impl Relay {
@@ -44,8 +47,39 @@ impl Relay {
             cfg,
             pool,
             hostname: hostname.to_owned(),
+            deferred: std::sync::Mutex::default(),
         }
     }
+
+    /// Marks (`on`) or clears a session as deferred; returns whether it was.
+    fn deferred(&self, key: SessionKey, on: bool) -> bool {
+        let Ok(mut d) = self.deferred.lock() else {
+            return false;
+        };
+        if on { !d.insert(key) } else { d.remove(&key) }
+    }
+
+    fn is_deferred(&self, key: SessionKey) -> bool {
+        self.deferred.lock().is_ok_and(|d| d.contains(&key))
+    }
+}
+
+/// Whether a message says `TLS-Required: No` (RFC 8689 §5) in its header section: our
+/// `header` fields, then the first [`crate::submission::MAX_HEAD`] octets of the body.
+async fn tls_optional(header: &[u8], body: &smtp_server::Body) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = header.to_vec();
+    let Ok(r) = body.reader().await else {
+        return false;
+    };
+    if r.take(crate::submission::MAX_HEAD as u64)
+        .read_to_end(&mut head)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    crate::submission::tls_required_no(&head)
 }
 
 /// The key of a session's upstream transaction: its connection's two addresses.
@@ -62,17 +96,33 @@ impl Delivery for Relay {
         Box::pin(async move {
             // SIZE upstream: the client's declaration plus room for our header.
             let size = mail.params.size.map(|s| s + HEADER_ALLOWANCE);
-            self.mail(session_key(session), mail.from, mail.params, size)
+            let key = session_key(session);
+            match self
+                .mail(key, mail.from, mail.params, size, Transport::AsConfigured)
                 .await
-                .map_err(|e| {
+            {
+                Ok(()) => Ok(()),
+                // TLS failed: the message may say `TLS-Required: No`; it is relayed whole at
+                // the end of DATA, or refused then.
+                Err(e) if e.tls && !mail.params.requiretls => {
+                    tracing::warn!(target: "smtpd::app", error = %e.detail, "relay: TLS to the upstream failed; the transaction waits for the message (TLS-Required: No)");
+                    self.deferred(key, true);
+                    Ok(())
+                }
+                Err(e) => {
                     tracing::warn!(target: "smtpd::app", error = %e.detail, "relay: MAIL not taken upstream");
-                    e.command_reply()
-                })
+                    Err(e.command_reply())
+                }
+            }
         })
     }
 
     fn recipient<'a>(&'a self, session: &'a Session, rcpt: RcptCommand<'a>) -> Answer<'a> {
         Box::pin(async move {
+            if self.is_deferred(session_key(session)) {
+                // Checked upstream when the message is relayed whole.
+                return Ok(());
+            }
             self.rcpt(session_key(session), rcpt.to, rcpt.params)
                 .await
                 .map_err(|e| {
@@ -90,7 +140,10 @@ impl Delivery for Relay {
             // opened at MAIL, or a whole new one when there is none.
             let sent = match self.finish(key, header, &m.envelope.body).await {
                 Some(r) => r,
-                None => self.whole(key, m.envelope, header).await,
+                None => {
+                    self.deferred(key, false);
+                    self.whole(key, m.envelope, header).await
+                }
             };
             sent.map_err(|e| {
                 tracing::warn!(target: "smtpd::app", queue_id = %m.id, error = %e.detail, "relay failed");
@@ -195,6 +248,7 @@ async fn authenticate(
                     permanent: r.code().class() == 5,
                     detail: format!("AUTH {name}: {}", r.to_string().replace("\r\n", " ")),
                     upstream: None,
+                    tls: false,
                 });
             }
         }
@@ -211,11 +265,23 @@ fn mail_params(
     ehlo: &EhloResponse,
     params: &MailParameters,
     size: Option<u64>,
+    tls: bool,
 ) -> Result<MailParameters, RelayError> {
+    if params.requiretls {
+        if !tls {
+            return Err(RelayError::requiretls("the upstream connection is not TLS"));
+        }
+        if !ehlo.has("REQUIRETLS") {
+            return Err(RelayError::requiretls(
+                "the upstream does not offer REQUIRETLS",
+            ));
+        }
+    }
     let refuse = |detail: &str| RelayError {
         permanent: true,
         detail: detail.to_owned(),
         upstream: None,
+        tls: false,
     };
     let mut out = MailParameters::default();
     if ehlo.has("SIZE") {
@@ -247,6 +313,7 @@ fn mail_params(
         out.ret = params.ret;
         out.envid = params.envid.clone();
     }
+    out.requiretls = params.requiretls;
     Ok(out)
 }
 
@@ -269,14 +336,41 @@ pub struct RelayError {
     pub detail: String,
     /// The upstream's own reply to a MAIL or RCPT it refused, handed to our client as is.
     pub upstream: Option<Reply>,
+    /// The failure was TLS's: no STARTTLS offered, or the handshake or the certificate
+    /// failed (a message with `TLS-Required: No` may go without it, RFC 8689 §5).
+    pub tls: bool,
 }
 
 impl RelayError {
+    /// A TLS failure (see [`RelayError::tls`]).
+    fn tls(detail: impl Into<String>) -> Self {
+        Self {
+            tls: true,
+            ..Self::temp(detail)
+        }
+    }
+
+    /// RFC 8689 §4.2.1: a REQUIRETLS message that cannot go over verified TLS to an upstream
+    /// that offers REQUIRETLS is refused, `550 5.7.30`.
+    fn requiretls(detail: &str) -> Self {
+        Self {
+            permanent: true,
+            detail: format!("REQUIRETLS: {detail}"),
+            upstream: Some(Reply::simple(
+                550,
+                Some((5, 7, 30)),
+                &format!("REQUIRETLS support required: {detail}"),
+            )),
+            tls: false,
+        }
+    }
+
     fn temp(detail: impl Into<String>) -> Self {
         Self {
             permanent: false,
             detail: detail.into(),
             upstream: None,
+            tls: false,
         }
     }
 
@@ -308,6 +402,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 struct Upstream {
     io: Box<dyn Stream>,
+    /// STARTTLS was negotiated (with a verified certificate).
+    tls: bool,
     buf: BytesMut,
     parser: ReplyParser,
     timeout: Duration,
@@ -358,6 +454,7 @@ impl Upstream {
                 detail: format!("{shown}: {}", r.to_string().replace("\r\n", " ")),
                 upstream: (matches!(shown, "MAIL" | "RCPT") && r.code().class() >= 4)
                     .then(|| r.clone()),
+                tls: false,
             });
         }
         Ok(r)
@@ -403,11 +500,12 @@ impl RelayPool {
         }
     }
 
-    /// A connection idle for less than the limit, if any (the newest).
-    fn take(&self) -> Option<Idle> {
+    /// A connection idle for less than the limit, if any (the newest; over TLS when `tls`).
+    fn take(&self, tls: bool) -> Option<Idle> {
         let mut conns = self.conns.lock().ok()?;
         conns.retain(|c| c.since.elapsed() < self.idle);
-        conns.pop()
+        let at = conns.iter().rposition(|c| c.up.tls || !tls)?;
+        Some(conns.remove(at))
     }
 
     /// Keeps `up` for the next message, and arranges its close after the idle limit.
@@ -451,8 +549,24 @@ async fn quit(mut up: Upstream) {
     let _ = up.reply().await;
 }
 
-/// A new upstream session: greeting, EHLO, STARTTLS and EHLO again when configured, AUTH.
-async fn connect(cfg: &RelaySection, helo: &str) -> Result<(Upstream, EhloResponse), RelayError> {
+/// How a message's upstream connection is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// As `starttls` says.
+    AsConfigured,
+    /// STARTTLS whatever `starttls` says (a REQUIRETLS message).
+    Tls,
+    /// Without STARTTLS: a `TLS-Required: No` message after TLS failed (RFC 8689 §5).
+    Plain,
+}
+
+/// A new upstream session: greeting, EHLO, STARTTLS and EHLO again when `transport` asks for
+/// it, AUTH.
+async fn connect(
+    cfg: &RelaySection,
+    helo: &str,
+    transport: Transport,
+) -> Result<(Upstream, EhloResponse), RelayError> {
     let helo = Host::try_from(helo).map_err(|e| RelayError::temp(format!("hostname: {e}")))?;
     let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
     let tcp = tokio::time::timeout(timeout, TcpStream::connect((cfg.host.as_str(), cfg.port)))
@@ -461,6 +575,7 @@ async fn connect(cfg: &RelaySection, helo: &str) -> Result<(Upstream, EhloRespon
         .map_err(|e| RelayError::temp(format!("connect: {e}")))?;
     let mut up = Upstream {
         io: Box::new(tcp),
+        tls: false,
         buf: BytesMut::new(),
         parser: ReplyParser::default(),
         timeout,
@@ -472,13 +587,20 @@ async fn connect(cfg: &RelaySection, helo: &str) -> Result<(Upstream, EhloRespon
     let ehlo_cmd = Command::Ehlo(helo);
     let mut ehlo = EhloResponse::from_reply(&up.cmd(&ehlo_cmd, 2).await?)
         .ok_or_else(|| RelayError::temp("EHLO"))?;
-    if cfg.starttls {
+    let starttls = match transport {
+        Transport::AsConfigured => cfg.starttls,
+        Transport::Tls => true,
+        Transport::Plain => false,
+    };
+    if starttls {
         if !ehlo.has("STARTTLS") {
-            return Err(RelayError::temp("upstream offers no STARTTLS"));
+            return Err(RelayError::tls("upstream offers no STARTTLS"));
         }
-        up.cmd(&Command::StartTls, 2).await?;
+        up.cmd(&Command::StartTls, 2)
+            .await
+            .map_err(|e| RelayError::tls(e.detail))?;
         if !up.buf.is_empty() {
-            return Err(RelayError::temp("data after STARTTLS reply"));
+            return Err(RelayError::tls("data after STARTTLS reply"));
         }
         let name = rustls::pki_types::ServerName::try_from(cfg.host.clone())
             .map_err(|e| RelayError::temp(format!("server name: {e}")))?;
@@ -488,9 +610,10 @@ async fn connect(cfg: &RelaySection, helo: &str) -> Result<(Upstream, EhloRespon
             tokio_rustls::TlsConnector::from(tls_config(cfg)?).connect(name, plain),
         )
         .await
-        .map_err(|_| RelayError::temp("TLS timeout"))?
-        .map_err(|e| RelayError::temp(format!("TLS: {e}")))?;
+        .map_err(|_| RelayError::tls("TLS timeout"))?
+        .map_err(|e| RelayError::tls(format!("TLS: {e}")))?;
         up.io = Box::new(tls);
+        up.tls = true;
         ehlo = EhloResponse::from_reply(&up.cmd(&ehlo_cmd, 2).await?)
             .ok_or_else(|| RelayError::temp("EHLO"))?;
     }
@@ -535,6 +658,7 @@ async fn send_message(
             permanent: r.code().class() == 5,
             detail: format!("DATA: {}", r.to_string().replace("\r\n", " ")),
             upstream: None,
+            tls: false,
         });
     }
     Ok(())
@@ -573,14 +697,21 @@ impl RelayPool {
 }
 
 impl Relay {
-    /// A kept connection (checked with RSET) or a new session.
-    async fn take_or_connect(&self) -> Result<(Upstream, EhloResponse), RelayError> {
-        while let Some(mut idle) = self.pool.take() {
-            if idle.up.cmd(&Command::Rset, 2).await.is_ok() {
-                return Ok((idle.up, idle.ehlo));
+    /// A kept connection (checked with RSET; over TLS when `transport` needs it) or a new
+    /// session.
+    async fn take_or_connect(
+        &self,
+        transport: Transport,
+    ) -> Result<(Upstream, EhloResponse), RelayError> {
+        if transport != Transport::Plain {
+            let tls = transport == Transport::Tls || self.cfg.starttls;
+            while let Some(mut idle) = self.pool.take(tls) {
+                if idle.up.cmd(&Command::Rset, 2).await.is_ok() {
+                    return Ok((idle.up, idle.ehlo));
+                }
             }
         }
-        connect(&self.cfg, &self.hostname).await
+        connect(&self.cfg, &self.hostname, transport).await
     }
 
     /// MAIL on a kept or new connection, declaring `size`; the transaction is kept under
@@ -592,12 +723,31 @@ impl Relay {
         from: &ReversePath,
         params: &MailParameters,
         size: Option<u64>,
+        transport: Transport,
     ) -> Result<(), RelayError> {
         self.rset(key).await;
-        let (mut up, ehlo) = self.take_or_connect().await?;
+        // REQUIRETLS: STARTTLS whatever the configuration says, and never without it.
+        let transport = if params.requiretls {
+            Transport::Tls
+        } else {
+            transport
+        };
+        let (mut up, ehlo) = match self.take_or_connect(transport).await {
+            Err(e) if e.tls && params.requiretls => {
+                return Err(RelayError::requiretls(&e.detail));
+            }
+            other => other?,
+        };
+        let params = match mail_params(&ehlo, params, size, up.tls) {
+            Ok(p) => p,
+            Err(e) => {
+                self.pool.put(up, ehlo);
+                return Err(e);
+            }
+        };
         let mail = Command::Mail {
             from: from.clone(),
-            params: mail_params(&ehlo, params, size)?,
+            params,
         };
         match up.cmd(&mail, 2).await {
             Ok(_) => {
@@ -666,8 +816,20 @@ impl Relay {
         let body = &envelope.body;
         let from = envelope.mail_from.clone().unwrap_or(ReversePath::Null);
         let size = header.len() as u64 + body.len();
-        self.mail(key, &from, &envelope.mail_params, Some(size))
-            .await?;
+        let params = &envelope.mail_params;
+        match self
+            .mail(key, &from, params, Some(size), Transport::AsConfigured)
+            .await
+        {
+            // RFC 8689 §5: `TLS-Required: No` lets the message go when TLS fails (not
+            // with REQUIRETLS, which the header field cannot lift).
+            Err(e) if e.tls && !params.requiretls && tls_optional(header, body).await => {
+                tracing::info!(target: "smtpd::app", error = %e.detail, "relay: TLS failed, the message says TLS-Required: No: sent without TLS");
+                self.mail(key, &from, params, Some(size), Transport::Plain)
+                    .await?;
+            }
+            other => other?,
+        }
         for (rcpt, p) in envelope.rcpt_to.iter().zip(&envelope.rcpt_params) {
             if let Err(e) = self.rcpt(key, rcpt, p).await {
                 self.rset(key).await;
@@ -681,6 +843,7 @@ impl Relay {
 
     /// Gives up the session's open transaction, if any (RSET, and the connection is kept).
     async fn rset(&self, key: SessionKey) {
+        self.deferred(key, false);
         if let Some(mut open) = self.pool.take_open(key)
             && open.up.cmd(&Command::Rset, 2).await.is_ok()
         {
