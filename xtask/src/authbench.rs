@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::{cpu_seconds, free_port, root, run, wait_port};
 
-const PASSWORD: &str = "bench-password";
+pub(crate) const PASSWORD: &str = "bench-password";
 const USERS: usize = 1000;
 
 fn b64(input: &[u8]) -> String {
@@ -50,6 +50,21 @@ fn b64(input: &[u8]) -> String {
 
 /// One whole session; the AUTH latency, or why it failed.
 fn session(port: u16, user: &str, password: &str) -> Result<Duration, String> {
+    let mut body = String::from("Subject: bench\r\n\r\n");
+    while body.len() < 195 {
+        body.push_str("0123456789abcdef\r\n");
+    }
+    session_with(port, user, password, &body)
+}
+
+/// [`session`] sending `message` (CRLF lines, no line starting with a dot, without the final
+/// `.` line) as `<user>@localhost`.
+pub(crate) fn session_with(
+    port: u16,
+    user: &str,
+    password: &str,
+    message: &str,
+) -> Result<Duration, String> {
     let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| e.to_string())?;
@@ -105,12 +120,8 @@ fn session(port: u16, user: &str, password: &str) -> Result<Duration, String> {
     expect(reply()?, "250")?;
     w.write_all(b"DATA\r\n").map_err(|e| e.to_string())?;
     expect(reply()?, "354")?;
-    let mut body = String::from("Subject: bench\r\n\r\n");
-    while body.len() < 195 {
-        body.push_str("0123456789abcdef\r\n");
-    }
-    body.push_str(".\r\n");
-    w.write_all(body.as_bytes()).map_err(|e| e.to_string())?;
+    w.write_all(message.as_bytes()).map_err(|e| e.to_string())?;
+    w.write_all(b".\r\n").map_err(|e| e.to_string())?;
     expect(reply()?, "250")?;
     w.write_all(b"QUIT\r\n").map_err(|e| e.to_string())?;
     expect(reply()?, "221")?;
@@ -203,7 +214,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     Some(crate::soak::rss_kib(pid, "VmHWM:")).filter(|k| *k > 0)
 }
 
-fn hash(smtpd: &Path, params: Option<&str>) -> Result<String, String> {
+pub(crate) fn hash(smtpd: &Path, params: Option<&str>) -> Result<String, String> {
     let mut cmd = Command::new(smtpd);
     cmd.arg("hash-password");
     if let Some(p) = params {

@@ -15,6 +15,9 @@
 //!   p50/p99, server CPU per session, peak RSS at 1, 20 and 100 concurrent sessions; argon2id
 //!   with and without the credential cache against a minimal-cost hash; a wrong-password
 //!   flood). Also the last part of a full `cargo xtask bench`.
+//! - `cargo xtask bench --dkim`: DKIM signing's cost per message (rsa-sha256, ed25519-sha256)
+//!   as server CPU per authenticated submission over an unsigned server's, at 1 KiB and
+//!   100 KiB, in the same run.
 //! - `cargo xtask soak [--connections N] [--big]`: the release smtpd holding 10,000 idle
 //!   connections, mail through them in waves, RSS per idle connection, peak and after the
 //!   burst; `--big`: 100 concurrent 31 MiB messages, peak RSS.
@@ -30,6 +33,7 @@ use std::process::{Command, ExitCode};
 
 mod authbench;
 mod callgrind;
+mod dkimbench;
 mod semver;
 mod soak;
 
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
         Some("bench") if args.iter().any(|a| a == "--peers") => peers(),
         Some("bench") if args.iter().any(|a| a == "--callgrind") => callgrind::callgrind(&args),
         Some("bench") if args.iter().any(|a| a == "--auth") => authbench::auth(),
+        Some("bench") if args.iter().any(|a| a == "--dkim") => dkimbench::dkim(),
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         Some("soak") => soak::soak(&args[1..]),
         Some("semver") => semver::semver(&args[1..]),
@@ -151,7 +156,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | conformance | bench [--quick | --peers | --callgrind [--base PATH] | --auth] | soak [--connections N] [--big] | fuzz [--seconds N] [--smoke] | semver [--baseline REV]>"
+                "usage: cargo xtask <ci | conformance | bench [--quick | --peers | --callgrind [--base PATH] | --auth | --dkim] | soak [--connections N] [--big] | fuzz [--seconds N] [--smoke] | semver [--baseline REV]>"
             );
             return ExitCode::from(2);
         }

@@ -3,7 +3,8 @@
 //! The integration crate: a mail submission server composed from `smtp-proto`, `smtp-auth`,
 //! `smtp-server` and `smtp-auth-http`, configured with TOML, with a local users file (argon2id
 //! hashes, checked in constant time) or the HTTP auth provider, and Maildir, relay or discard
-//! delivery. The binary is `smtpd` (`serve`, `check-config`, `hash-password`).
+//! delivery, DKIM signing of submissions. The binary is `smtpd` (`serve`, `check-config`,
+//! `hash-password`, `dkim-keygen`).
 //!
 //! ```
 //! let config = smtpd::config::Config::parse(

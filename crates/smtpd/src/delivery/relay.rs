@@ -851,3 +851,49 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ehlo(extensions: &[&str]) -> EhloResponse {
+        let mut e = EhloResponse::new("up.test");
+        for x in extensions {
+            e = e.with(smtp_proto::Extension::parse(x));
+        }
+        e
+    }
+
+    fn refusal(r: Result<MailParameters, RelayError>) -> String {
+        match r {
+            Ok(p) => format!("ok{p}"),
+            Err(e) => e.command_reply().to_string(),
+        }
+    }
+
+    #[test]
+    fn requiretls_is_forwarded_only_over_tls_to_an_upstream_that_offers_it() {
+        let p = MailParameters::parse("REQUIRETLS").unwrap();
+        let both = ehlo(&["STARTTLS", "REQUIRETLS"]);
+        assert_eq!(refusal(mail_params(&both, &p, None, true)), "ok REQUIRETLS");
+        assert_eq!(
+            refusal(mail_params(&both, &p, None, false)),
+            "550 5.7.30 REQUIRETLS support required: the upstream connection is not TLS"
+        );
+        assert_eq!(
+            refusal(mail_params(&ehlo(&["STARTTLS"]), &p, None, true)),
+            "550 5.7.30 REQUIRETLS support required: the upstream does not offer REQUIRETLS"
+        );
+        // A message without it is not held to it, and does not pass it on.
+        let plain = MailParameters::default();
+        assert_eq!(refusal(mail_params(&ehlo(&[]), &plain, None, false)), "ok");
+        // The command on the wire.
+        let mail = Command::Mail {
+            from: ReversePath::Mailbox("a@b.test".parse().unwrap()),
+            params: mail_params(&both, &p, None, true).unwrap(),
+        };
+        let mut line = BytesMut::new();
+        mail.encode(&mut line);
+        assert_eq!(&line[..], b"MAIL FROM:<a@b.test> REQUIRETLS\r\n");
+    }
+}
