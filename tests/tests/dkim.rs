@@ -117,8 +117,10 @@ fn rsa_and_ed25519_signatures_verify_through_the_maildir_and_alterations_fail() 
     let (ed, ed_name, ed_txt) = keygen(&dir, "example.org", "ed1", "ed25519");
     let records = [(rsa_name, rsa_txt), (ed_name, ed_txt)];
     let port = free_port();
+    let metrics = free_port();
     let config = file_config(&dir, port, "sender_login = \"any\"", false)
-        + &dkim_sections(&[("example.org", "rsa1", &rsa), ("example.org", "ed1", &ed)]);
+        + &dkim_sections(&[("example.org", "rsa1", &rsa), ("example.org", "ed1", &ed)])
+        + &format!("\n[metrics]\naddress = \"127.0.0.1:{metrics}\"\n");
     let srv = Smtpd::start(&dir, &config, port);
     // No Date: and no Message-ID: the fields smtpd adds are signed too. A folded Subject and
     // trailing white space exercise relaxed canonicalisation.
@@ -180,6 +182,18 @@ fn rsa_and_ed25519_signatures_verify_through_the_maildir_and_alterations_fail() 
     let m = msgs.iter().find(|m| m.contains("Subject: sub")).unwrap();
     let out = dkimpy(&dir, m.as_bytes(), &records);
     assert_eq!(out.matches(" True").count(), 2, "{out}");
+    // Counted: two signed, one without a key.
+    let scraped =
+        e2e::run(Command::new("curl").args(["-s", &format!("http://127.0.0.1:{metrics}/metrics")]));
+    let scraped = String::from_utf8_lossy(&scraped.stdout);
+    assert!(
+        scraped.contains("smtpd_dkim_total{result=\"signed\"} 2"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("smtpd_dkim_total{result=\"no_key\"} 1"),
+        "{scraped}"
+    );
     drop(srv);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -71,6 +71,8 @@ pub struct Metrics {
     delivery_failures: Mutex<BTreeMap<&'static str, u64>>,
     /// Messages and recipients refused by a sending policy, by reason.
     policy_refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Authenticated submissions by DKIM outcome.
+    dkim: Mutex<BTreeMap<&'static str, u64>>,
     /// Requests to the identity store by store and outcome, and their latency.
     store: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     store_latency: Histogram,
@@ -128,6 +130,14 @@ impl Metrics {
     pub fn policy_refusal(&self, reason: &'static str) {
         if let Ok(mut t) = self.policy_refusals.lock() {
             *t.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// An authenticated submission's DKIM outcome: `signed`, or why not (`no_key`,
+    /// `header_too_long`, `failed`): a fixed set.
+    pub fn dkim(&self, result: &'static str) {
+        if let Ok(mut t) = self.dkim.lock() {
+            *t.entry(result).or_default() += 1;
         }
     }
 
@@ -288,6 +298,12 @@ impl Metrics {
             "Messages and recipients refused by a sending policy, by reason (header_sender, messages_per_hour, recipients_per_hour, ip_messages_per_hour).",
             "counter",
             &refusals,
+        );
+        counter(
+            "smtpd_dkim_total",
+            "Authenticated submissions by DKIM outcome (signed, no_key, header_too_long, failed).",
+            "counter",
+            &by_label(&self.dkim, "result"),
         );
         self.auth_latency.render(
             &mut out,
