@@ -128,14 +128,14 @@ pub(crate) fn session_with(
     Ok(latency)
 }
 
-struct Row {
+pub(crate) struct Row {
     sessions: usize,
     wall: f64,
-    cpu: f64,
+    pub(crate) cpu: f64,
     p50: Duration,
     p99: Duration,
     rss_kib: u64,
-    failed: usize,
+    pub(crate) failed: usize,
 }
 
 /// `total` sessions over `concurrency` threads; `user` picks session i's login.
@@ -158,6 +158,19 @@ fn drive_with(
     user: &(dyn Fn(usize) -> String + Sync),
     password: &str,
 ) -> Result<Row, String> {
+    drive_sessions(pid, concurrency, total, &|i| {
+        session(port, &user(i), password)
+    })
+}
+
+/// `total` runs of `one` (session i: its AUTH latency) over `concurrency` threads against the
+/// server `pid`: latencies, the server's CPU time, its peak RSS.
+pub(crate) fn drive_sessions(
+    pid: u32,
+    concurrency: usize,
+    total: usize,
+    one: &(dyn Fn(usize) -> Result<Duration, String> + Sync),
+) -> Result<Row, String> {
     let next = AtomicUsize::new(0);
     let latencies = Mutex::new(Vec::with_capacity(total));
     let failed = AtomicUsize::new(0);
@@ -173,7 +186,7 @@ fn drive_with(
                     if i >= total || Instant::now() > deadline {
                         return;
                     }
-                    match session(port, &user(i), password) {
+                    match one(i) {
                         Ok(l) => latencies.lock().unwrap().push(l),
                         Err(e) => {
                             failed.fetch_add(1, Ordering::Relaxed);
@@ -240,9 +253,9 @@ pub(crate) fn hash(smtpd: &Path, params: Option<&str>) -> Result<String, String>
     }
 }
 
-struct Server {
-    child: Child,
-    port: u16,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 impl Drop for Server {
@@ -267,6 +280,19 @@ fn start_with(smtpd: &Path, dir: &Path, auth: &str) -> Result<Server, String> {
 
 /// [`start_with`] with more `[server]` keys.
 fn start_with_server(smtpd: &Path, dir: &Path, server: &str, auth: &str) -> Result<Server, String> {
+    start_configured(smtpd, dir, server, auth, "kind = \"discard\"", "")
+}
+
+/// A bench server: `server` adds `[server]` keys, `auth` is the `[auth]` section, `delivery`
+/// the `[delivery]` section and `tail` more sections; its configuration is written into `dir`.
+pub(crate) fn start_configured(
+    smtpd: &Path,
+    dir: &Path,
+    server: &str,
+    auth: &str,
+    delivery: &str,
+    tail: &str,
+) -> Result<Server, String> {
     let port = free_port()?;
     let config = format!(
         r#"[server]
@@ -283,7 +309,7 @@ address = "127.0.0.1:{port}"
 [auth]
 {auth}
 [delivery]
-kind = "discard"
+{delivery}
 # Limits out of reach: their checks run, and a load run is never refused.
 [rate_limits]
 messages_per_hour = 1000000000
@@ -291,7 +317,7 @@ recipients_per_hour = 1000000000
 ip_messages_per_hour = 1000000000
 [log]
 level = "error"
-"#
+{tail}"#
     );
     let path = dir.join(format!("smtpd-{port}.toml"));
     std::fs::write(&path, config).map_err(|e| e.to_string())?;

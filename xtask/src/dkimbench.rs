@@ -7,66 +7,23 @@
 //! other way round) so that drift in the machine's load falls on all three alike.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::authbench::{PASSWORD, hash, session_with};
-use crate::{cpu_seconds, free_port, root, run, wait_port};
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::authbench::{PASSWORD, Server, drive_sessions, hash, session_with, start_configured};
+use crate::{root, run};
 
 /// A server with Maildir delivery into `dir/<name>/Maildir` and the `[[dkim]]` keys `dkim`.
 fn start(smtpd: &Path, dir: &Path, name: &str, users: &Path, dkim: &str) -> Result<Server, String> {
-    let port = free_port()?;
     let home = dir.join(name);
     std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
-    let config = format!(
-        r#"[server]
-hostname = "bench.test"
-auth_require_tls = false
-auth_failure_delay_ms = 0
-max_connections = 4096
-max_connections_per_ip = 0
-sender_login = "any"
-[[listener]]
-address = "127.0.0.1:{port}"
-[auth]
-backend = "file"
-users_file = {users:?}
-[delivery]
-kind = "maildir"
-path = {maildir:?}
-[rate_limits]
-messages_per_hour = 1000000000
-recipients_per_hour = 1000000000
-ip_messages_per_hour = 1000000000
-[log]
-level = "error"
-{dkim}"#,
-        maildir = home.join("Maildir"),
-    );
-    let path = home.join("smtpd.toml");
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let child = Command::new(smtpd)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("smtpd: {e}"))?;
-    let server = Server { child, port };
-    wait_port(port)?;
-    Ok(server)
+    start_configured(
+        smtpd,
+        &home,
+        "hostname = \"bench.test\"",
+        &format!("backend = \"file\"\nusers_file = {users:?}"),
+        &format!("kind = \"maildir\"\npath = {:?}", home.join("Maildir")),
+        dkim,
+    )
 }
 
 /// `smtpd dkim-keygen` into `dir`: the `[[dkim]]` section for the key.
@@ -106,29 +63,11 @@ fn message(size: usize) -> String {
 
 /// `total` sessions over `concurrency` threads against `server`: the server's CPU seconds.
 fn drive(server: &Server, concurrency: usize, total: usize, msg: &str) -> Result<f64, String> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicUsize::new(0);
-    let cpu0 = cpu_seconds(server.child.id()).ok_or("no /proc stat for the server")?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    std::thread::scope(|s| {
-        for _ in 0..concurrency {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total || Instant::now() > deadline {
-                        return;
-                    }
-                    let user = format!("user{}", i % 10);
-                    if session_with(server.port, &user, PASSWORD, msg).is_err() {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-    });
-    let cpu = cpu_seconds(server.child.id()).ok_or("no /proc stat for the server")? - cpu0;
-    match failed.into_inner() {
-        0 => Ok(cpu),
+    let row = drive_sessions(server.child.id(), concurrency, total, &|i| {
+        session_with(server.port, &format!("user{}", i % 10), PASSWORD, msg)
+    })?;
+    match row.failed {
+        0 => Ok(row.cpu),
         n => Err(format!("{n} session(s) failed")),
     }
 }

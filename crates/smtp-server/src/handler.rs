@@ -102,7 +102,7 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// Something that sees the body of the message about to arrive while it arrives (called
-    /// with [`Handler::body_target`]): each piece goes to [`BodyObserver::update`] as it is
+    /// with [`Handler::body_target`]): each piece goes to [`BodyObserver::update`](crate::BodyObserver::update) as it is
     /// stored, and the finished observer is [`Envelope::observed`] in [`Handler::data`]. `None`
     /// (the default): nothing is observed, and nothing is paid.
     fn body_observer(
