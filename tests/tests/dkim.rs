@@ -354,3 +354,73 @@ fn keys_reload_on_sighup_and_a_broken_key_keeps_the_old_ones() {
     drop(srv);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn check_config_takes_openssl_keys_and_names_a_short_one() {
+    setup();
+    let dir = temp_dir("dkim-check");
+    let users = e2e::users_file(&dir, &[("a", "b")]);
+    let openssl = |args: &[&str], out: &Path| {
+        let o = e2e::run(Command::new("openssl").args(args).arg("-out").arg(out));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let ed = dir.join("ed.pem");
+    openssl(&["genpkey", "-algorithm", "ed25519"], &ed);
+    let rsa8 = dir.join("rsa8.pem");
+    openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "rsa",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ],
+        &rsa8,
+    );
+    let rsa1 = dir.join("rsa1.pem");
+    openssl(&["genrsa", "-traditional"], &rsa1);
+    let short = dir.join("short.pem");
+    openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "rsa",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+        ],
+        &short,
+    );
+    let check = |keys: &[(&str, &str, &Path)]| {
+        let path = dir.join("check.toml");
+        let config =
+            format!("[auth]\nbackend = \"file\"\nusers_file = {users:?}\n") + &dkim_sections(keys);
+        std::fs::write(&path, config).unwrap();
+        let o = e2e::run(
+            Command::new(e2e::smtpd_bin())
+                .arg("check-config")
+                .arg(&path),
+        );
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    // Ed25519 (PKCS#8 v1), RSA in PKCS#8 and in PKCS#1, as OpenSSL writes them.
+    let (ok, out) = check(&[
+        ("example.org", "ed", &ed),
+        ("example.org", "rsa8", &rsa8),
+        ("example.net", "rsa1", &rsa1),
+    ]);
+    assert!(ok, "{out}");
+    // A 1024-bit key is refused, naming the section and the file, showing no key material.
+    let (ok, out) = check(&[("example.org", "ed", &ed), ("example.org", "old", &short)]);
+    assert!(!ok);
+    assert!(out.contains("key `dkim[1].key`"), "{out}");
+    assert!(
+        out.contains("RSA key of 1024 bits; DKIM keys need at least 2048"),
+        "{out}"
+    );
+    assert!(out.contains("short.pem"), "{out}");
+    assert!(!out.contains("BEGIN"), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
