@@ -24,11 +24,21 @@ fn instructions(
 ) -> Result<u64, String> {
     let port = crate::free_port()?;
     let cfg = dir.join(format!("{name}.toml"));
-    let mut text = crate::protocol_bench_config(port);
-    if base {
-        text = text.replace(crate::BENCH_RATE_LIMITS, "");
+    let text = crate::protocol_bench_config(port);
+    std::fs::write(&cfg, &text).map_err(|e| e.to_string())?;
+    // A base binary older than `[rate_limits]` refuses the section: it runs without it (a
+    // newer one keeps it, or its default limits would refuse the load).
+    let knows_limits = || {
+        Command::new(bin)
+            .arg("check-config")
+            .arg(&cfg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if base && !knows_limits() {
+        std::fs::write(&cfg, text.replace(crate::BENCH_RATE_LIMITS, ""))
+            .map_err(|e| e.to_string())?;
     }
-    std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
     let out = dir.join(format!("{name}.callgrind"));
     let mut smtpd = Command::new("valgrind")
         .arg("--tool=callgrind")
