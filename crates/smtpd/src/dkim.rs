@@ -431,18 +431,6 @@ fn from_domain(section: &[u8]) -> Option<String> {
     Some(domain.to_owned())
 }
 
-/// The header section of `head` (up to the empty line, with the line break before it), or
-/// the whole of `head` when it is the whole message (`whole`) and has no empty line.
-fn header_section(head: &[u8], whole: bool) -> Option<&[u8]> {
-    if head.starts_with(b"\r\n") {
-        return Some(&head[..0]);
-    }
-    match memchr_crlf2(head) {
-        Some(i) => Some(&head[..i + 2]),
-        None => whole.then_some(head),
-    }
-}
-
 /// The header fields of a header section, top down, as (name, value): the value is all after
 /// the colon, folded lines and the closing CRLF included (what relaxed canonicalisation
 /// reads). A line without a colon is no field and is skipped.
@@ -474,11 +462,6 @@ fn split_fields(section: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
-/// The offset of the first `\r\n\r\n`.
-fn memchr_crlf2(b: &[u8]) -> Option<usize> {
-    b.windows(4).position(|w| w == b"\r\n\r\n")
-}
-
 /// The `DKIM-Signature:` fields (one per key of the domain, each ending with CRLF) for a
 /// message whose header section starts `head` (`whole`: `head` is the whole message), with
 /// `added` (`Date:`/`Message-ID:` fields we put in front of it) and the body hash `bh`.
@@ -490,7 +473,7 @@ pub fn sign(
     bh: Option<&[u8]>,
     now: u64,
 ) -> Result<String, Unsigned> {
-    let section = header_section(head, whole).ok_or(Unsigned::HeaderTooLong)?;
+    let section = crate::header_from::header_section(head, whole).ok_or(Unsigned::HeaderTooLong)?;
     let domain = from_domain(section).ok_or(Unsigned::NoKey)?;
     let chosen = keys.for_domain(&domain);
     if chosen.is_empty() {
@@ -738,6 +721,47 @@ mod tests {
         assert!(!shown.contains(secret_line), "{shown}");
         assert!(shown.contains("ed25519-sha256"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn what_is_not_signed_says_why() {
+        let dir =
+            std::env::temp_dir().join(format!("smtpd-dkim-why-{}", crate::delivery::queue_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("k.pem");
+        std::fs::write(&key, generate("ed25519", 0).unwrap().pem).unwrap();
+        let set = KeySet::load(&[DkimSection {
+            domain: "example.org".into(),
+            selector: "s".into(),
+            key,
+        }])
+        .unwrap();
+        let bh = [0u8; 32];
+        let sign = |head: &[u8], whole: bool, bh: Option<&[u8]>| sign(&set, "", head, whole, bh, 1);
+        let ok = b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n";
+        let signed = sign(ok, true, Some(&bh)).unwrap();
+        assert!(
+            signed.starts_with(
+                "DKIM-Signature: v=1; a=ed25519-sha256; s=s; d=example.org; c=relaxed/relaxed;"
+            ),
+            "{signed}"
+        );
+        assert!(signed.ends_with(";\r\n"), "{signed}");
+        assert_eq!(
+            sign(b"From: a@example.net\r\n\r\nx", true, Some(&bh)),
+            Err(Unsigned::NoKey)
+        );
+        assert_eq!(
+            sign(b"Subject: no from\r\n\r\nx", true, Some(&bh)),
+            Err(Unsigned::NoKey)
+        );
+        assert_eq!(
+            sign(b"From: a@example.org\r\nX-Long: aaa", false, Some(&bh)),
+            Err(Unsigned::HeaderTooLong)
+        );
+        assert_eq!(sign(ok, true, None), Err(Unsigned::NoBodyHash));
+        assert_eq!(Unsigned::HeaderTooLong.label(), "header_too_long");
         let _ = std::fs::remove_dir_all(dir);
     }
 

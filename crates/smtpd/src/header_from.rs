@@ -23,7 +23,7 @@ pub struct Mismatch(pub String);
 /// The header section of a message whose first octets are `head` (`whole`: `head` is the
 /// whole message): up to and with the line break before the empty line, or `None` when it does
 /// not end within `head`.
-fn header_section(head: &[u8], whole: bool) -> Option<&[u8]> {
+pub(crate) fn header_section(head: &[u8], whole: bool) -> Option<&[u8]> {
     let mut at = 0;
     while at < head.len() {
         let end = match head[at..].iter().position(|&b| b == b'\n') {
