@@ -27,33 +27,18 @@ fn upstream(name: &str, requiretls: bool) -> (Smtpd, PathBuf, u16) {
 fn edge(name: &str, host: &str, up_port: u16, delivery: &str) -> (Smtpd, PathBuf, u16) {
     let dir = temp_dir(name);
     let port = free_port();
-    let users = e2e::users_file(&dir, &[("alice", "wonder land")]);
     let (cert, key) = cert_files(&dir);
-    let config = format!(
-        r#"
-[server]
-hostname = "edge.test"
-auth_require_tls = false
-auth_failure_delay_ms = 0
-sender_login = "any"
-[[listener]]
-address = "127.0.0.1:{port}"
-tls = "starttls"
-[tls]
-cert = {cert:?}
-key = {key:?}
-[auth]
-backend = "file"
-users_file = {users:?}
-[delivery]
-kind = "relay"
-host = "{host}"
-port = {up_port}
-timeout_secs = 20
-reuse_idle_secs = 0
-{delivery}
-"#
-    );
+    let listener = format!("address = \"127.0.0.1:{port}\"\n");
+    let config = e2e::relay_config(
+        &dir,
+        port,
+        host,
+        up_port,
+        "auth_failure_delay_ms = 0\nsender_login = \"any\"",
+        &format!("timeout_secs = 20\nreuse_idle_secs = 0\n{delivery}"),
+    )
+    .replace(&listener, &format!("{listener}tls = \"starttls\"\n"))
+        + &format!("[tls]\ncert = {cert:?}\nkey = {key:?}\n");
     (Smtpd::start(&dir, &config, port), dir, port)
 }
 

@@ -431,37 +431,6 @@ fn from_domain(section: &[u8]) -> Option<String> {
     Some(domain.to_owned())
 }
 
-/// The header fields of a header section, top down, as (name, value): the value is all after
-/// the colon, folded lines and the closing CRLF included (what relaxed canonicalisation
-/// reads). A line without a colon is no field and is skipped.
-fn split_fields(section: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        while at < section.len() {
-            let start = at;
-            let mut end = at;
-            loop {
-                match section[end..].iter().position(|&b| b == b'\n') {
-                    Some(n) => {
-                        end += n + 1;
-                        if end < section.len() && matches!(section[end], b' ' | b'\t') {
-                            continue;
-                        }
-                    }
-                    None => end = section.len(),
-                }
-                break;
-            }
-            at = end;
-            let field = &section[start..end];
-            if let Some(colon) = field.iter().position(|&b| b == b':') {
-                return Some((&field[..colon], &field[colon + 1..]));
-            }
-        }
-        None
-    })
-}
-
 /// The `DKIM-Signature:` fields (one per key of the domain, each ending with CRLF) for a
 /// message whose header section starts `head` (`whole`: `head` is the whole message), with
 /// `added` (`Date:`/`Message-ID:` fields we put in front of it) and the body hash `bh`.
@@ -473,7 +442,7 @@ pub fn sign(
     bh: Option<&[u8]>,
     now: u64,
 ) -> Result<String, Unsigned> {
-    let section = crate::header_from::header_section(head, whole).ok_or(Unsigned::HeaderTooLong)?;
+    let section = crate::submission::header_section(head, whole).ok_or(Unsigned::HeaderTooLong)?;
     let domain = from_domain(section).ok_or(Unsigned::NoKey)?;
     let chosen = keys.for_domain(&domain);
     if chosen.is_empty() {
@@ -486,7 +455,7 @@ pub fn sign(
     fields.extend_from_slice(b"\r\n");
     // Every instance of a signed field, top down; h= lists them bottom up (a verifier takes
     // each name's instances from the bottom), then From once more (RFC 6376 §8.15).
-    let headers: Vec<(&[u8], &[u8])> = split_fields(&fields)
+    let headers: Vec<(&[u8], &[u8])> = crate::submission::fields(&fields)
         .filter(|(name, _)| {
             SIGNED
                 .iter()
@@ -763,20 +732,6 @@ mod tests {
         assert_eq!(sign(ok, true, None), Err(Unsigned::NoBodyHash));
         assert_eq!(Unsigned::HeaderTooLong.label(), "header_too_long");
         let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn fields_are_split_with_their_folded_lines() {
-        let f: Vec<(&[u8], &[u8])> =
-            split_fields(b"Subject: a\r\n  b\r\nFrom:x@y\r\nno colon\r\nTo : z\r\n").collect();
-        assert_eq!(
-            f,
-            vec![
-                (&b"Subject"[..], &b" a\r\n  b\r\n"[..]),
-                (&b"From"[..], &b"x@y\r\n"[..]),
-                (&b"To "[..], &b" z\r\n"[..]),
-            ]
-        );
     }
 
     #[test]

@@ -160,23 +160,6 @@ impl App {
         self.add_missing_headers && session.authenticated
     }
 
-    /// The first `submission::MAX_HEAD` octets of a message body and whether they are all of
-    /// it; `None` when a spooled body cannot be read.
-    async fn head(body: &smtp_server::Body) -> Option<(bytes::Bytes, bool)> {
-        let whole = body.len() <= submission::MAX_HEAD as u64;
-        if let Some(b) = body.as_memory() {
-            return Some((b.slice(..b.len().min(submission::MAX_HEAD)), whole));
-        }
-        use tokio::io::AsyncReadExt;
-        let mut head = Vec::with_capacity(submission::MAX_HEAD.min(body.len() as usize));
-        let r = body.reader().await.ok()?;
-        r.take(submission::MAX_HEAD as u64)
-            .read_to_end(&mut head)
-            .await
-            .ok()?;
-        Some((head.into(), whole))
-    }
-
     /// The fields a submitted message lacks (`Date:`, `Message-ID:`), read from its first
     /// octets; none when its header section is longer than `submission::MAX_HEAD`.
     fn missing_headers(&self, head: Option<&(bytes::Bytes, bool)>, id: &str) -> String {
@@ -302,7 +285,7 @@ impl Handler for App {
         let binds = self.binds_header(session);
         let signs = self.signs(session);
         let head = if fixes || binds.is_some() || signs.is_some() {
-            Self::head(&envelope.body).await
+            submission::head(&envelope.body).await
         } else {
             None
         };

@@ -14,30 +14,12 @@
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 
 use crate::sender::SenderPolicy;
+use crate::submission::header_section;
 
 /// Why a message's header fields do not fit its login: the text of the `550 5.7.1` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Mismatch(pub String);
-
-/// The header section of a message whose first octets are `head` (`whole`: `head` is the
-/// whole message): up to and with the line break before the empty line, or `None` when it does
-/// not end within `head`.
-pub(crate) fn header_section(head: &[u8], whole: bool) -> Option<&[u8]> {
-    let mut at = 0;
-    while at < head.len() {
-        let end = match head[at..].iter().position(|&b| b == b'\n') {
-            Some(n) => at + n + 1,
-            None => return whole.then_some(head),
-        };
-        let line = &head[at..end];
-        if line == b"\r\n" || line == b"\n" {
-            return Some(&head[..at]);
-        }
-        at = end;
-    }
-    whole.then_some(head)
-}
 
 /// The addresses of every `name:` field; `Err` when one is not an address list, holds no
 /// address at all or an entry without one.
@@ -125,23 +107,6 @@ mod tests {
 
     fn msg(head: &str) -> Vec<u8> {
         format!("{head}\r\n\r\nbody\r\n").into_bytes()
-    }
-
-    #[test]
-    fn the_header_section_ends_at_the_first_empty_line() {
-        assert_eq!(
-            header_section(b"A: 1\r\nB: 2\r\n\r\nbody", false),
-            Some(&b"A: 1\r\nB: 2\r\n"[..])
-        );
-        assert_eq!(
-            header_section(b"A: 1\nB: 2\n\nbody", false),
-            Some(&b"A: 1\nB: 2\n"[..])
-        );
-        assert_eq!(header_section(b"A: 1\r\nB: 2", false), None);
-        assert_eq!(
-            header_section(b"A: 1\r\nB: 2", true),
-            Some(&b"A: 1\r\nB: 2"[..])
-        );
     }
 
     #[test]

@@ -58,27 +58,81 @@ pub fn scan(head: &[u8], whole: bool) -> Option<Present> {
     }
 }
 
-/// Whether a message's header section (its first octets in `head`) holds `TLS-Required: No`
-/// (RFC 8689 §5): the sender lets it travel without TLS when TLS fails.
-pub fn tls_required_no(head: &[u8]) -> bool {
-    let mut found = false;
-    for line in head.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if matches!(line[0], b' ' | b'\t') {
-            continue;
-        }
-        if let Some(colon) = line.iter().position(|&b| b == b':')
-            && line[..colon]
-                .trim_ascii_end()
-                .eq_ignore_ascii_case(b"TLS-Required")
-        {
-            found = line[colon + 1..].trim_ascii().eq_ignore_ascii_case(b"No");
-        }
+/// The first [`MAX_HEAD`] octets of a message body and whether they are all of it; `None` when
+/// a spooled body cannot be read.
+pub async fn head(body: &smtp_server::Body) -> Option<(bytes::Bytes, bool)> {
+    let whole = body.len() <= MAX_HEAD as u64;
+    if let Some(b) = body.as_memory() {
+        return Some((b.slice(..b.len().min(MAX_HEAD)), whole));
     }
-    found
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(MAX_HEAD.min(body.len() as usize));
+    let r = body.reader().await.ok()?;
+    r.take(MAX_HEAD as u64).read_to_end(&mut head).await.ok()?;
+    Some((head.into(), whole))
+}
+
+/// The header section of a message whose first octets are `head` (`whole`: `head` is the
+/// whole message): up to and with the line break before the empty line, or `None` when it does
+/// not end within `head`.
+pub fn header_section(head: &[u8], whole: bool) -> Option<&[u8]> {
+    let mut at = 0;
+    while at < head.len() {
+        let end = match head[at..].iter().position(|&b| b == b'\n') {
+            Some(n) => at + n + 1,
+            None => return whole.then_some(head),
+        };
+        let line = &head[at..end];
+        if line == b"\r\n" || line == b"\n" {
+            return Some(&head[..at]);
+        }
+        at = end;
+    }
+    whole.then_some(head)
+}
+
+/// The header fields of a header section, top down, as (name, value): the value is all after
+/// the colon, folded lines and the closing CRLF included (what relaxed canonicalisation
+/// reads). A line without a colon is no field and is skipped.
+pub fn fields(section: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < section.len() {
+            let start = at;
+            let mut end = at;
+            loop {
+                match section[end..].iter().position(|&b| b == b'\n') {
+                    Some(n) => {
+                        end += n + 1;
+                        if end < section.len() && matches!(section[end], b' ' | b'\t') {
+                            continue;
+                        }
+                    }
+                    None => end = section.len(),
+                }
+                break;
+            }
+            at = end;
+            let field = &section[start..end];
+            if let Some(colon) = field.iter().position(|&b| b == b':') {
+                return Some((&field[..colon], &field[colon + 1..]));
+            }
+        }
+        None
+    })
+}
+
+/// Whether a message's header section (its first octets in `head`, `whole` when that is the
+/// whole message) holds `TLS-Required: No` (RFC 8689 §5): the sender lets it travel without
+/// TLS when TLS fails. The last such field counts.
+pub fn tls_required_no(head: &[u8], whole: bool) -> bool {
+    header_section(head, whole)
+        .and_then(|section| {
+            fields(section)
+                .filter(|(name, _)| name.trim_ascii_end().eq_ignore_ascii_case(b"TLS-Required"))
+                .last()
+        })
+        .is_some_and(|(_, value)| value.trim_ascii().eq_ignore_ascii_case(b"No"))
 }
 
 /// The fields to add before the message for what `present` lacks: `Date:` now and a
@@ -133,15 +187,53 @@ mod tests {
     }
 
     #[test]
+    fn the_header_section_ends_at_the_first_empty_line() {
+        assert_eq!(
+            header_section(b"A: 1\r\nB: 2\r\n\r\nbody", false),
+            Some(&b"A: 1\r\nB: 2\r\n"[..])
+        );
+        assert_eq!(
+            header_section(b"A: 1\nB: 2\n\nbody", false),
+            Some(&b"A: 1\nB: 2\n"[..])
+        );
+        assert_eq!(header_section(b"A: 1\r\nB: 2", false), None);
+        assert_eq!(
+            header_section(b"A: 1\r\nB: 2", true),
+            Some(&b"A: 1\r\nB: 2"[..])
+        );
+    }
+
+    #[test]
+    fn fields_are_split_with_their_folded_lines() {
+        let f: Vec<(&[u8], &[u8])> =
+            fields(b"Subject: a\r\n  b\r\nFrom:x@y\r\nno colon\r\nTo : z\r\n").collect();
+        assert_eq!(
+            f,
+            vec![
+                (&b"Subject"[..], &b" a\r\n  b\r\n"[..]),
+                (&b"From"[..], &b"x@y\r\n"[..]),
+                (&b"To "[..], &b" z\r\n"[..]),
+            ]
+        );
+    }
+
+    #[test]
     fn tls_required_no_is_read_in_the_header_section_only() {
         assert!(tls_required_no(
-            b"Subject: x\r\nTLS-Required:  no \r\n\r\nbody\r\n"
+            b"Subject: x\r\nTLS-Required:  no \r\n\r\nbody\r\n",
+            true
         ));
-        assert!(tls_required_no(b"tls-required: No\n\n"));
-        assert!(!tls_required_no(b"TLS-Required: Yes\r\n\r\n"));
-        assert!(!tls_required_no(b"Subject: x\r\n\r\nTLS-Required: No\r\n"));
-        assert!(!tls_required_no(b"Subject: x\r\n TLS-Required: No\r\n\r\n"));
-        assert!(!tls_required_no(b"X-TLS-Required: No\r\n\r\n"));
+        assert!(tls_required_no(b"tls-required: No\n\n", true));
+        assert!(!tls_required_no(b"TLS-Required: Yes\r\n\r\n", true));
+        assert!(!tls_required_no(
+            b"Subject: x\r\n\r\nTLS-Required: No\r\n",
+            true
+        ));
+        assert!(!tls_required_no(
+            b"Subject: x\r\n TLS-Required: No\r\n\r\n",
+            true
+        ));
+        assert!(!tls_required_no(b"X-TLS-Required: No\r\n\r\n", true));
     }
 
     #[test]

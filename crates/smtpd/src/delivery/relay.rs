@@ -51,12 +51,15 @@ impl Relay {
         }
     }
 
-    /// Marks (`on`) or clears a session as deferred; returns whether it was.
-    fn deferred(&self, key: SessionKey, on: bool) -> bool {
-        let Ok(mut d) = self.deferred.lock() else {
-            return false;
-        };
-        if on { !d.insert(key) } else { d.remove(&key) }
+    /// Marks (`on`) or clears a session as deferred.
+    fn set_deferred(&self, key: SessionKey, on: bool) {
+        if let Ok(mut d) = self.deferred.lock() {
+            if on {
+                d.insert(key);
+            } else {
+                d.remove(&key);
+            }
+        }
     }
 
     fn is_deferred(&self, key: SessionKey) -> bool {
@@ -64,22 +67,11 @@ impl Relay {
     }
 }
 
-/// Whether a message says `TLS-Required: No` (RFC 8689 §5) in its header section: our
-/// `header` fields, then the first [`crate::submission::MAX_HEAD`] octets of the body.
-async fn tls_optional(header: &[u8], body: &smtp_server::Body) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut head = header.to_vec();
-    let Ok(r) = body.reader().await else {
-        return false;
-    };
-    if r.take(crate::submission::MAX_HEAD as u64)
-        .read_to_end(&mut head)
+/// Whether a message says `TLS-Required: No` (RFC 8689 §5) in its header section.
+async fn tls_optional(body: &smtp_server::Body) -> bool {
+    crate::submission::head(body)
         .await
-        .is_err()
-    {
-        return false;
-    }
-    crate::submission::tls_required_no(&head)
+        .is_some_and(|(head, whole)| crate::submission::tls_required_no(&head, whole))
 }
 
 /// The key of a session's upstream transaction: its connection's two addresses.
@@ -106,7 +98,7 @@ impl Delivery for Relay {
                 // the end of DATA, or refused then.
                 Err(e) if e.tls && !mail.params.requiretls => {
                     tracing::warn!(target: "smtpd::app", error = %e.detail, "relay: TLS to the upstream failed; the transaction waits for the message (TLS-Required: No)");
-                    self.deferred(key, true);
+                    self.set_deferred(key, true);
                     Ok(())
                 }
                 Err(e) => {
@@ -141,7 +133,7 @@ impl Delivery for Relay {
             let sent = match self.finish(key, header, &m.envelope.body).await {
                 Some(r) => r,
                 None => {
-                    self.deferred(key, false);
+                    self.set_deferred(key, false);
                     self.whole(key, m.envelope, header).await
                 }
             };
@@ -823,7 +815,7 @@ impl Relay {
         {
             // RFC 8689 §5: `TLS-Required: No` lets the message go when TLS fails (not
             // with REQUIRETLS, which the header field cannot lift).
-            Err(e) if e.tls && !params.requiretls && tls_optional(header, body).await => {
+            Err(e) if e.tls && !params.requiretls && tls_optional(body).await => {
                 tracing::info!(target: "smtpd::app", error = %e.detail, "relay: TLS failed, the message says TLS-Required: No: sent without TLS");
                 self.mail(key, &from, params, Some(size), Transport::Plain)
                     .await?;
@@ -843,7 +835,7 @@ impl Relay {
 
     /// Gives up the session's open transaction, if any (RSET, and the connection is kept).
     async fn rset(&self, key: SessionKey) {
-        self.deferred(key, false);
+        self.set_deferred(key, false);
         if let Some(mut open) = self.pool.take_open(key)
             && open.up.cmd(&Command::Rset, 2).await.is_ok()
         {
