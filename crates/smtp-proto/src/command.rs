@@ -169,8 +169,10 @@ pub enum Command {
     Unknown(String),
 }
 
-/// Leniencies of the command parser. Each one is named and off unless stated.
+/// Leniencies of the command parser. Each one is named and off unless stated. More may come,
+/// so it is `#[non_exhaustive]`: start from [`Default`] and set the ones you need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ParseOptions {
     /// Accept `MAIL FROM: <a@b>` with one space after the colon. Many clients send it; on by
     /// default.

@@ -344,8 +344,10 @@ pub struct Orcpt {
     pub address: SmolStr,
 }
 
-/// Parameters of MAIL FROM.
+/// Parameters of MAIL FROM. New SMTP extensions add fields, so it is `#[non_exhaustive]`:
+/// build one from [`Default`] and set the fields you need.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub struct MailParameters {
     /// `SIZE=n`, the declared message size in octets.
     pub size: Option<u64>,
@@ -365,8 +367,10 @@ pub struct MailParameters {
     pub other: Vec<Param>,
 }
 
-/// Parameters of RCPT TO.
+/// Parameters of RCPT TO. New SMTP extensions add fields, so it is `#[non_exhaustive]`:
+/// build one from [`Default`] and set the fields you need.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub struct RcptParameters {
     /// `NOTIFY=`
     pub notify: Option<Notify>,

@@ -59,18 +59,17 @@ fn mail_params() -> impl Strategy<Value = MailParameters> {
         proptest::option::of(xtext_value()),
         any::<bool>(),
     )
-        .prop_map(
-            |(size, body, smtputf8, auth, ret, envid, requiretls)| MailParameters {
-                size,
-                body,
-                smtputf8,
-                auth,
-                ret,
-                envid,
-                requiretls,
-                other: Vec::new(),
-            },
-        )
+        .prop_map(|(size, body, smtputf8, auth, ret, envid, requiretls)| {
+            let mut p = MailParameters::default();
+            p.size = size;
+            p.body = body;
+            p.smtputf8 = smtputf8;
+            p.auth = auth;
+            p.ret = ret;
+            p.envid = envid;
+            p.requiretls = requiretls;
+            p
+        })
 }
 
 fn rcpt_params() -> impl Strategy<Value = RcptParameters> {
@@ -94,10 +93,11 @@ fn rcpt_params() -> impl Strategy<Value = RcptParameters> {
             address: a.into(),
         })),
     )
-        .prop_map(|(notify, orcpt)| RcptParameters {
-            notify,
-            orcpt,
-            other: Vec::new(),
+        .prop_map(|(notify, orcpt)| {
+            let mut p = RcptParameters::default();
+            p.notify = notify;
+            p.orcpt = orcpt;
+            p
         })
 }
 

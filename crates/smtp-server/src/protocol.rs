@@ -270,10 +270,8 @@ mod tests {
             code(check_mail(&cfg_auth, &session(), &env, &mb("a@b.c"), &p)),
             "530 5.7.0 Authentication required"
         );
-        let big = MailParameters {
-            size: Some(cfg.max_message_size + 1),
-            ..Default::default()
-        };
+        let mut big = MailParameters::default();
+        big.size = Some(cfg.max_message_size + 1);
         assert_eq!(
             code(check_mail(&cfg, &session(), &env, &mb("a@b.c"), &big)),
             "552 5.3.4 Message size exceeds fixed limit"
@@ -296,10 +294,7 @@ mod tests {
             utf8_address(&p),
             "553 5.6.7 Non-ASCII address requires SMTPUTF8"
         );
-        let utf8 = MailParameters {
-            smtputf8: true,
-            ..Default::default()
-        };
+        let utf8 = MailParameters::parse("SMTPUTF8").unwrap();
         assert_eq!(utf8_address(&utf8), "ok");
         // DSN and AUTH= parameters are accepted.
         let dsn = MailParameters::parse("RET=HDRS ENVID=x AUTH=<>").unwrap();
@@ -358,10 +353,7 @@ mod tests {
         let cfg = ServerConfig::default();
         let env = Envelope {
             mail_from: Some(ReversePath::Null),
-            mail_params: MailParameters {
-                smtputf8: true,
-                ..Default::default()
-            },
+            mail_params: MailParameters::parse("SMTPUTF8").unwrap(),
             ..Default::default()
         };
         let rcpt = |a: &str| {
@@ -392,10 +384,7 @@ mod tests {
         assert_eq!(rcpt("j\u{f6}rg@example.com"), "ok");
         // The sender is checked the same way, as 5.1.7.
         let from = mb("test@exam\u{200b}ple.com");
-        let utf8 = MailParameters {
-            smtputf8: true,
-            ..Default::default()
-        };
+        let utf8 = MailParameters::parse("SMTPUTF8").unwrap();
         assert_eq!(
             code(check_mail(
                 &cfg,

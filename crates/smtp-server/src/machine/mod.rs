@@ -344,12 +344,11 @@ impl Machine {
         now: Instant,
     ) -> Self {
         let mut codec = SmtpCodec::new(config.max_line_length, DEFAULT_MAX_SASL_LINE);
-        codec.set_parse_options(smtp_proto::ParseOptions {
-            lenient_helo: config.lenient_helo,
-            lenient_paths: config.lenient_paths,
-            forbid_bare_newline: config.forbid_bare_newline,
-            ..Default::default()
-        });
+        let mut options = smtp_proto::ParseOptions::default();
+        options.lenient_helo = config.lenient_helo;
+        options.lenient_paths = config.lenient_paths;
+        options.forbid_bare_newline = config.forbid_bare_newline;
+        codec.set_parse_options(options);
         Self {
             session_deadline: now + config.max_session_duration,
             cfg: config,

@@ -312,11 +312,12 @@ fn mail_params(
 /// The RCPT parameters for the upstream: DSN's NOTIFY and ORCPT when it has DSN.
 fn rcpt_param(ehlo: &EhloResponse, p: &RcptParameters) -> RcptParameters {
     let dsn = ehlo.has("DSN");
-    RcptParameters {
-        notify: if dsn { p.notify } else { None },
-        orcpt: if dsn { p.orcpt.clone() } else { None },
-        ..RcptParameters::default()
+    let mut upstream = RcptParameters::default();
+    if dsn {
+        upstream.notify = p.notify;
+        upstream.orcpt = p.orcpt.clone();
     }
+    upstream
 }
 
 /// Why relaying failed: the reply to give our client.
