@@ -14,9 +14,10 @@
 //!    (5 minutes without one, at most a day), and fetched again for an unknown `kid` at most
 //!    once per `refetch_interval` (a minute), so a rotated key is picked up and a flood of
 //!    made-up `kid`s does not flood the identity provider;
-//! 3. verifies the signature (`jsonwebtoken` with the RustCrypto backend: no hand-written
-//!    signature code), `exp` and `nbf` with a small leeway, `iss` against `issuer` and `aud`
-//!    against `audience` when configured;
+//! 3. verifies the signature (`jsonwebtoken`, its signature checks done by `ring` with the
+//!    default `ring` feature, see [`ring_checks_signatures`], else by RustCrypto: no
+//!    hand-written signature code), `exp` and `nbf` with a small leeway, `iss` against
+//!    `issuer` and `aud` against `audience` when configured;
 //! 4. requires every scope of `scopes` in the token's `scope` (space-separated) or `scp`
 //!    (a list or a string) claim;
 //! 5. compares the `username_claim` (default `email`) with the SASL user name: equal, the
@@ -46,6 +47,9 @@
 //! ```
 
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "ring")]
+mod ring_jwt;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -105,7 +109,8 @@ pub struct OAuthConfig {
     /// empty).
     pub introspection: Option<Introspection>,
     /// The longest a verdict is remembered: a verified JWT, an introspection answer (default 5
-    /// minutes; never past the token's `exp`).
+    /// minutes; never past the token's `exp`). Zero remembers nothing: every login checks its
+    /// token (a revoked token is refused at once by introspection, at its `exp` for a JWT).
     pub remember_for: Duration,
 }
 
@@ -377,9 +382,28 @@ fn same_user(claimed: &str, sasl: &str) -> bool {
     }
 }
 
+/// Makes `ring` check JWT signatures in this process (the `ring` feature) and says whether it
+/// does. `jsonwebtoken` checks signatures through one provider per process, chosen at the
+/// first signature it signs or checks: [`OAuthProvider::new`] calls this, so `ring` checks
+/// them unless the application installed a `jsonwebtoken` provider of its own, or used
+/// `jsonwebtoken` before (then that choice stands, RustCrypto by default, about eight times
+/// slower for RS256). An application that uses `jsonwebtoken` itself calls this first.
+pub fn ring_checks_signatures() -> bool {
+    #[cfg(feature = "ring")]
+    return ring_jwt::install();
+    #[cfg(not(feature = "ring"))]
+    false
+}
+
 impl OAuthProvider {
     /// A provider for `config`; no request is made until the first token.
     pub fn new(config: OAuthConfig) -> Result<Self, ConfigError> {
+        let ring = ring_checks_signatures();
+        tracing::debug!(
+            target: "smtp_auth_oauth",
+            backend = if ring { "ring" } else { "jsonwebtoken's provider" },
+            "JWT signatures checked by"
+        );
         let url = match config.jwks_url.as_str() {
             "" => None,
             u => Some(check_url(u)?),
@@ -668,7 +692,12 @@ impl OAuthProvider {
         let left = exp.map_or(inner.config.remember_for, |e| {
             Duration::from_secs(e.saturating_sub(unix))
         });
-        let until = now + left.min(inner.config.remember_for);
+        let keep_for = left.min(inner.config.remember_for);
+        if keep_for.is_zero() {
+            // `remember_for` zero: every session checks its token.
+            return;
+        }
+        let until = now + keep_for;
         let mut cache = inner.verdicts.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= MAX_VERDICTS {
             cache.retain(|_, (_, until)| now < *until);

@@ -149,6 +149,8 @@ fn token(key: &Key, email: &str, change: impl FnOnce(&mut Value)) -> String {
         "scope": "openid email smtp.send", "iat": now(), "exp": now() + 300,
     });
     change(&mut claims);
+    // ring checks the signatures in this process (before the first `encode` settles it).
+    assert!(smtp_auth_oauth::ring_checks_signatures());
     let mut header = Header::new(key.alg);
     header.kid = Some(key.kid.clone());
     jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
@@ -435,6 +437,20 @@ async fn opaque_tokens_are_introspected_checked_and_cached() {
         AuthDecision::Ok
     );
     assert_eq!((hits.load(Ordering::SeqCst), p.introspections()), (1, 1));
+    // remember_for zero: every login asks again (a revoked token is refused at once).
+    let mut every_time = c.clone();
+    every_time.remember_for = Duration::ZERO;
+    let fresh = OAuthProvider::new(every_time).unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            login(&fresh, "alice@example.org", "opaque-alice").await,
+            AuthDecision::Ok
+        );
+    }
+    assert_eq!(
+        (hits.load(Ordering::SeqCst), fresh.introspections()),
+        (3, 2)
+    );
     for (what, token) in [
         ("bob's token as alice", "opaque-bob"),
         ("a wrong audience", "opaque-web"),

@@ -606,6 +606,10 @@ pub struct OAuthSection {
     /// The least seconds between two JWKS fetches caused by an unknown key id (default 60).
     #[serde(default = "default_leeway")]
     pub jwks_refetch_secs: u64,
+    /// Seconds a token verified for a user is taken again without a check, never past its
+    /// `exp` (default 300); 0: every login checks its token.
+    #[serde(default = "default_remember_secs")]
+    pub remember_secs: u64,
 }
 
 impl std::fmt::Debug for OAuthSection {
@@ -634,6 +638,10 @@ fn default_leeway() -> u64 {
     60
 }
 
+fn default_remember_secs() -> u64 {
+    300
+}
+
 impl OAuthSection {
     /// The provider's configuration (TLS roots not loaded); `timeout` bounds a JWKS fetch.
     pub fn provider_config(
@@ -656,6 +664,7 @@ impl OAuthSection {
         c.username_claim = self.username_claim.clone();
         c.leeway = std::time::Duration::from_secs(self.leeway_secs);
         c.refetch_interval = std::time::Duration::from_secs(self.jwks_refetch_secs);
+        c.remember_for = std::time::Duration::from_secs(self.remember_secs);
         c.timeout = timeout;
         match (
             &self.introspection_url,
@@ -1788,6 +1797,18 @@ mod tests {
         let o = ok.auth.oauth().unwrap();
         assert_eq!(o.client_secret.as_deref(), Some("CS-s3cret"));
         assert!(!format!("{o:?} {:?}", ok.auth).contains("CS-s3cret"));
+        let timeout = std::time::Duration::from_secs(2);
+        let remember = |o: &OAuthSection| o.provider_config(timeout).unwrap().remember_for;
+        assert_eq!(remember(o), std::time::Duration::from_secs(300));
+        let every_time = Config::parse(
+            &format!("{base}jwks_url = \"http://127.0.0.1:9/certs\"\nremember_secs = 0\n"),
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            remember(every_time.auth.oauth().unwrap()),
+            std::time::Duration::ZERO
+        );
         for (text, want) in [
             (
                 "",
