@@ -4,9 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smtp_auth::mechanism::ScramSha256Server;
-use smtp_auth::{CacheConfig, CredentialCache};
-use smtp_auth_http::HttpAuthProvider;
 use smtp_server::{AuthLimiter, Authenticator, Server, ServerConfig, Session};
 use tokio::sync::watch;
 
@@ -14,7 +11,6 @@ use crate::config::{AuthSection, Config, ListenerTls};
 pub use crate::handler::App;
 use crate::reload::{Reloadable, reload_on_sighup};
 use crate::sender::SenderPolicy;
-use crate::shared_limit::{RedisTarget, SharedCheck, SharedLimiter};
 pub use crate::tls::{CertStore, load_tls};
 use crate::users::{ExternalMap, FileUsers};
 
@@ -125,41 +121,7 @@ fn server_config(
 ) -> Result<ServerConfig, String> {
     let s = &c.server;
     let mut registry = offered(s)?;
-    if let Some(k) = loaded.users.as_ref().map(FileUsers::scram_secret) {
-        // Unknown users' fake salts stay the same across restarts.
-        for (name, plus) in [("SCRAM-SHA-256", false), ("SCRAM-SHA-256-PLUS", true)] {
-            if registry.contains(name) {
-                let k = k.clone();
-                let _ = registry.register(name, move || {
-                    let m = if plus {
-                        ScramSha256Server::plus()
-                    } else {
-                        ScramSha256Server::default()
-                    };
-                    Box::new(m.with_secret(k.clone()))
-                });
-            }
-        }
-    }
-    if let Some(o) = c.auth.oauth() {
-        // A refused token's error challenge tells the client the scope and where its
-        // identity provider is (RFC 7628 §3.2.2).
-        let scope = (!o.scopes.is_empty()).then(|| o.scopes.join(" "));
-        for (name, kind) in [
-            ("XOAUTH2", smtp_auth::mechanism::OAuthKind::XOAuth2),
-            ("OAUTHBEARER", smtp_auth::mechanism::OAuthKind::OAuthBearer),
-        ] {
-            if registry.contains(name) {
-                let (scope, openid) = (scope.clone(), o.openid_configuration.clone());
-                let _ = registry.register(name, move || {
-                    Box::new(
-                        smtp_auth::mechanism::OAuthServer::new(kind)
-                            .with_error_details(scope.as_deref(), openid.as_deref()),
-                    )
-                });
-            }
-        }
-    }
+    crate::stores::tailor_mechanisms(&mut registry, c, loaded.users.as_ref());
     let mut options = s.options();
     options.implicit_tls = mode == ListenerTls::Implicit;
     options.proxy_authorization = matches!(
@@ -215,114 +177,14 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     .with_header_binding(config.server.bind_header_from)
     .with_sending(loaded.sending.clone())
     .with_dkim(loaded.dkim.clone());
-    let keys = config.auth.cache();
-    let cache = keys.enabled.then(|| {
-        let mut config = CacheConfig::default();
-        config.ttl = Duration::from_secs(keys.ttl_secs);
-        config.negative_ttl = Duration::from_secs(keys.negative_ttl_secs);
-        config.max_entries = keys.max_entries;
-        CredentialCache::new(config)
-    });
-    if let (Some(m), Some(c)) = (&metrics, &cache) {
-        m.watch_cache(c.clone());
-    }
-    let authenticator: Arc<dyn Authenticator> = match (&config.auth, &loaded.users) {
-        (AuthSection::File { users_file, .. }, Some(users)) => {
-            tracing::info!(
-                users = users.len(),
-                file = %users_file.display(),
-                workers = users.pool().workers(),
-                cache = keys.enabled,
-                "users loaded"
-            );
-            let decides = crate::stores::store_authenticator(
-                users.clone(),
-                "file",
-                cache.as_ref(),
-                metrics.as_ref(),
-                Some(users.clone()),
-            );
-            // App passwords: the label of the credential a login matched.
-            Arc::new(crate::users::Labelled {
-                inner: decides,
-                users: users.clone(),
-            })
-        }
-        (
-            AuthSection::Http {
-                url,
-                bearer_token,
-                timeout_ms,
-                send_authzid,
-                ..
-            },
-            _,
-        ) => {
-            let p = HttpAuthProvider::builder(url.clone())
-                .bearer_token(bearer_token.clone())
-                .timeout(Duration::from_millis(*timeout_ms))
-                .send_authzid(*send_authzid)
-                .build()
-                .map_err(|e| format!("auth.url: {e}"))?;
-            crate::stores::store_authenticator(
-                p,
-                "http",
-                cache.as_ref(),
-                metrics.as_ref(),
-                None::<crate::stores::NoSecrets>,
-            )
-        }
-        (AuthSection::Dovecot { .. } | AuthSection::Ldap(_) | AuthSection::Sql(_), _) => {
-            match &remote {
-                Some(r) => {
-                    tokio::spawn({
-                        let (r, offered) = (r.clone(), offered.clone());
-                        async move { r.report(offered).await }
-                    });
-                    r.authenticator(cache.as_ref(), metrics.as_ref())
-                }
-                None => return Err("auth: the store is not configured".into()),
-            }
-        }
-        (AuthSection::File { .. }, None) => return Err("auth.users_file: not loaded".into()),
-    };
-    // `[auth.oauth]`: XOAUTH2 and OAUTHBEARER go to the token store, the rest to the password
-    // store; the limiter, metrics and sender binding wrap both alike.
-    let mut token_store = None;
-    let authenticator = match config.auth.oauth() {
-        Some(o) => {
-            let mut c = o
-                .provider_config(Duration::from_secs(config.server.auth_timeout_secs))
-                .map_err(|(key, why)| format!("auth.oauth.{key}: {why}"))?;
-            let https = o.jwks_url.starts_with("https://")
-                || o.introspection_url
-                    .as_deref()
-                    .is_some_and(|u| u.starts_with("https://"));
-            if o.ca_file.is_some() || https {
-                let tls = crate::tls::client_config(o.ca_file.as_deref())
-                    .map_err(|e| format!("auth.oauth.ca_file: {e}"))?;
-                c.tls = Some((*tls).clone());
-            }
-            let tokens =
-                smtp_auth_oauth::OAuthProvider::new(c).map_err(|e| format!("auth.oauth: {e}"))?;
-            tracing::info!(jwks = %o.jwks_url, introspection = ?o.introspection_url, issuer = ?o.issuer, "OAuth tokens checked in the server");
-            token_store = Some(tokens.clone());
-            // No credential cache: the store remembers a verified token until its own `exp`,
-            // which the cache's TTL would not honour.
-            let tokens = crate::stores::store_authenticator(
-                tokens,
-                "oauth",
-                None,
-                metrics.as_ref(),
-                None::<crate::stores::NoSecrets>,
-            );
-            Arc::new(crate::stores::ByMechanism {
-                tokens,
-                passwords: authenticator,
-            }) as Arc<dyn Authenticator>
-        }
-        None => authenticator,
-    };
+    let composed = crate::stores::compose(
+        config,
+        loaded.users.as_ref(),
+        remote.as_ref(),
+        &offered,
+        metrics.as_ref(),
+    )?;
+    let cache = composed.cache;
     let users = match (&config.auth, &loaded.users) {
         (AuthSection::File { users_file, .. }, Some(users)) => {
             Some((users.clone(), users_file.clone(), cache.clone()))
@@ -334,57 +196,17 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         certs: loaded.certs.clone(),
         senders: loaded.senders.clone(),
         sending: loaded.sending.clone(),
-        oauth: token_store,
+        oauth: composed.tokens,
         store: remote.map(|r| (r, cache.clone())),
         dkim: loaded.dkim.clone(),
     }));
-    // One failure limiter for the whole process: every listener counts into it. With
-    // `[limiter]` it also tells Redis, and the authenticator asks Redis first.
-    let s = &config.server;
-    let mut limiter = AuthLimiter::new(
-        s.max_auth_failures_per_ip,
-        s.max_auth_failures_per_user,
-        Duration::from_secs(s.auth_failure_window_secs),
-    )
-    .with_max_lock(Duration::from_secs(s.max_auth_lock_secs));
-    let mut authenticator = authenticator;
-    if let Some(l) = &config.limiter {
-        let shared = SharedLimiter::start(
-            RedisTarget {
-                address: l
-                    .redis
-                    .strip_prefix("rediss://")
-                    .unwrap_or(&l.redis)
-                    .to_owned(),
-                tls: if l.tls || l.redis.starts_with("rediss://") {
-                    Some(
-                        crate::tls::client_config(l.ca_file.as_deref())
-                            .map_err(|e| format!("limiter.ca_file: {e}"))?,
-                    )
-                } else {
-                    None
-                },
-                prefix: l.key_prefix.clone(),
-                timeout: Duration::from_millis(l.timeout_ms),
-                auth: l
-                    .password
-                    .as_ref()
-                    .map(|p| (l.username.clone(), zeroize::Zeroizing::new(p.clone()))),
-            },
-            &limiter,
-        );
-        tracing::info!(redis = %l.redis, prefix = %l.key_prefix, "AUTH failures shared through Redis");
-        limiter = limiter.with_listener(shared.clone());
-        loaded.sending.share(shared.clone());
-        if let Some(m) = &metrics {
-            m.watch_limiter(shared.clone());
-        }
-        authenticator = Arc::new(SharedCheck {
-            inner: authenticator,
-            shared,
-        });
-    }
-    let limiter = Arc::new(limiter);
+    // One failure limiter for the whole process: every listener counts into it.
+    let (limiter, authenticator) = crate::shared_limit::from_config(
+        config,
+        &loaded.sending,
+        metrics.as_ref(),
+        composed.authenticator,
+    )?;
     let servers = config
         .listeners
         .iter()
@@ -582,6 +404,43 @@ mod tests {
             e.starts_with("server.mechanisms: unknown mechanism \"X-NOPE\""),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_stores_and_the_limiter_are_composed_as_configured() {
+        let dir = scratch("compose");
+        let u = users(&dir);
+        let base = format!(
+            "[server]\nmax_auth_lock_secs = 7200\n[auth]\nbackend = \"file\"\nusers_file = {u:?}\n"
+        );
+        let compose = |text: &str| {
+            let config = parse(&format!("{text}[delivery]\nkind = \"discard\"\n"));
+            let loaded = load(&config).unwrap();
+            let c =
+                crate::stores::compose(&config, loaded.users.as_ref(), None, &[], None).unwrap();
+            (config, loaded, c)
+        };
+        // The users file behind the credential cache (on by default), no token store.
+        let (config, loaded, passwords) = compose(&base);
+        assert!(passwords.cache.is_some() && passwords.tokens.is_none());
+        // Without [limiter] the authenticator is the store's own, and the limiter takes
+        // [server]'s limits.
+        let before = Arc::as_ptr(&passwords.authenticator) as *const ();
+        let (limiter, authenticator) = crate::shared_limit::from_config(
+            &config,
+            &loaded.sending,
+            None,
+            passwords.authenticator,
+        )
+        .unwrap();
+        assert_eq!(Arc::as_ptr(&authenticator) as *const (), before);
+        assert_eq!(limiter.max_lock(), Duration::from_secs(7200));
+        // [auth.oauth] adds the token store; cache = false leaves the cache out.
+        let (_, _, both) = compose(&format!(
+            "{base}cache = false\n[auth.oauth]\njwks_url = \"http://127.0.0.1:9/certs\"\n"
+        ));
+        assert!(both.cache.is_none() && both.tokens.is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

@@ -499,6 +499,61 @@ fn invalid(why: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned())
 }
 
+/// The process's one AUTH failure limiter, from `[server]`'s limits. With `[limiter]` it also
+/// tells Redis every failure, the sending limits keep their counts there, and the returned
+/// authenticator asks Redis before `authenticator` checks a credential ([`SharedCheck`]).
+pub(crate) fn from_config(
+    config: &crate::config::Config,
+    sending: &crate::sending::SendingLimits,
+    metrics: Option<&Arc<crate::metrics::Metrics>>,
+    mut authenticator: Arc<dyn Authenticator>,
+) -> Result<(Arc<AuthLimiter>, Arc<dyn Authenticator>), String> {
+    let s = &config.server;
+    let mut limiter = AuthLimiter::new(
+        s.max_auth_failures_per_ip,
+        s.max_auth_failures_per_user,
+        Duration::from_secs(s.auth_failure_window_secs),
+    )
+    .with_max_lock(Duration::from_secs(s.max_auth_lock_secs));
+    if let Some(l) = &config.limiter {
+        let shared = SharedLimiter::start(
+            RedisTarget {
+                address: l
+                    .redis
+                    .strip_prefix("rediss://")
+                    .unwrap_or(&l.redis)
+                    .to_owned(),
+                tls: if l.tls || l.redis.starts_with("rediss://") {
+                    Some(
+                        crate::tls::client_config(l.ca_file.as_deref())
+                            .map_err(|e| format!("limiter.ca_file: {e}"))?,
+                    )
+                } else {
+                    None
+                },
+                prefix: l.key_prefix.clone(),
+                timeout: Duration::from_millis(l.timeout_ms),
+                auth: l
+                    .password
+                    .as_ref()
+                    .map(|p| (l.username.clone(), zeroize::Zeroizing::new(p.clone()))),
+            },
+            &limiter,
+        );
+        tracing::info!(redis = %l.redis, prefix = %l.key_prefix, "AUTH failures shared through Redis");
+        limiter = limiter.with_listener(shared.clone());
+        sending.share(shared.clone());
+        if let Some(m) = &metrics {
+            m.watch_limiter(shared.clone());
+        }
+        authenticator = Arc::new(SharedCheck {
+            inner: authenticator,
+            shared,
+        });
+    }
+    Ok((Arc::new(limiter), authenticator))
+}
+
 /// The [`Authenticator`] layer: asks the fleet before the credential is checked.
 pub struct SharedCheck {
     /// The authenticator that checks credentials.

@@ -1,6 +1,7 @@
 //! The identity stores `[auth] backend` chooses, seen alike by the server: every one is an
 //! `AuthProvider` behind the credential cache and a [`Measured`] wrapper (requests and latency
-//! per store and outcome), built by `store_authenticator`; a remote one ([`Remote`]: Dovecot,
+//! per store and outcome), built by `store_authenticator` and composed with `[auth.oauth]`'s
+//! token store by `compose`; a remote one ([`Remote`]: Dovecot,
 //! LDAP) also reconnects on SIGHUP, and Dovecot runs whole SASL exchanges itself (SCRAM-SHA-256,
 //! XOAUTH2, OAUTHBEARER).
 
@@ -395,6 +396,175 @@ pub(crate) fn store_authenticator<S: SecretStore>(
     match metrics {
         Some(m) => cached(Measured::new(provider, store, m.clone()), cache, secrets),
         None => cached(provider, cache, secrets),
+    }
+}
+
+/// What `[auth]` and `[auth.oauth]` compose into: the one authenticator every listener asks,
+/// and the parts SIGHUP reloads.
+pub(crate) struct Composed {
+    /// The password store behind the credential cache and a [`Measured`] wrapper; with
+    /// `[auth.oauth]`, the token store beside it ([`ByMechanism`]: the mechanism picks).
+    pub authenticator: Arc<dyn Authenticator>,
+    /// The credential cache, when `[auth] cache` is on.
+    pub cache: Option<CredentialCache>,
+    /// The token store, when `[auth.oauth]` is present.
+    pub tokens: Option<smtp_auth_oauth::OAuthProvider>,
+}
+
+/// Builds the password store `[auth] backend` names (the users file given loaded, or the
+/// HTTP service, or `remote`) and the token store of `[auth.oauth]`, as one authenticator.
+pub(crate) fn compose(
+    config: &crate::config::Config,
+    users: Option<&crate::users::FileUsers>,
+    remote: Option<&Remote>,
+    offered: &[String],
+    metrics: Option<&Arc<Metrics>>,
+) -> Result<Composed, String> {
+    let keys = config.auth.cache();
+    let cache = keys.enabled.then(|| {
+        let mut config = smtp_auth::CacheConfig::default();
+        config.ttl = Duration::from_secs(keys.ttl_secs);
+        config.negative_ttl = Duration::from_secs(keys.negative_ttl_secs);
+        config.max_entries = keys.max_entries;
+        CredentialCache::new(config)
+    });
+    if let (Some(m), Some(c)) = (metrics, &cache) {
+        m.watch_cache(c.clone());
+    }
+    let authenticator: Arc<dyn Authenticator> = match (&config.auth, users) {
+        (AuthSection::File { users_file, .. }, Some(users)) => {
+            tracing::info!(
+                users = users.len(),
+                file = %users_file.display(),
+                workers = users.pool().workers(),
+                cache = keys.enabled,
+                "users loaded"
+            );
+            let decides = store_authenticator(
+                users.clone(),
+                "file",
+                cache.as_ref(),
+                metrics,
+                Some(users.clone()),
+            );
+            // App passwords: the label of the credential a login matched.
+            Arc::new(crate::users::Labelled {
+                inner: decides,
+                users: users.clone(),
+            })
+        }
+        (
+            AuthSection::Http {
+                url,
+                bearer_token,
+                timeout_ms,
+                send_authzid,
+                ..
+            },
+            _,
+        ) => {
+            let p = smtp_auth_http::HttpAuthProvider::builder(url.clone())
+                .bearer_token(bearer_token.clone())
+                .timeout(Duration::from_millis(*timeout_ms))
+                .send_authzid(*send_authzid)
+                .build()
+                .map_err(|e| format!("auth.url: {e}"))?;
+            store_authenticator(p, "http", cache.as_ref(), metrics, None::<NoSecrets>)
+        }
+        (AuthSection::Dovecot { .. } | AuthSection::Ldap(_) | AuthSection::Sql(_), _) => {
+            match remote {
+                Some(r) => {
+                    tokio::spawn({
+                        let (r, offered) = (r.clone(), offered.to_vec());
+                        async move { r.report(offered).await }
+                    });
+                    r.authenticator(cache.as_ref(), metrics)
+                }
+                None => return Err("auth: the store is not configured".into()),
+            }
+        }
+        (AuthSection::File { .. }, None) => return Err("auth.users_file: not loaded".into()),
+    };
+    // `[auth.oauth]`: XOAUTH2 and OAUTHBEARER go to the token store, the rest to the password
+    // store; the limiter, metrics and sender binding wrap both alike.
+    let mut tokens_kept = None;
+    let authenticator = match config.auth.oauth() {
+        Some(o) => {
+            let mut c = o
+                .provider_config(Duration::from_secs(config.server.auth_timeout_secs))
+                .map_err(|(key, why)| format!("auth.oauth.{key}: {why}"))?;
+            let https = o.jwks_url.starts_with("https://")
+                || o.introspection_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://"));
+            if o.ca_file.is_some() || https {
+                let tls = crate::tls::client_config(o.ca_file.as_deref())
+                    .map_err(|e| format!("auth.oauth.ca_file: {e}"))?;
+                c.tls = Some((*tls).clone());
+            }
+            let tokens =
+                smtp_auth_oauth::OAuthProvider::new(c).map_err(|e| format!("auth.oauth: {e}"))?;
+            tracing::info!(jwks = %o.jwks_url, introspection = ?o.introspection_url, issuer = ?o.issuer, "OAuth tokens checked in the server");
+            tokens_kept = Some(tokens.clone());
+            // No credential cache: the store remembers a verified token until its own `exp`,
+            // which the cache's TTL would not honour.
+            let tokens = store_authenticator(tokens, "oauth", None, metrics, None::<NoSecrets>);
+            Arc::new(ByMechanism {
+                tokens,
+                passwords: authenticator,
+            }) as Arc<dyn Authenticator>
+        }
+        None => authenticator,
+    };
+    Ok(Composed {
+        authenticator,
+        cache,
+        tokens: tokens_kept,
+    })
+}
+
+/// The offered mechanisms as the stores need them: SCRAM with the users file's secret (so an
+/// unknown user's fake salt stays the same across restarts), XOAUTH2 and OAUTHBEARER with
+/// `[auth.oauth]`'s scope and discovery URL in their error challenge (RFC 7628 §3.2.2).
+pub(crate) fn tailor_mechanisms(
+    registry: &mut smtp_auth::Registry,
+    config: &crate::config::Config,
+    users: Option<&crate::users::FileUsers>,
+) {
+    if let Some(k) = users.map(crate::users::FileUsers::scram_secret) {
+        // Unknown users' fake salts stay the same across restarts.
+        for (name, plus) in [("SCRAM-SHA-256", false), ("SCRAM-SHA-256-PLUS", true)] {
+            if registry.contains(name) {
+                let k = k.clone();
+                let _ = registry.register(name, move || {
+                    let m = if plus {
+                        smtp_auth::mechanism::ScramSha256Server::plus()
+                    } else {
+                        smtp_auth::mechanism::ScramSha256Server::default()
+                    };
+                    Box::new(m.with_secret(k.clone()))
+                });
+            }
+        }
+    }
+    if let Some(o) = config.auth.oauth() {
+        // A refused token's error challenge tells the client the scope and where its
+        // identity provider is (RFC 7628 §3.2.2).
+        let scope = (!o.scopes.is_empty()).then(|| o.scopes.join(" "));
+        for (name, kind) in [
+            ("XOAUTH2", smtp_auth::mechanism::OAuthKind::XOAuth2),
+            ("OAUTHBEARER", smtp_auth::mechanism::OAuthKind::OAuthBearer),
+        ] {
+            if registry.contains(name) {
+                let (scope, openid) = (scope.clone(), o.openid_configuration.clone());
+                let _ = registry.register(name, move || {
+                    Box::new(
+                        smtp_auth::mechanism::OAuthServer::new(kind)
+                            .with_error_details(scope.as_deref(), openid.as_deref()),
+                    )
+                });
+            }
+        }
     }
 }
 
