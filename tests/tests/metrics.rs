@@ -160,3 +160,51 @@ address = "127.0.0.1:{mport}"
     drop(srv);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn readyz_follows_the_http_auth_service() {
+    e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
+    let dir = temp_dir("metrics-readyz-http");
+    let (port, mport, service) = (free_port(), free_port(), free_port());
+    // Any HTTP answer counts: Python's file server answers HEAD /auth with 404.
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &service.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    e2e::wait_for_port(service, &mut child, "python3 -m http.server");
+    let up = e2e::KillOnDrop(child);
+    let config = format!(
+        "{}\n[metrics]\naddress = \"127.0.0.1:{mport}\"\n",
+        e2e::http_config(
+            port,
+            &format!("http://127.0.0.1:{service}/auth"),
+            "",
+            "bearer_token = \"tok-s3cret\"\ntimeout_ms = 500"
+        )
+    );
+    let srv = Smtpd::start(&dir, &config, port);
+    assert_eq!(
+        scrape(mport, "/readyz"),
+        ("ready\n".to_owned(), "200".to_owned())
+    );
+    // The service gone: not ready, saying which store and why, never the token.
+    drop(up);
+    let (body, code) = scrape(mport, "/readyz");
+    assert_eq!(code, "503", "{body}");
+    assert!(
+        body.starts_with("identity store http unreachable: request failed: "),
+        "{body}"
+    );
+    assert!(!body.contains("tok-s3cret"), "{body}");
+    drop(srv);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -398,6 +398,35 @@ impl HttpAuthProvider {
     }
 }
 
+impl HttpAuthProvider {
+    /// Whether the service answers now (readiness checks): a `HEAD` request to the URL, with
+    /// the bearer token when one is set, within the timeout. Any HTTP status counts as an
+    /// answer (a service that only takes `POST` says 405); no connection, a broken answer or
+    /// none in time is the error, said without the URL's credentials.
+    pub async fn ping(&self) -> Result<(), String> {
+        let inner = &self.inner;
+        let mut builder = Request::builder()
+            .method(Method::HEAD)
+            .uri(inner.url.clone());
+        if let Some(t) = &inner.token {
+            let mut value = format!("Bearer {}", t.expose_secret());
+            if let Ok(mut v) = http::HeaderValue::from_str(&value) {
+                v.set_sensitive(true);
+                builder = builder.header(header::AUTHORIZATION, v);
+            }
+            value.zeroize();
+        }
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(inner.timeout, inner.client.request(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("request failed: {e}")),
+            Err(_) => Err(format!("no answer within {:?}", inner.timeout)),
+        }
+    }
+}
+
 /// Zeroizes the request body if no one else holds it any more.
 fn wipe(body: Bytes) {
     if let Ok(mut owned) = body.try_into_mut() {

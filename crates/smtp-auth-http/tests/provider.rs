@@ -130,6 +130,36 @@ async fn refused_connection_is_failure() {
 }
 
 #[tokio::test]
+async fn ping_is_any_answer_to_a_head_request_within_the_timeout() {
+    // A service that only takes POST still answers: reachable.
+    let s = serve(fixed(405, "")).await;
+    let provider = HttpAuthProvider::new(&s.url(), "tok-123", 300).unwrap();
+    assert_eq!(provider.ping().await, Ok(()));
+    let seen = s.seen();
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("HEAD", "/auth")
+    );
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer tok-123"));
+    assert!(seen[0].body.is_empty());
+    // Nobody listening: the error says why, without the token.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let down = HttpAuthProvider::new(&format!("http://{addr}/auth"), "tok-123", 300).unwrap();
+    let e = down.ping().await.unwrap_err();
+    assert!(e.starts_with("request failed: "), "{e}");
+    assert!(!e.contains("tok-123"), "{e}");
+    // Too slow: cut at the timeout.
+    let slow: Answer = Arc::new(|_| (200, Vec::new(), Duration::from_secs(3)));
+    let s = serve(slow).await;
+    let hung = HttpAuthProvider::new(&s.url(), "", 200).unwrap();
+    let t = Instant::now();
+    assert_eq!(hung.ping().await, Err("no answer within 200ms".into()));
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
 async fn body_and_headers_are_exactly_as_specified() {
     let s = serve(fixed(200, r#"{"ok":true}"#)).await;
     let provider = HttpAuthProvider::new(&s.url(), "tok-123", 1200).unwrap();

@@ -185,6 +185,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         metrics.as_ref(),
     )?;
     let cache = composed.cache;
+    let composed_http = composed.http;
     let users = match (&config.auth, &loaded.users) {
         (AuthSection::File { users_file, .. }, Some(users)) => {
             Some((users.clone(), users_file.clone(), cache.clone()))
@@ -219,7 +220,9 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     Ok(Built {
         servers,
         metrics,
-        store: remote_for_health,
+        store: remote_for_health
+            .map(crate::stores::Probe::Remote)
+            .or(composed_http.map(crate::stores::Probe::Http)),
     })
 }
 
@@ -230,8 +233,8 @@ pub struct Built {
     pub servers: Vec<(std::net::SocketAddr, Server<App>)>,
     /// The counters behind `[metrics]`.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// A remote identity store, for readiness checks.
-    pub store: Option<crate::stores::Remote>,
+    /// The password store readiness checks ask, when it is not the users file.
+    pub store: Option<crate::stores::Probe>,
 }
 
 impl std::fmt::Debug for Built {

@@ -367,19 +367,19 @@ impl Observer for Metrics {
     }
 }
 
-/// What `/readyz` reports: ready once every listener is bound and the identity store (when it
-/// is a remote one) answers.
+/// What `/readyz` reports: ready once every listener is bound and the password store (when it
+/// is not the users file: Dovecot, LDAP, SQL, the HTTP service) answers.
 #[derive(Debug)]
 pub struct Health {
     bound: std::sync::atomic::AtomicBool,
-    store: Option<crate::stores::Remote>,
+    store: Option<crate::stores::Probe>,
     timeout: Duration,
 }
 
 impl Health {
     /// Not ready until [`Health::listening`]; `store` is asked at each check, bounded by
     /// `timeout`.
-    pub fn new(store: Option<crate::stores::Remote>, timeout: Duration) -> Self {
+    pub fn new(store: Option<crate::stores::Probe>, timeout: Duration) -> Self {
         Self {
             bound: std::sync::atomic::AtomicBool::new(false),
             store,

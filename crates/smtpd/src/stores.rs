@@ -409,6 +409,37 @@ pub(crate) struct Composed {
     pub cache: Option<CredentialCache>,
     /// The token store, when `[auth.oauth]` is present.
     pub tokens: Option<smtp_auth_oauth::OAuthProvider>,
+    /// The HTTP service, when `backend = "http"` (for readiness checks).
+    pub http: Option<smtp_auth_http::HttpAuthProvider>,
+}
+
+/// A password store `/readyz` asks: one in another process, or the HTTP service. (The users
+/// file is read at start and on SIGHUP; `[auth.oauth]`'s identity provider is not asked: password
+/// logins go on without it, and tokens signed with cached keys too.)
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// Dovecot, LDAP or SQL.
+    Remote(Remote),
+    /// The HTTP authentication service.
+    Http(smtp_auth_http::HttpAuthProvider),
+}
+
+impl Probe {
+    /// The store's name in metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Remote(r) => r.name(),
+            Self::Http(_) => "http",
+        }
+    }
+
+    /// Whether the store answers now.
+    pub async fn ping(&self) -> Result<(), String> {
+        match self {
+            Self::Remote(r) => r.ping().await,
+            Self::Http(h) => h.ping().await,
+        }
+    }
 }
 
 /// Builds the password store `[auth] backend` names (the users file given loaded, or the
@@ -431,6 +462,7 @@ pub(crate) fn compose(
     if let (Some(m), Some(c)) = (metrics, &cache) {
         m.watch_cache(c.clone());
     }
+    let mut http = None;
     let authenticator: Arc<dyn Authenticator> = match (&config.auth, users) {
         (AuthSection::File { users_file, .. }, Some(users)) => {
             tracing::info!(
@@ -469,6 +501,7 @@ pub(crate) fn compose(
                 .send_authzid(*send_authzid)
                 .build()
                 .map_err(|e| format!("auth.url: {e}"))?;
+            http = Some(p.clone());
             store_authenticator(p, "http", cache.as_ref(), metrics, None::<NoSecrets>)
         }
         (AuthSection::Dovecot { .. } | AuthSection::Ldap(_) | AuthSection::Sql(_), _) => {
@@ -520,6 +553,7 @@ pub(crate) fn compose(
         authenticator,
         cache,
         tokens: tokens_kept,
+        http,
     })
 }
 
