@@ -308,6 +308,25 @@ s.quit()
         "{out}"
     );
     srv.wait_for_log("mechanism=\"SCRAM-SHA-256\" user=\"carol\" success=true", 1);
+    // A name with NUL or CR in SCRAM's first message is refused by us, as the server's own
+    // exchange refuses it, before Dovecot sees it: in the initial response, and in the answer
+    // to Dovecot's first (empty) challenge.
+    let out = python(&format!(
+        r#"
+import base64, smtplib
+s = smtplib.SMTP('127.0.0.1', {port}, local_hostname='client.test', timeout=20)
+s.ehlo()
+first = lambda name: base64.b64encode(b'n,,n=' + name + b',r=fyko+d2lbbFgONRv9qkxdawL').decode()
+print(*s.docmd('AUTH', 'SCRAM-SHA-256 ' + first(b'car\0ol')))
+print(s.docmd('AUTH', 'SCRAM-SHA-256')[0])
+print(*s.docmd(first(b'car\rol')))
+s.quit()
+"#
+    ));
+    assert_eq!(
+        out,
+        "501 b'5.5.2 Malformed authentication data'\n334\n501 b'5.5.2 Malformed authentication data'\n"
+    );
 
     // Requests that reached Dovecot: alice's wrong password twice (smtplib's login tries PLAIN,
     // then LOGIN), her right one once, carol's SCRAM twice; swaks's LOGIN was answered by the

@@ -98,10 +98,17 @@ pub enum ProxyStep {
 /// A SASL exchange relayed between an SMTP client and Dovecot, which runs the mechanism:
 /// every mechanism Dovecot offers works, SCRAM included, and Dovecot's own penalties and logs
 /// see the real client's address. Runtime-neutral: the caller sends the challenges.
+///
+/// The names in the client's first message (its initial response, or its answer to the first
+/// challenge) are checked with [`smtp_auth::sasl::check_first_message`] before Dovecot sees
+/// them: one with CR, LF, NUL or SASLprep's prohibited output ends the exchange as
+/// [`AuthStatus::Malformed`] (501 5.5.2), as the server's own exchange does.
 #[derive(Debug)]
 pub struct Proxy {
     mechanism: String,
     exchange: Option<Exchange>,
+    /// The client's first message has been seen (and its names checked).
+    first_seen: bool,
 }
 
 impl Proxy {
@@ -113,11 +120,15 @@ impl Proxy {
         initial: Option<&[u8]>,
     ) -> (Self, ProxyStep) {
         let mechanism = mechanism.to_ascii_uppercase();
-        let started = client.start(&mechanism, info, initial).await;
         let mut proxy = Self {
             mechanism,
             exchange: None,
+            first_seen: initial.is_some(),
         };
+        if let Some(Err(why)) = initial.map(|first| proxy.check_names(first)) {
+            return (proxy, why);
+        }
+        let started = client.start(&proxy.mechanism, info, initial).await;
         let step = match started {
             Ok((exchange, answer)) => {
                 proxy.exchange = Some(exchange);
@@ -138,11 +149,25 @@ impl Proxy {
                 return ProxyStep::Done(AuthResult::failure(status));
             }
         };
+        // Only the first message: a later one may be a password (LOGIN's second).
+        let first = !std::mem::replace(&mut self.first_seen, true);
+        if first && let Err(why) = self.check_names(data.expose_secret()) {
+            self.exchange = None;
+            return why;
+        }
         let answer = match self.exchange.as_mut() {
             Some(ex) => ex.respond(data.expose_secret()).await,
             None => Err(Error::Protocol("no exchange in progress".into())),
         };
         self.conclude(answer)
+    }
+
+    /// The first message's names, checked before Dovecot sees them.
+    fn check_names(&self, first: &[u8]) -> Result<(), ProxyStep> {
+        smtp_auth::sasl::check_first_message(&self.mechanism, first).map_err(|why| {
+            tracing::info!(target: "smtp_auth_dovecot", mechanism = %self.mechanism, %why, "name refused before Dovecot");
+            ProxyStep::Done(AuthResult::failure(AuthStatus::Malformed))
+        })
     }
 
     fn conclude(&mut self, answer: Result<Answer, Error>) -> ProxyStep {

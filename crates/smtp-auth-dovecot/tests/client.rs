@@ -200,3 +200,87 @@ async fn a_temporary_failure_is_a_failure_not_a_refusal() {
     drop(c);
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn names_in_the_first_message_are_checked_before_dovecot_sees_them() {
+    use base64::Engine as _;
+    use smtp_auth::sasl::Response;
+    use smtp_auth::{AuthStatus, SecretBytes};
+    use smtp_auth_dovecot::{Proxy, ProxyStep};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    // The scripted Dovecot answers AUTH with an empty CONT, a CONT from the client with a
+    // password prompt, and the second CONT with OK; it keeps every line it read.
+    let server = tokio::spawn(async move {
+        let (mut r, mut w) = accept(&l).await;
+        let mut seen = Vec::new();
+        let mut conts = 0;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                break;
+            }
+            let id = id_of(&line);
+            let answer = if line.starts_with("AUTH\t") {
+                format!("CONT\t{id}\t\n")
+            } else {
+                conts += 1;
+                if conts == 1 {
+                    format!("CONT\t{id}\tUGFzc3dvcmQ6\n")
+                } else {
+                    format!("OK\t{id}\tuser=alice\n")
+                }
+            };
+            seen.push(line);
+            w.write_all(answer.as_bytes()).await.unwrap();
+        }
+        seen
+    });
+    let c = client(port, Duration::from_secs(5));
+    let info = RequestInfo::default();
+    let data = |d: &[u8]| Response::Data(SecretBytes::new(d.to_vec()));
+    let malformed = |step: ProxyStep| match step {
+        ProxyStep::Done(r) => assert_eq!(r.status, AuthStatus::Malformed),
+        other => panic!("{other:?}"),
+    };
+    // In the initial response: Dovecot is not asked at all.
+    let (_, step) = Proxy::start(&c, "SCRAM-SHA-256", &info, Some(b"n,,n=al\0ice,r=abc")).await;
+    malformed(step);
+    // In the answer to the first challenge: the exchange ends without a CONT to Dovecot.
+    let (mut proxy, step) = Proxy::start(&c, "PLAIN", &info, None).await;
+    assert!(
+        matches!(step, ProxyStep::Challenge(ref c) if c.is_empty()),
+        "{step:?}"
+    );
+    malformed(proxy.respond(data(b"\0al\rice\0password")).await);
+    // Only the first message holds names: LOGIN's second, the password, goes on as it is.
+    let (mut proxy, _) = Proxy::start(&c, "LOGIN", &info, None).await;
+    let step = proxy.respond(data(b"alice")).await;
+    assert!(matches!(step, ProxyStep::Challenge(_)), "{step:?}");
+    let ProxyStep::Done(r) = proxy.respond(data(b"p\x07w")).await else {
+        panic!("LOGIN did not end")
+    };
+    assert_eq!(r.status, AuthStatus::Success);
+    drop((proxy, c));
+    let seen = server.await.unwrap();
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.trim_end().split('\t').collect();
+            match f[0] {
+                "AUTH" => format!("AUTH {}", f[2]),
+                _ => format!("CONT {}", f.get(2).copied().unwrap_or("")),
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "AUTH PLAIN".to_owned(),
+            "AUTH LOGIN".to_owned(),
+            format!("CONT {}", b64.encode("alice")),
+            format!("CONT {}", b64.encode("p\x07w")),
+        ]
+    );
+}

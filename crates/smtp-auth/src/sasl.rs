@@ -86,6 +86,26 @@ impl fmt::Display for BadName {
     }
 }
 
+/// Checks the names in a mechanism's first client message (its initial response, or its answer
+/// to the first challenge) with [`check_name`], for a relay that hands the whole exchange to
+/// another process (`smtp-auth-dovecot`'s `Proxy`): such a name reaches no store either. Knows
+/// PLAIN, LOGIN, CRAM-MD5, SCRAM-*, XOAUTH2 and OAUTHBEARER; a message that does not parse is
+/// left to the process that runs the mechanism.
+///
+/// ```
+/// use smtp_auth::sasl::{check_first_message, BadName};
+/// assert_eq!(check_first_message("SCRAM-SHA-256", b"n,,n=alice,r=abc"), Ok(()));
+/// assert_eq!(
+///     check_first_message("SCRAM-SHA-256", b"n,,n=al\rice,r=abc"),
+///     Err(BadName::LineBreakOrNul)
+/// );
+/// ```
+pub fn check_first_message(mechanism: &str, msg: &[u8]) -> Result<(), BadName> {
+    crate::mechanism::first_message_names(mechanism, msg)
+        .iter()
+        .try_for_each(|name| check_name(name))
+}
+
 /// Checks a user name or authorization identity as SASLprep (RFC 4013) prepares a query
 /// string: its mapped and NFKC-normalised form must hold no prohibited output (§2.3) and
 /// follow the bidirectional rules (§2.4). Unassigned code points are allowed, as in a query
@@ -176,6 +196,78 @@ mod tests {
         );
         assert_eq!(decode_response(b"", 1).failure(), None);
         assert_eq!(encode_challenge(b"Username:"), "VXNlcm5hbWU6");
+    }
+
+    #[test]
+    fn the_names_of_a_first_message_are_found_and_checked_for_each_mechanism() {
+        let names = |m: &str, msg: &[u8]| crate::mechanism::first_message_names(m, msg);
+        assert_eq!(names("PLAIN", b"admin\0alice\0s3cret"), ["admin", "alice"]);
+        assert_eq!(names("LOGIN", b"alice"), ["alice"]);
+        assert_eq!(names("CRAM-MD5", b"al ice 0123abcd"), ["al ice"]);
+        assert_eq!(
+            names(
+                "scram-sha-256-plus",
+                b"p=tls-exporter,a=b=2Cob,n=al=3Dice,r=xyz"
+            ),
+            ["b,ob", "al=ice"]
+        );
+        assert_eq!(names("SCRAM-SHA-256", b"n,,n=alice,r=xyz"), ["alice"]);
+        assert_eq!(
+            names(
+                "XOAUTH2",
+                b"user=alice@example.org\x01auth=Bearer t\x01\x01"
+            ),
+            ["alice@example.org"]
+        );
+        assert_eq!(
+            names(
+                "OAUTHBEARER",
+                b"n,a=alice@example.org,\x01auth=Bearer t\x01\x01"
+            ),
+            ["alice@example.org"]
+        );
+        assert!(names("OAUTHBEARER", b"n,,\x01auth=Bearer t\x01\x01").is_empty());
+        assert!(names("EXTERNAL", b"alice").is_empty());
+        assert!(names("X-UNKNOWN", b"n=alice").is_empty());
+        // The checks, each mechanism with a bad name where it carries one.
+        for (m, msg, why) in [
+            (
+                "SCRAM-SHA-256",
+                &b"n,,n=al\0ice,r=xyz"[..],
+                BadName::LineBreakOrNul,
+            ),
+            (
+                "SCRAM-SHA-256",
+                b"n,a=bob\n,n=alice,r=xyz",
+                BadName::LineBreakOrNul,
+            ),
+            (
+                "SCRAM-SHA-256",
+                b"n,,n=al\xffice,r=xyz",
+                BadName::Prohibited,
+            ),
+            (
+                "XOAUTH2",
+                b"user=alice\r\x01auth=Bearer t\x01\x01",
+                BadName::LineBreakOrNul,
+            ),
+            (
+                "OAUTHBEARER",
+                b"n,a=ali\x07ce,\x01auth=Bearer t\x01\x01",
+                BadName::Prohibited,
+            ),
+            (
+                "CRAM-MD5",
+                "alice\u{200e} 0123".as_bytes(),
+                BadName::Prohibited,
+            ),
+            ("PLAIN", b"\0ali\rce\0pw", BadName::LineBreakOrNul),
+            ("LOGIN", b"ali\nce", BadName::LineBreakOrNul),
+        ] {
+            assert_eq!(check_first_message(m, msg), Err(why), "{m} {msg:?}");
+        }
+        // The password is not a name: a control character in it is not refused here.
+        assert_eq!(check_first_message("PLAIN", b"\0alice\0p\x07w"), Ok(()));
     }
 
     #[test]

@@ -29,6 +29,53 @@ pub use scram::{
     TLS_EXPORTER_LABEL, saslprep,
 };
 
+/// The user names and authorization identities a mechanism's first client message carries
+/// (decoded; invalid UTF-8 replaced by U+FFFD, which SASLprep prohibits), for
+/// [`crate::sasl::check_first_message`]. A relay that hands the whole exchange to another
+/// process checks them there, since no mechanism of ours parses the message. Mechanisms whose
+/// first message names nobody, or that this crate does not know, give none.
+pub(crate) fn first_message_names(mechanism: &str, msg: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(msg);
+    let mechanism = mechanism.to_ascii_uppercase();
+    let saslname = |s: &str| scram::decode_saslname(s).unwrap_or_else(|| s.to_owned());
+    match mechanism.as_str() {
+        // authzid NUL authcid NUL password: the password is not a name.
+        "PLAIN" => text.splitn(3, '\0').take(2).map(str::to_owned).collect(),
+        "LOGIN" => vec![text.into_owned()],
+        // "user SP digest"
+        "CRAM-MD5" => text
+            .rsplit_once(' ')
+            .map(|(user, _)| vec![user.to_owned()])
+            .unwrap_or_default(),
+        // gs2-header (flag "," ["a=" authzid] ",") then "n=" user "," ...
+        m if m.starts_with("SCRAM-") => {
+            let mut parts = text.splitn(3, ',');
+            let (_, authz, bare) = (parts.next(), parts.next(), parts.next());
+            let authz = authz.and_then(|a| a.strip_prefix("a=")).map(saslname);
+            let user = bare
+                .and_then(|b| b.split(',').next())
+                .and_then(|n| n.strip_prefix("n="))
+                .map(saslname);
+            authz.into_iter().chain(user).collect()
+        }
+        // "user=" name ^A "auth=Bearer " token ^A ^A
+        "XOAUTH2" => text
+            .split('\x01')
+            .filter_map(|f| f.strip_prefix("user="))
+            .map(str::to_owned)
+            .collect(),
+        // gs2-header ^A key=value pairs: the name is the gs2 header's authzid.
+        "OAUTHBEARER" => text
+            .split('\x01')
+            .next()
+            .and_then(|gs2| gs2.split(',').nth(1))
+            .and_then(|a| a.strip_prefix("a="))
+            .map(|a| vec![saslname(a)])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 /// The server side of a SASL mechanism: a state machine fed decoded client data.
 ///
 /// Implement it to add a mechanism (aiosmtpd's `auth_MECHANISM` hooks) and register it in a
