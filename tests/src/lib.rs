@@ -255,7 +255,23 @@ pub fn maildir_messages(maildir: &Path) -> Vec<String> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(maildir.join("new"))
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
-    names.sort();
+    // Delivery order: smtpd names a message `SECS.MMICROSPPIDQN.host`, whose microseconds are
+    // not zero-padded (`M99999` sorts after `M102159` as text), so sort by the numbers.
+    let order = |p: &PathBuf| -> (u64, u64, u64, u64) {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let mut parts = name.splitn(3, '.');
+        let secs = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let unique = parts.next().unwrap_or("");
+        let field = |tag: char, end: char| -> u64 {
+            unique
+                .split_once(tag)
+                .map(|(_, rest)| rest.split(end).next().unwrap_or(""))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        (secs, field('M', 'P'), field('P', 'Q'), field('Q', '.'))
+    };
+    names.sort_by_key(|p| (order(p), p.clone()));
     names
         .iter()
         .map(|p| String::from_utf8_lossy(&std::fs::read(p).expect("read message")).into_owned())
