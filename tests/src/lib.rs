@@ -584,6 +584,29 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Python's `http.server` serving the files of `dir` on a free loopback port: the process
+/// (killed when dropped) and its port, listening. Any path it lacks gets a 404, which is still
+/// an HTTP answer.
+pub fn python_http_server(dir: &Path) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let mut child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    wait_for_port(port, &mut child, "python3 -m http.server");
+    (KillOnDrop(child), port)
+}
+
 /// Postfix's `smtp-sink` on a free loopback port, writing each message it takes into `dumps`
 /// (created) as `msg.*` files: the process (killed when dropped) and its port, listening.
 pub fn smtp_sink(dumps: &Path) -> (KillOnDrop, u16) {

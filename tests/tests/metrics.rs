@@ -165,23 +165,9 @@ address = "127.0.0.1:{mport}"
 fn readyz_follows_the_http_auth_service() {
     e2e::use_bin(env!("CARGO_BIN_EXE_smtpd-e2e"));
     let dir = temp_dir("metrics-readyz-http");
-    let (port, mport, service) = (free_port(), free_port(), free_port());
+    let (port, mport) = (free_port(), free_port());
     // Any HTTP answer counts: Python's file server answers HEAD /auth with 404.
-    let mut child = std::process::Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &service.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    e2e::wait_for_port(service, &mut child, "python3 -m http.server");
-    let up = e2e::KillOnDrop(child);
+    let (up, service) = e2e::python_http_server(&dir);
     let config = format!(
         "{}\n[metrics]\naddress = \"127.0.0.1:{mport}\"\n",
         e2e::http_config(

@@ -4,7 +4,7 @@
 //! publishes, with keys made in the test. Passwords (PLAIN, the users file) work beside tokens.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -48,35 +48,11 @@ fn token(kid: &str, key: &EncodingKey, email: &str, change: impl FnOnce(&mut Val
     jsonwebtoken::encode(&header, &claims, key).unwrap()
 }
 
-/// Python's http.server publishing `dir/jwks.json` on loopback.
-struct Idp(Child, u16);
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn idp(dir: &Path, keys: &[&Value]) -> Idp {
+/// Python's http.server publishing `dir/jwks.json` on loopback: the process (killed when
+/// dropped) and its port.
+fn idp(dir: &Path, keys: &[&Value]) -> (e2e::KillOnDrop, u16) {
     std::fs::write(dir.join("jwks.json"), json!({"keys": keys}).to_string()).unwrap();
-    let port = free_port();
-    let mut child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    e2e::wait_for_port(port, &mut child, "http.server");
-    Idp(child, port)
+    e2e::python_http_server(dir)
 }
 
 fn config(dir: &Path, port: u16, jwks_port: u16) -> String {

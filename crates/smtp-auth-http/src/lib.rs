@@ -353,19 +353,10 @@ impl HttpAuthProvider {
             .method(Method::POST)
             .uri(inner.url.clone())
             .header(header::CONTENT_TYPE, "application/json");
-        if let Some(t) = &inner.token {
-            let mut value = format!("Bearer {}", t.expose_secret());
-            match http::HeaderValue::from_str(&value) {
-                Ok(mut v) => {
-                    v.set_sensitive(true);
-                    builder = builder.header(header::AUTHORIZATION, v);
-                }
-                Err(_) => {
-                    value.zeroize();
-                    return AuthDecision::Failure;
-                }
-            }
-            value.zeroize();
+        match self.authorization() {
+            Ok(Some(v)) => builder = builder.header(header::AUTHORIZATION, v),
+            Ok(None) => {}
+            Err(()) => return AuthDecision::Failure,
         }
         let request = match builder.body(Full::new(json)) {
             Ok(r) => r,
@@ -399,6 +390,20 @@ impl HttpAuthProvider {
 }
 
 impl HttpAuthProvider {
+    /// `Authorization: Bearer …` for the configured token, marked sensitive (never logged by
+    /// hyper); `Err` when the token cannot be a header value.
+    fn authorization(&self) -> Result<Option<http::HeaderValue>, ()> {
+        let Some(t) = &self.inner.token else {
+            return Ok(None);
+        };
+        let mut value = format!("Bearer {}", t.expose_secret());
+        let header = http::HeaderValue::from_str(&value).map_err(|_| ());
+        value.zeroize();
+        let mut header = header?;
+        header.set_sensitive(true);
+        Ok(Some(header))
+    }
+
     /// Whether the service answers now (readiness checks): a `HEAD` request to the URL, with
     /// the bearer token when one is set, within the timeout. Any HTTP status counts as an
     /// answer (a service that only takes `POST` says 405); no connection, a broken answer or
@@ -408,13 +413,8 @@ impl HttpAuthProvider {
         let mut builder = Request::builder()
             .method(Method::HEAD)
             .uri(inner.url.clone());
-        if let Some(t) = &inner.token {
-            let mut value = format!("Bearer {}", t.expose_secret());
-            if let Ok(mut v) = http::HeaderValue::from_str(&value) {
-                v.set_sensitive(true);
-                builder = builder.header(header::AUTHORIZATION, v);
-            }
-            value.zeroize();
+        if let Ok(Some(v)) = self.authorization() {
+            builder = builder.header(header::AUTHORIZATION, v);
         }
         let request = builder
             .body(Full::new(Bytes::new()))

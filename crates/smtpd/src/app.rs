@@ -164,7 +164,6 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         .map(str::to_owned)
         .collect();
     let remote = crate::stores::Remote::from_config(&config.auth, &config.server, &offered)?;
-    let remote_for_health = remote.clone();
     let app = App::new(
         &config.server.hostname,
         config.server.lmtp,
@@ -185,7 +184,6 @@ pub async fn build(config: &Config) -> Result<Built, String> {
         metrics.as_ref(),
     )?;
     let cache = composed.cache;
-    let composed_http = composed.http;
     let users = match (&config.auth, &loaded.users) {
         (AuthSection::File { users_file, .. }, Some(users)) => {
             Some((users.clone(), users_file.clone(), cache.clone()))
@@ -220,9 +218,7 @@ pub async fn build(config: &Config) -> Result<Built, String> {
     Ok(Built {
         servers,
         metrics,
-        store: remote_for_health
-            .map(crate::stores::Probe::Remote)
-            .or(composed_http.map(crate::stores::Probe::Http)),
+        store: composed.probe,
     })
 }
 

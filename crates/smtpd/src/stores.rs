@@ -409,8 +409,8 @@ pub(crate) struct Composed {
     pub cache: Option<CredentialCache>,
     /// The token store, when `[auth.oauth]` is present.
     pub tokens: Option<smtp_auth_oauth::OAuthProvider>,
-    /// The HTTP service, when `backend = "http"` (for readiness checks).
-    pub http: Option<smtp_auth_http::HttpAuthProvider>,
+    /// The password store readiness checks ask, when it is not the users file.
+    pub probe: Option<Probe>,
 }
 
 /// A password store `/readyz` asks: one in another process, or the HTTP service. (The users
@@ -462,7 +462,7 @@ pub(crate) fn compose(
     if let (Some(m), Some(c)) = (metrics, &cache) {
         m.watch_cache(c.clone());
     }
-    let mut http = None;
+    let mut probe = remote.cloned().map(Probe::Remote);
     let authenticator: Arc<dyn Authenticator> = match (&config.auth, users) {
         (AuthSection::File { users_file, .. }, Some(users)) => {
             tracing::info!(
@@ -501,7 +501,7 @@ pub(crate) fn compose(
                 .send_authzid(*send_authzid)
                 .build()
                 .map_err(|e| format!("auth.url: {e}"))?;
-            http = Some(p.clone());
+            probe = Some(Probe::Http(p.clone()));
             store_authenticator(p, "http", cache.as_ref(), metrics, None::<NoSecrets>)
         }
         (AuthSection::Dovecot { .. } | AuthSection::Ldap(_) | AuthSection::Sql(_), _) => {
@@ -553,7 +553,7 @@ pub(crate) fn compose(
         authenticator,
         cache,
         tokens: tokens_kept,
-        http,
+        probe,
     })
 }
 
