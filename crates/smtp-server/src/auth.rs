@@ -384,6 +384,18 @@ impl AuthLimiter {
         }
     }
 
+    /// The limiter `options` describe (`max_auth_failures_per_ip`, `max_auth_failures_per_user`,
+    /// `auth_failure_window`, `max_auth_lock`): what a configuration builds when it is given
+    /// none, and what an application that shares one limiter among its servers builds once.
+    pub fn from_options(options: &crate::ServerOptions) -> Self {
+        Self::new(
+            options.max_auth_failures_per_ip,
+            options.max_auth_failures_per_user,
+            options.auth_failure_window,
+        )
+        .with_max_lock(options.max_auth_lock)
+    }
+
     /// Sets the ceiling of escalated locks (at least `window`; `window` itself turns
     /// escalation off).
     pub fn with_max_lock(mut self, max_lock: Duration) -> Self {

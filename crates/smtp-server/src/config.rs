@@ -391,16 +391,9 @@ impl ServerConfigBuilder {
     pub fn try_build(self) -> Result<ServerConfig, InvalidOption> {
         self.options.validate()?;
         let o = &self.options;
-        let limiter = self.limiter.unwrap_or_else(|| {
-            Arc::new(
-                AuthLimiter::new(
-                    o.max_auth_failures_per_ip,
-                    o.max_auth_failures_per_user,
-                    o.auth_failure_window,
-                )
-                .with_max_lock(o.max_auth_lock),
-            )
-        });
+        let limiter = self
+            .limiter
+            .unwrap_or_else(|| Arc::new(AuthLimiter::from_options(o)));
         Ok(ServerConfig {
             spool: Arc::from(o.spool_dir.as_path()),
             limiter,

@@ -508,13 +508,7 @@ pub(crate) fn from_config(
     metrics: Option<&Arc<crate::metrics::Metrics>>,
     mut authenticator: Arc<dyn Authenticator>,
 ) -> Result<(Arc<AuthLimiter>, Arc<dyn Authenticator>), String> {
-    let s = &config.server;
-    let mut limiter = AuthLimiter::new(
-        s.max_auth_failures_per_ip,
-        s.max_auth_failures_per_user,
-        Duration::from_secs(s.auth_failure_window_secs),
-    )
-    .with_max_lock(Duration::from_secs(s.max_auth_lock_secs));
+    let mut limiter = AuthLimiter::from_options(&config.server.options());
     if let Some(l) = &config.limiter {
         let shared = SharedLimiter::start(
             RedisTarget {
